@@ -1,0 +1,1 @@
+"""hashstream.api layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""hashstream.memory layer (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""hashstream.service layer (see DESIGN.md)."""

@@ -1,0 +1,132 @@
+"""The `hashstream` command line: `eval` (offline protocol) and, later, `serve`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from typing import Any
+
+from hashstream.service.offline_eval import DatasetError, EvalConfig, load_dataset, run_eval
+from hashstream.service.offline_eval import write_json as write_eval_json
+from hashstream.solver.settings import SDOHSettings
+
+# Ablation switches read better as --no-<term> than as --use-<term>/--no-use-<term>.
+_ABLATIONS = {
+    "use_old_term": ("--no-old-term", "drop the old-data term (H1/H2)"),
+    "use_exemplar_term": ("--no-exemplar-term", "drop the exemplar term (Sqn)"),
+    "use_distillation": ("--no-distillation", "drop self-distillation with the last centers"),
+    "use_hadamard_term": ("--no-hadamard-term", "drop the fixed Hadamard-center term"),
+    "use_center_term": ("--no-center-term", "drop the η code-to-center term"),
+}
+_HELP = {
+    "bits": "code length r", "theta": "θ, weight of the two center terms",
+    "eta": "η, weight of the code-to-center term", "beta": "β, B–V coupling",
+    "lam": "λ, ridge of P", "n1": "exemplars kept at random each round",
+    "n2": "new exemplars per round", "iterations": "outer V/B/Y iterations per round",
+    "sweeps": "DCC sweeps per B and Y step", "feature_map": "φ: identity or rbf",
+    "n_anchors": "RBF anchors m", "exemplar_policy": "how new exemplars are chosen",
+    "old_weight": "old-data weight: balanced (n/N_old) or paper (1)",
+    "old_similarity": "S_no form: normalized (L̂L̂ᵀ) or lemon (2L̂L̂ᵀ−11ᵀ)",
+    "seed": "seed of every random choice",
+}
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("SDOH-HC settings")
+    defaults = SDOHSettings()
+    for f in fields(SDOHSettings):
+        default = getattr(defaults, f.name)
+        if f.name in _ABLATIONS:
+            flag, text = _ABLATIONS[f.name]
+            group.add_argument(flag, dest=f.name, action="store_false", help=text)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP.get(f.name, '')} "
+                                  f"(default {default})"}
+        literal = {"feature_map": ("identity", "rbf"),
+                   "exemplar_policy": ("random", "class_balanced", "nearest_center"),
+                   "old_weight": ("balanced", "paper"),
+                   "old_similarity": ("normalized", "lemon")}
+        if f.name in literal:
+            kwargs["choices"] = literal[f.name]
+        else:
+            kwargs["type"] = type(default)
+        group.add_argument(flag, dest=f.name, **kwargs)
+
+
+def _eval_parser(sub: Any) -> None:
+    p = sub.add_parser("eval", help="run the offline online-hashing protocol on an .npz",
+                       description="Stream an .npz through SDOH-HC (or LSH) chunk by chunk and "
+                       "score held-out queries after every round.")
+    p.add_argument("--data", required=True, help=".npz with features, labels, optional test_idx")
+    p.add_argument("--chunk", type=int, default=2000, help="items per round (default 2000)")
+    p.add_argument("--queries", type=int, default=1000, help="held-out queries (default 1000)")
+    p.add_argument("--order", choices=("random", "class-incremental"), default="random")
+    p.add_argument("--method", choices=("sdoh-hc", "lsh"), default="sdoh-hc")
+    p.add_argument("--database", choices=("learned", "reencoded"), default="learned",
+                   help="database codes: each round's learned B, or all re-encoded by sgn(ΦP)")
+    p.add_argument("--map-at", type=int, nargs="*", default=[], help="also report mAP@k")
+    p.add_argument("--max-items", type=int, default=None, help="stop the stream after N items")
+    p.add_argument("--eval-every", type=int, default=1, help="score every N rounds (default 1)")
+    p.add_argument("--backend", choices=("auto", "numpy", "cupy"), default="auto")
+    p.add_argument("--json", dest="json_out", default=None, help="write the result here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_settings_flags(p)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    names = {f.name for f in fields(SDOHSettings)}
+    try:
+        settings = SDOHSettings(**{k: v for k, v in vars(args).items() if k in names})
+    except ValueError as exc:
+        print(f"hashstream eval: {exc}", file=sys.stderr)
+        return 2
+    config = EvalConfig(settings=settings, chunk=args.chunk, queries=args.queries,
+                        order=args.order, method=args.method, database=args.database,
+                        map_at=tuple(args.map_at), max_items=args.max_items,
+                        eval_every=max(1, args.eval_every), backend=args.backend)
+    bar: Any = None
+
+    def on_round(record: dict[str, Any], total: int) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            bar = tqdm(total=total, unit="round", desc=f"{args.method} {settings.bits} bits")
+        if "map" in record:
+            bar.set_postfix(mAP=f"{record['map']:.4f}", db=record["n_database"])
+        bar.update(1)
+
+    try:
+        data = load_dataset(args.data)
+        result = run_eval(data, config, on_round)
+    except DatasetError as exc:
+        print(f"hashstream eval: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if bar is not None:
+            bar.close()
+    last = result["rounds"][-1]
+    print(f"rounds {len(result['rounds'])}  final mAP {last.get('map', float('nan')):.4f}  "
+          f"precision@r2 {last.get('precision_r2', float('nan')):.4f}  "
+          f"mean round {sum(r['seconds'] for r in result['rounds']) / len(result['rounds']):.3f}s")
+    if args.json_out:
+        write_eval_json(result, args.json_out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hashstream", description="Streaming online hashing.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _eval_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "eval":
+        return _run_eval(args)
+    return 2

@@ -1,0 +1,183 @@
+"""The offline protocol of the online-hashing literature, as `hashstream eval` runs it.
+
+Held-out queries are drawn (seeded) from ``test_idx`` when the file has one, else from all
+items, and never enter the stream. The stream is every other item (everything outside
+``test_idx`` when it exists), in random or class-incremental order, cut into chunks. After
+each round the queries, encoded by the current model, are ranked against the database so far.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from hashstream.solver.backend import BackendName, get_backend
+from hashstream.solver.lsh import RandomProjection
+from hashstream.solver.metrics import evaluate
+from hashstream.solver.sdoh_hc import encode, learn_chunk
+from hashstream.solver.settings import SDOHSettings
+from hashstream.solver.state import SDOHState
+
+Order = Literal["random", "class-incremental"]
+Method = Literal["sdoh-hc", "lsh"]
+DatabaseCodes = Literal["learned", "reencoded"]
+
+
+class DatasetError(ValueError):
+    """The data file cannot be evaluated; the message names the array at fault."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    features: np.ndarray[Any, Any]
+    labels: np.ndarray[Any, Any]
+    test_idx: np.ndarray[Any, Any] | None
+
+
+def load_dataset(path: str | Path) -> Dataset:
+    """Read ``features`` (n × d float), ``labels`` (n × c 0/1) and optional ``test_idx``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k in ("features", "labels", "test_idx")}
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path} as .npz: {exc}") from exc
+    for key in ("features", "labels"):
+        if key not in arrays:
+            raise DatasetError(f"{path} has no array named {key!r}")
+    x, y = arrays["features"], arrays["labels"]
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise DatasetError(f"features {x.shape} and labels {y.shape} must be n × d and n × c")
+    if not np.isfinite(x).all():
+        raise DatasetError("features contains NaN or Inf")
+    if not np.isin(y, (0, 1)).all():
+        raise DatasetError("labels must be 0/1")
+    test = arrays.get("test_idx")
+    if test is not None and (test.ndim != 1 or (test.size and (test.min() < 0
+                                                                or test.max() >= x.shape[0]))):
+        raise DatasetError("test_idx must be a 1-D array of row indices")
+    return Dataset(x.astype(np.float32, copy=False), y.astype(np.uint8, copy=False), test)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One evaluation run; ``settings`` carries every SDOH-HC setting and ablation."""
+
+    settings: SDOHSettings = field(default_factory=SDOHSettings)
+    chunk: int = 2000
+    queries: int = 1000
+    order: Order = "random"
+    method: Method = "sdoh-hc"
+    database: DatabaseCodes = "learned"
+    map_at: tuple[int, ...] = ()
+    max_items: int | None = None
+    eval_every: int = 1
+    backend: BackendName = "auto"
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in ("chunk", "queries", "order", "method", "database",
+                                             "max_items", "eval_every", "backend")}
+        out["map_at"] = list(self.map_at)
+        out.update(self.settings.as_dict())
+        return out
+
+
+def split_stream(data: Dataset, config: EvalConfig) -> tuple[np.ndarray[Any, Any],
+                                                              np.ndarray[Any, Any]]:
+    """(query indices, stream indices in arrival order), both seeded."""
+    rng = np.random.default_rng([config.settings.seed, 31337])
+    n = data.features.shape[0]
+    pool = data.test_idx if data.test_idx is not None else np.arange(n)
+    if config.queries > len(pool):
+        raise DatasetError(f"--queries {config.queries} exceeds the {len(pool)} candidates")
+    queries = np.sort(rng.choice(pool, size=config.queries, replace=False))
+    excluded = np.zeros(n, dtype=bool)
+    excluded[queries] = True
+    if data.test_idx is not None:
+        excluded[data.test_idx] = True
+    stream = rng.permutation(np.flatnonzero(~excluded))
+    if config.order == "class-incremental":
+        lab = data.labels[stream]
+        first = np.where(lab.any(axis=1), lab.argmax(axis=1), lab.shape[1])
+        stream = stream[np.argsort(first, kind="stable")]
+    elif config.order != "random":
+        raise DatasetError(f"order must be 'random' or 'class-incremental', not {config.order!r}")
+    if config.max_items is not None:
+        stream = stream[: config.max_items]
+    return queries, stream
+
+
+def chunks(stream: np.ndarray[Any, Any], size: int) -> Iterator[np.ndarray[Any, Any]]:
+    for start in range(0, len(stream), size):
+        yield stream[start:start + size]
+
+
+def run_eval(data: Dataset, config: EvalConfig,
+             on_round: Callable[[dict[str, Any], int], None] | None = None) -> dict[str, Any]:
+    """Stream the data through the method; score the queries after every round.
+
+    ``on_round(record, total_rounds)`` is called after each round (for progress output).
+    """
+    if config.chunk < 1:
+        raise DatasetError("--chunk must be positive")
+    settings = config.settings
+    backend = get_backend(config.backend)
+    queries, stream = split_stream(data, config)
+    q_feat, q_lab = data.features[queries], data.labels[queries]
+    total = -(-len(stream) // config.chunk)
+    db_codes: list[np.ndarray[Any, Any]] = []
+    db_idx: list[np.ndarray[Any, Any]] = []
+    state: SDOHState | None = None
+    lsh: RandomProjection | None = None
+    rounds: list[dict[str, Any]] = []
+    for i, idx in enumerate(chunks(stream, config.chunk), start=1):
+        x, y = data.features[idx], data.labels[idx]
+        started = time.perf_counter()
+        record: dict[str, Any] = {"round": i}
+        if config.method == "lsh":
+            lsh = lsh or RandomProjection.fit(x, settings.bits, settings.seed)
+            codes = lsh.encode(x)
+            record["loss"] = {}
+        else:
+            result = learn_chunk(state, x, y, settings, backend)
+            state, codes = result.state, result.codes
+            record["loss"] = {k: float(v) for k, v in result.loss.items()}
+            record["step_seconds"] = {k: round(v, 6) for k, v in result.seconds.items()}
+        record["seconds"] = time.perf_counter() - started
+        db_codes.append(codes)
+        db_idx.append(idx)
+        record["n_database"] = int(sum(len(j) for j in db_idx))
+        record["n_classes"] = int(data.labels[np.concatenate(db_idx)].any(axis=0).sum())
+        if i % config.eval_every == 0 or i == total:
+            if config.method == "lsh":
+                assert lsh is not None
+                qc = lsh.encode(q_feat)
+                all_codes = np.concatenate(db_codes)
+            else:
+                assert state is not None
+                qc = encode(state, q_feat, backend)
+                if config.database == "reencoded":
+                    all_codes = encode(state, data.features[np.concatenate(db_idx)], backend)
+                else:
+                    all_codes = np.concatenate(db_codes)
+            scores = evaluate(qc, q_lab, all_codes, data.labels[np.concatenate(db_idx)],
+                              ks=config.map_at)
+            record["map"] = scores.map
+            record["map_at_k"] = {str(k): v for k, v in scores.map_at_k.items()}
+            record["precision_r2"] = scores.precision_r2
+            if i == total:
+                record["pr_curve"] = scores.as_dict()["pr_curve"]
+        rounds.append(record)
+        if on_round is not None:
+            on_round(record, total)
+    return {"rounds": rounds, "settings": config.as_dict(), "backend": backend.name,
+            "n_queries": int(len(queries)), "n_stream": int(len(stream))}
+
+
+def write_json(result: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result, indent=1))

@@ -1,0 +1,123 @@
+"""Retrieval metrics of the online-hashing literature: mAP@all, mAP@k, precision within
+Hamming radius 2 and the precision–recall curve over Hamming radii.
+
+Relevance: a database item is relevant to a query when they share at least one label.
+Ranking: by Hamming distance, ties broken by insertion order (stable), as SOLVER.md asks.
+Distances come from packed codes (XOR + popcount over 64-bit words), queries in blocks, so
+1,000 queries against 70,000 codes take a second or two and no loop runs over the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Array = np.ndarray[Any, Any]
+
+_QUERY_BLOCK = 64
+
+
+def pack_codes(codes: Array) -> Array:
+    """±1 (or 0/1) codes, n × r, to packed uint8 rows: bit 1 for +1, big-endian in a byte."""
+    return np.packbits(np.asarray(codes) > 0, axis=1)
+
+
+def _as_words(packed: Array) -> Array:
+    """Packed uint8 rows padded to a multiple of 8 bytes and viewed as uint64 words."""
+    n, nbytes = packed.shape
+    pad = (-nbytes) % 8
+    if pad:
+        packed = np.concatenate([packed, np.zeros((n, pad), dtype=np.uint8)], axis=1)
+    return np.ascontiguousarray(packed).view(np.uint64)
+
+
+def hamming_distances(query_packed: Array, db_packed: Array) -> Array:
+    """All pairwise Hamming distances (q × n, uint16) between packed code rows."""
+    qw, dw = _as_words(query_packed), _as_words(db_packed)
+    out = np.zeros((qw.shape[0], dw.shape[0]), dtype=np.uint16)
+    for w in range(qw.shape[1]):
+        out += np.bitwise_count(qw[:, w, None] ^ dw[None, :, w]).astype(np.uint16)
+    return out
+
+
+def relevance(query_labels: Array, db_labels: Array) -> Array:
+    """q × n booleans: True where a query and a database item share at least one label."""
+    return (np.asarray(query_labels, np.float32) @ np.asarray(db_labels, np.float32).T) > 0
+
+
+@dataclass(frozen=True)
+class RetrievalScores:
+    """Scores of one evaluation. ``pr_precision[i]``/``pr_recall[i]`` are at radius i."""
+
+    map: float
+    map_at_k: dict[int, float]
+    precision_r2: float
+    pr_precision: Array
+    pr_recall: Array
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "map": self.map,
+            "map_at_k": {str(k): v for k, v in self.map_at_k.items()},
+            "precision_r2": self.precision_r2,
+            "pr_curve": {"radius": list(range(len(self.pr_precision))),
+                         "precision": self.pr_precision.tolist(),
+                         "recall": self.pr_recall.tolist()},
+        }
+
+
+def _average_precision(rel_sorted: Array, limit: int | None) -> Array:
+    """AP per row of a ranked relevance matrix (q × n bool); ``limit`` cuts at top k.
+
+    AP = mean over relevant positions i of (relevant in top i) / i; 0 when nothing relevant is
+    retrieved. For AP@k the mean runs over the relevant items within the top k.
+    """
+    rel = rel_sorted[:, :limit] if limit is not None else rel_sorted
+    hits = np.cumsum(rel, axis=1, dtype=np.int64)
+    ranks = np.arange(1, rel.shape[1] + 1)
+    prec_sum = np.where(rel, hits / ranks, 0.0).sum(axis=1)
+    n_rel = hits[:, -1] if rel.shape[1] else np.zeros(rel.shape[0])
+    return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
+
+
+def evaluate(query_codes: Array, query_labels: Array, db_codes: Array, db_labels: Array,
+             ks: tuple[int, ...] = (), bits: int | None = None) -> RetrievalScores:
+    """Score queries against a database. Codes are ±1 (n × r) or packed uint8 with ``bits``."""
+    if np.asarray(query_codes).dtype == np.uint8 and bits is not None:
+        qp, dp, r = np.asarray(query_codes), np.asarray(db_codes), bits
+    else:
+        qp, dp, r = pack_codes(query_codes), pack_codes(db_codes), np.asarray(query_codes).shape[1]
+    nq, n = qp.shape[0], dp.shape[0]
+    ap_all = np.zeros(nq)
+    ap_k = {k: np.zeros(nq) for k in ks}
+    hits_at = np.zeros((nq, r + 1))  # relevant items at distance exactly i
+    found_at = np.zeros((nq, r + 1))  # items at distance exactly i
+    n_relevant = np.zeros(nq)
+    for start in range(0, nq, _QUERY_BLOCK):
+        sl = slice(start, min(start + _QUERY_BLOCK, nq))
+        dist = hamming_distances(qp[sl], dp)
+        rel = relevance(query_labels[sl], db_labels)
+        order = np.argsort(dist, axis=1, kind="stable")
+        rel_sorted = np.take_along_axis(rel, order, axis=1)
+        ap_all[sl] = _average_precision(rel_sorted, None)
+        for k in ks:
+            ap_k[k][sl] = _average_precision(rel_sorted, k)
+        n_relevant[sl] = rel.sum(axis=1)
+        bins = (dist + (np.arange(dist.shape[0]) * (r + 1))[:, None]).ravel()
+        size = dist.shape[0] * (r + 1)
+        found_at[sl] = np.bincount(bins, minlength=size).reshape(-1, r + 1)
+        hits_at[sl] = np.bincount(bins[rel.ravel()], minlength=size).reshape(-1, r + 1)
+    found_cum = np.cumsum(found_at, axis=1)
+    hits_cum = np.cumsum(hits_at, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(found_cum > 0, hits_cum / found_cum, 0.0)
+        recall = np.where(n_relevant[:, None] > 0, hits_cum / n_relevant[:, None], 0.0)
+    return RetrievalScores(
+        map=float(ap_all.mean()) if nq else 0.0,
+        map_at_k={k: float(v.mean()) if nq else 0.0 for k, v in ap_k.items()},
+        precision_r2=float(precision[:, min(2, r)].mean()) if nq else 0.0,
+        pr_precision=precision.mean(axis=0) if nq else np.zeros(r + 1),
+        pr_recall=recall.mean(axis=0) if nq else np.zeros(r + 1),
+    )

@@ -1,0 +1,392 @@
+"""The SDOH-HC round: learn codes for one chunk and the next model state (paper Eq. 7).
+
+``learn_chunk(state, X, L)`` is pure: state in, codes and new state out, so any worker can run
+the next round from persisted state. The updates are the ones worked out in SOLVER.md: a
+closed-form V-step, discrete cyclic coordinate descent (DCC) for B and Y, accumulators H1, H2,
+G, F, and P = (G + λI)⁻¹F. The old data enter only through H1 and H2, so a round costs
+O(n) in the chunk size and nothing in the size of the past.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hashstream.solver.backend import Backend
+from hashstream.solver.exemplar_memory import select_exemplars, select_random
+from hashstream.solver.feature_map import (
+    apply_feature_map,
+    fit_feature_map,
+    l2_normalize_rows,
+)
+from hashstream.solver.hadamard import grow_centers, hadamard_centers
+from hashstream.solver.settings import SDOHSettings
+from hashstream.solver.state import SDOHState
+
+# Sqn is formed in blocks of this many exemplars, so memory stays O(n · block).
+_SQN_BLOCK = 4096
+
+
+class InputError(ValueError):
+    """A chunk the solver cannot learn from (shape, NaN/Inf, empty); the message names it."""
+
+
+@dataclass
+class RoundResult:
+    """What a round returns: the chunk's codes (n × r, ±1 int8, host), the new state, the
+    value of each term of Eq. 7 at the end, seconds per step, and optionally the objective
+    after every V, B and Y step (``trace``)."""
+
+    codes: np.ndarray[Any, Any]
+    state: SDOHState
+    loss: dict[str, float]
+    seconds: dict[str, float]
+    trace: list[tuple[str, float]] = field(default_factory=list)
+
+
+def sign(x: Any, xp: Any) -> Any:
+    """sgn with sgn(0) = +1, so codes are deterministic."""
+    return xp.where(x >= 0, 1, -1).astype(x.dtype)
+
+
+def check_chunk(features: Any, labels: Any, dim: int | None = None) -> None:
+    """Raise :class:`InputError` naming the field when a chunk is malformed."""
+    if features.ndim != 2:
+        raise InputError(f"features must be a 2-D array (n × d), got {features.ndim}-D")
+    if features.shape[0] == 0:
+        raise InputError("features: the chunk is empty")
+    if labels.ndim != 2:
+        raise InputError(f"labels must be a 2-D 0/1 array (n × c), got {labels.ndim}-D")
+    if labels.shape[0] != features.shape[0]:
+        raise InputError(f"labels has {labels.shape[0]} rows but features has "
+                         f"{features.shape[0]}")
+    if dim is not None and features.shape[1] != dim:
+        raise InputError(f"features has dimension {features.shape[1]}, the model expects {dim}")
+    if not np.isfinite(np.asarray(features)).all():
+        raise InputError("features contains NaN or Inf")
+
+
+def initial_state(settings: SDOHSettings, first_chunk: np.ndarray[Any, Any],
+                  n_classes: int) -> SDOHState:
+    """The state before round 1: feature map fitted on the first chunk, Ỹ = Cᵀ, zero sums."""
+    r = settings.bits
+    fm = fit_feature_map(settings.feature_map, first_chunk, settings.n_anchors, settings.seed)
+    d = int(first_chunk.shape[1])
+    m = fm.output_dim(d)
+    centers = hadamard_centers(r, n_classes, settings.seed)
+    return SDOHState(
+        round=0, n_seen=0, dim=d, centers=centers, teacher=centers.T.copy(),
+        h1=np.zeros((n_classes, r)), h2=np.zeros((r, r)), g=np.zeros((m, m)),
+        f=np.zeros((m, r)), label_gram=np.zeros((n_classes, n_classes)),
+        label_sum=np.zeros(n_classes), projection=np.zeros((m, r)), feature_map=fm,
+        exemplar_features=np.zeros((0, d), dtype=np.float32),
+        exemplar_labels=np.zeros((0, n_classes), dtype=np.uint8),
+        exemplar_codes=np.zeros((0, r), dtype=np.int8),
+    )
+
+
+def grow_classes(state: SDOHState, n_classes: int, seed: int, backend: Backend) -> SDOHState:
+    """Grow c to ``n_classes``: new Hadamard columns, teacher rows = their transpose, zero rows
+    in H1 and the label statistics, zero label columns in the exemplar memory."""
+    c = state.n_classes
+    if n_classes <= c:
+        return state
+    xp = backend.xp
+    extra = n_classes - c
+    centers = grow_centers(backend.to_numpy(state.centers), n_classes, seed)
+    new_rows = backend.asarray(centers[:, c:].T.copy())
+    r = state.bits
+
+    def pad_rows(a: Any, width: int) -> Any:
+        a = backend.asarray(a)
+        return xp.concatenate([a, xp.zeros((extra, width), dtype=a.dtype)], axis=0)
+
+    gram = backend.asarray(state.label_gram)
+    gram = xp.concatenate([gram, xp.zeros((c, extra), dtype=gram.dtype)], axis=1)
+    gram = pad_rows(gram, n_classes)
+    ex_labels = backend.asarray(state.exemplar_labels)
+    ex_labels = xp.concatenate(
+        [ex_labels, xp.zeros((ex_labels.shape[0], extra), dtype=ex_labels.dtype)], axis=1)
+    return SDOHState(
+        round=state.round, n_seen=state.n_seen, dim=state.dim, centers=backend.asarray(centers),
+        teacher=xp.concatenate([backend.asarray(state.teacher), new_rows], axis=0),
+        h1=pad_rows(state.h1, r), h2=state.h2, g=state.g, f=state.f, label_gram=gram,
+        label_sum=xp.concatenate([backend.asarray(state.label_sum), xp.zeros(extra)]),
+        projection=state.projection, feature_map=state.feature_map,
+        exemplar_features=state.exemplar_features, exemplar_labels=ex_labels,
+        exemplar_codes=state.exemplar_codes,
+    )
+
+
+def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
+    """Codes of new items under the current model: sgn(φ(X) P), ±1 int8, n × r (host)."""
+    phi = apply_feature_map(state.feature_map, features, backend)
+    z = phi @ backend.asarray(state.projection, dtype=backend.dtype)
+    return backend.to_numpy(sign(z, backend.xp)).astype(np.int8)
+
+
+@dataclass
+class _Terms:
+    """Everything of Eq. 7 that is fixed during one round's alternating updates."""
+
+    xp: Any
+    r: int
+    n: int
+    beta: float
+    theta_distill: float
+    theta_hadamard: float
+    eta: float
+    l_hat: Any  # n × c
+    old_weight: float  # w_old · s, applied to ⟨B, L̂H1⟩ (0 when the term is off)
+    old_quad: float  # w_old, applied to ⟨BᵀB, H2⟩
+    l_h1: Any  # L̂ H1, n × r
+    h2: Any
+    old_const: float  # w_old · r² ‖S_no‖²
+    ex_lin: Any  # E = Sqnᵀ B̃q, n × r (zeros when the term is off)
+    ex_gram: Any  # B̃qᵀB̃q, r × r
+    ex_const: float  # r² ‖Sqn‖²
+    teacher: Any  # Ỹ, c × r
+    centers_t: Any  # Cᵀ, c × r
+
+    def objective(self, b: Any, v: Any, y: Any) -> dict[str, float]:
+        """Each term of Eq. 7 at (B, V, Y); their sum is the objective J."""
+        xp, r = self.xp, self.r
+        btb = b.T @ b
+        out = {
+            "old": self.old_const - 2 * r * self.old_weight * float(xp.sum(b * self.l_h1))
+            + self.old_quad * float(xp.sum(btb * self.h2)),
+            "exemplar": self.ex_const - 2 * r * float(xp.sum(self.ex_lin * v))
+            + float(xp.sum(self.ex_gram * (v.T @ v))),
+            "quantization": self.beta * float(xp.sum((b - v) ** 2)),
+            "distillation": 0.0,
+            "hadamard": self.theta_hadamard * float(xp.sum((self.centers_t - y) ** 2)),
+            "center": self.eta * (r * r * float(xp.sum(self.l_hat ** 2))
+                                  - 2 * r * float(xp.sum((self.l_hat.T @ b) * y))
+                                  + float(xp.sum(btb * (y.T @ y)))),
+        }
+        if self.theta_distill:
+            c = y.shape[0]
+            k = 2 * xp.eye(c, dtype=y.dtype) - 1
+            out["distillation"] = self.theta_distill * float(
+                xp.sum((r * k - self.teacher @ y.T) ** 2))
+        out["total"] = sum(out.values())
+        return out
+
+    def v_step(self, b: Any, rng: np.random.Generator) -> Any:
+        """max tr(VᵀZ) s.t. VᵀV = nI, Vᵀ1 = 0; Z = r Sqnᵀ B̃q + β B (closed form)."""
+        return orthogonal_balanced(self.r * self.ex_lin + self.beta * b, rng, self.xp)
+
+    def b_step(self, b: Any, v: Any, y: Any, sweeps: int) -> Any:
+        """DCC on min tr(B A Bᵀ) − 2 tr(BᵀQ) (SOLVER.md, B-step)."""
+        r = self.r
+        q = self.old_weight * r * self.l_h1 + self.beta * v + self.eta * r * (self.l_hat @ y)
+        a = self.old_quad * self.h2 + self.eta * (y.T @ y)
+        return dcc(b, q, a, sweeps, self.xp)
+
+    def y_step(self, b: Any, y: Any, sweeps: int) -> Any:
+        """DCC on the Y sub-problem: Q_Y = θ(rKỸ + Cᵀ) + η r L̂ᵀB, A_Y = θỸᵀỸ + η BᵀB."""
+        xp, r = self.xp, self.r
+        q = self.theta_hadamard * self.centers_t + self.eta * r * (self.l_hat.T @ b)
+        a = self.eta * (b.T @ b)
+        if self.theta_distill:
+            t = self.teacher
+            k_t = 2 * t - t.sum(axis=0, keepdims=True)  # K Ỹ with K = 2I − 11ᵀ
+            q = q + self.theta_distill * r * k_t
+            a = a + self.theta_distill * (t.T @ t)
+        return dcc(y, q, a, sweeps, xp)
+
+
+def dcc(b: Any, q: Any, a: Any, sweeps: int, xp: Any) -> Any:
+    """Discrete cyclic coordinate descent: B[:, k] = sgn(Q[:, k] − B[:, ≠k] A[≠k, k]).
+
+    Each column update is the exact minimiser given the others, so the objective never rises.
+    """
+    b = b.copy()
+    for _ in range(sweeps):
+        for k in range(b.shape[1]):
+            col = q[:, k] - b @ a[:, k] + b[:, k] * a[k, k]
+            b[:, k] = xp.where(col >= 0, 1.0, -1.0)
+    return b
+
+
+def orthogonal_balanced(z: Any, rng: np.random.Generator, xp: Any) -> Any:
+    """argmax tr(VᵀZ) over VᵀV = nI, Vᵀ1 = 0 (DGH's closed form).
+
+    Centre Z's columns, eigendecompose Z̄ᵀZ̄ = QΛQᵀ, P = Z̄ Q₊ Λ₊^(−1/2); where Z̄ is rank
+    deficient complete P and Q with orthonormal vectors orthogonal to 1 and to P.
+    """
+    n, r = z.shape
+    zc = z - z.mean(axis=0, keepdims=True)
+    lam, q = xp.linalg.eigh(zc.T @ zc)
+    tol = 1e-10 * max(float(lam.max()), 1e-300)
+    keep = lam > tol
+    n_keep = int(keep.sum())
+    p = (zc @ q[:, keep]) / xp.sqrt(lam[keep])
+    if n_keep < r:
+        extra = xp.asarray(rng.standard_normal((n, r - n_keep)), dtype=z.dtype)
+        basis = xp.concatenate([xp.ones((n, 1), dtype=z.dtype) / np.sqrt(n), p], axis=1)
+        extra = extra - basis @ (basis.T @ extra)
+        extra, _ = xp.linalg.qr(extra)
+        p = xp.concatenate([p, extra], axis=1)
+        q = xp.concatenate([q[:, keep], q[:, ~keep]], axis=1)
+    else:
+        q = q[:, keep]
+    return np.sqrt(n) * (p @ q.T)
+
+
+def _exemplar_similarity(state: SDOHState, x: Any, labels: Any, backend: Backend,
+                         r: int) -> tuple[Any, Any, float]:
+    """E = Sqnᵀ B̃q (n × r), B̃qᵀB̃q and r²‖Sqn‖², forming Sqn in blocks of exemplars.
+
+    Sqn[i, j] = ⟨x̂q_i, x̂n_j⟩ where exemplar i and new point j share a label, else −1.
+    """
+    xp, dt = backend.xp, backend.dtype
+    xq = l2_normalize_rows(backend.asarray(state.exemplar_features, dtype=dt), xp)
+    lq = backend.asarray(state.exemplar_labels, dtype=dt)
+    bq = backend.asarray(state.exemplar_codes, dtype=dt)
+    xn = l2_normalize_rows(x, xp)
+    e = xp.zeros((x.shape[0], r), dtype=dt)
+    sq_norm = 0.0
+    for start in range(0, xq.shape[0], _SQN_BLOCK):
+        stop = start + _SQN_BLOCK
+        share = (lq[start:stop] @ labels.T) > 0
+        sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
+        e += sqn.T @ bq[start:stop]
+        sq_norm += float(xp.sum(sqn * sqn))
+    return e, bq.T @ bq, r * r * sq_norm
+
+
+def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: SDOHSettings,
+                backend: Backend, *, trace: bool = False) -> RoundResult:
+    """One SDOH-HC round on a chunk (``features`` n × d, ``labels`` n × c 0/1).
+
+    ``state`` is the previous round's (``None`` before round 1: the feature map is fitted on
+    this chunk). Labels with more columns than the model has classes grow c; fewer are padded.
+    Nothing passed in is mutated.
+    """
+    xp, dt = backend.xp, backend.dtype
+    labels_host = backend.to_numpy(labels)
+    features_host = backend.to_numpy(features)
+    check_chunk(features_host, labels_host, None if state is None else state.dim)
+    if state is None:
+        state = initial_state(settings, features_host, max(labels_host.shape[1], 1))
+    if state.bits != settings.bits:
+        raise InputError(f"settings.bits is {settings.bits} but the state has {state.bits}")
+    n, r = labels_host.shape[0], settings.bits
+    rnd = state.round + 1
+    rng = np.random.default_rng([settings.seed, rnd])
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        backend.synchronize()
+        now = time.perf_counter()
+        seconds[name] = seconds.get(name, 0.0) + now - clock
+        clock = now
+
+    state = grow_classes(state, labels_host.shape[1], settings.seed, backend)
+    c = state.n_classes
+    lab = np.zeros((n, c), dtype=np.float64)
+    lab[:, : labels_host.shape[1]] = labels_host
+    lab_dev = backend.asarray(lab, dtype=dt)
+    l_hat = l2_normalize_rows(lab_dev, xp)
+    x = backend.asarray(features, dtype=dt)
+    phi = apply_feature_map(state.feature_map, x, backend)
+    lap("features")
+
+    n_old = state.n_seen
+    use_old = settings.use_old_term and n_old > 0
+    w_old = (n / n_old if settings.old_weight == "balanced" else 1.0) if use_old else 0.0
+    s = 2.0 if settings.old_similarity == "lemon" else 1.0
+    h1 = backend.asarray(state.h1, dtype=dt)
+    h2 = backend.asarray(state.h2, dtype=dt)
+    old_const = 0.0
+    if use_old:
+        gram = backend.asarray(state.label_gram, dtype=dt)
+        cross = float(xp.sum((l_hat.T @ l_hat) * gram))
+        old_const = w_old * r * r * s * s * cross
+        if settings.old_similarity == "lemon":
+            lsum = backend.asarray(state.label_sum, dtype=dt)
+            old_const += w_old * r * r * (n * n_old - 2 * s * float(l_hat.sum(axis=0) @ lsum))
+
+    use_ex = settings.use_exemplar_term and state.exemplar_codes.shape[0] > 0
+    if use_ex:
+        e, ex_gram, ex_const = _exemplar_similarity(state, x, lab_dev, backend, r)
+    else:
+        e, ex_gram, ex_const = xp.zeros((n, r), dtype=dt), xp.zeros((r, r), dtype=dt), 0.0
+    lap("exemplar_similarity")
+
+    terms = _Terms(
+        xp=xp, r=r, n=n, beta=settings.beta,
+        theta_distill=settings.theta if settings.use_distillation else 0.0,
+        theta_hadamard=settings.theta if settings.use_hadamard_term else 0.0,
+        eta=settings.eta if settings.use_center_term else 0.0,
+        l_hat=l_hat, old_weight=w_old * s, old_quad=w_old, l_h1=l_hat @ h1, h2=h2,
+        old_const=old_const, ex_lin=e, ex_gram=ex_gram, ex_const=ex_const,
+        teacher=backend.asarray(state.teacher, dtype=dt),
+        centers_t=backend.asarray(state.centers, dtype=dt).T,
+    )
+    if rnd == 1:
+        b = xp.asarray(np.where(rng.random((n, r)) < 0.5, -1.0, 1.0), dtype=dt)
+    else:
+        b = sign(phi @ backend.asarray(state.projection, dtype=dt), xp)
+    y = terms.teacher.copy()
+    steps: list[tuple[str, float]] = []
+    v = b
+    for _ in range(settings.iterations):
+        v = terms.v_step(b, rng)
+        lap("v")
+        if trace:
+            steps.append(("V", terms.objective(b, v, y)["total"]))
+        b = terms.b_step(b, v, y, settings.sweeps)
+        lap("b")
+        if trace:
+            steps.append(("B", terms.objective(b, v, y)["total"]))
+        y = terms.y_step(b, y, settings.sweeps)
+        lap("y")
+        if trace:
+            steps.append(("Y", terms.objective(b, v, y)["total"]))
+    loss = terms.objective(b, v, y)
+
+    g = backend.asarray(state.g, dtype=dt) + phi.T @ phi
+    f = backend.asarray(state.f, dtype=dt) + phi.T @ b
+    reg = g + settings.lam * xp.eye(g.shape[0], dtype=dt)
+    projection = backend.cho_solve(reg, f)
+    lap("p")
+
+    codes = backend.to_numpy(b).astype(np.int8)
+    y_host = backend.to_numpy(y).astype(np.int8)
+    new_exemplars = _update_exemplars(state, features_host, lab, codes, y_host, settings, rng,
+                                      backend)
+    new_state = SDOHState(
+        round=rnd, n_seen=n_old + n, dim=state.dim, centers=state.centers,
+        teacher=backend.asarray(y_host), h1=h1 + l_hat.T @ v, h2=h2 + v.T @ v, g=g, f=f,
+        label_gram=backend.asarray(state.label_gram, dtype=dt) + l_hat.T @ l_hat,
+        label_sum=backend.asarray(state.label_sum, dtype=dt) + l_hat.sum(axis=0),
+        projection=projection, feature_map=state.feature_map, **new_exemplars,
+    )
+    lap("memory")
+    return RoundResult(codes=codes, state=new_state, loss=loss, seconds=seconds, trace=steps)
+
+
+def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], lab: np.ndarray[Any, Any],
+                      codes: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
+                      settings: SDOHSettings, rng: np.random.Generator,
+                      backend: Backend) -> dict[str, Any]:
+    """Keep n1 old exemplars at random, add n2 of this chunk chosen by the policy.
+
+    The memory is small and its selection is index work, so it stays on the host."""
+    old_f = backend.to_numpy(state.exemplar_features)
+    old_l = backend.to_numpy(state.exemplar_labels)
+    old_c = backend.to_numpy(state.exemplar_codes)
+    keep = select_random(old_f.shape[0], settings.n1, rng)
+    new = select_exemplars(settings.exemplar_policy, lab, codes, y, settings.n2, rng)
+    return {
+        "exemplar_features": np.concatenate([old_f[keep], x[new].astype(np.float32)]),
+        "exemplar_labels": np.concatenate([old_l[keep], (lab[new] > 0).astype(np.uint8)]),
+        "exemplar_codes": np.concatenate([old_c[keep], codes[new]]),
+    }

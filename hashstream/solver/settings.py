@@ -1,0 +1,77 @@
+"""Settings of the SDOH-HC round: weights, memory sizes, iterations and ablation switches."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+from hashstream.solver.feature_map import FeatureMapKind
+
+ExemplarPolicy = Literal["random", "class_balanced", "nearest_center"]
+OldWeight = Literal["balanced", "paper"]
+OldSimilarity = Literal["normalized", "lemon"]
+
+
+@dataclass(frozen=True)
+class SDOHSettings:
+    """Hyper-parameters of SDOH-HC (paper Eq. 7; SOLVER.md names).
+
+    ``theta`` weighs the two center terms, ``eta`` the code-to-center term, ``beta`` the
+    B–V coupling, ``lam`` the ridge of P. ``n1`` exemplars are kept at random each round and
+    ``n2`` new ones are chosen by ``exemplar_policy``. ``old_weight='balanced'`` scales the
+    old-data term by n / N_old so it does not swamp the new chunk as the stream grows;
+    ``'paper'`` keeps weight 1. The ``use_*`` switches turn single terms off for ablations.
+    """
+
+    bits: int = 32
+    theta: float = 1.0
+    eta: float = 1.0
+    beta: float = 1.0
+    lam: float = 1.0
+    n1: int = 1000
+    n2: int = 1000
+    iterations: int = 3
+    sweeps: int = 1
+    feature_map: FeatureMapKind = "identity"
+    n_anchors: int = 1000
+    exemplar_policy: ExemplarPolicy = "class_balanced"
+    old_weight: OldWeight = "balanced"
+    old_similarity: OldSimilarity = "normalized"
+    use_old_term: bool = True
+    use_exemplar_term: bool = True
+    use_distillation: bool = True
+    use_hadamard_term: bool = True
+    use_center_term: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.bits < 1 or self.bits > 1024:
+            raise ValueError("bits must be between 1 and 1024")
+        for name in ("theta", "eta", "beta", "lam"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative")
+        if self.lam <= 0:
+            raise ValueError("lam must be positive (it keeps the P solve well posed)")
+        for name in ("n1", "n2", "n_anchors"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative")
+        if self.iterations < 1 or self.sweeps < 1:
+            raise ValueError("iterations and sweeps must be at least 1")
+        if self.exemplar_policy not in ("random", "class_balanced", "nearest_center"):
+            raise ValueError(f"unknown exemplar_policy {self.exemplar_policy!r}")
+        if self.old_weight not in ("balanced", "paper"):
+            raise ValueError(f"unknown old_weight {self.old_weight!r}")
+        if self.old_similarity not in ("normalized", "lemon"):
+            raise ValueError(f"unknown old_similarity {self.old_similarity!r}")
+        if self.feature_map not in ("identity", "rbf"):
+            raise ValueError(f"unknown feature_map {self.feature_map!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain-JSON view of the settings."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SDOHSettings:
+        """Build from a dict, ignoring keys that are not settings."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
