@@ -135,8 +135,11 @@ def run_eval(data: Dataset, config: EvalConfig,
     state: SDOHState | None = None
     lsh: RandomProjection | None = None
     rounds: list[dict[str, Any]] = []
+    first_classes = np.zeros(data.labels.shape[1], dtype=bool)
     for i, idx in enumerate(chunks(stream, config.chunk), start=1):
         x, y = data.features[idx], data.labels[idx]
+        if i == 1:
+            first_classes = y.any(axis=0)
         started = time.perf_counter()
         record: dict[str, Any] = {"round": i}
         if config.method == "lsh":
@@ -168,6 +171,15 @@ def run_eval(data: Dataset, config: EvalConfig,
             scores = evaluate(qc, q_lab, all_codes, data.labels[np.concatenate(db_idx)],
                               ks=config.map_at)
             record["map"] = scores.map
+            db_lab = data.labels[np.concatenate(db_idx)]
+            seen = db_lab.any(axis=0)
+            # Class-incremental: queries of classes not yet streamed cannot score; map_seen
+            # averages over the others, map_first_classes over round 1's classes (forgetting).
+            q_seen = (q_lab[:, seen] > 0).any(axis=1)
+            q_first = (q_lab[:, first_classes] > 0).any(axis=1)
+            ap = scores.average_precision
+            record["map_seen"] = float(ap[q_seen].mean()) if q_seen.any() else 0.0
+            record["map_first_classes"] = float(ap[q_first].mean()) if q_first.any() else 0.0
             record["map_at_k"] = {str(k): v for k, v in scores.map_at_k.items()}
             record["precision_r2"] = scores.precision_r2
             if i == total:

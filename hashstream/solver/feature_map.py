@@ -35,7 +35,7 @@ class FeatureMapParams:
 
 def l2_normalize_rows(x: Any, xp: Any) -> Any:
     """Rows divided by their ℓ2 norm; a zero row stays zero."""
-    norms = xp.sqrt((x * x).sum(axis=1, keepdims=True))
+    norms = xp.sqrt(xp.einsum("ij,ij->i", x, x))[:, None]
     return x / xp.where(norms > 0, norms, 1)
 
 
@@ -65,13 +65,18 @@ def fit_feature_map(kind: FeatureMapKind, first_chunk: np.ndarray[Any, Any], n_a
 
 
 def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any:
-    """Φ = φ(X): n × m on the backend, in the backend's dtype."""
+    """Φ = φ(X): n × m on the backend, in the backend's dtype, written in one buffer."""
     xp = backend.xp
     x = backend.asarray(x, dtype=backend.dtype)
+    n = x.shape[0]
     if params.kind == "identity":
-        body = l2_normalize_rows(x, xp)
+        phi = xp.empty((n, x.shape[1] + 1), dtype=backend.dtype)
+        norms = xp.sqrt(xp.einsum("ij,ij->i", x, x))
+        xp.divide(x, xp.where(norms > 0, norms, 1)[:, None], out=phi[:, :-1])
     else:
         anchors = backend.asarray(params.anchors, dtype=backend.dtype)
-        body = _rbf_raw(x, anchors, params.sigma, xp) - backend.asarray(params.mean,
-                                                                         dtype=backend.dtype)
-    return xp.concatenate([body, xp.ones((x.shape[0], 1), dtype=backend.dtype)], axis=1)
+        phi = xp.empty((n, anchors.shape[0] + 1), dtype=backend.dtype)
+        phi[:, :-1] = _rbf_raw(x, anchors, params.sigma, xp) - backend.asarray(
+            params.mean, dtype=backend.dtype)
+    phi[:, -1] = 1
+    return phi

@@ -52,6 +52,7 @@ class RetrievalScores:
     """Scores of one evaluation. ``pr_precision[i]``/``pr_recall[i]`` are at radius i."""
 
     map: float
+    average_precision: Array  # AP of each query, for subgroup means (seen classes, forgetting)
     map_at_k: dict[int, float]
     precision_r2: float
     pr_precision: Array
@@ -116,6 +117,7 @@ def evaluate(query_codes: Array, query_labels: Array, db_codes: Array, db_labels
         recall = np.where(n_relevant[:, None] > 0, hits_cum / n_relevant[:, None], 0.0)
     return RetrievalScores(
         map=float(ap_all.mean()) if nq else 0.0,
+        average_precision=ap_all,
         map_at_k={k: float(v.mean()) if nq else 0.0 for k, v in ap_k.items()},
         precision_r2=float(precision[:, min(2, r)].mean()) if nq else 0.0,
         pr_precision=precision.mean(axis=0) if nq else np.zeros(r + 1),

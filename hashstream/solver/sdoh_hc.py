@@ -28,6 +28,8 @@ from hashstream.solver.state import SDOHState
 
 # Sqn is formed in blocks of this many exemplars, so memory stays O(n · block).
 _SQN_BLOCK = 4096
+# Above this many (new label set, exemplar label set) pairs, Sqn is formed in blocks instead.
+_MAX_GROUP_PAIRS = 4096
 
 
 class InputError(ValueError):
@@ -237,25 +239,77 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, xp: Any) -> Any:
     return np.sqrt(n) * (p @ q.T)
 
 
-def _exemplar_similarity(state: SDOHState, x: Any, labels: Any, backend: Backend,
-                         r: int) -> tuple[Any, Any, float]:
-    """E = Sqnᵀ B̃q (n × r), B̃qᵀB̃q and r²‖Sqn‖², forming Sqn in blocks of exemplars.
+def _safe_norms(a: Any, xp: Any) -> Any:
+    """Row norms as a column, with 1 where a row is zero (so zero rows stay zero)."""
+    norms = xp.sqrt(xp.einsum("ij,ij->i", a, a))[:, None]
+    return xp.where(norms > 0, norms, 1)
 
-    Sqn[i, j] = ⟨x̂q_i, x̂n_j⟩ where exemplar i and new point j share a label, else −1.
+
+def _exemplar_similarity(state: SDOHState, x: Any, labels: np.ndarray[Any, Any],
+                         backend: Backend, r: int) -> tuple[Any, Any, float]:
+    """E = Sqnᵀ B̃q (n × r), B̃qᵀB̃q and r²‖Sqn‖² without forming all of Sqn.
+
+    Sqn[i, j] = ⟨x̂q_i, x̂n_j⟩ where exemplar i and new point j share a label, else −1. Rows
+    are grouped by their label set; a group of new points needs inner products only with the
+    exemplars whose label sets overlap its own, and the −1 entries of the rest sum to
+    −(Σ B̃q − Σ of the overlapping B̃q). Single-label data thus costs n·nq·d / c, not n·nq·d.
+    Many distinct label sets (dense multi-label data) fall back to Sqn in blocks.
     """
     xp, dt = backend.xp, backend.dtype
-    xq = l2_normalize_rows(backend.asarray(state.exemplar_features, dtype=dt), xp)
-    lq = backend.asarray(state.exemplar_labels, dtype=dt)
+    lq_host = backend.to_numpy(state.exemplar_labels).astype(bool)
+    ln_host = labels.astype(bool)
+    xq_raw = backend.asarray(state.exemplar_features)
     bq = backend.asarray(state.exemplar_codes, dtype=dt)
-    xn = l2_normalize_rows(x, xp)
-    e = xp.zeros((x.shape[0], r), dtype=dt)
+    n, nq = x.shape[0], xq_raw.shape[0]
+    e = xp.zeros((n, r), dtype=dt)
+    sets_n, inv_n = np.unique(ln_host, axis=0, return_inverse=True)
+    sets_q, inv_q = np.unique(lq_host, axis=0, return_inverse=True)
+    inv_n, inv_q = inv_n.ravel(), inv_q.ravel()
     sq_norm = 0.0
-    for start in range(0, xq.shape[0], _SQN_BLOCK):
-        stop = start + _SQN_BLOCK
-        share = (lq[start:stop] @ labels.T) > 0
-        sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
-        e += sqn.T @ bq[start:stop]
-        sq_norm += float(xp.sum(sqn * sqn))
+    if len(sets_n) * len(sets_q) <= _MAX_GROUP_PAIRS:
+        # Sort both sides by label set once, so each group is a contiguous slice.
+        order_n = np.argsort(inv_n, kind="stable")
+        order_q = np.argsort(inv_q, kind="stable")
+        bounds_n = np.searchsorted(inv_n[order_n], np.arange(len(sets_n) + 1))
+        bounds_q = np.searchsorted(inv_q[order_q], np.arange(len(sets_q) + 1))
+        # Gather first, then normalise the gathered copy in place: one pass over each side.
+        xn_s = x[backend.asarray(order_n)]
+        xn_s /= _safe_norms(xn_s, xp)
+        xq_s = xq_raw[backend.asarray(order_q)].astype(dt)
+        xq_s /= _safe_norms(xq_s, xp)
+        bq_s = bq[backend.asarray(order_q)]
+        e_s = xp.empty((n, r), dtype=dt)
+        shares = (sets_n.astype(np.int64) @ sets_q.T.astype(np.int64)) > 0
+        bq_total = bq.sum(axis=0)
+        for a in range(len(sets_n)):
+            lo, hi = int(bounds_n[a]), int(bounds_n[a + 1])
+            groups = np.flatnonzero(shares[a])
+            if len(groups) == 0:
+                e_s[lo:hi] = -bq_total
+                sq_norm += (hi - lo) * nq
+                continue
+            if len(groups) == 1 or (np.diff(groups) == 1).all():  # one contiguous run
+                sl = slice(int(bounds_q[groups[0]]), int(bounds_q[groups[-1] + 1]))
+                xq_share, bq_share = xq_s[sl], bq_s[sl]
+            else:
+                rows = backend.asarray(np.concatenate(
+                    [np.arange(bounds_q[g], bounds_q[g + 1]) for g in groups]))
+                xq_share, bq_share = xq_s[rows], bq_s[rows]
+            block = xn_s[lo:hi] @ xq_share.T
+            e_s[lo:hi] = block @ bq_share - (bq_total - bq_share.sum(axis=0))
+            sq_norm += float(xp.sum(block * block)) + (hi - lo) * (nq - xq_share.shape[0])
+        e[backend.asarray(order_n)] = e_s
+    else:
+        xq = l2_normalize_rows(xq_raw.astype(dt), xp)
+        xn = l2_normalize_rows(x, xp)
+        lq = backend.asarray(lq_host, dtype=dt)
+        ln = backend.asarray(ln_host, dtype=dt)
+        for start in range(0, nq, _SQN_BLOCK):
+            stop = start + _SQN_BLOCK
+            share = (lq[start:stop] @ ln.T) > 0
+            sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
+            e += sqn.T @ bq[start:stop]
+            sq_norm += float(xp.sum(sqn * sqn))
     return e, bq.T @ bq, r * r * sq_norm
 
 
@@ -315,7 +369,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
 
     use_ex = settings.use_exemplar_term and state.exemplar_codes.shape[0] > 0
     if use_ex:
-        e, ex_gram, ex_const = _exemplar_similarity(state, x, lab_dev, backend, r)
+        e, ex_gram, ex_const = _exemplar_similarity(state, x, lab, backend, r)
     else:
         e, ex_gram, ex_const = xp.zeros((n, r), dtype=dt), xp.zeros((r, r), dtype=dt), 0.0
     lap("exemplar_similarity")

@@ -1,0 +1,182 @@
+"""Retrieval metrics against a plain brute-force reference written out here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hashstream.solver.metrics import evaluate, hamming_distances, pack_codes, relevance
+
+
+def _ap(ranked: list[int], rel: list[bool], limit: int) -> float:
+    hits, total = 0, 0.0
+    for pos, j in enumerate(ranked[:limit], start=1):
+        if rel[j]:
+            hits += 1
+            total += hits / pos
+    return total / hits if hits else 0.0
+
+
+def reference(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
+              db_labels: np.ndarray, ks: tuple[int, ...]) -> dict[str, object]:
+    """Python loops: rank by (distance, index), AP over relevant positions, PR per radius."""
+    r = q_codes.shape[1]
+    aps: list[float] = []
+    aps_k: dict[int, list[float]] = {k: [] for k in ks}
+    prec_r = np.zeros((len(q_codes), r + 1))
+    rec_r = np.zeros((len(q_codes), r + 1))
+    for qi in range(len(q_codes)):
+        dist = [sum(1 for b in range(r) if q_codes[qi, b] != db_codes[j, b])
+                for j in range(len(db_codes))]
+        rel = [bool(np.any((q_labels[qi] > 0) & (db_labels[j] > 0)))
+               for j in range(len(db_codes))]
+        ranked = sorted(range(len(db_codes)), key=lambda j: (dist[j], j))
+        aps.append(_ap(ranked, rel, len(ranked)))
+        for k in ks:
+            aps_k[k].append(_ap(ranked, rel, k))
+        n_rel = sum(rel)
+        for radius in range(r + 1):
+            found = [j for j in range(len(db_codes)) if dist[j] <= radius]
+            hits = sum(1 for j in found if rel[j])
+            prec_r[qi, radius] = hits / len(found) if found else 0.0
+            rec_r[qi, radius] = hits / n_rel if n_rel else 0.0
+    return {
+        "ap": np.array(aps),
+        "map": float(np.mean(aps)),
+        "map_at_k": {k: float(np.mean(v)) for k, v in aps_k.items()},
+        "precision_r2": float(prec_r[:, min(2, r)].mean()),
+        "pr_precision": prec_r.mean(axis=0),
+        "pr_recall": rec_r.mean(axis=0),
+    }
+
+
+def _case(seed: int, bits: int, n_db: int, n_q: int, n_classes: int = 5,
+          pool: int | None = None) -> tuple[np.ndarray, ...]:
+    """Codes drawn from a small pool of base codes (with a few flipped bits) so that Hamming
+    distances tie often; labels multi-label with some unlabelled rows."""
+    rng = np.random.default_rng(seed)
+    pool = pool or 6
+    base = np.where(rng.random((pool, bits)) < 0.5, -1, 1)
+
+    def draw(n: int) -> np.ndarray:
+        codes = base[rng.integers(0, pool, n)].copy()
+        flips = rng.random((n, bits)) < min(0.1, 3 / bits)
+        codes[flips] *= -1
+        return codes.astype(np.int8)
+
+    def labels(n: int) -> np.ndarray:
+        lab = (rng.random((n, n_classes)) < 0.25).astype(np.uint8)
+        lab[rng.integers(0, n, max(1, n // 10))] = 0  # some rows have no label
+        return lab
+
+    return draw(n_q), labels(n_q), draw(n_db), labels(n_db)
+
+
+CASES = [
+    (0, 8, 50, 20),
+    (1, 8, 300, 25),
+    (2, 16, 120, 30),
+    (3, 16, 300, 15),
+    (4, 12, 200, 20),
+    (5, 72, 150, 12),
+    (6, 1, 60, 10),
+    (7, 65, 80, 70),  # more than one query block of 64
+]
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), CASES)
+def test_evaluate_matches_brute_force(seed: int, bits: int, n_db: int, n_q: int) -> None:
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q)
+    ks = (1, 5, 37, n_db + 10)
+    got = evaluate(qc, ql, dc, dl, ks=ks)
+    ref = reference(qc, ql, dc, dl, ks)
+    assert got.map == pytest.approx(ref["map"], abs=1e-12)
+    per_query = getattr(got, "average_precision", None)  # per-query AP, where provided
+    if per_query is not None:
+        np.testing.assert_allclose(per_query, ref["ap"], atol=1e-12)
+    for k in ks:
+        assert got.map_at_k[k] == pytest.approx(ref["map_at_k"][k], abs=1e-12)  # type: ignore[index]
+    assert got.precision_r2 == pytest.approx(ref["precision_r2"], abs=1e-12)
+    np.testing.assert_allclose(got.pr_precision, ref["pr_precision"], atol=1e-12)
+    np.testing.assert_allclose(got.pr_recall, ref["pr_recall"], atol=1e-12)
+    assert got.pr_precision.shape == (bits + 1,)
+    # at the largest radius everything is retrieved: recall is 1 where anything is relevant
+    rel = relevance(ql, dl)
+    assert got.pr_recall[-1] == pytest.approx(rel.any(axis=1).mean())
+    d = got.as_dict()
+    assert d["pr_curve"]["radius"] == list(range(bits + 1))
+    assert d["map"] == got.map
+
+
+def test_ties_ranked_by_insertion_order() -> None:
+    # every database item at the same distance: AP depends only on where the relevant ones sit
+    q = np.ones((1, 8), dtype=np.int8)
+    db = np.ones((4, 8), dtype=np.int8)
+    ql = np.array([[1, 0]])
+    first = np.array([[1, 0], [0, 1], [0, 1], [0, 1]])
+    last = first[::-1].copy()
+    assert evaluate(q, ql, db, first).map == pytest.approx(1.0)
+    assert evaluate(q, ql, db, last).map == pytest.approx(0.25)
+
+
+def test_no_relevant_item_scores_zero() -> None:
+    q = np.ones((2, 8), dtype=np.int8)
+    db = np.ones((5, 8), dtype=np.int8)
+    ql = np.array([[1, 0], [0, 1]])
+    dl = np.array([[1, 0]] * 5)
+    s = evaluate(q, ql, db, dl)
+    assert s.map == pytest.approx(0.5)  # query 2 has AP 0, query 1 has AP 1
+    np.testing.assert_allclose(s.pr_recall, 0.5)
+
+
+def test_precision_r2_zero_when_nothing_within_radius() -> None:
+    q = np.ones((1, 16), dtype=np.int8)
+    db = -np.ones((3, 16), dtype=np.int8)
+    lab = np.ones((3, 1))
+    s = evaluate(q, lab[:1], db, lab)
+    assert s.precision_r2 == 0.0
+    assert s.map == pytest.approx(1.0)  # all relevant
+
+
+def test_empty_query_set() -> None:
+    s = evaluate(np.ones((0, 8), dtype=np.int8), np.zeros((0, 3)), np.ones((4, 8), np.int8),
+                 np.ones((4, 3)), ks=(2,))
+    assert s.map == 0.0 and s.map_at_k == {2: 0.0} and s.precision_r2 == 0.0
+    assert s.pr_precision.shape == (9,)
+
+
+@pytest.mark.parametrize("bits", [1, 7, 8, 12, 16, 63, 64, 72, 130])
+def test_pack_and_hamming_match_direct_count(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    a = np.where(rng.random((9, bits)) < 0.5, -1, 1).astype(np.int8)
+    b = np.where(rng.random((13, bits)) < 0.5, -1, 1).astype(np.int8)
+    pa, pb = pack_codes(a), pack_codes(b)
+    assert pa.dtype == np.uint8 and pa.shape == (9, -(-bits // 8))
+    np.testing.assert_array_equal(np.unpackbits(pa, axis=1, count=bits), (a > 0).astype(np.uint8))
+    d = hamming_distances(pa, pb)
+    direct = np.array([[sum(1 for k in range(bits) if a[i, k] != b[j, k]) for j in range(13)]
+                       for i in range(9)])
+    np.testing.assert_array_equal(d, direct)
+    # 0/1 codes pack the same as ±1 codes
+    np.testing.assert_array_equal(pack_codes((a > 0).astype(np.uint8)), pa)
+
+
+@pytest.mark.parametrize(("seed", "bits"), [(10, 8), (11, 12), (12, 16), (13, 72)])
+def test_packed_input_equals_signed_input(seed: int, bits: int) -> None:
+    qc, ql, dc, dl = _case(seed, bits, 140, 30)
+    ks = (3, 50)
+    a = evaluate(qc, ql, dc, dl, ks=ks)
+    b = evaluate(pack_codes(qc), ql, pack_codes(dc), dl, ks=ks, bits=bits)
+    assert a.map == b.map
+    assert a.map_at_k == b.map_at_k
+    assert a.precision_r2 == b.precision_r2
+    np.testing.assert_array_equal(a.pr_precision, b.pr_precision)
+    np.testing.assert_array_equal(a.pr_recall, b.pr_recall)
+
+
+def test_relevance_shares_a_label() -> None:
+    ql = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    dl = np.array([[1, 1, 0], [0, 0, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(relevance(ql, dl),
+                                  [[True, False, False], [True, True, False],
+                                   [False, False, False]])
