@@ -112,9 +112,16 @@ def split_stream(data: Dataset, config: EvalConfig) -> tuple[np.ndarray[Any, Any
     return queries, stream
 
 
-def chunks(stream: np.ndarray[Any, Any], size: int) -> Iterator[np.ndarray[Any, Any]]:
-    for start in range(0, len(stream), size):
-        yield stream[start:start + size]
+def chunks(stream: np.ndarray[Any, Any], size: int,
+           min_last: int = 1) -> Iterator[np.ndarray[Any, Any]]:
+    """Cut the stream into chunks of ``size``; a last piece shorter than ``min_last`` joins the
+    chunk before it (a round needs more rows than bits)."""
+    starts = list(range(0, len(stream), size))
+    if len(starts) > 1 and len(stream) - starts[-1] < min_last:
+        starts.pop()
+    for i, start in enumerate(starts):
+        stop = starts[i + 1] if i + 1 < len(starts) else len(stream)
+        yield stream[start:stop]
 
 
 def run_eval(data: Dataset, config: EvalConfig,
@@ -129,14 +136,15 @@ def run_eval(data: Dataset, config: EvalConfig,
     backend = get_backend(config.backend)
     queries, stream = split_stream(data, config)
     q_feat, q_lab = data.features[queries], data.labels[queries]
-    total = -(-len(stream) // config.chunk)
+    min_rows = settings.bits + 1 if config.method == "sdoh-hc" else 1
+    total = len(list(chunks(stream, config.chunk, min_rows)))
     db_codes: list[np.ndarray[Any, Any]] = []
     db_idx: list[np.ndarray[Any, Any]] = []
     state: SDOHState | None = None
     lsh: RandomProjection | None = None
     rounds: list[dict[str, Any]] = []
     first_classes = np.zeros(data.labels.shape[1], dtype=bool)
-    for i, idx in enumerate(chunks(stream, config.chunk), start=1):
+    for i, idx in enumerate(chunks(stream, config.chunk, min_rows), start=1):
         x, y = data.features[idx], data.labels[idx]
         if i == 1:
             first_classes = y.any(axis=0)
@@ -180,6 +188,12 @@ def run_eval(data: Dataset, config: EvalConfig,
             ap = scores.average_precision
             record["map_seen"] = float(ap[q_seen].mean()) if q_seen.any() else 0.0
             record["map_first_classes"] = float(ap[q_first].mean()) if q_first.any() else 0.0
+            # Forgetting, isolated: round 1's classes' queries against round 1's classes' items
+            # only. The items keep their round-1 codes; only the query encoder has moved on.
+            db_first = (db_lab[:, first_classes] > 0).any(axis=1)
+            if q_first.any() and db_first.any():
+                record["map_first_classes_own_db"] = evaluate(
+                    qc[q_first], q_lab[q_first], all_codes[db_first], db_lab[db_first]).map
             record["map_at_k"] = {str(k): v for k, v in scores.map_at_k.items()}
             record["precision_r2"] = scores.precision_r2
             if i == total:

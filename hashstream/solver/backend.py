@@ -84,5 +84,6 @@ def get_backend(name: BackendName = "auto", dtype: str | None = None) -> Backend
         if cupy is not None:
             return Backend("cupy", cupy, np.dtype(dtype or "float32"))
         if name == "cupy":
-            raise BackendUnavailable("backend 'cupy' requested but CuPy or a CUDA device is missing")
+            raise BackendUnavailable(
+                "backend 'cupy' requested but CuPy or a CUDA device is missing")
     return Backend("numpy", np, np.dtype(dtype or "float64"))

@@ -90,7 +90,7 @@ def evaluate(query_codes: Array, query_labels: Array, db_codes: Array, db_labels
         qp, dp, r = np.asarray(query_codes), np.asarray(db_codes), bits
     else:
         qp, dp, r = pack_codes(query_codes), pack_codes(db_codes), np.asarray(query_codes).shape[1]
-    nq, n = qp.shape[0], dp.shape[0]
+    nq = qp.shape[0]
     ap_all = np.zeros(nq)
     ap_k = {k: np.zeros(nq) for k in ks}
     hits_at = np.zeros((nq, r + 1))  # relevant items at distance exactly i

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hashstream.solver.backend import Backend
+from hashstream.solver.dcc import dcc
 from hashstream.solver.exemplar_memory import select_exemplars, select_random
 from hashstream.solver.feature_map import (
     apply_feature_map,
@@ -54,8 +55,11 @@ def sign(x: Any, xp: Any) -> Any:
     return xp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
-def check_chunk(features: Any, labels: Any, dim: int | None = None) -> None:
-    """Raise :class:`InputError` naming the field when a chunk is malformed."""
+def check_chunk(features: Any, labels: Any, dim: int | None = None,
+                bits: int | None = None) -> None:
+    """Raise :class:`InputError` naming the field when a chunk is malformed.
+
+    A round needs more rows than bits: V (n × r) must satisfy VᵀV = nI with Vᵀ1 = 0."""
     if features.ndim != 2:
         raise InputError(f"features must be a 2-D array (n × d), got {features.ndim}-D")
     if features.shape[0] == 0:
@@ -65,10 +69,15 @@ def check_chunk(features: Any, labels: Any, dim: int | None = None) -> None:
     if labels.shape[0] != features.shape[0]:
         raise InputError(f"labels has {labels.shape[0]} rows but features has "
                          f"{features.shape[0]}")
+    if bits is not None and features.shape[0] <= bits:
+        raise InputError(f"features: a chunk needs more rows than bits "
+                         f"({features.shape[0]} rows, {bits} bits)")
     if dim is not None and features.shape[1] != dim:
         raise InputError(f"features has dimension {features.shape[1]}, the model expects {dim}")
     if not np.isfinite(np.asarray(features)).all():
         raise InputError("features contains NaN or Inf")
+    if not np.isin(np.asarray(labels), (0, 1)).all():
+        raise InputError("labels must be 0/1 (no NaN, Inf or other values)")
 
 
 def initial_state(settings: SDOHSettings, first_chunk: np.ndarray[Any, Any],
@@ -134,7 +143,7 @@ def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any,
 class _Terms:
     """Everything of Eq. 7 that is fixed during one round's alternating updates."""
 
-    xp: Any
+    backend: Backend
     r: int
     n: int
     beta: float
@@ -152,6 +161,10 @@ class _Terms:
     ex_const: float  # r² ‖Sqn‖²
     teacher: Any  # Ỹ, c × r
     centers_t: Any  # Cᵀ, c × r
+
+    @property
+    def xp(self) -> Any:
+        return self.backend.xp
 
     def objective(self, b: Any, v: Any, y: Any) -> dict[str, float]:
         """Each term of Eq. 7 at (B, V, Y); their sum is the objective J."""
@@ -179,18 +192,18 @@ class _Terms:
 
     def v_step(self, b: Any, rng: np.random.Generator) -> Any:
         """max tr(VᵀZ) s.t. VᵀV = nI, Vᵀ1 = 0; Z = r Sqnᵀ B̃q + β B (closed form)."""
-        return orthogonal_balanced(self.r * self.ex_lin + self.beta * b, rng, self.xp)
+        return orthogonal_balanced(self.r * self.ex_lin + self.beta * b, rng, self.backend)
 
     def b_step(self, b: Any, v: Any, y: Any, sweeps: int) -> Any:
         """DCC on min tr(B A Bᵀ) − 2 tr(BᵀQ) (SOLVER.md, B-step)."""
         r = self.r
         q = self.old_weight * r * self.l_h1 + self.beta * v + self.eta * r * (self.l_hat @ y)
         a = self.old_quad * self.h2 + self.eta * (y.T @ y)
-        return dcc(b, q, a, sweeps, self.xp)
+        return dcc(b, q, a, sweeps, self.backend)
 
     def y_step(self, b: Any, y: Any, sweeps: int) -> Any:
         """DCC on the Y sub-problem: Q_Y = θ(rKỸ + Cᵀ) + η r L̂ᵀB, A_Y = θỸᵀỸ + η BᵀB."""
-        xp, r = self.xp, self.r
+        r = self.r
         q = self.theta_hadamard * self.centers_t + self.eta * r * (self.l_hat.T @ b)
         a = self.eta * (b.T @ b)
         if self.theta_distill:
@@ -198,45 +211,53 @@ class _Terms:
             k_t = 2 * t - t.sum(axis=0, keepdims=True)  # K Ỹ with K = 2I − 11ᵀ
             q = q + self.theta_distill * r * k_t
             a = a + self.theta_distill * (t.T @ t)
-        return dcc(y, q, a, sweeps, xp)
+        return dcc(y, q, a, sweeps, self.backend)
 
 
-def dcc(b: Any, q: Any, a: Any, sweeps: int, xp: Any) -> Any:
-    """Discrete cyclic coordinate descent: B[:, k] = sgn(Q[:, k] − B[:, ≠k] A[≠k, k]).
+def _orthonormal_complement(basis: np.ndarray[Any, Any], count: int,
+                            rng: np.random.Generator) -> np.ndarray[Any, Any]:
+    """``count`` orthonormal columns orthogonal to ``basis`` (orthonormal columns), from seeded
+    random vectors projected off it twice; QR signs fixed so the result is reproducible."""
+    extra = rng.standard_normal((basis.shape[0], count))
+    for _ in range(2):
+        extra -= basis @ (basis.T @ extra)
+    q, r = np.linalg.qr(extra)
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
 
-    Each column update is the exact minimiser given the others, so the objective never rises.
+
+def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> Any:
+    """argmax tr(VᵀZ) over VᵀV = nI, Vᵀ1 = 0 (DGH's closed form), computed stably.
+
+    With Z̄ = Z − 1·mean = U Σ Wᵀ, V = √n U Wᵀ over the directions with σ above rounding
+    noise; the rest (Z̄ is rank deficient once codes settle on class centers) is completed with
+    seeded orthonormal vectors orthogonal to 1 and U, paired with a seeded completion of W.
+    Any completion is a maximiser; seeding it keeps V a continuous function of Z. The SVD is
+    taken through a QR of Z̄ on the backend and the r × r SVD of R on the host.
     """
-    b = b.copy()
-    for _ in range(sweeps):
-        for k in range(b.shape[1]):
-            col = q[:, k] - b @ a[:, k] + b[:, k] * a[k, k]
-            b[:, k] = xp.where(col >= 0, 1.0, -1.0)
-    return b
-
-
-def orthogonal_balanced(z: Any, rng: np.random.Generator, xp: Any) -> Any:
-    """argmax tr(VᵀZ) over VᵀV = nI, Vᵀ1 = 0 (DGH's closed form).
-
-    Centre Z's columns, eigendecompose Z̄ᵀZ̄ = QΛQᵀ, P = Z̄ Q₊ Λ₊^(−1/2); where Z̄ is rank
-    deficient complete P and Q with orthonormal vectors orthogonal to 1 and to P.
-    """
+    xp = backend.xp
     n, r = z.shape
+    if n <= r:
+        raise InputError(f"a chunk needs more rows than bits ({n} rows, {r} bits)")
+    dt = z.dtype
     zc = z - z.mean(axis=0, keepdims=True)
-    lam, q = xp.linalg.eigh(zc.T @ zc)
-    tol = 1e-10 * max(float(lam.max()), 1e-300)
-    keep = lam > tol
-    n_keep = int(keep.sum())
-    p = (zc @ q[:, keep]) / xp.sqrt(lam[keep])
-    if n_keep < r:
-        extra = xp.asarray(rng.standard_normal((n, r - n_keep)), dtype=z.dtype)
-        basis = xp.concatenate([xp.ones((n, 1), dtype=z.dtype) / np.sqrt(n), p], axis=1)
-        extra = extra - basis @ (basis.T @ extra)
-        extra, _ = xp.linalg.qr(extra)
-        p = xp.concatenate([p, extra], axis=1)
-        q = xp.concatenate([q[:, keep], q[:, ~keep]], axis=1)
-    else:
-        q = q[:, keep]
-    return np.sqrt(n) * (p @ q.T)
+    q_dev, r_dev = xp.linalg.qr(zc)
+    u_r, sigma, w_t = np.linalg.svd(backend.to_numpy(r_dev).astype(np.float64))
+    # Noise is judged against the scale of Z itself: when the centred Z̄ is all rounding noise
+    # (every row alike), its own largest σ is noise too.
+    eps = float(np.finfo(np.dtype(str(dt))).eps)
+    z_norm = float(xp.sqrt((z * z).sum()))
+    keep = sigma > max(max(n, r) * eps * z_norm, 1e-300)
+    k = int(keep.sum())
+    u_keep = q_dev @ backend.asarray(u_r[:, keep], dtype=dt)
+    w = w_t.T[:, keep]
+    if k < r:
+        u_host = backend.to_numpy(u_keep).astype(np.float64)
+        ones = np.full((n, 1), 1 / np.sqrt(n))
+        u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - k, rng)
+        w_extra = _orthonormal_complement(w, r - k, rng)
+        u_keep = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
+        w = np.hstack([w, w_extra])
+    return np.sqrt(n) * (u_keep @ backend.asarray(w.T, dtype=dt))
 
 
 def _safe_norms(a: Any, xp: Any) -> Any:
@@ -324,7 +345,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
     xp, dt = backend.xp, backend.dtype
     labels_host = backend.to_numpy(labels)
     features_host = backend.to_numpy(features)
-    check_chunk(features_host, labels_host, None if state is None else state.dim)
+    check_chunk(features_host, labels_host, None if state is None else state.dim, settings.bits)
     if state is None:
         state = initial_state(settings, features_host, max(labels_host.shape[1], 1))
     if state.bits != settings.bits:
@@ -375,7 +396,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
     lap("exemplar_similarity")
 
     terms = _Terms(
-        xp=xp, r=r, n=n, beta=settings.beta,
+        backend=backend, r=r, n=n, beta=settings.beta,
         theta_distill=settings.theta if settings.use_distillation else 0.0,
         theta_hadamard=settings.theta if settings.use_hadamard_term else 0.0,
         eta=settings.eta if settings.use_center_term else 0.0,

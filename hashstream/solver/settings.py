@@ -27,12 +27,12 @@ class SDOHSettings:
     theta: float = 1.0
     eta: float = 1.0
     beta: float = 1.0
-    lam: float = 1.0
+    lam: float = 1e-3
     n1: int = 1000
     n2: int = 1000
     iterations: int = 3
     sweeps: int = 1
-    feature_map: FeatureMapKind = "identity"
+    feature_map: FeatureMapKind = "rbf"
     n_anchors: int = 1000
     exemplar_policy: ExemplarPolicy = "class_balanced"
     old_weight: OldWeight = "balanced"

@@ -53,7 +53,8 @@ class SDOHState:
 
     def to_host(self, backend: Backend) -> SDOHState:
         """The same state with every array as a NumPy array."""
-        return replace(self, **{k: backend.to_numpy(getattr(self, k)) for k in _ARRAY_FIELDS})
+        arrays: dict[str, Any] = {k: backend.to_numpy(getattr(self, k)) for k in _ARRAY_FIELDS}
+        return replace(self, **arrays)
 
     def to_arrays(self, backend: Backend | None = None) -> dict[str, np.ndarray[Any, Any]]:
         """A flat dict of NumPy arrays (scalars as 0-d arrays) for persistence."""

@@ -30,6 +30,7 @@ from hashstream.solver.state import SDOHState
 
 RTOL = 1e-9
 STEP_ORDER = ["V", "B", "Y"]
+NUMPY = get_backend("numpy")
 
 
 def run_stream(chunks: list[tuple[Any, Any]], cfg: SDOHSettings, backend: Backend,
@@ -166,8 +167,9 @@ def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream
     seen_v = _capture_v(monkeypatch)
     stream = make_stream(3, n_classes=5, dim=10, n_chunks=3, chunk=50, n_queries=0,
                          multilabel=multilabel, class_incremental=not multilabel)
-    cfg = SDOHSettings(bits=8, theta=0.7, eta=1.3, beta=0.9, n1=15, n2=12, iterations=2,
-                       old_similarity=old_similarity, old_weight=old_weight, seed=3)
+    cfg = SDOHSettings(bits=8, feature_map="identity", lam=1.0, theta=0.7, eta=1.3, beta=0.9,
+                       n1=15, n2=12, iterations=2, old_similarity=old_similarity,
+                       old_weight=old_weight, seed=3)
     r = cfg.bits
     state: SDOHState | None = None
     old_v: list[np.ndarray] = []
@@ -270,7 +272,7 @@ def test_ablation_switch_zeroes_its_term(np_backend: Backend, make_stream: Any, 
 
 def _check_orthogonal_balanced(z: np.ndarray, seed: int = 0) -> np.ndarray:
     n, r = z.shape
-    v = orthogonal_balanced(z, np.random.default_rng(seed), np)
+    v = orthogonal_balanced(z, np.random.default_rng(seed), NUMPY)
     assert v.shape == (n, r)
     np.testing.assert_allclose(v.T @ v, n * np.eye(r), atol=1e-8 * n)
     np.testing.assert_allclose(v.sum(axis=0), np.zeros(r), atol=1e-8 * n)
@@ -375,13 +377,13 @@ def test_dcc_never_increases(seed: int, n: int, r: int, sweeps: int) -> None:
     prev = _dcc_objective(b0, q, a)
     b = b0
     for _ in range(sweeps):
-        b = dcc(b, q, a, 1, np)
+        b = dcc(b, q, a, 1, NUMPY)
         cur = _dcc_objective(b, q, a)
         assert cur <= prev + 1e-9 * max(1.0, abs(prev))
         prev = cur
     np.testing.assert_array_equal(b0, b0_copy)  # input not mutated
     assert set(np.unique(b)) <= {-1.0, 1.0}
-    np.testing.assert_array_equal(dcc(b0, q, a, sweeps, np), b)
+    np.testing.assert_array_equal(dcc(b0, q, a, sweeps, NUMPY), b)
 
 
 def test_dcc_fixed_point_is_single_flip_optimal() -> None:
@@ -392,11 +394,11 @@ def test_dcc_fixed_point_is_single_flip_optimal() -> None:
     q = rng.standard_normal((n, r)) * 2
     b = np.ones((n, r))
     for _ in range(50):
-        nxt = dcc(b, q, a, 1, np)
+        nxt = dcc(b, q, a, 1, NUMPY)
         if np.array_equal(nxt, b):
             break
         b = nxt
-    assert np.array_equal(dcc(b, q, a, 1, np), b), "DCC did not reach a fixed point"
+    assert np.array_equal(dcc(b, q, a, 1, NUMPY), b), "DCC did not reach a fixed point"
     base = _dcc_objective(b, q, a)
     for i in range(n):
         for k in range(r):
@@ -407,7 +409,7 @@ def test_dcc_fixed_point_is_single_flip_optimal() -> None:
 
 def test_dcc_sign_of_zero_is_plus_one() -> None:
     b = -np.ones((3, 2))
-    out = dcc(b, np.zeros((3, 2)), np.zeros((2, 2)), 1, np)
+    out = dcc(b, np.zeros((3, 2)), np.zeros((2, 2)), 1, NUMPY)
     np.testing.assert_array_equal(out, np.ones((3, 2)))
 
 
