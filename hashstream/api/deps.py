@@ -1,0 +1,51 @@
+"""Typed dependencies of the routes: settings, services, auth."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from hashstream.service.errors import ServiceError
+from hashstream.service.indexes import IndexService
+from hashstream.service.search import SearchService
+from hashstream.service.settings import Settings
+
+
+class Unauthorized(ServiceError):
+    status = 401
+    title = "Unauthorized"
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_indexes(request: Request) -> IndexService:
+    return request.app.state.indexes  # type: ignore[no-any-return]
+
+
+def get_search(request: Request) -> SearchService:
+    return request.app.state.search  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+IndexesDep = Annotated[IndexService, Depends(get_indexes)]
+SearchDep = Annotated[SearchService, Depends(get_search)]
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """When API keys are configured, demand ``Authorization: Bearer <key>`` (constant time)."""
+    keys = settings.api_key_list()
+    if not keys:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    supplied = token.strip().encode()
+    ok = False
+    for key in keys:  # compare against every key so timing does not reveal which matched
+        ok |= hmac.compare_digest(supplied, key.encode())
+    if scheme.lower() != "bearer" or not ok:
+        raise Unauthorized("missing or invalid API key (Authorization: Bearer <key>)",
+                           "Authorization")

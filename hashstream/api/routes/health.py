@@ -1,0 +1,28 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from hashstream.api.deps import IndexesDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="The process is alive")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Redis answers and at least one worker is alive")
+def readyz(indexes: IndexesDep) -> JSONResponse:
+    try:
+        indexes.store.r.ping()
+        workers = indexes.store.workers_alive()
+    except Exception as exc:  # noqa: BLE001 - any Redis failure means not ready
+        return JSONResponse({"status": "unavailable", "redis": False, "detail": str(exc)},
+                            status_code=503)
+    ready = workers > 0
+    return JSONResponse({"status": "ready" if ready else "no worker", "redis": True,
+                         "workers": workers}, status_code=200 if ready else 503)

@@ -1,0 +1,49 @@
+"""Index resources: create, list, describe, delete, and their round records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.concurrency import run_in_threadpool
+
+from hashstream.api.deps import IndexesDep
+from hashstream.api.schemas import CreateIndex, IndexInfo
+from hashstream.service.errors import InvalidInput
+from hashstream.solver.settings import SDOHSettings
+
+router = APIRouter(tags=["indexes"])
+
+
+@router.post("/indexes", status_code=201, response_model=IndexInfo, summary="Create an index")
+async def create_index(body: CreateIndex, indexes: IndexesDep) -> dict[str, Any]:
+    try:
+        settings = SDOHSettings.from_dict(body.solver_settings())
+    except ValueError as exc:
+        raise InvalidInput(str(exc), "settings") from exc
+    await run_in_threadpool(indexes.create, body.name, body.dim, settings)
+    return await run_in_threadpool(indexes.describe, body.name)
+
+
+@router.get("/indexes", summary="All indexes")
+async def list_indexes(indexes: IndexesDep) -> dict[str, list[dict[str, Any]]]:
+    names = await run_in_threadpool(indexes.names)
+    return {"indexes": [await run_in_threadpool(indexes.describe, n) for n in names]}
+
+
+@router.get("/indexes/{name}", response_model=IndexInfo, summary="One index")
+async def get_index(name: str, indexes: IndexesDep) -> dict[str, Any]:
+    return await run_in_threadpool(indexes.describe, name)
+
+
+@router.delete("/indexes/{name}", status_code=204, summary="Delete an index and all its state")
+async def delete_index(name: str, indexes: IndexesDep) -> Response:
+    await run_in_threadpool(indexes.delete, name)
+    return Response(status_code=204)
+
+
+@router.get("/indexes/{name}/rounds", summary="Every round's record (metrics, losses, timings)")
+async def rounds(name: str, indexes: IndexesDep) -> dict[str, Any]:
+    await run_in_threadpool(indexes.config, name)
+    records = await run_in_threadpool(indexes.store.rounds, name)
+    return {"index": name, "rounds": records}

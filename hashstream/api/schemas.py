@@ -1,0 +1,89 @@
+"""Request and response bodies of the HTTP API (pydantic; they make the OpenAPI docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CreateIndex(BaseModel):
+    """An index: its feature dimension, code length and (optionally) any solver setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", examples=["images"])
+    dim: int = Field(ge=1, le=1_000_000, description="feature dimension d")
+    bits: int = Field(default=32, ge=8, le=1024, description="code length r")
+    theta: float | None = Field(default=None, ge=0)
+    eta: float | None = Field(default=None, ge=0)
+    beta: float | None = Field(default=None, ge=0)
+    lam: float | None = Field(default=None, gt=0)
+    n1: int | None = Field(default=None, ge=0, le=100_000)
+    n2: int | None = Field(default=None, ge=0, le=100_000)
+    iterations: int | None = Field(default=None, ge=1, le=50)
+    sweeps: int | None = Field(default=None, ge=1, le=10)
+    feature_map: Literal["identity", "rbf"] | None = None
+    n_anchors: int | None = Field(default=None, ge=1, le=20_000)
+    exemplar_policy: Literal["random", "class_balanced", "nearest_center"] | None = None
+    old_weight: Literal["balanced", "paper"] | None = None
+    old_similarity: Literal["normalized", "lemon"] | None = None
+    use_old_term: bool | None = None
+    use_exemplar_term: bool | None = None
+    use_distillation: bool | None = None
+    use_hadamard_term: bool | None = None
+    use_center_term: bool | None = None
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+    def solver_settings(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude={"name", "dim"}).items()
+                if v is not None}
+
+
+class IndexInfo(BaseModel):
+    name: str
+    dim: int
+    bits: int
+    settings: dict[str, Any]
+    model_version: int
+    queue_depth: int
+    n_items: int
+    n_classes: int
+
+
+class IngestAccepted(BaseModel):
+    chunk_id: str
+    index: str
+    items: int
+    role: Literal["train", "query"]
+    id_range: list[int] | None = Field(default=None,
+                                       description="[first, stop) of service-assigned ids")
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[list[float]] = Field(min_length=1, description="query vectors, q × d")
+    k: int = Field(default=10, ge=1)
+
+
+class Hit(BaseModel):
+    id: int
+    distance: int
+    labels: list[int]
+
+
+class SearchResponse(BaseModel):
+    index: str
+    model_version: int
+    results: list[list[Hit]]
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    field: str | None = None

@@ -1,0 +1,64 @@
+"""Arrays to bytes and back: a small header (magic, dtype, shape) then raw little-endian data.
+
+No pickle: a stored value can be read by any language, and bad bytes raise :class:`CodecError`
+instead of executing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+import numpy as np
+
+MAGIC = b"HSA1"
+_ALLOWED_KINDS = frozenset("biuf")  # bool, signed, unsigned, float
+
+
+class CodecError(ValueError):
+    """Bytes that are not an encoded array (or an array that cannot be encoded)."""
+
+
+def encode_array(array: Any) -> bytes:
+    """``MAGIC | u32 header length | JSON {dtype, shape} | little-endian data``."""
+    a = np.asarray(array)
+    if a.dtype.kind not in _ALLOWED_KINDS:
+        raise CodecError(f"cannot encode dtype {a.dtype} (numbers and booleans only)")
+    le = a.astype(a.dtype.newbyteorder("<"), copy=False)
+    header = json.dumps({"dtype": le.dtype.str, "shape": list(a.shape)}).encode()
+    return MAGIC + struct.pack("<I", len(header)) + header + np.ascontiguousarray(le).tobytes()
+
+
+def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
+    """Inverse of :func:`encode_array`; the result owns its memory and is writeable."""
+    buf = memoryview(data)
+    if len(buf) < 8 or bytes(buf[:4]) != MAGIC:
+        raise CodecError("not an encoded array (bad magic)")
+    (hlen,) = struct.unpack("<I", buf[4:8])
+    if 8 + hlen > len(buf):
+        raise CodecError("truncated array header")
+    try:
+        header = json.loads(bytes(buf[8:8 + hlen]))
+        dtype = np.dtype(header["dtype"])
+        shape = tuple(int(s) for s in header["shape"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CodecError(f"bad array header: {exc}") from exc
+    if dtype.kind not in _ALLOWED_KINDS or any(s < 0 for s in shape):
+        raise CodecError(f"bad array header: dtype {dtype}, shape {shape}")
+    count = int(np.prod(shape, dtype=np.int64))
+    body = buf[8 + hlen:]
+    if len(body) != count * dtype.itemsize:
+        raise CodecError(f"array body has {len(body)} bytes, expected {count * dtype.itemsize}")
+    out = np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
+    return out.astype(dtype.newbyteorder("="), copy=True)
+
+
+def encode_arrays(arrays: dict[str, Any]) -> dict[str, bytes]:
+    """Encode each array of a dict (for a Redis hash)."""
+    return {name: encode_array(a) for name, a in arrays.items()}
+
+
+def decode_arrays(fields: dict[bytes, bytes] | dict[str, bytes]) -> dict[str, np.ndarray[Any, Any]]:
+    """Decode a Redis hash of encoded arrays."""
+    return {(k.decode() if isinstance(k, bytes) else k): decode_array(v) for k, v in fields.items()}

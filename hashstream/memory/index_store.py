@@ -1,0 +1,203 @@
+"""Everything an index persists in Redis, and the atomic commit of a round.
+
+Arrays go through :mod:`hashstream.memory.codec` (no pickle). A round's commit is one
+MULTI/EXEC guarded by WATCH on the version key: the new state, P of the new version, the round's
+Y in the hash-center memory, the round's code-store segment, the round record, the version swap
+and the acknowledgement (XACK + XDEL) of the chunks it learned become visible together or not at
+all. A worker whose lock expired while it computed (a zombie) fails its EXEC instead of
+committing a chunk twice.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import redis
+
+from hashstream.memory.codec import decode_array, decode_arrays, encode_array, encode_arrays
+from hashstream.memory.keys import IndexKeys, registry_key, worker_key
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+GROUP = "workers"
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class IndexStore:
+    """Redis persistence of every index under ``prefix``."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "hs") -> None:
+        # redis-py's reply types are unions of bytes/str/awaitables; replies here are bytes.
+        self.r: Any = client
+        self.prefix = prefix
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def keys(self, name: str) -> IndexKeys:
+        return IndexKeys(self.prefix, name)
+
+    # --- registry -------------------------------------------------------------------------
+    def create_index(self, name: str, config: dict[str, Any]) -> bool:
+        """Store the config; False when the index already exists."""
+        k = self.keys(name)
+        if not self.r.set(k.config, json.dumps(config), nx=True):
+            return False
+        pipe = self.r.pipeline()
+        pipe.sadd(registry_key(self.prefix), name)
+        pipe.set(k.version, 0, nx=True)
+        pipe.execute()
+        try:
+            self.r.xgroup_create(k.stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:  # BUSYGROUP: the group exists already
+            if "BUSYGROUP" not in str(exc):
+                raise
+        return True
+
+    def list_indexes(self) -> list[str]:
+        return sorted(m.decode() for m in self.r.smembers(registry_key(self.prefix)))
+
+    def config(self, name: str) -> dict[str, Any] | None:
+        raw = self.r.get(self.keys(name).config)
+        return None if raw is None else dict(json.loads(raw))
+
+    def delete_index(self, name: str) -> bool:
+        k = self.keys(name)
+        version = self.version(name)
+        doomed = k.all() + [k.projection(v) for v in range(1, version + 1)]
+        doomed += [k.segment(v) for v in range(1, version + 1)]
+        pipe = self.r.pipeline()
+        pipe.srem(registry_key(self.prefix), name)
+        for i in range(0, len(doomed), 512):
+            pipe.delete(*doomed[i:i + 512])
+        removed = pipe.execute()
+        return bool(removed[0])
+
+    # --- ingest queue ---------------------------------------------------------------------
+    def enqueue(self, name: str, fields: dict[str, bytes]) -> str:
+        """Append a chunk to the index's stream; the entry id is the chunk id."""
+        return str(self.r.xadd(self.keys(name).stream, fields).decode())
+
+    def read_chunks(self, name: str, consumer: str, count: int, new: bool,
+                    block_ms: int | None = None) -> list[tuple[str, dict[bytes, bytes]]]:
+        """This consumer's pending entries (``new=False``) or unseen ones (``new=True``)."""
+        reply = self.r.xreadgroup(GROUP, consumer, {self.keys(name).stream: ">" if new else "0"},
+                                  count=count, block=block_ms if new else None)
+        if not reply:
+            return []
+        return [(eid.decode(), fields) for eid, fields in reply[0][1] if fields]
+
+    def claim_stale(self, name: str, consumer: str, idle_ms: int) -> None:
+        """Take over entries another (dead) consumer read but never acknowledged."""
+        self.r.xautoclaim(self.keys(name).stream, GROUP, consumer, idle_ms, start_id="0-0",
+                          count=1000)
+
+    def queue_depth(self, name: str) -> int:
+        """Chunks accepted and not yet committed (acked entries are deleted)."""
+        return int(self.r.xlen(self.keys(name).stream))
+
+    def next_ids(self, name: str, count: int) -> int:
+        """Reserve ``count`` service-assigned item ids; returns the first."""
+        return int(self.r.incrby(self.keys(name).next_id, count)) - count
+
+    # --- reading state --------------------------------------------------------------------
+    def version(self, name: str) -> int:
+        raw = self.r.get(self.keys(name).version)
+        return int(raw) if raw is not None else 0
+
+    def load_state(self, name: str, fields: list[str] | None = None) -> Arrays:
+        k = self.keys(name).state
+        if fields is None:
+            return decode_arrays(self.r.hgetall(k))
+        values = self.r.hmget(k, fields)
+        return {f: decode_array(v) for f, v in zip(fields, values, strict=True) if v is not None}
+
+    def load_projection(self, name: str, version: int) -> np.ndarray[Any, Any] | None:
+        raw = self.r.get(self.keys(name).projection(version))
+        return None if raw is None else decode_array(raw)
+
+    def load_segment(self, name: str, round_: int) -> Arrays:
+        return decode_arrays(self.r.hgetall(self.keys(name).segment(round_)))
+
+    def load_center_memory(self, name: str) -> dict[int, np.ndarray[Any, Any]]:
+        raw = self.r.hgetall(self.keys(name).center_memory)
+        return {int(k): decode_array(v) for k, v in raw.items()}
+
+    def load_queries(self, name: str) -> dict[str, Arrays]:
+        """Held-out query chunks: chunk id → {features, labels}."""
+        out: dict[str, Arrays] = {}
+        for field, value in self.r.hgetall(self.keys(name).queries).items():
+            chunk_id, _, array = field.decode().rpartition(":")
+            out.setdefault(chunk_id, {})[array] = decode_array(value)
+        return out
+
+    def rounds(self, name: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
+        return [json.loads(r) for r in self.r.lrange(self.keys(name).rounds, start, stop)]
+
+    # --- the round's commit ---------------------------------------------------------------
+    def commit_round(self, name: str, expected_version: int, *, state: Arrays | None,
+                     projection: np.ndarray[Any, Any] | None, centers: np.ndarray[Any, Any] | None,
+                     segment: Arrays | None, record: dict[str, Any] | None, ack_ids: list[str],
+                     query_chunks: dict[str, Arrays]) -> bool:
+        """Commit a round atomically; False when the version moved (another worker won).
+
+        With ``state`` None only the query chunks are stored and acknowledged (no new version).
+        """
+        k = self.keys(name)
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(k.version)
+                current = pipe.get(k.version)
+                if (int(current) if current is not None else 0) != expected_version:
+                    return False
+                pipe.multi()
+                new_version = expected_version + (1 if state is not None else 0)
+                if state is not None:
+                    assert projection is not None and centers is not None and segment is not None
+                    pipe.delete(k.state)
+                    pipe.hset(k.state, mapping=encode_arrays(state))
+                    pipe.set(k.projection(new_version), encode_array(projection))
+                    pipe.hset(k.center_memory, str(new_version), encode_array(centers))
+                    pipe.hset(k.segment(new_version),
+                              mapping=encode_arrays(segment))
+                    pipe.set(k.version, new_version)
+                for chunk_id, arrays in query_chunks.items():
+                    pipe.hset(k.queries, mapping={f"{chunk_id}:{a}": encode_array(v)
+                                                  for a, v in arrays.items()})
+                if record is not None:
+                    pipe.rpush(k.rounds, json.dumps(record))
+                if ack_ids:
+                    pipe.xack(k.stream, GROUP, *ack_ids)
+                    pipe.xdel(k.stream, *ack_ids)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                return False
+
+    # --- worker lock and liveness ---------------------------------------------------------
+    def acquire_lock(self, name: str, owner: str, ttl_ms: int) -> bool:
+        k = self.keys(name).lock
+        if self.r.set(k, owner, nx=True, px=ttl_ms):
+            return True
+        return bool(self._renew(keys=[k], args=[owner, ttl_ms]))
+
+    def release_lock(self, name: str, owner: str) -> None:
+        self._release(keys=[self.keys(name).lock], args=[owner])
+
+    def heartbeat(self, worker_id: str, ttl_s: int) -> None:
+        self.r.set(worker_key(self.prefix, worker_id), "1", ex=ttl_s)
+
+    def workers_alive(self) -> int:
+        return sum(1 for _ in self.r.scan_iter(match=worker_key(self.prefix, "*"), count=100))

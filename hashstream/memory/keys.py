@@ -1,0 +1,93 @@
+"""Every Redis key hashstream uses, in one place.
+
+An index's keys carry its name as a Redis Cluster hash tag (``hs:{name}:…``) so one index lives
+on one shard and a round's MULTI/EXEC touches a single slot. ``prefix`` lets tests (and several
+deployments on one server) keep apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+INDEX_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class IndexKeys:
+    """Keys of one index."""
+
+    prefix: str
+    name: str
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{{{self.name}}}:{suffix}"
+
+    @property
+    def config(self) -> str:
+        """JSON of the index's immutable settings."""
+        return self._k("config")
+
+    @property
+    def version(self) -> str:
+        """Committed model version (= rounds committed); swapped inside the round's MULTI."""
+        return self._k("version")
+
+    @property
+    def state(self) -> str:
+        """Hash: the latest solver state's arrays (accumulators, exemplars, centers, φ)."""
+        return self._k("state")
+
+    def projection(self, version: int) -> str:
+        """P of one model version (immutable once written)."""
+        return self._k(f"projection:{version}")
+
+    @property
+    def center_memory(self) -> str:
+        """Hash: round → Y of that round (the hash-center memory)."""
+        return self._k("center_memory")
+
+    def segment(self, version: int) -> str:
+        """Hash: the code-store segment written by one model version (packed codes, ids,
+        labels as class-id lists in CSR form)."""
+        return self._k(f"segment:{version}")
+
+    @property
+    def queries(self) -> str:
+        """Hash: chunk id → held-out query chunk (features, labels)."""
+        return self._k("queries")
+
+    @property
+    def rounds(self) -> str:
+        """List of round records (JSON), oldest first."""
+        return self._k("rounds")
+
+    @property
+    def stream(self) -> str:
+        """The ingest queue (a Redis Stream with one consumer group)."""
+        return self._k("ingest")
+
+    @property
+    def lock(self) -> str:
+        """The worker lock: one round runner per index at a time."""
+        return self._k("lock")
+
+    @property
+    def next_id(self) -> str:
+        """Counter for item ids assigned by the service."""
+        return self._k("next_id")
+
+    def all(self) -> list[str]:
+        """Fixed keys (projections are found by pattern)."""
+        return [self.config, self.version, self.state, self.center_memory, self.queries,
+                self.rounds, self.stream, self.lock, self.next_id]
+
+
+def registry_key(prefix: str) -> str:
+    """Set of index names."""
+    return f"{prefix}:indexes"
+
+
+def worker_key(prefix: str, worker_id: str) -> str:
+    """Set with an expiry by a live worker; /readyz counts them."""
+    return f"{prefix}:worker:{worker_id}"

@@ -1,0 +1,45 @@
+"""Typed errors of the service; the API maps each to one HTTP status with problem+json."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """Base: ``status`` is the HTTP status, ``field`` the offending input field if any."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(ServiceError):
+    status = 422
+    title = "Invalid input"
+
+
+class MalformedBody(ServiceError):
+    status = 400
+    title = "Malformed body"
+
+
+class NotFound(ServiceError):
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ServiceError):
+    status = 409
+    title = "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    title = "Payload too large"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    title = "Service unavailable"

@@ -1,0 +1,108 @@
+"""The index registry and ingest: create/list/describe/delete indexes, queue validated chunks."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hashstream.memory.index_store import IndexStore
+from hashstream.memory.keys import INDEX_NAME
+from hashstream.service.chunks import Chunk, validate_chunk
+from hashstream.service.errors import Conflict, InvalidInput, NotFound
+from hashstream.solver.settings import SDOHSettings
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Immutable settings of an index: its feature dimension and the solver settings."""
+
+    name: str
+    dim: int
+    settings: SDOHSettings
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
+                "created": time.time()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> IndexConfig:
+        return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]))
+
+
+def check_name(name: str) -> None:
+    if not INDEX_NAME.match(name):
+        raise InvalidInput("name must be 1–64 characters of letters, digits, '_', '-', '.'",
+                           "name")
+
+
+class IndexService:
+    """Registry and ingest over an :class:`IndexStore`."""
+
+    def __init__(self, store: IndexStore) -> None:
+        self.store = store
+
+    def create(self, name: str, dim: int, settings: SDOHSettings) -> IndexConfig:
+        check_name(name)
+        if dim < 1 or dim > 1_000_000:
+            raise InvalidInput("dim must be between 1 and 1,000,000", "dim")
+        config = IndexConfig(name, dim, settings)
+        if not self.store.create_index(name, config.to_json()):
+            raise Conflict(f"index {name!r} already exists", "name")
+        return config
+
+    def config(self, name: str) -> IndexConfig:
+        raw = self.store.config(name)
+        if raw is None:
+            raise NotFound(f"no index named {name!r}", "name")
+        return IndexConfig.from_json(raw)
+
+    def names(self) -> list[str]:
+        return self.store.list_indexes()
+
+    def describe(self, name: str) -> dict[str, Any]:
+        config = self.config(name)
+        version = self.store.version(name)
+        last = self.store.rounds(name, -1, -1)
+        return {
+            "name": name, "dim": config.dim, "bits": config.settings.bits,
+            "settings": config.settings.as_dict(), "model_version": version,
+            "queue_depth": self.store.queue_depth(name),
+            "n_items": last[0]["n_database"] if last else 0,
+            "n_classes": last[0]["n_classes"] if last else 0,
+        }
+
+    def delete(self, name: str) -> None:
+        check_name(name)
+        if not self.store.delete_index(name):
+            raise NotFound(f"no index named {name!r}", "name")
+
+    def ensure(self, name: str, dim: int) -> IndexConfig:
+        """The index, created with default settings and this dimension if it does not exist
+        (the short routes' default index)."""
+        raw = self.store.config(name)
+        if raw is not None:
+            return IndexConfig.from_json(raw)
+        try:
+            return self.create(name, dim, SDOHSettings())
+        except Conflict:  # created concurrently by another request
+            return self.config(name)
+
+    def ingest(self, name: str, chunk: Chunk) -> dict[str, Any]:
+        """Validate against the index, assign ids if absent, and queue the chunk (202)."""
+        config = self.config(name)
+        validate_chunk(chunk, config.dim)
+        assigned = chunk.ids is None
+        if assigned:
+            first = self.store.next_ids(name, chunk.n)
+            chunk = Chunk(chunk.features, chunk.labels,
+                          np.arange(first, first + chunk.n, dtype=np.int64), chunk.role)
+        chunk_id = self.store.enqueue(name, chunk.to_fields())
+        out: dict[str, Any] = {"chunk_id": chunk_id, "index": name, "items": chunk.n,
+                               "role": chunk.role}
+        if assigned:
+            assert chunk.ids is not None
+            out["id_range"] = [int(chunk.ids[0]), int(chunk.ids[-1]) + 1]
+        return out

@@ -1,0 +1,156 @@
+"""Search: each API process keeps a replica of every index it serves (the model that encodes
+queries and the database codes) and refreshes it from Redis when a new version commits.
+
+A replica moves from version v to v' only after loading P of v' and the segments up to v'; both
+are immutable once committed, so a search sees one consistent version, never half a round.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hashstream.memory.index_store import IndexStore
+from hashstream.service.errors import Conflict, InvalidInput, NotFound
+from hashstream.solver.backend import get_backend
+from hashstream.solver.feature_map import FeatureMapParams, apply_feature_map
+from hashstream.solver.metrics import hamming_distances, pack_codes
+
+_FEATURE_MAP_FIELDS = ["feature_map_kind", "feature_map_anchors", "feature_map_sigma",
+                       "feature_map_mean", "dim"]
+
+
+@dataclass
+class Replica:
+    """One index as this process sees it: ``version``, φ, P and the code store."""
+
+    version: int = 0
+    feature_map: FeatureMapParams | None = None
+    projection: np.ndarray[Any, Any] | None = None
+    codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
+    ids: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int64))
+    label_indptr: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(1, np.int64))
+    label_indices: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int32))
+    row_of_id: dict[int, int] = field(default_factory=dict)
+
+    def labels_of(self, row: int) -> list[int]:
+        return self.label_indices[self.label_indptr[row]:self.label_indptr[row + 1]].tolist()
+
+
+class SearchService:
+    """Replicas of the indexes, refreshed on demand; searches are exact flat Hamming scans."""
+
+    def __init__(self, store: IndexStore, max_k: int = 10_000) -> None:
+        self.store = store
+        self.max_k = max_k
+        self.replicas: dict[str, Replica] = {}
+        self._lock = threading.Lock()
+        self._backend = get_backend("numpy")
+
+    def replica(self, name: str) -> Replica:
+        """The replica of ``name`` at the latest committed version."""
+        version = self.store.version(name)
+        current = self.replicas.get(name)
+        if current is not None and current.version == version:
+            return current
+        with self._lock:
+            current = self.replicas.get(name)
+            if current is not None and current.version == version:
+                return current
+            if self.store.config(name) is None:
+                self.replicas.pop(name, None)
+                raise NotFound(f"no index named {name!r}", "name")
+            fresh = self._load(name, current if current and current.version < version else None,
+                               version)
+            self.replicas[name] = fresh
+            return fresh
+
+    def _load(self, name: str, base: Replica | None, version: int) -> Replica:
+        rep = Replica() if base is None else base
+        codes, ids, indptrs, indices = [rep.codes], [rep.ids], [rep.label_indptr], \
+            [rep.label_indices]
+        offset = int(rep.label_indptr[-1])
+        for v in range(rep.version + 1, version + 1):
+            seg = self.store.load_segment(name, v)
+            codes.append(seg["codes"])
+            ids.append(seg["ids"])
+            indptrs.append(seg["label_indptr"][1:] + offset)
+            offset += int(seg["label_indptr"][-1])
+            indices.append(seg["label_indices"])
+        fm = rep.feature_map
+        if fm is None and version > 0:
+            f = self.store.load_state(name, _FEATURE_MAP_FIELDS)
+            kind = bytes(f["feature_map_kind"].astype(np.uint8)).decode()
+            fm = FeatureMapParams("rbf" if kind == "rbf" else "identity",
+                                  f["feature_map_anchors"], float(f["feature_map_sigma"]),
+                                  f["feature_map_mean"])
+        projection = self.store.load_projection(name, version) if version > 0 else None
+        nonempty = [c for c in codes if c.size]
+        all_codes = np.concatenate(nonempty) if nonempty else rep.codes
+        all_ids = np.concatenate(ids)
+        row_of_id = dict(rep.row_of_id)
+        start = len(rep.ids)
+        row_of_id.update({int(i): start + j for j, i in enumerate(all_ids[start:])})
+        return Replica(version, fm, projection, all_codes, all_ids, np.concatenate(indptrs),
+                       np.concatenate(indices), row_of_id)
+
+    # --- queries --------------------------------------------------------------------------
+    def _ready(self, name: str) -> Replica:
+        rep = self.replica(name)
+        if rep.version == 0 or rep.projection is None or rep.feature_map is None:
+            raise Conflict(f"index {name!r} has no committed round yet; ingest training chunks "
+                           "and wait for the first round", "name")
+        return rep
+
+    def encode(self, rep: Replica, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        assert rep.feature_map is not None and rep.projection is not None
+        phi = apply_feature_map(rep.feature_map, features, self._backend)
+        return pack_codes(phi @ rep.projection >= 0)
+
+    def _check_k(self, k: int) -> None:
+        if k < 1 or k > self.max_k:
+            raise InvalidInput(f"k must be between 1 and {self.max_k}", "k")
+
+    def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
+                       dim: int) -> list[list[dict[str, Any]]]:
+        self._check_k(k)
+        if features.ndim != 2 or features.shape[0] == 0:
+            raise InvalidInput("features must be a non-empty list of vectors", "features")
+        if features.shape[1] != dim:
+            raise InvalidInput(f"vectors have dimension {features.shape[1]}, the index expects "
+                               f"{dim}", "features")
+        if not np.isfinite(features).all():
+            raise InvalidInput("query vectors contain NaN or Inf", "features")
+        rep = self._ready(name)
+        return self._top_k(rep, self.encode(rep, features), k, exclude=None)
+
+    def search_item(self, name: str, item: int, k: int) -> list[dict[str, Any]]:
+        self._check_k(k)
+        rep = self._ready(name)
+        row = rep.row_of_id.get(item)
+        if row is None:
+            raise NotFound(f"no stored item with id {item} (items are searchable once their "
+                           "round has committed)", "item")
+        return self._top_k(rep, rep.codes[row:row + 1], k, exclude=row)[0]
+
+    def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
+               exclude: int | None) -> list[list[dict[str, Any]]]:
+        n = rep.codes.shape[0]
+        dist = hamming_distances(queries, rep.codes).astype(np.int32)
+        if exclude is not None:
+            dist[:, exclude] = np.iinfo(np.int32).max
+            n -= 1
+        kk = min(k, n)
+        out: list[list[dict[str, Any]]] = []
+        for row in dist:
+            # Exact top-k with ties by insertion order: partition, then a stable sort.
+            cand = np.argpartition(row, kk - 1)[:kk] if kk < len(row) else np.arange(len(row))
+            threshold = row[cand].max() if kk else 0
+            pool = np.flatnonzero(row <= threshold)
+            order = pool[np.argsort(row[pool], kind="stable")][:kk]
+            out.append([{"id": int(rep.ids[j]), "distance": int(row[j]),
+                         "labels": rep.labels_of(int(j))} for j in order])
+        return out

