@@ -58,6 +58,27 @@ class Server:
         self.tmp.cleanup()
 
 
+def hammer(clients: int, seconds: float, one_request) -> list[list[float]]:
+    """Run ``one_request(client, i)`` from ``clients`` threads for ``seconds``; latencies."""
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    stop = time.time() + seconds
+
+    def loop(c: int) -> None:
+        i = c
+        while time.time() < stop:
+            t0 = time.perf_counter()
+            one_request(c, i)
+            lat[c].append(time.perf_counter() - t0)
+            i += clients
+
+    threads = [threading.Thread(target=loop, args=(c,)) for c in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return lat
+
+
 def npz_body(x: np.ndarray, labels: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, features=x.astype(np.float32), labels=labels.astype(np.uint8))
@@ -84,25 +105,20 @@ def bench_ingest(dims: list[int], clients: int, seconds: float) -> None:
                     body = json.dumps({"features": x.round(4).tolist(),
                                        "labels": [[int(v)] for v in y]}).encode()
                     headers = {"content-type": "application/json"}
-                counts = [0] * clients
-                stop = time.time() + seconds
+                sessions = [httpx.Client(timeout=120) for _ in range(clients)]
 
-                def worker(i: int, body: bytes = body, headers: dict = headers) -> None:
-                    with httpx.Client(timeout=120) as c:
-                        while time.time() < stop:
-                            r = c.post(server.url + "/indexes/b/ingest", content=body,
-                                       headers=headers)
-                            assert r.status_code == 202, r.text
-                            counts[i] += 1
+                def post(c: int, i: int, body: bytes = body, headers: dict = headers,
+                         sessions: list = sessions, url: str = server.url) -> None:
+                    r = sessions[c].post(url + "/indexes/b/ingest", content=body,
+                                         headers=headers)
+                    assert r.status_code == 202, r.text
 
                 t = time.perf_counter()
-                threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-                for th in threads:
-                    th.start()
-                for th in threads:
-                    th.join()
+                lat = hammer(clients, seconds, post)
                 elapsed = time.perf_counter() - t
-                reqs = sum(counts)
+                for session in sessions:
+                    session.close()
+                reqs = sum(len(x) for x in lat)
                 print(f"| {kind} | {d} | {n} | {clients} | {reqs} | {reqs * n / elapsed:,.0f} "
                       f"| {reqs * len(body) / elapsed / 1e6:,.0f} |", flush=True)
         finally:
@@ -140,27 +156,18 @@ def bench_search(items: int, dim: int, clients_list: list[int], seconds: float,
         print("| clients | requests | QPS | p50 ms | p99 ms |")
         print("|---|---|---|---|---|")
         for clients in clients_list:
-            lat: list[list[float]] = [[] for _ in range(clients)]
-            stop = time.time() + seconds
+            sessions = [httpx.Client(base_url=server.url, timeout=60) for _ in range(clients)]
 
-            def worker(i: int) -> None:
-                with httpx.Client(base_url=server.url, timeout=60) as cl:
-                    j = i
-                    while time.time() < stop:
-                        t0 = time.perf_counter()
-                        r = cl.get("/indexes/s/search", params={"vector": vectors[j % 256],
-                                                                "k": 10})
-                        lat[i].append(time.perf_counter() - t0)
-                        assert r.status_code == 200, r.text
-                        j += clients
+            def get(c: int, i: int, sessions: list = sessions) -> None:
+                r = sessions[c].get("/indexes/s/search", params={"vector": vectors[i % 256],
+                                                                 "k": 10})
+                assert r.status_code == 200, r.text
 
             t = time.perf_counter()
-            threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
+            lat = hammer(clients, seconds, get)
             elapsed = time.perf_counter() - t
+            for session in sessions:
+                session.close()
             flat = sorted(x for xs in lat for x in xs)
             p99 = flat[min(len(flat) - 1, int(0.99 * len(flat)))]
             print(f"| {clients} | {len(flat)} | {len(flat) / elapsed:,.0f} | "
