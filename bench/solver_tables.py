@@ -44,6 +44,12 @@ def rows(dataset: str) -> dict[str, tuple[str, dict[str, object]]]:
     }
 
 
+def own(rounds: list[dict]) -> str:
+    """Round-1 classes' queries against round-1 classes' items: first → last (forgetting)."""
+    vals = [r["map_first_classes_own_db"] for r in rounds if "map_first_classes_own_db" in r]
+    return f"{vals[0]:.4f} → {vals[-1]:.4f}" if vals else "–"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", choices=sorted(DATASETS), default="fashion")
@@ -53,6 +59,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--every", type=int, default=5, help="table column every N rounds")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--from-json", action="store_true",
+                    help="render the tables from bench/out/*.json of an earlier run")
     args = ap.parse_args()
     data = load_dataset(DATASETS[args.dataset])
     out_dir = Path("bench/out")
@@ -62,17 +70,20 @@ def main() -> None:
         for bits in args.bits:
             results = {}
             for name, (method, overrides) in rows(args.dataset).items():
+                slug = name.split(" (")[0].replace("− ", "no-").replace(" ", "-").lower()
+                if "authors" in name:
+                    slug = "sdoh-authors"
+                path = out_dir / f"{args.dataset}_{order}_{bits}_{slug}.json"
+                if args.from_json:
+                    results[name] = json.loads(path.read_text())
+                    continue
                 settings = replace(SDOHSettings(bits=bits), **overrides)
                 config = EvalConfig(settings=settings, chunk=args.chunk, queries=args.queries,
                                     order=order, method=method, map_at=(1000,))
                 t = time.perf_counter()
                 res = run_eval(data, config)
                 results[name] = res
-                slug = name.split(" (")[0].replace("− ", "no-").replace(" ", "-").lower()
-                if "authors" in name:
-                    slug = "sdoh-authors"
-                (out_dir / f"{args.dataset}_{order}_{bits}_{slug}.json").write_text(
-                    json.dumps(res))
+                path.write_text(json.dumps(res))
                 print(f"{order} {bits} {name}: final mAP {res['rounds'][-1]['map']:.4f} "
                       f"({time.perf_counter() - t:.0f}s)", flush=True)
             n_rounds = len(next(iter(results.values()))["rounds"])
@@ -82,8 +93,8 @@ def main() -> None:
             lines.append("")
             lines.append("| method | " + " | ".join(str(c) for c in cols)
                          + " | mAP@1000 | P@r2 | mAP seen classes | mAP first classes "
-                           "| s/round |")
-            lines.append("|---|" + "---|" * (len(cols) + 5))
+                           "| first classes vs own items | s/round |")
+            lines.append("|---|" + "---|" * (len(cols) + 6))
             for name, res in results.items():
                 rr = res["rounds"]
                 last = rr[-1]
@@ -92,7 +103,7 @@ def main() -> None:
                     f"| {name} | " + " | ".join(f"{rr[c - 1]['map']:.4f}" for c in cols)
                     + f" | {last['map_at_k']['1000']:.4f} | {last['precision_r2']:.4f}"
                     f" | {last['map_seen']:.4f} | {last['map_first_classes']:.4f}"
-                    f" | {mean_s:.3f} |")
+                    f" | {own(rr)} | {mean_s:.3f} |")
             lines.append("")
             if args.out:
                 Path(args.out).write_text("\n".join(lines) + "\n")

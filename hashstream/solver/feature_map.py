@@ -39,9 +39,16 @@ def l2_normalize_rows(x: Any, xp: Any) -> Any:
     return x / xp.where(norms > 0, norms, 1)
 
 
-def _rbf_raw(x: Any, anchors: Any, sigma: float, xp: Any) -> Any:
-    sq = (x * x).sum(axis=1, keepdims=True) - 2 * (x @ anchors.T) + (anchors * anchors).sum(axis=1)
-    return xp.exp(-xp.maximum(sq, 0) / (2 * sigma * sigma))
+def _rbf_raw(x: Any, anchors: Any, sigma: float, xp: Any, out: Any = None) -> Any:
+    """exp(−‖x − a‖² / 2σ²) for every row and anchor, in place in one n × m buffer."""
+    k = xp.matmul(x, anchors.T, out=out)  # ‖x‖² − 2⟨x, a⟩ + ‖a‖², built in place
+    k *= -2
+    k += xp.einsum("ij,ij->i", x, x)[:, None]
+    k += xp.einsum("ij,ij->i", anchors, anchors)[None, :]
+    xp.maximum(k, 0, out=k)
+    k *= -1.0 / (2 * sigma * sigma)
+    xp.exp(k, out=k)
+    return k
 
 
 def fit_feature_map(kind: FeatureMapKind, first_chunk: np.ndarray[Any, Any], n_anchors: int,
@@ -76,7 +83,8 @@ def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any
     else:
         anchors = backend.asarray(params.anchors, dtype=backend.dtype)
         phi = xp.empty((n, anchors.shape[0] + 1), dtype=backend.dtype)
-        phi[:, :-1] = _rbf_raw(x, anchors, params.sigma, xp) - backend.asarray(
-            params.mean, dtype=backend.dtype)
+        body = _rbf_raw(x, anchors, params.sigma, xp)
+        body -= backend.asarray(params.mean, dtype=backend.dtype)
+        phi[:, :-1] = body
     phi[:, -1] = 1
     return phi
