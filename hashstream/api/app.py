@@ -12,12 +12,14 @@ import redis
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashstream import __version__
 from hashstream.api.deps import require_api_key
-from hashstream.api.routes import health, indexes, ingest, search
+from hashstream.api.metrics import IndexCollector, RequestMetrics
+from hashstream.api.routes import dashboard, health, indexes, ingest, search
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.errors import PayloadTooLarge, ServiceError
 from hashstream.service.indexes import IndexService
@@ -95,13 +97,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.indexes = IndexService(store)
         app.state.search = SearchService(store, settings.max_k)
+        app.state.registry.register(IndexCollector(app.state.indexes))
         yield
         client.close()
 
     app = FastAPI(title="hashstream", version=__version__, lifespan=lifespan,
                   description="Streaming online hashing (SDOH-HC) with Redis-held state.")
+    app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)
+    app.include_router(dashboard.page_router)
+    app.include_router(dashboard.router)
     app.include_router(indexes.router, dependencies=auth)
     app.include_router(ingest.router, dependencies=auth)
     app.include_router(search.router, dependencies=auth)
@@ -135,4 +141,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem(500, "Internal error", "unexpected error; see the service log")
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

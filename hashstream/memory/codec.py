@@ -29,7 +29,7 @@ def encode_array(array: Any) -> bytes:
     header = json.dumps({"dtype": le.dtype.str, "shape": list(a.shape)}).encode()
     # One join: the array's buffer is copied once, not once per concatenation.
     return b"".join((MAGIC, struct.pack("<I", len(header)), header,
-                     np.ascontiguousarray(le).reshape(-1).view(np.uint8)))
+                     memoryview(np.ascontiguousarray(le).reshape(-1).view(np.uint8))))
 
 
 def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:

@@ -135,6 +135,11 @@ class IndexStore:
         raw = self.r.hgetall(self.keys(name).center_memory)
         return {int(k): decode_array(v) for k, v in raw.items()}
 
+    def load_centers(self, name: str, rounds: list[int]) -> dict[int, np.ndarray[Any, Any]]:
+        """Y of the given rounds from the hash-center memory (missing rounds are skipped)."""
+        values = self.r.hmget(self.keys(name).center_memory, [str(r) for r in rounds])
+        return {r: decode_array(v) for r, v in zip(rounds, values, strict=True) if v is not None}
+
     def load_queries(self, name: str) -> dict[str, Arrays]:
         """Held-out query chunks: chunk id → {features, labels}."""
         out: dict[str, Arrays] = {}
@@ -144,7 +149,21 @@ class IndexStore:
         return out
 
     def rounds(self, name: str, start: int = 0, stop: int = -1) -> list[dict[str, Any]]:
-        return [json.loads(r) for r in self.r.lrange(self.keys(name).rounds, start, stop)]
+        """Round records (LRANGE semantics), each with its commit seconds when known."""
+        k = self.keys(name)
+        records = [json.loads(r) for r in self.r.lrange(k.rounds, start, stop)]
+        if records:
+            commits = self.r.hmget(k.commit_seconds, [str(r["round"]) for r in records])
+            for record, commit in zip(records, commits, strict=True):
+                if commit is not None:
+                    record.setdefault("seconds", {})["commit"] = float(commit)
+        return records
+
+    def record_commit_seconds(self, name: str, round_: int, seconds: float) -> None:
+        self.r.hset(self.keys(name).commit_seconds, str(round_), f"{seconds:.6f}")
+
+    def round_count(self, name: str) -> int:
+        return int(self.r.llen(self.keys(name).rounds))
 
     # --- the round's commit ---------------------------------------------------------------
     def commit_round(self, name: str, expected_version: int, *, state: Arrays | None,

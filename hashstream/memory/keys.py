@@ -63,6 +63,11 @@ class IndexKeys:
         return self._k("rounds")
 
     @property
+    def commit_seconds(self) -> str:
+        """Hash: round → seconds its MULTI/EXEC took (known only after the commit)."""
+        return self._k("commit_seconds")
+
+    @property
     def stream(self) -> str:
         """The ingest queue (a Redis Stream with one consumer group)."""
         return self._k("ingest")
@@ -80,7 +85,7 @@ class IndexKeys:
     def all(self) -> list[str]:
         """Fixed keys (projections are found by pattern)."""
         return [self.config, self.version, self.state, self.center_memory, self.queries,
-                self.rounds, self.stream, self.lock, self.next_id]
+                self.rounds, self.commit_seconds, self.stream, self.lock, self.next_id]
 
 
 def registry_key(prefix: str) -> str:

@@ -211,6 +211,7 @@ class RoundRunner:
             log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids)
             self.cache.pop(name, None)
             return False
+        self.store.record_commit_seconds(name, new_version, commit_s)
         cache.version, cache.state = new_version, state
         cache.db_codes.append(codes)
         cache.db_indptr.append(indptr)

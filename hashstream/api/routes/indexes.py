@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep
@@ -43,7 +43,10 @@ async def delete_index(name: str, indexes: IndexesDep) -> Response:
 
 
 @router.get("/indexes/{name}/rounds", summary="Every round's record (metrics, losses, timings)")
-async def rounds(name: str, indexes: IndexesDep) -> dict[str, Any]:
+async def rounds(name: str, indexes: IndexesDep,
+                 since: int = Query(0, ge=0, description="only rounds after this one")
+                 ) -> dict[str, Any]:
     await run_in_threadpool(indexes.config, name)
-    records = await run_in_threadpool(indexes.store.rounds, name)
-    return {"index": name, "rounds": records}
+    records = await run_in_threadpool(indexes.store.rounds, name, since, -1)
+    queue = await run_in_threadpool(indexes.store.queue_depth, name)
+    return {"index": name, "queue_depth": queue, "rounds": records}

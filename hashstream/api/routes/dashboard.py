@@ -1,0 +1,53 @@
+"""The ops dashboard (a static page polling JSON), its data routes, and Prometheus /metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, Response
+
+from hashstream.api.deps import IndexesDep, require_api_key
+from hashstream.api.metrics import render
+from hashstream.service import dashboard_data
+from hashstream.service.errors import NotFound
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+# The page and its script carry no data, so a browser can load them without a key; every data
+# route below asks for one (the page prompts for it on a 401).
+page_router = APIRouter(tags=["dashboard"])
+router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key)])
+
+
+@page_router.get("/dashboard", include_in_schema=False)
+def dashboard_page() -> FileResponse:
+    return FileResponse(STATIC / "dashboard.html", media_type="text/html")
+
+
+@page_router.get("/dashboard/static/{filename}", include_in_schema=False)
+def dashboard_static(filename: str) -> FileResponse:
+    files = {p.name: p for p in STATIC.iterdir()}
+    if filename not in files:
+        raise NotFound(f"no static file {filename!r}", "filename")
+    kind = {"js": "text/javascript", "css": "text/css"}.get(filename.rsplit(".", 1)[-1],
+                                                           "application/octet-stream")
+    return FileResponse(files[filename], media_type=kind)
+
+
+@router.get("/dashboard/summary", summary="Every index with its latest round's figures")
+async def summary(indexes: IndexesDep) -> dict[str, Any]:
+    return await run_in_threadpool(dashboard_data.summary, indexes)
+
+
+@router.get("/indexes/{name}/centers",
+            summary="Center-to-center Hamming distances, latest and previous round")
+async def centers(name: str, indexes: IndexesDep) -> dict[str, Any]:
+    return await run_in_threadpool(dashboard_data.center_distances, indexes, name)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    body = await run_in_threadpool(render, request.app.state.registry)
+    return Response(body, media_type="text/plain; version=0.0.4")
