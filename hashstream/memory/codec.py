@@ -29,7 +29,7 @@ def encode_array(array: Any) -> bytes:
     header = json.dumps({"dtype": le.dtype.str, "shape": list(a.shape)}).encode()
     # One join: the array's buffer is copied once, not once per concatenation.
     return b"".join((MAGIC, struct.pack("<I", len(header)), header,
-                     memoryview(np.ascontiguousarray(le).reshape(-1).view(np.uint8))))
+                     np.ascontiguousarray(le).reshape(-1).view(np.uint8).data))
 
 
 def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
