@@ -6,6 +6,7 @@ const POLL_MS = 2000;
 const COLORS = ["#2f6fdf", "#e0583a", "#2aa876", "#9b59b6", "#e6a700", "#17a2b8", "#6c757d",
                 "#d63384"];
 const state = { index: null, rounds: [], lastRound: 0, queue: [], centersVersion: -1 };
+const T0 = Date.now();
 
 function apiKey() { return localStorage.getItem("hashstream-api-key") || ""; }
 
@@ -174,7 +175,8 @@ function drawIndex() {
   lineChart("chart-pr", pr ? [{ name: "precision vs recall",
     points: pr.recall.map((rc, i) => [rc, pr.precision[i]]) }] : [],
     { ymin: 0, ymax: 1, xlabel: "recall" });
-  lineChart("chart-queue", [{ name: "queue depth", points: state.queue }], { ymin: 0 });
+  lineChart("chart-queue", [{ name: "queue depth", points: state.queue }],
+            { ymin: 0, xlabel: "s since page load" });
 }
 
 async function refreshCenters() {
@@ -240,7 +242,7 @@ async function tick() {
         state.rounds.push(...data.rounds);
         state.lastRound = state.rounds[state.rounds.length - 1].round;
       }
-      state.queue.push([Date.now() / 1000, data.queue_depth]);
+      state.queue.push([(Date.now() - T0) / 1000, data.queue_depth]);
       if (state.queue.length > 300) state.queue.shift();
       document.getElementById("queue-depth").textContent = String(data.queue_depth);
       drawIndex();
