@@ -38,6 +38,20 @@ def problem(status: int, title: str, detail: str, field: str | None = None) -> J
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
+def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
+    """A receive() that returns ``messages`` first, then defers to ``then``."""
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        if then is not None:
+            return await then()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
 class BodyLimit:
     """Reject bodies over ``limit`` bytes with 413, by Content-Length or while streaming."""
 
@@ -54,23 +68,32 @@ class BodyLimit:
                 try:
                     declared = int(value)
                 except ValueError:
-                    declared = 0
+                    declared = self.limit + 1
                 if declared > self.limit:
                     await self._reject(scope, receive, send)
                     return
+                # The server holds the body to its declared length: nothing more to count.
+                await self.app(scope, receive, send)
+                return
+        # No declared length (chunked upload): read and count the body here, so an oversized
+        # one is refused with 413 before any route parses it; the app gets the bytes replayed.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise PayloadTooLarge(f"body exceeds {self.limit} bytes "
-                                          "(HASHSTREAM_MAX_BODY_BYTES)", "body")
-            return message
-
-        await self.app(scope, limited, send)
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            body = message.get("body", b"")
+            seen += len(body)
+            if seen > self.limit:
+                await self._reject(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        await self.app(scope, _replay([{"type": "http.request", "body": b"".join(chunks),
+                                        "more_body": False}], receive), send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(413, PayloadTooLarge.title,

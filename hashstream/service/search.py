@@ -115,7 +115,8 @@ class SearchService:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", "k")
 
     def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
-                       dim: int) -> list[list[dict[str, Any]]]:
+                       dim: int) -> tuple[int, list[list[dict[str, Any]]]]:
+        """(model version searched, hits per query)."""
         self._check_k(k)
         if features.ndim != 2 or features.shape[0] == 0:
             raise InvalidInput("features must be a non-empty list of vectors", "features")
@@ -125,16 +126,17 @@ class SearchService:
         if not np.isfinite(features).all():
             raise InvalidInput("query vectors contain NaN or Inf", "features")
         rep = self._ready(name)
-        return self._top_k(rep, self.encode(rep, features), k, exclude=None)
+        return rep.version, self._top_k(rep, self.encode(rep, features), k, exclude=None)
 
-    def search_item(self, name: str, item: int, k: int) -> list[dict[str, Any]]:
+    def search_item(self, name: str, item: int, k: int) -> tuple[int, list[dict[str, Any]]]:
+        """(model version searched, hits of the stored item, itself excluded)."""
         self._check_k(k)
         rep = self._ready(name)
         row = rep.row_of_id.get(item)
         if row is None:
             raise NotFound(f"no stored item with id {item} (items are searchable once their "
                            "round has committed)", "item")
-        return self._top_k(rep, rep.codes[row:row + 1], k, exclude=row)[0]
+        return rep.version, self._top_k(rep, rep.codes[row:row + 1], k, exclude=row)[0]
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
                exclude: int | None) -> list[list[dict[str, Any]]]:

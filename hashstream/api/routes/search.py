@@ -28,12 +28,13 @@ def _get(name: str, indexes: Any, search: Any, vector: str | None, item: int | N
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     if item is not None:
-        results = [search.search_item(name, item, k)]
+        version, hits = search.search_item(name, item, k)
+        results = [hits]
     else:
         assert vector is not None
         dim = indexes.config(name).dim
-        results = search.search_vectors(name, _parse_vector(vector), k, dim)
-    return {"index": name, "model_version": search.replica(name).version, "results": results}
+        version, results = search.search_vectors(name, _parse_vector(vector), k, dim)
+    return {"index": name, "model_version": version, "results": results}
 
 
 def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
@@ -45,8 +46,8 @@ def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
     except ValueError as exc:
         raise InvalidInput("features must be equal-length vectors", "features") from exc
     dim = indexes.config(name).dim
-    results = search.search_vectors(name, features, body.k, dim)
-    return {"index": name, "model_version": search.replica(name).version, "results": results}
+    version, results = search.search_vectors(name, features, body.k, dim)
+    return {"index": name, "model_version": version, "results": results}
 
 
 @router.get("/indexes/{name}/search", response_model=SearchResponse,
