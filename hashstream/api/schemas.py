@@ -25,7 +25,10 @@ class CreateIndex(BaseModel):
     sweeps: int | None = Field(default=None, ge=1, le=10)
     feature_map: Literal["identity", "rbf"] | None = None
     n_anchors: int | None = Field(default=None, ge=1, le=20_000)
-    exemplar_policy: Literal["random", "class_balanced", "nearest_center"] | None = None
+    exemplar_policy: Literal["random", "class_balanced", "nearest_center",
+                             "condensed"] | None = None
+    condensed_per_class: int | None = Field(default=None, ge=0, le=100_000)
+    condensed_steps: int | None = Field(default=None, ge=0, le=10_000)
     old_weight: Literal["balanced", "paper"] | None = None
     old_similarity: Literal["normalized", "lemon"] | None = None
     use_old_term: bool | None = None

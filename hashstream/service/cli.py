@@ -25,7 +25,11 @@ _HELP = {
     "lam": "λ, ridge of P", "n1": "exemplars kept at random each round",
     "n2": "new exemplars per round", "iterations": "outer V/B/Y iterations per round",
     "sweeps": "DCC sweeps per B and Y step", "feature_map": "φ: identity or rbf",
-    "n_anchors": "RBF anchors m", "exemplar_policy": "how new exemplars are chosen",
+    "n_anchors": "RBF anchors m", "exemplar_policy": "how new exemplars are chosen "
+    "(condensed: n2 synthetic exemplars by IEM distribution matching)",
+    "condensed_per_class": "condensed: at most this many synthetic exemplars per class "
+    "(0: n2 split over the chunk's classes)",
+    "condensed_steps": "condensed: distribution-matching steps per round",
     "old_weight": "old-data weight: balanced (n/N_old) or paper (1)",
     "old_similarity": "S_no form: normalized (L̂L̂ᵀ) or lemon (2L̂L̂ᵀ−11ᵀ)",
     "seed": "seed of every random choice",
@@ -45,7 +49,8 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP.get(f.name, '')} "
                                   f"(default {default})"}
         literal = {"feature_map": ("identity", "rbf"),
-                   "exemplar_policy": ("random", "class_balanced", "nearest_center"),
+                   "exemplar_policy": ("random", "class_balanced", "nearest_center",
+                                       "condensed"),
                    "old_weight": ("balanced", "paper"),
                    "old_similarity": ("normalized", "lemon")}
         if f.name in literal:

@@ -4,6 +4,8 @@ After each round the memory keeps n1 of its exemplars at random and adds n2 poin
 chunk (nq = n1 + n2), chosen by a policy: ``random``; ``class_balanced`` (round-robin over the
 chunk's classes, so rare classes are represented); ``nearest_center`` (the points whose learned
 codes lie closest, in Hamming distance, to their class centers Y; the authors' residual rule).
+The fourth policy, ``condensed``, stores synthetic exemplars rather than chunk rows; it lives in
+``condensation.py`` and :func:`select_exemplars` refuses it.
 Selection runs after B is optimised, not on the chunk's initial codes (SOLVER.md, mistake 2).
 """
 
@@ -78,4 +80,7 @@ def select_exemplars(policy: ExemplarPolicy, labels: np.ndarray[Any, Any],
         return select_class_balanced(labels, count, rng)
     if policy == "nearest_center":
         return select_nearest_center(labels, codes, centers, count)
+    if policy == "condensed":
+        raise ValueError("exemplar policy 'condensed' makes synthetic exemplars, not a "
+                         "selection of rows: use condensation.condense_exemplars")
     raise ValueError(f"unknown exemplar policy {policy!r}")

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from hashstream.solver.backend import Backend
+from hashstream.solver.condensation import CondenseConfig, condense_exemplars
 from hashstream.solver.dcc import dcc
 from hashstream.solver.exemplar_memory import select_exemplars, select_random
 from hashstream.solver.feature_map import (
@@ -452,16 +453,25 @@ def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], lab: np.ndarray
                       codes: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
                       settings: SDOHSettings, rng: np.random.Generator,
                       backend: Backend) -> dict[str, Any]:
-    """Keep n1 old exemplars at random, add n2 of this chunk chosen by the policy.
+    """Keep n1 old exemplars at random, add n2 of this chunk chosen by the policy (or, for
+    ``condensed``, n2 synthetic exemplars with their class's row of Y as code).
 
     The memory is small and its selection is index work, so it stays on the host."""
     old_f = backend.to_numpy(state.exemplar_features)
     old_l = backend.to_numpy(state.exemplar_labels)
     old_c = backend.to_numpy(state.exemplar_codes)
     keep = select_random(old_f.shape[0], settings.n1, rng)
-    new = select_exemplars(settings.exemplar_policy, lab, codes, y, settings.n2, rng)
+    if settings.exemplar_policy == "condensed":
+        new_f, new_l, new_c = condense_exemplars(
+            x, lab, y, settings.n2, rng, per_class=settings.condensed_per_class,
+            config=CondenseConfig(steps=settings.condensed_steps))
+    else:
+        new = select_exemplars(settings.exemplar_policy, lab, codes, y, settings.n2, rng)
+        new_f = x[new].astype(np.float32)
+        new_l = (lab[new] > 0).astype(np.uint8)
+        new_c = codes[new]
     return {
-        "exemplar_features": np.concatenate([old_f[keep], x[new].astype(np.float32)]),
-        "exemplar_labels": np.concatenate([old_l[keep], (lab[new] > 0).astype(np.uint8)]),
-        "exemplar_codes": np.concatenate([old_c[keep], codes[new]]),
+        "exemplar_features": np.concatenate([old_f[keep], new_f]),
+        "exemplar_labels": np.concatenate([old_l[keep], new_l]),
+        "exemplar_codes": np.concatenate([old_c[keep], new_c]),
     }

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from hashstream.solver.feature_map import FeatureMapKind
 
-ExemplarPolicy = Literal["random", "class_balanced", "nearest_center"]
+ExemplarPolicy = Literal["random", "class_balanced", "nearest_center", "condensed"]
 OldWeight = Literal["balanced", "paper"]
 OldSimilarity = Literal["normalized", "lemon"]
 
@@ -18,7 +18,10 @@ class SDOHSettings:
 
     ``theta`` weighs the two center terms, ``eta`` the code-to-center term, ``beta`` the
     B–V coupling, ``lam`` the ridge of P. ``n1`` exemplars are kept at random each round and
-    ``n2`` new ones are chosen by ``exemplar_policy``. ``old_weight='balanced'`` scales the
+    ``n2`` new ones are chosen by ``exemplar_policy``; ``'condensed'`` stores n2 synthetic
+    exemplars instead (IEM distribution matching, ``condensation.py``), at most
+    ``condensed_per_class`` per class when that is positive, learned in ``condensed_steps``
+    steps. ``old_weight='balanced'`` scales the
     old-data term by n / N_old so it does not swamp the new chunk as the stream grows;
     ``'paper'`` keeps weight 1. The ``use_*`` switches turn single terms off for ablations.
     """
@@ -35,6 +38,8 @@ class SDOHSettings:
     feature_map: FeatureMapKind = "rbf"
     n_anchors: int = 1000
     exemplar_policy: ExemplarPolicy = "class_balanced"
+    condensed_per_class: int = 0
+    condensed_steps: int = 100
     old_weight: OldWeight = "balanced"
     old_similarity: OldSimilarity = "normalized"
     use_old_term: bool = True
@@ -52,12 +57,13 @@ class SDOHSettings:
                 raise ValueError(f"{name} must be non-negative")
         if self.lam <= 0:
             raise ValueError("lam must be positive (it keeps the P solve well posed)")
-        for name in ("n1", "n2", "n_anchors"):
+        for name in ("n1", "n2", "n_anchors", "condensed_per_class", "condensed_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative")
         if self.iterations < 1 or self.sweeps < 1:
             raise ValueError("iterations and sweeps must be at least 1")
-        if self.exemplar_policy not in ("random", "class_balanced", "nearest_center"):
+        if self.exemplar_policy not in ("random", "class_balanced", "nearest_center",
+                                        "condensed"):
             raise ValueError(f"unknown exemplar_policy {self.exemplar_policy!r}")
         if self.old_weight not in ("balanced", "paper"):
             raise ValueError(f"unknown old_weight {self.old_weight!r}")
