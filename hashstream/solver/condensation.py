@@ -161,14 +161,14 @@ class _Aug:
         """A(x) and what its input gradient needs (λ, π) when mixing is on."""
         cache = None
         if self.mix and x.shape[0] > 1:
-            lam = rng.random((x.shape[0], 1)).astype(_F32)
+            lam = rng.random((x.shape[0], 1), dtype=_F32)
             perm = rng.permutation(x.shape[0])
             x = lam * x + (1 - lam) * x[perm]
             cache = (lam, perm)
         if self.keep is not None:
             x = x * self.keep
         if self.noise > 0:
-            x = x + np.asarray(self.noise * rng.standard_normal(x.shape), dtype=_F32)
+            x = x + _F32(self.noise) * rng.standard_normal(x.shape, dtype=_F32)
         return x, cache
 
     def input_grad(self, cache: tuple[Array, Array] | None, g: Array) -> Array:
