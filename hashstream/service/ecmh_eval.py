@@ -1,0 +1,497 @@
+"""`hashstream ecmh-eval`: the extension protocol of the ECMH paper (Table 1) on any .npz.
+
+Classes are split into old and new; an item is new when it has any new class. An old model is
+trained on the old-class training items, then extended to the new-class training items three
+ways: ECMH (Algorithm 2), plain fine-tuning (the old model trained on the new data with
+A_α = 0 and no distillation) and joint retraining from scratch on old + new. Old items keep the
+codes the old model gave them under ECMH and fine-tuning (never rewritten); joint retraining
+re-encodes them. Rows, as in the paper's §3.4:
+
+- ``old_codes``: old-class queries, encoded by the model under test, against the old-class
+  database items' codes from the OLD model (forward compatibility);
+- ``old_tasks`` / ``new_tasks`` / ``all_tasks``: old-class / new-class / all queries against
+  the whole database, old and new items ("combine old and new data as the database").
+
+The paper draws the database from held-out data; here the database is the training items (the
+usual Wiki protocol; everything that is not a query when the file has no split) and the
+queries are ``test_idx``. Database codes are the unified C = sign(F + G) (Eq. 8, §2.1); i2t
+queries are INet codes sign(F), t2i queries TNet codes sign(G). ``--database-codes cross``
+instead gives the database sign(G) for i2t and sign(F) for t2i.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from hashstream.service.offline_eval import DatasetError
+from hashstream.solver.ecmh import (
+    PAD_ID,
+    ECMHModel,
+    NetworkConfig,
+    TrainSettings,
+    extend,
+    fine_tune,
+    image_representations,
+    paired_data,
+    resolve_device,
+    sign,
+    text_representations,
+    train_from_scratch,
+)
+from hashstream.solver.ecmh.train import EpochCallback
+from hashstream.solver.metrics import evaluate
+
+Array = np.ndarray[Any, Any]
+TextInput = Literal["auto", "dense", "tokens"]
+DatabaseCodes = Literal["unified", "cross"]
+ProgressFactory = Callable[[str, int], EpochCallback]
+"""``progress(stage description, epochs)`` → the epoch callback of that stage."""
+
+ROWS = ("old_codes", "old_tasks", "new_tasks", "all_tasks")
+
+
+@dataclass(frozen=True)
+class CrossModalData:
+    """Paired images and texts with labels; ``text`` is dense (n × t float) or word ids
+    (n × T int, ``PAD_ID`` and every negative id padding)."""
+
+    image: Array
+    text: Array
+    text_kind: Literal["dense", "tokens"]
+    labels: Array
+    train_idx: Array | None
+    test_idx: Array | None
+
+
+def load_cross_modal(path: str | Path, text_input: TextInput = "auto") -> CrossModalData:
+    """Read ``features`` (image), ``text`` (dense) or ``tokens`` (ids), ``labels`` (n × c 0/1)
+    and optional ``train_idx`` / ``test_idx``; 'auto' takes ``tokens`` when present."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files if k in (
+                "features", "text", "tokens", "labels", "train_idx", "test_idx")}
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path} as .npz: {exc}") from exc
+    for key in ("features", "labels"):
+        if key not in arrays:
+            raise DatasetError(f"{path} has no array named {key!r}")
+    kind: Literal["dense", "tokens"]
+    if text_input == "auto":
+        kind = "tokens" if "tokens" in arrays else "dense"
+    else:
+        kind = text_input
+    text_key = "tokens" if kind == "tokens" else "text"
+    if text_key not in arrays:
+        raise DatasetError(f"{path} has no array named {text_key!r}")
+    x, t, y = arrays["features"], arrays[text_key], arrays["labels"]
+    n = x.shape[0]
+    if x.ndim != 2 or y.ndim != 2 or t.ndim != 2 or not n == t.shape[0] == y.shape[0]:
+        raise DatasetError(f"features {x.shape}, {text_key} {t.shape} and labels {y.shape} "
+                           "must be 2-D with one row per item")
+    if not np.isfinite(x).all():
+        raise DatasetError("features contains NaN or Inf")
+    if kind == "tokens":
+        if not np.issubdtype(t.dtype, np.integer):
+            raise DatasetError("tokens must be integer word ids (negative = padding)")
+        t = np.where(t < 0, PAD_ID, t).astype(np.int64)
+    else:
+        if not np.isfinite(t).all():
+            raise DatasetError("text contains NaN or Inf")
+        t = t.astype(np.float32, copy=False)
+    if not np.isin(y, (0, 1)).all():
+        raise DatasetError("labels must be 0/1")
+    split: dict[str, Array | None] = {}
+    for key in ("train_idx", "test_idx"):
+        idx = arrays.get(key)
+        if idx is not None and (idx.ndim != 1 or (idx.size and (idx.min() < 0
+                                                                or idx.max() >= n))):
+            raise DatasetError(f"{key} must be a 1-D array of row indices")
+        split[key] = None if idx is None else idx.astype(np.int64)
+    return CrossModalData(x.astype(np.float32, copy=False), t, kind, y.astype(np.uint8),
+                          split["train_idx"], split["test_idx"])
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """One run of the protocol; ``settings`` is every training hyper-parameter."""
+
+    bits: int = 32
+    new_classes: tuple[int, ...] | None = None  # None: the last ⌈0.3 c⌉ classes
+    queries: int | None = None  # without test_idx: this many seeded queries (None: 20 %)
+    image_hidden: tuple[int, ...] = (512,)
+    text_hidden: tuple[int, ...] = (512,)
+    embed_dim: int = 256
+    database_codes: DatabaseCodes = "unified"
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class Split:
+    queries: Array
+    database: Array
+    new_classes: tuple[int, ...]
+    is_new: Array  # per item of the whole file
+
+
+def split_items(data: CrossModalData, config: ProtocolConfig) -> Split:
+    """Queries (``test_idx``, else a seeded sample), database (``train_idx``, else the rest)
+    and which items are new (any label among the new classes)."""
+    n, c = data.labels.shape
+    new = config.new_classes
+    if new is None:
+        k = max(1, int(np.ceil(0.3 * c)))
+        new = tuple(range(c - k, c))
+    if not new or min(new) < 0 or max(new) >= c or len(set(new)) != len(new):
+        raise DatasetError(f"new classes {new} must be distinct class indices in 0..{c - 1}")
+    if len(new) == c:
+        raise DatasetError("at least one class must stay old")
+    rng = np.random.default_rng([config.settings.seed, 4242])
+    if data.test_idx is not None:
+        queries = np.unique(data.test_idx)
+    else:
+        size = config.queries if config.queries is not None else max(1, n // 5)
+        if not 0 < size < n:
+            raise DatasetError(f"--queries {size} must be between 1 and {n - 1}")
+        queries = np.sort(rng.choice(n, size=size, replace=False))
+    if data.train_idx is not None:
+        database = np.setdiff1d(np.unique(data.train_idx), queries)
+    else:
+        database = np.setdiff1d(np.arange(n), queries)
+    is_new = data.labels[:, list(new)].any(axis=1)
+    for name, idx in (("old-class database", database[~is_new[database]]),
+                      ("new-class database", database[is_new[database]]),
+                      ("old-class query", queries[~is_new[queries]]),
+                      ("new-class query", queries[is_new[queries]])):
+        if idx.size == 0:
+            raise DatasetError(f"the {name} set is empty; choose other --new-classes")
+    return Split(queries, database, tuple(int(i) for i in new), is_new)
+
+
+def _network_config(data: CrossModalData, config: ProtocolConfig, train: Array) -> NetworkConfig:
+    if data.text_kind == "tokens":
+        vocab = max(1, int(data.text[train].max(initial=-1)) + 1)
+        return NetworkConfig(bits=config.bits, image_dim=data.image.shape[1],
+                             text_kind="tokens", vocab_blocks=(vocab,),
+                             embed_dim=config.embed_dim, image_hidden=config.image_hidden,
+                             text_hidden=config.text_hidden)
+    return NetworkConfig(bits=config.bits, image_dim=data.image.shape[1], text_kind="dense",
+                         text_dim=data.text.shape[1], image_hidden=config.image_hidden,
+                         text_hidden=config.text_hidden)
+
+
+@dataclass(frozen=True)
+class Codes:
+    """±1 int8 codes of some items under one model: image sign(F), text sign(G), unified
+    sign(F + G)."""
+
+    image: Array
+    text: Array
+    unified: Array
+
+    def take(self, mask: Array) -> Codes:
+        return Codes(self.image[mask], self.text[mask], self.unified[mask])
+
+    @staticmethod
+    def concat(parts: list[Codes]) -> Codes:
+        return Codes(*(np.concatenate([getattr(p, k) for p in parts])
+                       for k in ("image", "text", "unified")))
+
+
+def encode_items(model: ECMHModel, data: CrossModalData, idx: Array) -> Codes:
+    """Codes of items ``idx`` under ``model`` (sign(0) = +1)."""
+    pairs = paired_data(model.config, data.image[idx], data.text[idx], data.labels[idx],
+                        model.device)
+    f = image_representations(model, pairs.image)
+    g = text_representations(model, pairs.text)
+    return Codes(*(sign(v).cpu().numpy() for v in (f, g, f + g)))
+
+
+def _score(queries: Codes, q_labels: Array, database: Codes, db_labels: Array,
+           mode: DatabaseCodes) -> dict[str, float]:
+    db_i2t = database.unified if mode == "unified" else database.text
+    db_t2i = database.unified if mode == "unified" else database.image
+    return {"i2t": evaluate(queries.image, q_labels, db_i2t, db_labels).map,
+            "t2i": evaluate(queries.text, q_labels, db_t2i, db_labels).map}
+
+
+def _table_rows(q_codes: Codes, q_labels: Array, q_new: Array, old_db: Codes,
+                old_db_labels: Array, db: Codes, db_labels: Array,
+                mode: DatabaseCodes) -> dict[str, dict[str, float]]:
+    old = ~q_new
+    return {
+        "old_codes": _score(q_codes.take(old), q_labels[old], old_db, old_db_labels, mode),
+        "old_tasks": _score(q_codes.take(old), q_labels[old], db, db_labels, mode),
+        "new_tasks": _score(q_codes.take(q_new), q_labels[q_new], db, db_labels, mode),
+        "all_tasks": _score(q_codes, q_labels, db, db_labels, mode),
+    }
+
+
+def _history_tail(history: list[dict[str, float]]) -> dict[str, Any]:
+    return {"first": history[0], "last": history[-1]}
+
+
+def run_protocol(data: CrossModalData, config: ProtocolConfig,
+                 progress: ProgressFactory | None = None) -> dict[str, Any]:
+    """Train the old model, extend it three ways, and score the Table 1 rows; returns the
+    JSON-ready result."""
+    settings = config.settings
+    device = resolve_device(settings.device)
+    sp = split_items(data, config)
+    old_train = sp.database[~sp.is_new[sp.database]]
+    new_train = sp.database[sp.is_new[sp.database]]
+    lab = data.labels
+
+    def cb(desc: str, epochs: int) -> EpochCallback | None:
+        return progress(desc, epochs) if progress is not None and epochs > 0 else None
+
+    net_old = _network_config(data, config, old_train)
+    old = train_from_scratch(net_old, data.image[old_train], data.text[old_train],
+                             lab[old_train], settings, device=device,
+                             log_every=config.log_every,
+                             on_epoch=cb(f"old model {config.bits} bits", settings.epochs))
+    old_model = old.model
+    old_db = encode_items(old_model, data, old_train)  # never rewritten below
+
+    q = sp.queries
+    q_new = sp.is_new[q]
+    db_labels = np.concatenate([lab[old_train], lab[new_train]])
+    mode = config.database_codes
+    result: dict[str, Any] = {}
+    old_q = encode_items(old_model, data, q)
+    result["old_model"] = {"old_codes": _score(old_q.take(~q_new), lab[q][~q_new], old_db,
+                                               lab[old_train], mode)}
+
+    new_pairs = paired_data(old_model.config, data.image[new_train], data.text[new_train],
+                            lab[new_train], device)
+    stage_cbs = {"extend": cb("ecmh stage 3 (extend)", settings.extend_epochs)}
+    if data.text_kind == "tokens":  # dense text has no vocabulary: stage 1 is skipped
+        stage_cbs["warmup"] = cb("ecmh stage 1 (warm-up)", settings.warmup_epochs)
+    ext = extend(old_model, new_pairs, settings, log_every=config.log_every,
+                 on_epoch={k: v for k, v in stage_cbs.items() if v is not None})
+    ecmh_db = Codes.concat([old_db, encode_items(ext.model, data, new_train)])
+    result["ecmh"] = _table_rows(encode_items(ext.model, data, q), lab[q], q_new, old_db,
+                                 lab[old_train], ecmh_db, db_labels, mode)
+
+    ft = fine_tune(old_model, new_pairs, settings, log_every=config.log_every,
+                   on_epoch=cb("fine-tuning", settings.extend_epochs))
+    ft_db = Codes.concat([old_db, encode_items(ft.model, data, new_train)])
+    result["fine_tuning"] = _table_rows(encode_items(ft.model, data, q), lab[q], q_new, old_db,
+                                        lab[old_train], ft_db, db_labels, mode)
+
+    all_train = np.concatenate([old_train, new_train])
+    net_joint = _network_config(data, config, all_train)
+    joint = train_from_scratch(net_joint, data.image[all_train], data.text[all_train],
+                               lab[all_train], settings, device=device,
+                               log_every=config.log_every,
+                               on_epoch=cb(f"joint retraining {config.bits} bits",
+                                           settings.epochs))
+    t0 = time.perf_counter()
+    joint_db = encode_items(joint.model, data, all_train)
+    reencode = time.perf_counter() - t0
+    result["joint"] = _table_rows(encode_items(joint.model, data, q), lab[q], q_new, old_db,
+                                  lab[old_train], joint_db, db_labels, mode)
+
+    result["seconds"] = {
+        "old_model": old.seconds,
+        "ecmh_extend": ext.seconds["warmup"] + ext.seconds["old_representations"]
+        + ext.seconds["extend"],
+        "ecmh_stages": {k: ext.seconds[k] for k in ("warmup", "old_representations",
+                                                    "extend")},
+        "fine_tuning": ft.seconds,
+        "joint": joint.seconds,
+        "joint_reencode_database": reencode,
+    }
+    result["objective"] = {"old_model": _history_tail(old.history),
+                           "ecmh_extend": _history_tail(ext.core.history),
+                           "fine_tuning": _history_tail(ft.history),
+                           "joint": _history_tail(joint.history)}
+    result["agreement_fraction"] = float(ext.agreement.mean())
+    result["warmup"] = ext.warmup_note
+    result["counts"] = {"old_train": int(old_train.size), "new_train": int(new_train.size),
+                        "old_queries": int((~q_new).sum()), "new_queries": int(q_new.sum())}
+    result["new_classes"] = list(sp.new_classes)
+    result["config"] = {"bits": config.bits, "image_hidden": list(config.image_hidden),
+                        "text_hidden": list(config.text_hidden), "embed_dim": config.embed_dim,
+                        "text_kind": data.text_kind, "database_codes": mode,
+                        "device": device.type, "threads": torch.get_num_threads(),
+                        **settings.as_dict()}
+    result["protocol"] = _protocol(data, config, sp)
+    return result
+
+
+def _protocol(data: CrossModalData, config: ProtocolConfig, sp: Split) -> dict[str, str]:
+    db_codes = ("unified C = sign(F + G) of each database item (paper Eq. 8, §2.1); i2t "
+                "queries are INet codes sign(F), t2i queries TNet codes sign(G)"
+                if config.database_codes == "unified" else
+                "cross: i2t against the database's TNet codes sign(G), t2i against its INet "
+                "codes sign(F)")
+    return {
+        "split": ("queries = test_idx" if data.test_idx is not None else
+                  f"queries = {sp.queries.size} items sampled with the seed")
+        + "; database = " + ("train_idx" if data.train_idx is not None else "the other items")
+        + " (the paper draws its database from held-out data; here, as usual for Wiki, the "
+        "database is the training items)",
+        "new_items": f"an item is new when it has any of classes {list(sp.new_classes)}; the "
+        "old model is trained on the old-class database items only",
+        "database_codes": db_codes,
+        "old_codes": "old-class queries encoded by the model under test against the "
+        "old-class database items' codes from the old model (forward compatibility)",
+        "old_tasks": "old-class queries against the whole database (old + new items), paper "
+        "§3.4; old items keep their old-model codes under ECMH and fine-tuning (never "
+        "rewritten), joint retraining re-encodes them",
+        "new_tasks": "new-class queries against the whole database",
+        "all_tasks": "all queries against the whole database",
+        "joint_old_codes": "joint retraining starts from scratch, so its old_codes row is a "
+        "reference only: its codes are not meant to match the old model's",
+        "fine_tuning": "the old model trained on the new items only by Algorithm 1 with "
+        "A_α = 0 and no distillation, for the same epochs as ECMH stage 3",
+        "loss": f"L_c form {config.settings.common_loss!r} (Eq. 6 as printed collapses; "
+        "'likelihood' is DCMH's negative log-likelihood); λ_d = 1/(M L²), "
+        "λ_c = λ_h = 1/(M² L) as the paper, per mini-batch as unbiased estimates",
+        "seconds": "training steps only (objective logging excluded); ecmh_extend = "
+        "warm-up + old representations and A_α + stage 3",
+    }
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``ecmh-eval`` and its flags on a ``argparse`` sub-parser collection."""
+    d = TrainSettings()
+    p = subparsers.add_parser(
+        "ecmh-eval", help="run the ECMH extension protocol (paper Table 1) on an .npz",
+        description="Train ECMH on the old classes, extend it to the new classes (ECMH, "
+        "fine-tuning, joint retraining) and score old codes, old, new and all tasks (mAP, "
+        "image→text and text→image).")
+    p.add_argument("--data", required=True, help=".npz with features, text or tokens (ids, "
+                   "negative = padding), labels, optional train_idx/test_idx")
+    p.add_argument("--bits", type=int, default=32, help="code length L (default 32)")
+    p.add_argument("--new-classes", default=None,
+                   help="comma-separated class indices that arrive later (default: the last "
+                   "30%% of classes)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_out", default=None, help="write the result here")
+    p.add_argument("--text-input", choices=("auto", "dense", "tokens"), default="auto",
+                   help="which text array to use (auto: tokens when present)")
+    p.add_argument("--queries", type=int, default=None,
+                   help="seeded queries when the file has no test_idx (default 20%% of items)")
+    p.add_argument("--database-codes", choices=("unified", "cross"), default="unified",
+                   help="database codes: unified sign(F+G) (paper) or the other modality's")
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help=f"Algorithm 1 epochs for the old model and joint (default {d.epochs})")
+    p.add_argument("--extend-epochs", type=int, default=d.extend_epochs,
+                   help=f"ECMH stage 3 and fine-tuning epochs (default {d.extend_epochs})")
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs,
+                   help=f"stage 1 epochs, token text only (default {d.warmup_epochs})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=d.optimizer,
+                   help="adam (default) or the paper's sgd (then use --lr 1.5)")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="agreement threshold α")
+    p.add_argument("--beta", type=float, default=d.beta, help="code smoothing β")
+    p.add_argument("--common-loss", choices=("likelihood", "paper"), default=d.common_loss,
+                   help="L_c form: likelihood (default) or Eq. 6 as printed (collapses)")
+    p.add_argument("--freeze-old-embeddings", action="store_true",
+                   help="stage 3 keeps the old word vectors fixed")
+    p.add_argument("--hidden", type=int, nargs="*", default=[512],
+                   help="hidden widths of INet and TNet (default 512; none for linear heads)")
+    p.add_argument("--embed-dim", type=int, default=256, help="DAN word-vector size")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args: argparse.Namespace) -> ProtocolConfig:
+    """The protocol configuration the parsed flags describe (ValueError when invalid)."""
+    new: tuple[int, ...] | None = None
+    if args.new_classes:
+        try:
+            new = tuple(int(v) for v in str(args.new_classes).split(",") if v.strip())
+        except ValueError as exc:
+            raise ValueError(f"--new-classes must be comma-separated integers: {exc}") from exc
+    settings = TrainSettings(epochs=args.epochs, extend_epochs=args.extend_epochs,
+                             warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
+                             optimizer=args.optimizer, lr=args.lr, alpha=args.alpha,
+                             beta=args.beta, common_loss=args.common_loss,
+                             train_old_embeddings=not args.freeze_old_embeddings,
+                             seed=args.seed, device=args.device)
+    if args.bits < 1:
+        raise ValueError("--bits must be positive")
+    hidden = tuple(args.hidden)
+    return ProtocolConfig(bits=args.bits, new_classes=new, queries=args.queries,
+                          image_hidden=hidden, text_hidden=hidden, embed_dim=args.embed_dim,
+                          database_codes=args.database_codes, settings=settings)
+
+
+def _tqdm_progress() -> tuple[ProgressFactory, Callable[[], None]]:
+    from tqdm import tqdm
+
+    bars: list[Any] = []
+
+    def factory(desc: str, epochs: int) -> EpochCallback:
+        bar = tqdm(total=epochs, unit="epoch", desc=desc, leave=True)
+        bars.append(bar)
+
+        def on_epoch(epoch: int, total: int, record: dict[str, float]) -> None:
+            if record:
+                bar.set_postfix(loss=f"{record['total']:.5f}")
+            bar.update(1)
+            if epoch == total:
+                bar.close()
+
+        return on_epoch
+
+    def close() -> None:
+        for bar in bars:
+            bar.close()
+
+    return factory, close
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``ecmh-eval`` for parsed arguments; prints the table, writes --json; exit code."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"hashstream ecmh-eval: {exc}", file=sys.stderr)
+        return 2
+    progress, close = (None, lambda: None) if args.quiet else _tqdm_progress()
+    try:
+        data = load_cross_modal(args.data, args.text_input)
+        result = run_protocol(data, config, progress)
+    except DatasetError as exc:
+        print(f"hashstream ecmh-eval: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        close()
+    print(format_table(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The Table 1 analogue of one result as Markdown (mAP, t2i then i2t as the paper)."""
+    lines = ["| row | method | T→I | I→T |", "|---|---|---|---|"]
+    for row in ROWS:
+        methods = ["old_model", "fine_tuning", "ecmh", "joint"] if row == "old_codes" else [
+            "joint", "fine_tuning", "ecmh"]
+        for m in methods:
+            if row in result.get(m, {}):
+                v = result[m][row]
+                lines.append(f"| {row} | {m} | {v['t2i']:.4f} | {v['i2t']:.4f} |")
+    s = result["seconds"]
+    lines.append(f"\nseconds: old model {s['old_model']:.1f}, ECMH extend {s['ecmh_extend']:.1f}, "
+                 f"fine-tuning {s['fine_tuning']:.1f}, joint {s['joint']:.1f}")
+    return "\n".join(lines)

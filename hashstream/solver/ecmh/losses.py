@@ -1,0 +1,93 @@
+"""The three ECMH losses (paper §2.4, Eq. 1): self-taught distillation L_d (Eq. 4), common space
+learning L_c (Eq. 5–6) and hash function learning L_h (Eq. 7), with the paper's scalings.
+
+Each function takes the rows of one modality that a step updates (a mini-batch of m of the M
+items, or all of them). The scalings are written so that, over a random batch, the expected
+value equals the paper's full-set term: λ_d = 1/(M L²) becomes 1/(m L²), λ_c = λ_h = 1/(M² L)
+become 1/(m M L). With m = M they are exactly the paper's.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.functional import softplus
+
+from hashstream.solver.ecmh.agreement import similarity
+from hashstream.solver.ecmh.settings import CommonLoss
+
+
+def distillation_loss(rep: Tensor, rep_old: Tensor, agreement: Tensor) -> Tensor:
+    """One modality's term of L_d (Eq. 4): λ_d ‖A_α ∘ (F_{n|θn} − F_{n|θo})‖²_F.
+
+    Keeps the dimensions where the old model's image and text agreed (A_α = 1) where they were.
+    """
+    m, bits = rep.shape
+    return ((agreement * (rep - rep_old)) ** 2).sum() / (m * bits * bits)
+
+
+def common_space_loss(rep: Tensor, other: Tensor, sim: Tensor, agreement: Tensor,
+                      form: CommonLoss = "likelihood") -> Tensor:
+    """L_c (Eq. 5–6) with Δ = ((1 − A_α) ∘ F) Gᵀ over the disagreed dimensions of ``rep``.
+
+    ``form='paper'`` is Eq. 6 as printed, λ_c (‖(1 − S) ∘ Δ‖_S + ‖S ∘ (log(1 + e^Δ) − Δ)‖_S).
+    Its dissimilar term is linear in Δ, and its minimum over tanh outputs is the collapse
+    F = −G = a constant vector (Δ = −L for every pair, similar or not): with c balanced classes
+    the dissimilar pairs outweigh the similar ones, so it beats any code that separates classes
+    (see ``bench/RESULTS.md``). ``form='likelihood'`` (default) puts log(1 + e^Δ) in the
+    dissimilar term too, which is the negative log-likelihood of DCMH that the paper builds on
+    (§2.4: "other possible choices of L_c, as long as they obey the core idea"):
+    λ_c ‖(1 − S) ∘ log(1 + e^Δ) + S ∘ (log(1 + e^Δ) − Δ)‖_S.
+
+    ``rep`` (m × L) is the modality being updated, ``other`` (M × L) the other modality's
+    representations of all M items, ``sim`` the m × M similarity S (Eq. 3; 0/1, any dtype).
+    log(1 + e^Δ) − Δ is evaluated as softplus(−Δ), the same value without the cancellation
+    for large Δ.
+    """
+    m, bits = rep.shape
+    delta = ((1.0 - agreement) * rep) @ other.T
+    sim = sim.to(delta.dtype)
+    if form == "paper":
+        terms = (1.0 - sim) * delta + sim * softplus(-delta)
+    else:
+        # (1 − S) log(1 + e^Δ) + S (log(1 + e^Δ) − Δ) = log(1 + e^Δ) − S Δ: one softplus.
+        terms = softplus(delta) - sim * delta
+    return terms.sum() / (m * other.shape[0] * bits)
+
+
+def hash_loss(rep: Tensor, codes: Tensor, agreement: Tensor, beta: float,
+              n_total: int) -> Tensor:
+    """One modality's term of L_h (Eq. 7): λ_h ‖(1 − A_α) ∘ (β C − F)‖²_F.
+
+    ``codes`` are the rows of C for the same items as ``rep``; β < 1 smooths the ±1 targets
+    towards the tanh range; ``n_total`` is M, the number of items in the whole training set.
+    """
+    m, bits = rep.shape
+    return (((1.0 - agreement) * (beta * codes - rep)) ** 2).sum() / (m * n_total * bits)
+
+
+@torch.no_grad()
+def objective(f: Tensor, g: Tensor, labels: Tensor, codes: Tensor, agreement: Tensor,
+              f_old: Tensor | None, g_old: Tensor | None, beta: float,
+              form: CommonLoss = "likelihood", block: int = 2048) -> dict[str, float]:
+    """The full-set objective of Eq. 1, L = L_d + L_c + L_h, for logging and tests.
+
+    L_d is 0 without old representations (training from scratch, A_α = 0). L_c uses
+    Δ = ((1 − A_α) ∘ F) Gᵀ as Eq. 5 writes it; rows are taken ``block`` at a time so the
+    M × M matrices Δ and S never exist whole.
+    """
+    n = f.shape[0]
+    if n == 0:
+        return {"distillation": 0.0, "common": 0.0, "hash": 0.0, "total": 0.0}
+    l_d = 0.0
+    if f_old is not None and g_old is not None:
+        l_d = float(distillation_loss(f, f_old, agreement) + distillation_loss(g, g_old,
+                                                                                agreement))
+    l_c = 0.0
+    for i in range(0, n, block):
+        rows = slice(i, min(i + block, n))
+        sim = similarity(labels[rows], labels)
+        part = common_space_loss(f[rows], g, sim, agreement[rows], form)
+        l_c += float(part) * (rows.stop - rows.start) / n
+    l_h = float(hash_loss(f, codes, agreement, beta, n) + hash_loss(g, codes, agreement, beta, n))
+    return {"distillation": l_d, "common": l_c, "hash": l_h, "total": l_d + l_c + l_h}
