@@ -210,6 +210,18 @@ def _standardizer(x: Array) -> tuple[Array, Array]:
     return mean, np.where(std > 1e-8 * max(float(np.abs(x).max()), 1.0), std, 1.0)
 
 
+def matching_loss_grad(net: _Net, aug: _Aug, mu_real: Array, syn: Array,
+                       rng: np.random.Generator) -> tuple[float, Array]:
+    """One class's term of IEM Eq. 7, ‖mean ψ(A(syn)) − mu_real‖², and its gradient in
+    ``syn`` (the augmentation's random draws come from ``rng``)."""
+    syn_aug, aug_cache = aug.apply(syn, rng)
+    emb, net_cache = net.forward(syn_aug)
+    diff = emb.mean(axis=0) - mu_real
+    g_emb = np.broadcast_to(2 * diff / syn.shape[0], emb.shape)
+    grad = aug.input_grad(aug_cache, net.input_grad(net_cache, g_emb))
+    return float((diff.astype(np.float64) ** 2).sum()), grad
+
+
 def condense_features(features: Array, groups: list[Array], init: list[Array],
                       config: CondenseConfig, rng: np.random.Generator) -> list[Array]:
     """Distribution matching: move each class's synthetic rows ``init[i]`` (k_i × d, raw
@@ -240,11 +252,7 @@ def condense_features(features: Array, groups: list[Array], init: list[Array],
                 rows = rng.choice(rows, size=config.real_batch, replace=False)
             real_aug, _ = aug.apply(z[rows], rng)
             mu_real = net.forward(real_aug)[0].mean(axis=0)
-            syn_aug, aug_cache = aug.apply(s, rng)
-            emb, net_cache = net.forward(syn_aug)
-            diff = emb.mean(axis=0) - mu_real
-            g_emb = np.broadcast_to(2 * diff / s.shape[0], emb.shape).astype(_F32)
-            grad = aug.input_grad(aug_cache, net.input_grad(net_cache, g_emb))
+            _, grad = matching_loss_grad(net, aug, mu_real, s, rng)
             m1[i] = b1 * m1[i] + (1 - b1) * grad
             m2[i] = b2 * m2[i] + (1 - b2) * grad * grad
             m_hat = m1[i] / (1 - b1 ** step)
