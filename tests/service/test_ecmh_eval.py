@@ -1,0 +1,102 @@
+"""`ecmh-eval`: the ECMH extension protocol end to end on tiny synthetic .npz files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hashstream.service import ecmh_eval
+from hashstream.service.offline_eval import DatasetError
+
+N, CLASSES = 240, 5
+FAST = ["--epochs", "4", "--extend-epochs", "3", "--warmup-epochs", "2", "--batch-size", "100",
+        "--hidden", "16", "--embed-dim", "8", "--bits", "8", "--quiet", "--device", "cpu"]
+ROWS = {"old_codes", "old_tasks", "new_tasks", "all_tasks"}
+
+
+def _arrays(seed: int = 0, tokens: bool = False, split: bool = True) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, N)
+    labels = np.eye(CLASSES, dtype=np.uint8)[y]
+    out: dict[str, np.ndarray] = {
+        "features": (rng.standard_normal((CLASSES, 10))[y] * 2
+                     + rng.standard_normal((N, 10))).astype(np.float32),
+        "labels": labels,
+    }
+    if tokens:
+        ids = np.full((N, 6), -1, dtype=np.int64)  # -1 pads
+        for i in range(N):
+            length = rng.integers(2, 7)
+            ids[i, :length] = 6 * y[i] + rng.integers(0, 6, length)  # new classes: new words
+        out["tokens"] = ids
+    else:
+        out["text"] = (rng.standard_normal((CLASSES, 4))[y] + rng.standard_normal((N, 4))
+                       ).astype(np.float32)
+    if split:
+        test = np.sort(rng.choice(N, 60, replace=False))
+        out["test_idx"] = test
+        out["train_idx"] = np.setdiff1d(np.arange(N), test)
+    return out
+
+
+def _run(path: Path, out: Path, *extra: str) -> int:
+    parser = argparse.ArgumentParser()
+    ecmh_eval.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ecmh-eval", "--data", str(path), "--new-classes", "3,4",
+                              "--seed", "0", "--json", str(out), *FAST, *extra])
+    return ecmh_eval.run(args)
+
+
+def _check_result(result: dict[str, Any]) -> None:
+    assert set(result["old_model"]) == {"old_codes"}
+    for method in ("ecmh", "fine_tuning", "joint"):
+        assert set(result[method]) == ROWS
+        for row in ROWS:
+            assert set(result[method][row]) == {"i2t", "t2i"}
+            assert all(0.0 <= v <= 1.0 for v in result[method][row].values())
+    assert {"ecmh_extend", "fine_tuning", "joint"} <= set(result["seconds"])
+    assert isinstance(result["protocol"], dict) and "old_tasks" in result["protocol"]
+    assert result["new_classes"] == [3, 4]
+
+
+@pytest.mark.parametrize("tokens", [False, True], ids=["dense", "tokens"])
+def test_ecmh_eval_writes_every_key(tmp_path: Path, tokens: bool) -> None:
+    path, out = tmp_path / "data.npz", tmp_path / "out.json"
+    np.savez(path, **_arrays(tokens=tokens, split=not tokens))
+    assert _run(path, out) == 0
+    result = json.loads(out.read_text())
+    _check_result(result)
+    counts = result["counts"]
+    assert counts["old_train"] + counts["new_train"] == (180 if not tokens else N - N // 5)
+    assert ("skipped" in result["warmup"]) != tokens
+    assert result["config"]["text_kind"] == ("tokens" if tokens else "dense")
+
+
+def test_bad_new_classes_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, **_arrays())
+    parser = argparse.ArgumentParser()
+    ecmh_eval.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["ecmh-eval", "--data", str(path), "--new-classes", "0,1,2,3,4",
+                              "--quiet"])
+    assert ecmh_eval.run(args) == 2
+    assert "at least one class must stay old" in capsys.readouterr().err
+
+
+def test_loader_checks_arrays(tmp_path: Path) -> None:
+    arrays = _arrays()
+    del arrays["text"]
+    path = tmp_path / "no_text.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match="'text'"):
+        ecmh_eval.load_cross_modal(path)
+    arrays = _arrays(tokens=True)
+    arrays["tokens"] = arrays["tokens"].astype(np.float32)
+    np.savez(path, **arrays)
+    with pytest.raises(DatasetError, match="integer"):
+        ecmh_eval.load_cross_modal(path)
