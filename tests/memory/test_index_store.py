@@ -1,0 +1,402 @@
+"""IndexStore against a real Redis: registry, ingest stream, atomic round commit, worker lock.
+
+Redis: ``REDIS_URL`` when set, else an embedded redis-server for this module. Every key lives
+under a prefix unique to this run, removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import redis
+
+from hashstream.memory.codec import decode_array, encode_array
+from hashstream.memory.index_store import GROUP, IndexStore
+from hashstream.service.embedded_redis import EmbeddedRedis
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    server = EmbeddedRedis(tmp_path_factory.mktemp("store-redis")).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(redis_url)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def prefix(client: redis.Redis) -> Iterator[str]:
+    p = f"hstest-store-{uuid.uuid4().hex[:12]}"
+    yield p
+    keys = list(client.scan_iter(match=f"{p}*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture
+def store(client: redis.Redis, prefix: str) -> IndexStore:
+    return IndexStore(client, prefix)
+
+
+@pytest.fixture
+def name(store: IndexStore) -> str:
+    n = f"ix-{uuid.uuid4().hex[:8]}"
+    assert store.create_index(n, {"name": n, "dim": 4})
+    return n
+
+
+def _keys_of(client: redis.Redis, store: IndexStore, name: str) -> dict[bytes, bytes]:
+    """Every key of the index, with its serialised value (for nothing-changed checks)."""
+    pattern = f"{store.prefix}:{{{name}}}:*".replace("{", "\\{").replace("}", "\\}")
+    out = {}
+    for key in client.scan_iter(match=pattern, count=1000):
+        if key.endswith(b":lock"):
+            continue
+        kind = client.type(key)
+        if kind == b"stream":
+            value = repr((client.xrange(key), client.xpending(key, GROUP)["pending"])).encode()
+        else:
+            value = client.dump(key) or b""
+        out[key] = value
+    return out
+
+
+def _round(version: int, seed: int = 0, n: int = 5) -> dict[str, Any]:
+    """Arguments of commit_round for a round producing ``version``."""
+    rng = np.random.default_rng(seed)
+    return {
+        "state": {"accumulator": rng.standard_normal((4, 4)), "round": np.asarray(version)},
+        "projection": rng.standard_normal((4, 16)),
+        "centers": np.sign(rng.standard_normal((3, 16))),
+        "segment": {"codes": rng.integers(0, 256, (n, 2), dtype=np.uint8),
+                    "ids": np.arange(n, dtype=np.int64) + 100 * version,
+                    "version": np.asarray(version)},
+        "record": {"round": version, "model_version": version, "n_database": n * version,
+                   "seed": seed},
+    }
+
+
+def _enqueue(store: IndexStore, name: str, value: int) -> str:
+    return store.enqueue(name, {"role": b"train", "features": encode_array(np.full((2, 4), value)),
+                                "labels": encode_array(np.ones((2, 1), np.uint8)),
+                                "ids": encode_array(np.arange(2))})
+
+
+# --- registry ------------------------------------------------------------------------------
+
+def test_create_list_config_delete(store: IndexStore, client: redis.Redis, prefix: str) -> None:
+    a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
+    assert store.create_index(b, {"name": b, "dim": 3})
+    assert store.create_index(a, {"name": a, "dim": 7, "nested": {"x": [1, 2]}})
+    assert not store.create_index(a, {"name": a, "dim": 99})  # exists: refused, unchanged
+    assert store.config(a) == {"name": a, "dim": 7, "nested": {"x": [1, 2]}}
+    assert store.config("never-created") is None
+    names = store.list_indexes()
+    assert a in names and b in names and names == sorted(names)
+    assert store.version(a) == 0 and store.queue_depth(a) == 0 and store.rounds(a) == []
+    assert IndexStore(client, prefix + "-other").list_indexes() == []  # prefixes keep apart
+
+    assert store.delete_index(a)
+    assert a not in store.list_indexes() and b in store.list_indexes()
+    assert store.config(a) is None
+    assert not store.delete_index(a)
+    assert store.create_index(a, {"name": a, "dim": 2})  # the name is free again
+    assert store.config(a) == {"name": a, "dim": 2}
+    assert store.version(a) == 0 and store.queue_depth(a) == 0
+
+
+def test_delete_removes_every_key(store: IndexStore, client: redis.Redis, name: str) -> None:
+    _enqueue(store, name, 1)
+    eid = store.read_chunks(name, "runner", 10, new=True)[0][0]
+    assert store.commit_round(name, 0, **_round(1), ack_ids=[eid], query_chunks={
+        "q-1": {"features": np.ones((2, 4)), "labels": np.ones((2, 1))}})
+    assert store.commit_round(name, 1, **_round(2), ack_ids=[], query_chunks={})
+    _enqueue(store, name, 2)
+    store.next_ids(name, 10)
+    assert store.acquire_lock(name, "w", 60_000)
+    assert _keys_of(client, store, name)
+    assert store.delete_index(name)
+    pattern = f"{store.prefix}:{{{name}}}:*".replace("{", "\\{").replace("}", "\\}")
+    assert list(client.scan_iter(match=pattern)) == []
+
+
+# --- ingest stream -------------------------------------------------------------------------
+
+def test_read_chunks_new_versus_pending(store: IndexStore, name: str) -> None:
+    e1, e2, e3 = (_enqueue(store, name, v) for v in (1, 2, 3))
+    assert store.queue_depth(name) == 3
+    assert store.read_chunks(name, "runner", 10, new=False) == []  # nothing read yet
+    first = store.read_chunks(name, "runner", 2, new=True)
+    assert [eid for eid, _ in first] == [e1, e2]
+    assert decode_array(first[1][1][b"features"])[0, 0] == 2 and first[0][1][b"role"] == b"train"
+    # Read but unacknowledged: pending for this consumer, not new any more.
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e1, e2]
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=True)] == [e3]
+    assert store.read_chunks(name, "runner", 10, new=True) == []
+    assert store.read_chunks(name, "runner", 10, new=True, block_ms=50) == []
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e1, e2, e3]
+    assert store.read_chunks(name, "someone-else", 10, new=False) == []  # per consumer
+    assert store.queue_depth(name) == 3  # reading acknowledges nothing
+
+
+def test_ack_in_commit_removes_entries(store: IndexStore, client: redis.Redis,
+                                       name: str) -> None:
+    e1, e2 = _enqueue(store, name, 1), _enqueue(store, name, 2)
+    store.read_chunks(name, "runner", 10, new=True)
+    assert store.commit_round(name, 0, **_round(1), ack_ids=[e1], query_chunks={})
+    assert store.queue_depth(name) == 1
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e2]
+    assert client.xpending(store.keys(name).stream, GROUP)["pending"] == 1
+    assert store.commit_round(name, 1, state=None, projection=None, centers=None,
+                              segment=None, record=None, ack_ids=[e2], query_chunks={})
+    assert store.queue_depth(name) == 0 and store.version(name) == 1
+    assert client.xpending(store.keys(name).stream, GROUP)["pending"] == 0
+    assert store.read_chunks(name, "runner", 10, new=False) == []
+
+
+def test_pending_entry_deleted_from_stream_is_skipped(store: IndexStore, client: redis.Redis,
+                                                      name: str) -> None:
+    e1, e2 = _enqueue(store, name, 1), _enqueue(store, name, 2)
+    store.read_chunks(name, "runner", 10, new=True)
+    client.xdel(store.keys(name).stream, e1)  # pending, but its fields are gone
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e2]
+
+
+def test_claim_stale_takes_over_a_dead_consumers_entries(store: IndexStore, name: str) -> None:
+    e1 = _enqueue(store, name, 1)
+    store.read_chunks(name, "dead", 10, new=True)
+    assert store.read_chunks(name, "runner", 10, new=False) == []
+    store.claim_stale(name, "runner", idle_ms=0)
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e1]
+    assert store.read_chunks(name, "dead", 10, new=False) == []
+
+
+def test_next_ids_never_overlap(store: IndexStore, name: str) -> None:
+    assert store.next_ids(name, 5) == 0
+    assert store.next_ids(name, 3) == 5
+    starts: list[int] = []
+
+    def reserve() -> None:
+        for _ in range(20):
+            starts.append(store.next_ids(name, 7))
+
+    threads = [threading.Thread(target=reserve) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ranges = sorted(starts)
+    assert ranges == list(range(8, 8 + 7 * 80, 7))
+
+
+# --- the round's commit --------------------------------------------------------------------
+
+def test_commit_round_writes_everything(store: IndexStore, client: redis.Redis,
+                                        name: str) -> None:
+    eid = _enqueue(store, name, 1)
+    store.read_chunks(name, "runner", 10, new=True)
+    r = _round(1, seed=3)
+    queries = {"0-1": {"features": np.ones((2, 4), np.float32), "labels": np.eye(2)}}
+    assert store.commit_round(name, 0, **r, ack_ids=[eid], query_chunks=queries)
+    assert store.version(name) == 1
+    state = store.load_state(name)
+    assert set(state) == set(r["state"])
+    np.testing.assert_array_equal(state["accumulator"], r["state"]["accumulator"])
+    assert set(store.load_state(name, ["round"])) == {"round"}
+    np.testing.assert_array_equal(store.load_projection(name, 1), r["projection"])
+    assert store.load_projection(name, 2) is None
+    centers = store.load_center_memory(name)
+    assert set(centers) == {1}
+    np.testing.assert_array_equal(centers[1], r["centers"])
+    seg = store.load_segment(name, 1)
+    for key in r["segment"]:
+        np.testing.assert_array_equal(seg[key], r["segment"][key])
+    assert store.load_segment(name, 2) == {}
+    assert store.rounds(name)[-1]["seed"] == 3 and len(store.rounds(name)) == 1
+    loaded = store.load_queries(name)
+    assert set(loaded) == {"0-1"}
+    np.testing.assert_array_equal(loaded["0-1"]["labels"], np.eye(2))
+    assert store.queue_depth(name) == 0
+
+    # The next round keeps P and the segment of version 1 (immutable), replaces the state.
+    r2 = _round(2, seed=4)
+    assert store.commit_round(name, 1, **r2, ack_ids=[], query_chunks={})
+    np.testing.assert_array_equal(store.load_projection(name, 1), r["projection"])
+    np.testing.assert_array_equal(store.load_projection(name, 2), r2["projection"])
+    np.testing.assert_array_equal(store.load_state(name)["accumulator"],
+                                  r2["state"]["accumulator"])
+    assert set(store.load_center_memory(name)) == {1, 2}
+    assert [rec["round"] for rec in store.rounds(name)] == [1, 2]
+    assert [rec["round"] for rec in store.rounds(name, -1, -1)] == [2]
+
+
+@pytest.mark.parametrize("expected", [0, 2, 7], ids=["behind", "ahead", "far-ahead"])
+def test_commit_with_stale_version_writes_nothing(store: IndexStore, client: redis.Redis,
+                                                  name: str, expected: int) -> None:
+    assert store.commit_round(name, 0, **_round(1), ack_ids=[], query_chunks={})
+    eid = _enqueue(store, name, 5)
+    store.read_chunks(name, "runner", 10, new=True)
+    before = _keys_of(client, store, name)
+    assert not store.commit_round(name, expected, **_round(expected + 1, seed=9),
+                                  ack_ids=[eid], query_chunks={"x": {"f": np.ones(2)}})
+    assert not store.commit_round(name, expected, state=None, projection=None, centers=None,
+                                  segment=None, record=None, ack_ids=[eid],
+                                  query_chunks={"x": {"f": np.ones(2)}})
+    assert _keys_of(client, store, name) == before
+    assert store.version(name) == 1 and store.queue_depth(name) == 1
+
+
+class _BumpWhileEncoding:
+    """An array whose conversion (which commit_round does between WATCH and EXEC) first lets a
+    second IndexStore commit the same version: the WATCH race, made deterministic."""
+
+    def __init__(self, value: np.ndarray, race: Any) -> None:
+        self.value, self.race, self.fired = value, race, False
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        if not self.fired:
+            self.fired = True
+            self.race()
+        return self.value if dtype is None else self.value.astype(dtype)
+
+
+def test_watch_race_loses_and_writes_nothing(store: IndexStore, redis_url: str,
+                                             client: redis.Redis, name: str) -> None:
+    assert store.commit_round(name, 0, **_round(1), ack_ids=[], query_chunks={})
+    x, y = _enqueue(store, name, 1), _enqueue(store, name, 2)
+    store.read_chunks(name, "runner", 10, new=True)
+    other_client = redis.Redis.from_url(redis_url)
+    other = IndexStore(other_client, store.prefix)
+    winner = _round(2, seed=21)
+    won: list[bool] = []
+
+    def race() -> None:
+        won.append(other.commit_round(name, 1, **winner, ack_ids=[y], query_chunks={}))
+
+    loser = _round(2, seed=22)
+    loser["state"]["accumulator"] = _BumpWhileEncoding(loser["state"]["accumulator"], race)
+    try:
+        ok = store.commit_round(name, 1, **loser, ack_ids=[x],
+                                query_chunks={"lost": {"f": np.ones(3)}})
+    finally:
+        other_client.close()
+    assert won == [True] and ok is False
+    assert store.version(name) == 2
+    assert [rec.get("seed") for rec in store.rounds(name)] == [0, 21]  # only the winner's
+    np.testing.assert_array_equal(store.load_projection(name, 2), winner["projection"])
+    np.testing.assert_array_equal(store.load_segment(name, 2)["ids"], winner["segment"]["ids"])
+    np.testing.assert_array_equal(store.load_state(name)["accumulator"],
+                                  winner["state"]["accumulator"])
+    assert store.load_queries(name) == {}
+    # The loser's chunk is still queued and pending; the winner's was acknowledged.
+    assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [x]
+    assert store.queue_depth(name) == 1
+
+
+def test_concurrent_commits_of_one_version_one_wins(store: IndexStore, redis_url: str,
+                                                    name: str) -> None:
+    results: list[bool] = []
+    barrier = threading.Barrier(6)
+
+    def attempt(seed: int) -> None:
+        c = redis.Redis.from_url(redis_url)
+        try:
+            s = IndexStore(c, store.prefix)
+            barrier.wait()
+            results.append(s.commit_round(name, 0, **_round(1, seed=seed), ack_ids=[],
+                                          query_chunks={}))
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=attempt, args=(s,)) for s in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert store.version(name) == 1 and len(store.rounds(name)) == 1
+
+
+# --- lock and liveness ---------------------------------------------------------------------
+
+def test_lock_acquire_renew_release_by_owner_only(store: IndexStore, client: redis.Redis,
+                                                  name: str) -> None:
+    key = store.keys(name).lock
+    assert store.acquire_lock(name, "A", 10_000)
+    assert not store.acquire_lock(name, "B", 10_000)
+    client.pexpire(key, 1_000)
+    assert store.acquire_lock(name, "A", 10_000)  # the owner renews
+    assert client.pttl(key) > 5_000
+    store.release_lock(name, "B")  # not the owner: no effect
+    assert client.get(key) == b"A"
+    assert not store.acquire_lock(name, "B", 10_000)
+    store.release_lock(name, "A")
+    assert client.get(key) is None
+    assert store.acquire_lock(name, "B", 10_000)
+    assert not store.acquire_lock(name, "A", 10_000)
+    store.release_lock(name, "B")
+
+
+def test_lock_expires(store: IndexStore, name: str) -> None:
+    assert store.acquire_lock(name, "A", 150)
+    assert not store.acquire_lock(name, "B", 150)
+    deadline = time.monotonic() + 10
+    while not store.acquire_lock(name, "B", 10_000):
+        assert time.monotonic() < deadline, "the lock never expired"
+        time.sleep(0.02)
+    assert not store.acquire_lock(name, "A", 10_000)
+
+
+def test_heartbeat_counts_live_workers(store: IndexStore, client: redis.Redis,
+                                       prefix: str) -> None:
+    own = IndexStore(client, f"{prefix}-hb-{uuid.uuid4().hex[:6]}")
+    assert own.workers_alive() == 0
+    own.heartbeat("w1", ttl_s=30)
+    own.heartbeat("w2", ttl_s=1)
+    own.heartbeat("w1", ttl_s=30)
+    assert own.workers_alive() == 2
+    deadline = time.monotonic() + 10
+    while own.workers_alive() != 1:
+        assert time.monotonic() < deadline, "the heartbeat never expired"
+        time.sleep(0.05)
+
+
+def test_embedded_redis_persists_across_restart(tmp_path: Path) -> None:
+    """The embedded server keeps an acknowledged commit in its append-only file."""
+    server = EmbeddedRedis(tmp_path).start()
+    c = redis.Redis.from_url(server.url)
+    s = IndexStore(c, "persist")
+    assert s.create_index("p", {"dim": 4})
+    assert s.commit_round("p", 0, **_round(1), ack_ids=[], query_chunks={})
+    c.close()
+    server.process.kill()  # type: ignore[union-attr]
+    server.process.wait()  # type: ignore[union-attr]
+    server.process = None
+    again = EmbeddedRedis(tmp_path).start()
+    try:
+        c2 = redis.Redis.from_url(again.url)
+        s2 = IndexStore(c2, "persist")
+        assert s2.version("p") == 1 and s2.list_indexes() == ["p"]
+        np.testing.assert_array_equal(s2.load_segment("p", 1)["ids"], _round(1)["segment"]["ids"])
+        c2.close()
+    finally:
+        again.stop()
