@@ -28,33 +28,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from hashstream.service.offline_eval import DatasetError
-from hashstream.solver.ecmh import (
-    PAD_ID,
-    ECMHModel,
-    NetworkConfig,
-    TrainSettings,
-    extend,
-    fine_tune,
-    image_representations,
-    paired_data,
-    resolve_device,
-    sign,
-    text_representations,
-    train_from_scratch,
-)
-from hashstream.solver.ecmh.train import EpochCallback
+from hashstream.solver.ecmh.settings import PAD_ID, NetworkConfig, TrainSettings
 from hashstream.solver.metrics import evaluate
+
+if TYPE_CHECKING:  # PyTorch loads only when a run starts, not when the CLI is built
+    from hashstream.solver.ecmh.networks import ECMHModel
+    from hashstream.solver.ecmh.train import EpochCallback
 
 Array = np.ndarray[Any, Any]
 TextInput = Literal["auto", "dense", "tokens"]
 DatabaseCodes = Literal["unified", "cross"]
-ProgressFactory = Callable[[str, int], EpochCallback]
+ProgressFactory = Callable[[str, int], "EpochCallback"]
 """``progress(stage description, epochs)`` → the epoch callback of that stage."""
 
 ROWS = ("old_codes", "old_tasks", "new_tasks", "all_tasks")
@@ -168,7 +157,7 @@ def split_items(data: CrossModalData, config: ProtocolConfig) -> Split:
         database = np.setdiff1d(np.unique(data.train_idx), queries)
     else:
         database = np.setdiff1d(np.arange(n), queries)
-    is_new = data.labels[:, list(new)].any(axis=1)
+    is_new: Array = np.asarray(data.labels[:, list(new)].any(axis=1), dtype=bool)
     for name, idx in (("old-class database", database[~is_new[database]]),
                       ("new-class database", database[is_new[database]]),
                       ("old-class query", queries[~is_new[queries]]),
@@ -210,6 +199,13 @@ class Codes:
 
 def encode_items(model: ECMHModel, data: CrossModalData, idx: Array) -> Codes:
     """Codes of items ``idx`` under ``model`` (sign(0) = +1)."""
+    from hashstream.solver.ecmh.networks import (
+        image_representations,
+        sign,
+        text_representations,
+    )
+    from hashstream.solver.ecmh.train import paired_data
+
     pairs = paired_data(model.config, data.image[idx], data.text[idx], data.labels[idx],
                         model.device)
     f = image_representations(model, pairs.image)
@@ -245,6 +241,12 @@ def run_protocol(data: CrossModalData, config: ProtocolConfig,
                  progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Train the old model, extend it three ways, and score the Table 1 rows; returns the
     JSON-ready result."""
+    import torch
+
+    from hashstream.solver.ecmh.extend import extend, fine_tune
+    from hashstream.solver.ecmh.networks import resolve_device
+    from hashstream.solver.ecmh.train import paired_data, train_from_scratch
+
     settings = config.settings
     device = resolve_device(settings.device)
     sp = split_items(data, config)
@@ -457,16 +459,25 @@ def _tqdm_progress() -> tuple[ProgressFactory, Callable[[], None]]:
     return factory, close
 
 
+def _nothing() -> None:
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``ecmh-eval`` for parsed arguments; prints the table, writes --json; exit code."""
     if args.threads:
+        import torch
+
         torch.set_num_threads(args.threads)
     try:
         config = config_from_args(args)
     except ValueError as exc:
         print(f"hashstream ecmh-eval: {exc}", file=sys.stderr)
         return 2
-    progress, close = (None, lambda: None) if args.quiet else _tqdm_progress()
+    progress: ProgressFactory | None = None
+    close: Callable[[], None] = _nothing
+    if not args.quiet:
+        progress, close = _tqdm_progress()
     try:
         data = load_cross_modal(args.data, args.text_input)
         result = run_protocol(data, config, progress)

@@ -10,32 +10,24 @@ import numpy as np
 import pytest
 import torch
 
-from hashstream.solver.ecmh import (
-    PAD_ID,
-    NetworkConfig,
-    StateError,
-    TrainSettings,
-    agreement_matrix,
-    build_model,
+from hashstream.solver.ecmh.agreement import agreement_matrix, similarity, unified_codes
+from hashstream.solver.ecmh.extend import extend, fine_tune
+from hashstream.solver.ecmh.losses import (
     common_space_loss,
-    core_algorithm,
     distillation_loss,
-    extend,
-    fine_tune,
-    from_arrays,
-    grow_vocabulary,
     hash_loss,
-    image_representations,
     objective,
-    paired_data,
-    same_state,
-    sign,
-    similarity,
-    text_representations,
-    to_arrays,
-    train_from_scratch,
-    unified_codes,
 )
+from hashstream.solver.ecmh.networks import (
+    build_model,
+    grow_vocabulary,
+    image_representations,
+    sign,
+    text_representations,
+)
+from hashstream.solver.ecmh.settings import PAD_ID, NetworkConfig, TrainSettings
+from hashstream.solver.ecmh.state_io import StateError, from_arrays, same_state, to_arrays
+from hashstream.solver.ecmh.train import core_algorithm, paired_data, train_from_scratch
 from hashstream.solver.metrics import evaluate
 
 Array = np.ndarray[Any, Any]
