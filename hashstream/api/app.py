@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)
+    app.include_router(health.ready_router)
     app.include_router(dashboard.page_router)
     app.include_router(dashboard.router)
     app.include_router(indexes.router, dependencies=auth)
@@ -137,7 +138,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return problem(exc.status, exc.title, exc.message, exc.field)
+        response = problem(exc.status, exc.title, exc.message, exc.field)
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="hashstream"'
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,6 +7,7 @@ instead of executing anything.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 
 MAGIC = b"HSA1"
 _ALLOWED_KINDS = frozenset("biuf")  # bool, signed, unsigned, float
+_MAX_DIMS = 32
 
 
 class CodecError(ValueError):
@@ -43,12 +45,16 @@ def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
     try:
         header = json.loads(bytes(buf[8:8 + hlen]))
         dtype = np.dtype(header["dtype"])
-        shape = tuple(int(s) for s in header["shape"])
-    except (ValueError, KeyError, TypeError) as exc:
+        raw_shape = header["shape"]
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:
         raise CodecError(f"bad array header: {exc}") from exc
-    if dtype.kind not in _ALLOWED_KINDS or any(s < 0 for s in shape):
-        raise CodecError(f"bad array header: dtype {dtype}, shape {shape}")
-    count = int(np.prod(shape, dtype=np.int64))
+    if (not isinstance(raw_shape, list) or len(raw_shape) > _MAX_DIMS
+            or not all(type(s) is int and s >= 0 for s in raw_shape)):
+        raise CodecError(f"bad array header: shape {raw_shape!r}")
+    shape = tuple(raw_shape)
+    if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
+        raise CodecError(f"bad array header: dtype {dtype}")
+    count = math.prod(shape)
     body = buf[8 + hlen:]
     if len(body) != count * dtype.itemsize:
         raise CodecError(f"array body has {len(body)} bytes, expected {count * dtype.itemsize}")

@@ -113,6 +113,24 @@ class IndexStore:
         return int(self.r.incrby(self.keys(name).next_id, count)) - count
 
     # --- reading state --------------------------------------------------------------------
+    def version_and_config(self, name: str) -> tuple[int, dict[str, Any] | None]:
+        """Version and config read together (one round trip, one consistent moment)."""
+        k = self.keys(name)
+        version, config = self.r.mget([k.version, k.config])
+        return (int(version) if version is not None else 0,
+                None if config is None else dict(json.loads(config)))
+
+    def status(self, name: str) -> tuple[int, int, dict[str, Any] | None]:
+        """(version, queue depth, latest round record) in one MULTI: a consistent snapshot."""
+        k = self.keys(name)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(k.version)
+        pipe.xlen(k.stream)
+        pipe.lindex(k.rounds, -1)
+        version, depth, last = pipe.execute()
+        return (int(version) if version is not None else 0, int(depth),
+                None if last is None else dict(json.loads(last)))
+
     def version(self, name: str) -> int:
         raw = self.r.get(self.keys(name).version)
         return int(raw) if raw is not None else 0

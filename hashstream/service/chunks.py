@@ -102,9 +102,9 @@ def parse_json_chunk(body: bytes, default_role: Role = "train") -> Chunk:
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedBody(f"body is not valid JSON: {exc}") from exc
+        raise MalformedBody(f"body is not valid JSON: {exc}", "body") from exc
     if not isinstance(payload, dict):
-        raise MalformedBody("body must be a JSON object with features and labels")
+        raise MalformedBody("body must be a JSON object with features and labels", "body")
     for key in ("features", "labels"):
         if key not in payload:
             raise InvalidInput(f"{key} is required", key)

@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 from typing import Any
 
+from hashstream.service import ecmh_eval
 from hashstream.service.offline_eval import DatasetError, EvalConfig, load_dataset, run_eval
 from hashstream.service.offline_eval import write_json as write_eval_json
 from hashstream.solver.settings import SDOHSettings
@@ -223,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parser(sub)
     _worker_parser(sub)
     _eval_parser(sub)
+    ecmh_eval.add_parser(sub)
     return parser
 
 
@@ -234,4 +236,6 @@ def main(argv: list[str] | None = None) -> int:
         return _run_serve(args)
     if args.command == "worker":
         return _run_worker(args)
+    if args.command == "ecmh-eval":
+        return ecmh_eval.run(args)
     return 2

@@ -64,14 +64,13 @@ class IndexService:
 
     def describe(self, name: str) -> dict[str, Any]:
         config = self.config(name)
-        version = self.store.version(name)
-        last = self.store.rounds(name, -1, -1)
+        version, depth, last = self.store.status(name)
         return {
             "name": name, "dim": config.dim, "bits": config.settings.bits,
             "settings": config.settings.as_dict(), "model_version": version,
-            "queue_depth": self.store.queue_depth(name),
-            "n_items": last[0]["n_database"] if last else 0,
-            "n_classes": last[0]["n_classes"] if last else 0,
+            "queue_depth": depth,
+            "n_items": last["n_database"] if last else 0,
+            "n_classes": last["n_classes"] if last else 0,
         }
 
     def delete(self, name: str) -> None:

@@ -28,6 +28,7 @@ class Replica:
     """One index as this process sees it: ``version``, φ, P and the code store."""
 
     version: int = 0
+    uid: float = 0.0  # the index's creation stamp: a deleted and re-created index is another
     feature_map: FeatureMapParams | None = None
     projection: np.ndarray[Any, Any] | None = None
     codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
@@ -52,24 +53,26 @@ class SearchService:
 
     def replica(self, name: str) -> Replica:
         """The replica of ``name`` at the latest committed version."""
-        version = self.store.version(name)
+        version, config = self.store.version_and_config(name)
+        if config is None:
+            self.replicas.pop(name, None)
+            raise NotFound(f"no index named {name!r}", "name")
+        uid = float(config.get("created", 0.0))
         current = self.replicas.get(name)
-        if current is not None and current.version == version:
+        if current is not None and current.version == version and current.uid == uid:
             return current
         with self._lock:
             current = self.replicas.get(name)
+            if current is not None and (current.uid != uid or current.version > version):
+                current = None  # deleted and re-created: nothing carries over
             if current is not None and current.version == version:
                 return current
-            if self.store.config(name) is None:
-                self.replicas.pop(name, None)
-                raise NotFound(f"no index named {name!r}", "name")
-            fresh = self._load(name, current if current and current.version < version else None,
-                               version)
+            fresh = self._load(name, current, version, uid)
             self.replicas[name] = fresh
             return fresh
 
-    def _load(self, name: str, base: Replica | None, version: int) -> Replica:
-        rep = Replica() if base is None else base
+    def _load(self, name: str, base: Replica | None, version: int, uid: float) -> Replica:
+        rep = Replica(uid=uid) if base is None else base
         codes, ids, indptrs, indices = [rep.codes], [rep.ids], [rep.label_indptr], \
             [rep.label_indices]
         offset = int(rep.label_indptr[-1])
@@ -94,8 +97,8 @@ class SearchService:
         row_of_id = dict(rep.row_of_id)
         start = len(rep.ids)
         row_of_id.update({int(i): start + j for j, i in enumerate(all_ids[start:])})
-        return Replica(version, fm, projection, all_codes, all_ids, np.concatenate(indptrs),
-                       np.concatenate(indices), row_of_id)
+        return Replica(version, uid, fm, projection, all_codes, all_ids,
+                       np.concatenate(indptrs), np.concatenate(indices), row_of_id)
 
     # --- queries --------------------------------------------------------------------------
     def _ready(self, name: str) -> Replica:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
-from hashstream.api.deps import IndexesDep
+from hashstream.api.deps import IndexesDep, require_api_key
 
 router = APIRouter(tags=["health"])
+# Only liveness is open; readiness reveals the deployment's state and needs the key.
+ready_router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)])
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -15,7 +17,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Redis answers and at least one worker is alive")
+@ready_router.get("/readyz", summary="Redis answers and at least one worker is alive")
 def readyz(indexes: IndexesDep) -> JSONResponse:
     try:
         indexes.store.r.ping()

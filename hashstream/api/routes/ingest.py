@@ -9,7 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep, SettingsDep
 from hashstream.api.schemas import IngestAccepted
-from hashstream.service.chunks import Chunk, parse_json_chunk, parse_npz_chunk
+from hashstream.service.chunks import Chunk, parse_json_chunk, parse_npz_chunk, validate_chunk
 from hashstream.service.errors import ServiceError
 
 router = APIRouter(tags=["ingest"])
@@ -70,5 +70,8 @@ async def ingest_default(request: Request, indexes: IndexesDep, settings: Settin
                          role: Literal["train", "query"] | None = Query(None)) -> dict[str, Any]:
     chunk = await _parse(request, role)
     name = settings.default_index
-    await run_in_threadpool(indexes.ensure, name, int(chunk.features.shape[1]))
+    dim = int(chunk.features.shape[1])
+    # Validate before creating the index: a rejected first chunk must not fix its dimension.
+    await run_in_threadpool(validate_chunk, chunk, dim)
+    await run_in_threadpool(indexes.ensure, name, dim)
     return await run_in_threadpool(indexes.ingest, name, chunk)

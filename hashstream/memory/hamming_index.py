@@ -1,0 +1,708 @@
+"""Exact Hamming search over packed binary codes: the in-process index every API replica holds.
+
+Codes are packed like ``numpy.packbits`` of the ±1 codes mapped to 1/0 (big-endian bit order
+within a byte): ``bits / 8`` bytes per code, ``bits`` a multiple of 8 from 8 to 1,024.
+
+Results
+    ``search`` returns the exact k nearest items by Hamming distance, ties broken by insertion
+    order (the earlier add wins). Rows are sorted by (distance, insertion order). When fewer
+    than k items are stored, a row is padded with id ``-1`` and distance ``bits + 1`` (beyond
+    any real distance, so rows stay sorted). ``range_search`` returns a FAISS-style triple
+    ``(lims, distances, ids)``: query i's results are ``[lims[i], lims[i + 1])``, sorted by
+    (distance, insertion order); :func:`split_ranges` turns it into per-query pairs.
+
+Ids
+    Non-negative int64. Adding an id that is already stored replaces it: the old entry is
+    removed and the new code counts as inserted now. ``remove`` marks entries in a removal mask;
+    :meth:`HammingIndex.compact` (run automatically once a quarter of the entries are removed)
+    drops them, keeping insertion order.
+
+Compute
+    ``backend="native"`` uses the compiled kernels of ``_hamming.c`` (AVX-512 VPOPCNTQ, AVX2 or
+    scalar, picked at import for this CPU; a tiled flat scan that keeps only items under each
+    query's running k-th distance, and multi-index hashing for large databases);
+    ``backend="numpy"`` is a pure NumPy fallback (``np.bitwise_count`` on the code words) with
+    identical results, used automatically when the extension cannot be imported.
+
+Search paths (``mode``)
+    ``"flat"`` scans every code. ``"mih"`` is multi-index hashing (Norouzi et al.): substring
+    hash tables probed at increasing radius, candidates verified exactly, stopping once the
+    k-th distance is proved -- exact, same results as the flat scan. ``"auto"`` uses MIH when
+    the database has at least :data:`MIH_MIN_ITEMS` codes of at most :data:`MIH_MAX_BITS` bits;
+    a query whose MIH work passes its budget (about what the flat scan of that query costs)
+    falls back to the flat scan, and ``auto`` stops trying MIH while most queries fall back
+    (retrying now and then). Tables cover the codes present when they were built; later adds
+    are scanned flat until they exceed a quarter of the tables, when the tables are rebuilt (at
+    the next search).
+
+Persistence: :meth:`HammingIndex.to_arrays` / :meth:`HammingIndex.from_arrays` (plain NumPy
+arrays, no pickle). Thread safety: one writer at a time (writes take a lock); searches release
+the GIL and may overlap each other.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+try:
+    from hashstream.memory import _hamming as _native
+except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
+    _native = None  # type: ignore[assignment]
+
+__all__ = [
+    "MIH_MAX_BITS",
+    "MIH_MIN_ITEMS",
+    "HammingIndex",
+    "native_available",
+    "native_isa",
+    "split_ranges",
+]
+
+Backend = Literal["auto", "native", "numpy"]
+Mode = Literal["auto", "flat", "mih"]
+
+MIH_MIN_ITEMS = 1 << 20
+"""``mode="auto"`` builds multi-index hashing tables from this many codes on."""
+MIH_MAX_BITS = 128
+"""... and for codes of at most this many bits (longer codes need too many tables)."""
+MIH_BUDGET = 1.0 / 16
+"""MIH work allowed per query (a probe counts 16, a code word 1), as a fraction of the stored
+code words: a probe is a cache miss, so one unit costs about what the batched flat scan spends
+on 10 code words; MIH gives up at ~60% of the flat scan's cost."""
+_MIN_BUDGET = 1 << 12
+
+_POS_PAD = -1
+_MAX_BITS = 1024
+_MIN_PARALLEL_WORK = 1 << 19  # code words x queries below which one thread is used
+_TAIL_MERGE_MIN = 4096
+
+
+def native_available() -> bool:
+    """Whether the compiled kernels were imported."""
+    return _native is not None
+
+
+def native_isa() -> str | None:
+    """Instruction set the compiled kernels use (``avx512``, ``avx2``, ``popcnt``, ``scalar``)."""
+    return None if _native is None else _native.isa()
+
+
+def _default_threads() -> int:
+    env = os.environ.get("HASHSTREAM_THREADS")
+    if env:
+        return max(1, int(env))
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        n = os.cpu_count() or 1
+    return max(1, min(n, 16))
+
+
+def split_ranges(
+    lims: NDArray[np.int64], distances: NDArray[np.int32], ids: NDArray[np.int64]
+) -> list[tuple[NDArray[np.int32], NDArray[np.int64]]]:
+    """``range_search``'s triple as one (distances, ids) pair per query."""
+    return [(distances[lims[i]:lims[i + 1]], ids[lims[i]:lims[i + 1]])
+            for i in range(len(lims) - 1)]
+
+
+@dataclass
+class _MIH:
+    """Multi-index hashing tables over positions [0, n0) (see _hamming.c)."""
+
+    n0: int
+    sub_off: NDArray[np.int32]
+    sub_len: NDArray[np.int32]
+    offsets: NDArray[np.uint32]
+    perm: NDArray[np.uint32]
+    codes: NDArray[np.uint8]
+
+    @property
+    def m(self) -> int:
+        return int(self.sub_len.size)
+
+    def nbytes(self) -> int:
+        return int(self.offsets.nbytes + self.perm.nbytes + self.codes.nbytes)
+
+
+def _substrings(bits: int, n: int, sub_bits: int | None) -> tuple[list[int], list[int]]:
+    """Cut ``bits`` into m near-equal substrings of about log2(n) - 7 bits (8 to 24).
+
+    Norouzi et al. take log2(n) bits (buckets of ~1 code); here a probe is a cache miss while
+    a bucket is scanned 8 codes per instruction, so buckets of ~128 codes balance the two
+    (measured in bench/hamming.py)."""
+    target = sub_bits if sub_bits is not None else round(math.log2(max(n, 2))) - 7
+    target = int(min(max(target, 8), 24, bits))
+    m = max(1, round(bits / target), math.ceil(bits / 24))
+    base, extra = divmod(bits, m)
+    lengths = [base + (1 if j < extra else 0) for j in range(m)]
+    offsets = [sum(lengths[:j]) for j in range(m)]
+    return offsets, lengths
+
+
+class HammingIndex:
+    """Exact k-NN and range search by Hamming distance over packed codes (module docstring)."""
+
+    def __init__(self, bits: int, *, backend: Backend = "auto", mode: Mode = "auto",
+                 threads: int | None = None, mih_substring_bits: int | None = None) -> None:
+        if not isinstance(bits, int | np.integer) or bits % 8 or not 8 <= bits <= _MAX_BITS:
+            raise ValueError(f"bits must be a multiple of 8 in [8, {_MAX_BITS}], got {bits}")
+        if backend not in ("auto", "native", "numpy"):
+            raise ValueError(f"unknown backend {backend!r}")
+        if mode not in ("auto", "flat", "mih"):
+            raise ValueError(f"unknown mode {mode!r}")
+        if backend == "native" and _native is None:
+            raise RuntimeError("the compiled Hamming kernels are not built (pip install -e .)")
+        self.bits = int(bits)
+        self.code_bytes = self.bits // 8
+        self.native = backend != "numpy" and _native is not None
+        if mode == "mih" and not self.native:
+            raise ValueError("mode='mih' needs the compiled kernels")
+        self.mode: Mode = mode
+        self.threads = max(1, threads) if threads is not None else _default_threads()
+        self.mih_substring_bits = mih_substring_bits
+        self._lane = 4 if self.bits <= 32 else 8
+        self._words = -(-self.code_bytes // self._lane)
+        self._per_block = 64 // self._lane
+        self._wdtype = np.dtype(np.uint32 if self._lane == 4 else np.uint64)
+        self._lock = threading.RLock()
+        self._n = 0
+        self._n_removed = 0
+        self._store = np.zeros((0, self._words * 64), dtype=np.uint8)
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._removed = np.zeros(0, dtype=np.uint8)
+        self._main_ids = np.zeros(0, dtype=np.int64)  # sorted by (id, position)
+        self._main_pos = np.zeros(0, dtype=np.int64)
+        self._tail_ids = np.zeros(0, dtype=np.int64)
+        self._tail_pos = np.zeros(0, dtype=np.int64)
+        self._mih: _MIH | None = None
+        self._mih_skip = 0  # auto mode: searches left before MIH is tried again
+        self._mih_fallbacks = 0  # queries MIH handed to the flat scan (statistics)
+
+    # ------------------------------------------------------------------ size and lookups
+
+    def __len__(self) -> int:
+        return self._n - self._n_removed
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, int | np.integer):
+            return False
+        return bool(self.contains(np.array([item], dtype=np.int64))[0])
+
+    def __repr__(self) -> str:
+        return (f"HammingIndex(bits={self.bits}, items={len(self)}, "
+                f"backend={'native' if self.native else 'numpy'}, mode={self.mode!r})")
+
+    def contains(self, ids: ArrayLike) -> NDArray[np.bool_]:
+        """Whether each id is stored (and not removed)."""
+        return self._positions(self._as_ids(ids)) >= 0
+
+    def ids(self) -> NDArray[np.int64]:
+        """Stored ids in insertion order."""
+        live = np.flatnonzero(self._removed[:self._n] == 0)
+        out: NDArray[np.int64] = self._ids[live]
+        return out
+
+    def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
+        """Packed codes (len(ids) × bits/8) of stored ids; KeyError if any is missing."""
+        pos = self._positions(self._as_ids(ids))
+        if (pos < 0).any():
+            missing = self._as_ids(ids)[pos < 0]
+            raise KeyError(f"{missing.size} ids not in the index, e.g. {missing[:5].tolist()}")
+        return self._codes_at(pos)
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the index's arrays (allocated capacity included)."""
+        total = (self._store.nbytes + self._ids.nbytes + self._removed.nbytes
+                 + self._main_ids.nbytes + self._main_pos.nbytes + self._tail_ids.nbytes
+                 + self._tail_pos.nbytes)
+        return int(total + (self._mih.nbytes() if self._mih is not None else 0))
+
+    # ------------------------------------------------------------------ updates
+
+    def add(self, codes: ArrayLike, ids: ArrayLike) -> None:
+        """Append codes (n × bits/8 uint8) with their ids; an id already stored is replaced."""
+        codes_a = self._as_codes(codes, "codes")
+        ids_a = self._as_ids(ids)
+        if ids_a.shape[0] != codes_a.shape[0]:
+            raise ValueError(f"{codes_a.shape[0]} codes but {ids_a.shape[0]} ids")
+        if ids_a.size and ids_a.min() < 0:
+            raise ValueError("ids must be non-negative (-1 marks padding in results)")
+        order = np.argsort(ids_a, kind="stable")
+        new_ids = ids_a[order]
+        if (new_ids[1:] == new_ids[:-1]).any():
+            raise ValueError("duplicate ids in one add")
+        b = codes_a.shape[0]
+        if b == 0:
+            return
+        with self._lock:
+            old = self._positions(ids_a)
+            old = old[old >= 0]
+            if old.size:
+                self._removed[old] = 1
+                self._n_removed += int(old.size)
+            p0 = self._n
+            self._reserve(p0 + b)
+            self._write_codes(p0, self._to_words(codes_a))
+            self._ids[p0:p0 + b] = ids_a
+            self._removed[p0:p0 + b] = 0
+            self._n = p0 + b
+            new_pos = order.astype(np.int64) + p0
+            self._tail_ids, self._tail_pos = _merge_sorted(self._tail_ids, self._tail_pos,
+                                                           new_ids, new_pos)
+            if self._tail_ids.size > max(_TAIL_MERGE_MIN, self._main_ids.size // 8):
+                self._main_ids, self._main_pos = _merge_sorted(
+                    self._main_ids, self._main_pos, self._tail_ids, self._tail_pos)
+                self._tail_ids = self._tail_ids[:0]
+                self._tail_pos = self._tail_pos[:0]
+            self._maybe_compact()
+
+    def remove(self, ids: ArrayLike) -> int:
+        """Remove the given ids (absent ones are ignored); returns how many were removed."""
+        ids_a = np.sort(self._as_ids(ids))
+        ids_a = ids_a[np.concatenate([[True], ids_a[1:] != ids_a[:-1]])] if ids_a.size else ids_a
+        with self._lock:
+            pos = self._positions(ids_a)
+            pos = pos[pos >= 0]
+            self._removed[pos] = 1
+            self._n_removed += int(pos.size)
+            self._maybe_compact()
+        return int(pos.size)
+
+    def compact(self) -> None:
+        """Drop removed entries from storage (insertion order kept); rebuilds the lookups."""
+        with self._lock:
+            n = self._n
+            live = np.flatnonzero(self._removed[:n] == 0)
+            words = self._words_at(live)
+            ids = self._ids[live].copy()
+            self._n = 0
+            self._n_removed = 0
+            self._store = np.zeros((0, self._words * 64), dtype=np.uint8)
+            self._ids = np.zeros(0, dtype=np.int64)
+            self._removed = np.zeros(0, dtype=np.uint8)
+            self._reserve(live.size)
+            self._write_codes(0, words)
+            self._ids[:live.size] = ids
+            self._n = int(live.size)
+            order = np.argsort(ids, kind="stable")
+            self._main_ids = ids[order]
+            self._main_pos = order.astype(np.int64)
+            self._tail_ids = self._tail_ids[:0]
+            self._tail_pos = self._tail_pos[:0]
+            self._mih = None
+
+    def _maybe_compact(self) -> None:
+        if self._n_removed > max(1024, self._n // 4):
+            self.compact()
+
+    # ------------------------------------------------------------------ persistence
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """Plain arrays: ``bits`` (0-d int64), ``codes`` (n × bits/8 uint8), ``ids`` (n int64),
+        ``removed`` (n bool), positions in insertion order, removed entries included."""
+        with self._lock:
+            pos = np.arange(self._n, dtype=np.int64)
+            return {
+                "bits": np.array(self.bits, dtype=np.int64),
+                "codes": self._codes_at(pos),
+                "ids": self._ids[:self._n].copy(),
+                "removed": self._removed[:self._n].astype(bool),
+            }
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, Any], **kwargs: Any) -> HammingIndex:
+        """Rebuild an index from :meth:`to_arrays` output; ``kwargs`` go to the constructor."""
+        bits = int(np.asarray(arrays["bits"]))
+        index = cls(bits, **kwargs)
+        codes = index._as_codes(arrays["codes"], "codes")
+        ids = index._as_ids(arrays["ids"])
+        removed = np.asarray(arrays.get("removed", np.zeros(ids.size, dtype=bool)), dtype=bool)
+        if removed.shape != ids.shape or codes.shape[0] != ids.size:
+            raise ValueError("codes, ids and removed must have one row per entry")
+        if ids.size and ids.min() < 0:
+            raise ValueError("ids must be non-negative")
+        live = np.flatnonzero(~removed)
+        order = np.argsort(ids[live], kind="stable")
+        live_sorted = ids[live][order]
+        if (live_sorted[1:] == live_sorted[:-1]).any():
+            raise ValueError("an id is live in more than one entry")
+        n = ids.size
+        index._reserve(n)
+        index._write_codes(0, index._to_words(codes))
+        index._ids[:n] = ids
+        index._removed[:n] = removed
+        index._n = n
+        index._n_removed = int(removed.sum())
+        index._main_ids = live_sorted
+        index._main_pos = live[order].astype(np.int64)
+        return index
+
+    # ------------------------------------------------------------------ search
+
+    def search(self, queries: ArrayLike, k: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Exact k nearest: (distances int32 q × k, ids int64 q × k), see the module docstring."""
+        if k < 0:
+            raise ValueError("k must be >= 0")
+        qw = self._query_words(queries)
+        nq = qw.shape[0]
+        out_d = np.full((nq, k), self.bits + 1, dtype=np.int32)
+        out_i = np.full((nq, k), _POS_PAD, dtype=np.int64)
+        with self._lock:
+            n_live = len(self)
+            mih = self._mih_for_search()
+            snap = (self._store, self._removed, self._ids, self._n, self._n_removed)
+        kk = min(k, n_live)
+        if kk == 0 or nq == 0:
+            return out_d, out_i
+        if self.native:
+            d, pos = self._native_topk(qw, kk, snap, mih)
+        else:
+            d, pos = self._numpy_topk(qw, kk, snap)
+        ids = snap[2]
+        out_d[:, :kk] = d
+        out_i[:, :kk] = np.where(pos >= 0, ids[np.maximum(pos, 0)], _POS_PAD)
+        return out_d, out_i
+
+    def range_search(self, queries: ArrayLike, radius: int
+                     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+        """All items within Hamming distance ``radius``: (lims, distances, ids), see module."""
+        qw = self._query_words(queries)
+        nq = qw.shape[0]
+        with self._lock:
+            mih = self._mih_for_search()
+            snap = (self._store, self._removed, self._ids, self._n, self._n_removed)
+        if radius < 0 or snap[3] == 0 or nq == 0:
+            return (np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
+                    np.zeros(0, dtype=np.int64))
+        radius = min(int(radius), self.bits)
+        if self.native:
+            lims, d, pos = self._native_range(qw, radius, snap, mih)
+        else:
+            lims, d, pos = self._numpy_range(qw, radius, snap)
+        return lims, d, snap[2][pos]
+
+    # ------------------------------------------------------------------ native paths
+
+    def _threads_for(self, words: int, nq: int) -> int:
+        return self.threads if words * max(nq, 1) >= _MIN_PARALLEL_WORK else 1
+
+    def _removed_buf(self, removed: NDArray[np.uint8], n_removed: int) -> NDArray[np.uint8]:
+        return removed if n_removed else removed[:0]
+
+    def _native_flat_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], begin: int,
+                          end: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        assert _native is not None
+        store, removed, _, _, n_removed = snap
+        nq = qw.shape[0]
+        d = np.empty((nq, k), dtype=np.int32)
+        pos = np.empty((nq, k), dtype=np.int64)
+        threads = self._threads_for((end - begin) * self._words, nq)
+        _native.flat_topk(store, self._removed_buf(removed, n_removed), begin, end, self._lane,
+                          self._words, self.bits, qw, nq, k, d, pos, threads)
+        return d, pos
+
+    def _native_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], mih: _MIH | None
+                     ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        assert _native is not None
+        store, removed, _, n, n_removed = snap
+        if mih is None:
+            return self._native_flat_topk(qw, k, snap, 0, n)
+        nq = qw.shape[0]
+        d = np.empty((nq, k), dtype=np.int32)
+        pos = np.empty((nq, k), dtype=np.int64)
+        status = np.zeros(nq, dtype=np.uint8)
+        _native.mih_topk(mih.offsets, mih.perm, mih.codes, mih.n0, self._lane, self._words,
+                         self.bits, mih.sub_off, mih.sub_len, mih.m,
+                         self._removed_buf(removed, n_removed), qw, nq, k, self._budget(mih),
+                         d, pos, status, min(self.threads, nq))
+        if mih.n0 < n:
+            td, tp = self._native_flat_topk(qw, k, snap, mih.n0, n)
+            md = np.empty_like(d)
+            mp = np.empty_like(pos)
+            _native.merge_topk(d, pos, td, tp, nq, k, self.bits + 1, md, mp)
+            d, pos = md, mp
+        self._note_fallbacks(status)
+        redo = np.flatnonzero(status)
+        if redo.size:
+            rd, rp = self._native_flat_topk(np.ascontiguousarray(qw[redo]), k, snap, 0, n)
+            d[redo] = rd
+            pos[redo] = rp
+        return d, pos
+
+    def _native_range(self, qw: NDArray[Any], radius: int, snap: tuple[Any, ...],
+                      mih: _MIH | None
+                      ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+        assert _native is not None
+        store, removed, _, n, n_removed = snap
+        rm = self._removed_buf(removed, n_removed)
+        nq = qw.shape[0]
+
+        def flat(q: NDArray[Any], begin: int, end: int
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+            assert _native is not None
+            threads = self._threads_for((end - begin) * self._words, q.shape[0])
+            lb, db, ib = _native.flat_range(store, rm, begin, end, self._lane, self._words,
+                                            self.bits, q, q.shape[0], radius, threads)
+            return (np.frombuffer(lb, dtype=np.int64), np.frombuffer(db, dtype=np.int32),
+                    np.frombuffer(ib, dtype=np.int64))
+
+        if mih is None:
+            return flat(qw, 0, n)
+        status = np.zeros(nq, dtype=np.uint8)
+        lb, db, ib = _native.mih_range(mih.offsets, mih.perm, mih.codes, mih.n0, self._lane,
+                                       self._words, self.bits, mih.sub_off, mih.sub_len, mih.m,
+                                       rm, qw, nq, radius, self._budget(mih), status,
+                                       min(self.threads, nq))
+        parts = [(np.frombuffer(lb, dtype=np.int64), np.frombuffer(db, dtype=np.int32),
+                  np.frombuffer(ib, dtype=np.int64), np.arange(nq))]
+        if mih.n0 < n:
+            parts.append((*flat(qw, mih.n0, n), np.arange(nq)))
+        self._note_fallbacks(status)
+        redo = np.flatnonzero(status)
+        if redo.size:
+            parts.append((*flat(np.ascontiguousarray(qw[redo]), 0, n), redo))
+        return _concat_ranges(parts, nq)
+
+    def _budget(self, mih: _MIH) -> int:
+        if self.mode == "mih":
+            return 1 << 62
+        return max(_MIN_BUDGET, int(MIH_BUDGET * mih.n0 * self._words))
+
+    def _note_fallbacks(self, status: NDArray[np.uint8]) -> None:
+        self._mih_fallbacks += int(status.sum())
+        if self.mode == "auto" and status.size and 2 * int(status.sum()) > status.size:
+            self._mih_skip = 16  # most queries fell back: scan flat for a while
+
+    def _mih_for_search(self) -> _MIH | None:
+        """Tables to search with (built or rebuilt here when due), or None for the flat scan."""
+        if not self.native or self.mode == "flat":
+            return None
+        n = self._n
+        if self.mode == "auto":
+            if self.bits > MIH_MAX_BITS or n < MIH_MIN_ITEMS:
+                return None
+            if self._mih_skip > 0:
+                self._mih_skip -= 1
+                return None
+        if n == 0:
+            return None
+        mih = self._mih
+        if mih is None or n - mih.n0 > mih.n0 // 4:
+            mih = self._build_mih()
+            self._mih = mih
+        return mih
+
+    def _build_mih(self) -> _MIH:
+        assert _native is not None
+        n0 = self._n
+        offs, lens = _substrings(self.bits, n0, self.mih_substring_bits)
+        sub_off = np.array(offs, dtype=np.int32)
+        sub_len = np.array(lens, dtype=np.int32)
+        offsets = np.empty(sum((1 << s) + 1 for s in lens), dtype=np.uint32)
+        perm = np.empty(len(lens) * n0, dtype=np.uint32)
+        codes = np.empty(len(lens) * n0 * self._words * self._lane, dtype=np.uint8)
+        _native.mih_build(self._store, n0, self._lane, self._words, self.bits, sub_off, sub_len,
+                          len(lens), offsets, perm, codes, self.threads)
+        return _MIH(n0, sub_off, sub_len, offsets, perm, codes)
+
+    # ------------------------------------------------------------------ NumPy fallback
+
+    def _distances(self, store: NDArray[np.uint8], qw: NDArray[Any], begin: int, end: int
+                   ) -> NDArray[np.int32]:
+        """(q × (end - begin)) Hamming distances of positions [begin, end)."""
+        B, W = self._per_block, self._words
+        blk0, blk1 = begin // B, -(-end // B)
+        words = store[blk0:blk1].view(self._wdtype).reshape(blk1 - blk0, W, B)
+        x = np.bitwise_xor(words[None, :, :, :], qw[:, None, :, None])
+        d: NDArray[np.int32] = np.bitwise_count(x).sum(axis=2, dtype=np.int32)
+        return d.reshape(qw.shape[0], -1)[:, begin - blk0 * B:end - blk0 * B]
+
+    def _chunks(self, nq: int) -> tuple[int, int]:
+        qc = max(1, min(nq, 64))
+        pc = max(self._per_block, (1 << 22) // (qc * self._words) // self._per_block
+                 * self._per_block)
+        return qc, pc
+
+    def _numpy_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...]
+                    ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        store, removed, _, n, n_removed = snap
+        nq = qw.shape[0]
+        qc, pc = self._chunks(nq)
+        invalid = np.int64(((self.bits + 1) << 40) | ((1 << 40) - 1))
+        out_d = np.empty((nq, k), dtype=np.int32)
+        out_p = np.empty((nq, k), dtype=np.int64)
+        for q0 in range(0, nq, qc):
+            q = qw[q0:q0 + qc]
+            best = np.full((q.shape[0], 0), invalid, dtype=np.int64)
+            for p0 in range(0, n, pc):
+                p1 = min(n, p0 + pc)
+                d = self._distances(store, q, p0, p1).astype(np.int64)
+                keys = (d << 40) | np.arange(p0, p1, dtype=np.int64)[None, :]
+                if n_removed:
+                    keys[:, removed[p0:p1] != 0] = invalid
+                cat = np.concatenate([best, keys], axis=1)
+                if cat.shape[1] > k:
+                    cat = np.partition(cat, k - 1, axis=1)[:, :k]
+                best = cat
+            best.sort(axis=1)
+            best = best[:, :k]
+            valid = best != invalid
+            out_d[q0:q0 + qc] = np.where(valid, best >> 40, self.bits + 1)
+            out_p[q0:q0 + qc] = np.where(valid, best & ((1 << 40) - 1), _POS_PAD)
+        return out_d, out_p
+
+    def _numpy_range(self, qw: NDArray[Any], radius: int, snap: tuple[Any, ...]
+                     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+        store, removed, _, n, n_removed = snap
+        nq = qw.shape[0]
+        qc, pc = self._chunks(nq)
+        qs, ds, ps = [], [], []
+        for q0 in range(0, nq, qc):
+            q = qw[q0:q0 + qc]
+            for p0 in range(0, n, pc):
+                p1 = min(n, p0 + pc)
+                d = self._distances(store, q, p0, p1)
+                hit = d <= radius
+                if n_removed:
+                    hit &= (removed[p0:p1] == 0)[None, :]
+                qi, pi = np.nonzero(hit)
+                qs.append(qi + q0)
+                ds.append(d[qi, pi])
+                ps.append(pi.astype(np.int64) + p0)
+        return _sort_ranges(np.concatenate(qs), np.concatenate(ds).astype(np.int32),
+                            np.concatenate(ps), nq)
+
+    # ------------------------------------------------------------------ storage helpers
+
+    def _as_codes(self, codes: ArrayLike, what: str) -> NDArray[np.uint8]:
+        a = np.asarray(codes)
+        if a.dtype != np.uint8:
+            raise TypeError(f"{what} must be packed uint8 (numpy.packbits), got {a.dtype}")
+        if a.ndim != 2 or a.shape[1] != self.code_bytes:
+            raise ValueError(f"{what} must be (n, {self.code_bytes}) for {self.bits}-bit codes, "
+                             f"got shape {a.shape}")
+        return a
+
+    def _as_ids(self, ids: ArrayLike) -> NDArray[np.int64]:
+        a = np.asarray(ids)
+        if a.ndim == 0:
+            a = a.reshape(1)
+        if a.size == 0:
+            return np.zeros(0, dtype=np.int64)
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise TypeError(f"ids must be a 1-D integer array, got {a.dtype} {a.shape}")
+        return a.astype(np.int64, copy=False)
+
+    def _query_words(self, queries: ArrayLike) -> NDArray[Any]:
+        q = np.asarray(queries)
+        if q.ndim == 1:
+            q = q.reshape(1, -1)
+        return self._to_words(self._as_codes(q, "queries"))
+
+    def _to_words(self, codes: NDArray[np.uint8]) -> NDArray[Any]:
+        """(n, W) code words (native byte order), zero padded: what the kernels read."""
+        n = codes.shape[0]
+        buf = np.zeros((n, self._words * self._lane), dtype=np.uint8)
+        buf[:, :self.code_bytes] = codes
+        return buf.view(self._wdtype)
+
+    def _reserve(self, n: int) -> None:
+        cap_blocks = self._store.shape[0]
+        need = -(-n // self._per_block)
+        if need <= cap_blocks:
+            return
+        new_blocks = max(need, cap_blocks + cap_blocks // 2, 16)
+        store = np.zeros((new_blocks, self._words * 64), dtype=np.uint8)
+        store[:cap_blocks] = self._store
+        cap = new_blocks * self._per_block
+        ids = np.zeros(cap, dtype=np.int64)
+        ids[:self._n] = self._ids[:self._n]
+        removed = np.zeros(cap, dtype=np.uint8)
+        removed[:self._n] = self._removed[:self._n]
+        self._store, self._ids, self._removed = store, ids, removed
+
+    def _blocked(self) -> NDArray[Any]:
+        return self._store.view(self._wdtype).reshape(-1, self._words, self._per_block)
+
+    def _write_codes(self, p0: int, words: NDArray[Any]) -> None:
+        """Store (b, W) code words at positions p0 .. p0 + b - 1 (blocked layout)."""
+        view, B = self._blocked(), self._per_block
+        b = words.shape[0]
+        head = min(b, (-p0) % B)
+        full = (b - head) // B
+        mid0, mid1 = head, head + full * B
+        for lo, hi in ((0, head), (mid1, b)):
+            if hi > lo:
+                p = np.arange(p0 + lo, p0 + hi)
+                view[p // B, :, p % B] = words[lo:hi]
+        if full:
+            blk = (p0 + head) // B
+            view[blk:blk + full] = words[mid0:mid1].reshape(full, B, -1).transpose(0, 2, 1)
+
+    def _words_at(self, pos: NDArray[np.int64]) -> NDArray[Any]:
+        B = self._per_block
+        return np.ascontiguousarray(self._blocked()[pos // B, :, pos % B])
+
+    def _codes_at(self, pos: NDArray[np.int64]) -> NDArray[np.uint8]:
+        words = self._words_at(pos).reshape(pos.size, self._words)
+        return np.ascontiguousarray(words.view(np.uint8)[:, :self.code_bytes])
+
+    def _positions(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Position of each id's live entry, -1 where it is absent or removed."""
+        res = np.full(ids.shape, -1, dtype=np.int64)
+        if ids.size == 0:
+            return res
+        for sid, spos in ((self._main_ids, self._main_pos), (self._tail_ids, self._tail_pos)):
+            if sid.size == 0:
+                continue
+            j = np.searchsorted(sid, ids, side="right") - 1  # last (latest) entry of the id
+            jc = np.maximum(j, 0)
+            hit = (j >= 0) & (sid[jc] == ids)
+            res = np.maximum(res, np.where(hit, spos[jc], -1))
+        found = res >= 0
+        res[found] = np.where(self._removed[res[found]] == 0, res[found], -1)
+        return res
+
+
+def _merge_sorted(a_ids: NDArray[np.int64], a_pos: NDArray[np.int64], b_ids: NDArray[np.int64],
+                  b_pos: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Merge two (id, position)-sorted lookups; b's positions all come after a's."""
+    if a_ids.size == 0:
+        return b_ids.copy(), b_pos.copy()
+    at = np.searchsorted(a_ids, b_ids, side="right") + np.arange(b_ids.size)
+    from_a = np.ones(a_ids.size + b_ids.size, dtype=bool)
+    from_a[at] = False
+    ids = np.empty(from_a.size, dtype=np.int64)
+    pos = np.empty(from_a.size, dtype=np.int64)
+    ids[at], pos[at] = b_ids, b_pos
+    ids[from_a], pos[from_a] = a_ids, a_pos
+    return ids, pos
+
+
+def _sort_ranges(qidx: NDArray[Any], d: NDArray[np.int32], pos: NDArray[np.int64], nq: int
+                 ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+    order = np.lexsort((pos, d, qidx))
+    lims = np.zeros(nq + 1, dtype=np.int64)
+    np.cumsum(np.bincount(qidx, minlength=nq), out=lims[1:])
+    return lims, d[order], pos[order]
+
+
+def _concat_ranges(parts: list[tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64],
+                                     NDArray[Any]]], nq: int
+                   ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+    """Merge range results given per part as (lims, D, positions, query numbers of its rows)."""
+    qs, ds, ps = [], [], []
+    for lims, d, pos, which in parts:
+        counts = np.diff(lims)
+        qs.append(np.repeat(np.asarray(which, dtype=np.int64), counts))
+        ds.append(d)
+        ps.append(pos)
+    return _sort_ranges(np.concatenate(qs), np.concatenate(ds), np.concatenate(ps), nq)
