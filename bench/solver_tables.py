@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=2000)
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--every", type=int, default=5, help="table column every N rounds")
+    ap.add_argument("--eval-every", type=int, default=1,
+                    help="score the queries every N rounds (and after the last)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--from-json", action="store_true",
                     help="render the tables from bench/out/*.json of an earlier run")
@@ -75,19 +77,26 @@ def main() -> None:
                     slug = "sdoh-authors"
                 path = out_dir / f"{args.dataset}_{order}_{bits}_{slug}.json"
                 if args.from_json:
-                    results[name] = json.loads(path.read_text())
+                    if path.exists():
+                        results[name] = json.loads(path.read_text())
                     continue
                 settings = replace(SDOHSettings(bits=bits), **overrides)
                 config = EvalConfig(settings=settings, chunk=args.chunk, queries=args.queries,
-                                    order=order, method=method, map_at=(1000,))
+                                    order=order, method=method, map_at=(1000,),
+                                    eval_every=args.eval_every)
                 t = time.perf_counter()
                 res = run_eval(data, config)
                 results[name] = res
                 path.write_text(json.dumps(res))
                 print(f"{order} {bits} {name}: final mAP {res['rounds'][-1]['map']:.4f} "
                       f"({time.perf_counter() - t:.0f}s)", flush=True)
-            n_rounds = len(next(iter(results.values()))["rounds"])
-            cols = sorted({*range(args.every, n_rounds + 1, args.every), 1, n_rounds})
+            if not results:
+                continue
+            first = next(iter(results.values()))["rounds"]
+            n_rounds = len(first)
+            scored = {r["round"] for r in first if "map" in r}
+            cols = sorted(c for c in {*range(args.every, n_rounds + 1, args.every), 1, n_rounds}
+                          if c in scored)
             lines.append(f"### {args.dataset}, {order} order, {bits} bits "
                          f"(mAP@all after round …; last columns: after the last round)")
             lines.append("")
