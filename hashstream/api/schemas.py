@@ -37,14 +37,34 @@ class CreateIndex(BaseModel):
     use_hadamard_term: bool | None = None
     use_center_term: bool | None = None
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    # cross-modal (ECMH) indexes: dim is the image feature dimension
+    kind: Literal["sdoh-hc", "cross-modal"] = "sdoh-hc"
+    text_kind: Literal["dense", "tokens"] = "dense"
+    text_dim: int | None = Field(default=None, ge=1, le=1_000_000,
+                                 description="dense text feature dimension (cross-modal)")
+    image_hidden: list[int] | None = Field(default=None, max_length=8)
+    text_hidden: list[int] | None = Field(default=None, max_length=8)
+    embed_dim: int | None = Field(default=None, ge=1, le=4096)
+    epochs: int | None = Field(default=None, ge=1, le=10_000)
+    extend_epochs: int | None = Field(default=None, ge=1, le=10_000)
+
+    _CROSS = ("text_kind", "text_dim", "image_hidden", "text_hidden", "embed_dim", "epochs",
+              "extend_epochs")
 
     def solver_settings(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump(exclude={"name", "dim"}).items()
-                if v is not None}
+        skip = {"name", "dim", "kind", *self._CROSS}
+        return {k: v for k, v in self.model_dump(exclude=skip).items() if v is not None}
+
+    def cross_modal_settings(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self._CROSS if getattr(self, k) is not None}
+        if self.seed is not None:
+            out["seed"] = self.seed
+        return out
 
 
 class IndexInfo(BaseModel):
     name: str
+    kind: str
     dim: int
     bits: int
     settings: dict[str, Any]
@@ -66,7 +86,17 @@ class IngestAccepted(BaseModel):
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    features: list[list[float]] = Field(min_length=1, description="query vectors, q × d")
+    features: list[list[float]] | None = Field(default=None, min_length=1,
+                                               description="query vectors, q × d")
+    image: list[list[float]] | None = Field(default=None, min_length=1,
+                                            description="cross-modal: image query vectors")
+    text: list[list[float]] | None = Field(default=None, min_length=1,
+                                           description="cross-modal: dense text queries")
+    tokens: list[list[int]] | None = Field(default=None, min_length=1,
+                                           description="cross-modal: word-id queries")
+    target: Literal["pairs", "image", "text"] = Field(
+        default="pairs", description="cross-modal: rank the pairs' unified codes, or the "
+        "codes of their image or text side (search within a modality)")
     k: int = Field(default=10, ge=1)
 
 

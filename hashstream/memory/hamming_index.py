@@ -80,8 +80,9 @@ _MIN_BUDGET = 1 << 12
 
 _POS_PAD = -1
 _MAX_BITS = 1024
-_MIN_PARALLEL_WORK = 1 << 19  # code words x queries below which one thread is used
+_MIN_PARALLEL_WORK = 1 << 22  # code words x queries below which one thread is used
 _TAIL_MERGE_MIN = 4096
+_QUERY_CHUNK = 4096  # queries per call of the flat kernel
 
 
 def native_available() -> bool:
@@ -202,21 +203,28 @@ class HammingIndex:
 
     def contains(self, ids: ArrayLike) -> NDArray[np.bool_]:
         """Whether each id is stored (and not removed)."""
-        return self._positions(self._as_ids(ids)) >= 0
+        ids_a = self._as_ids(ids)
+        with self._lock:
+            return self._positions(ids_a) >= 0
 
     def ids(self) -> NDArray[np.int64]:
         """Stored ids in insertion order."""
-        live = np.flatnonzero(self._removed[:self._n] == 0)
-        out: NDArray[np.int64] = self._ids[live]
+        with self._lock:
+            live = np.flatnonzero(self._removed[:self._n] == 0)
+            out: NDArray[np.int64] = self._ids[live]
         return out
 
     def get_codes(self, ids: ArrayLike) -> NDArray[np.uint8]:
-        """Packed codes (len(ids) × bits/8) of stored ids; KeyError if any is missing."""
-        pos = self._positions(self._as_ids(ids))
-        if (pos < 0).any():
-            missing = self._as_ids(ids)[pos < 0]
-            raise KeyError(f"{missing.size} ids not in the index, e.g. {missing[:5].tolist()}")
-        return self._codes_at(pos)
+        """Packed codes (len(ids) × bits/8) of stored ids, e.g. to search by a stored item;
+        KeyError if any id is missing."""
+        ids_a = self._as_ids(ids)
+        with self._lock:
+            pos = self._positions(ids_a)
+            if (pos < 0).any():
+                missing = ids_a[pos < 0]
+                raise KeyError(f"{missing.size} ids not in the index, e.g. "
+                               f"{missing[:5].tolist()}")
+            return self._codes_at(pos)
 
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays (allocated capacity included)."""
@@ -404,9 +412,12 @@ class HammingIndex:
         nq = qw.shape[0]
         d = np.empty((nq, k), dtype=np.int32)
         pos = np.empty((nq, k), dtype=np.int64)
-        threads = self._threads_for((end - begin) * self._words, nq)
-        _native.flat_topk(store, self._removed_buf(removed, n_removed), begin, end, self._lane,
-                          self._words, self.bits, qw, nq, k, d, pos, threads)
+        rm = self._removed_buf(removed, n_removed)
+        for q0 in range(0, nq, _QUERY_CHUNK):  # bounds the per-query buffers of one call
+            q1 = min(nq, q0 + _QUERY_CHUNK)
+            threads = self._threads_for((end - begin) * self._words, q1 - q0)
+            _native.flat_topk(store, rm, begin, end, self._lane, self._words, self.bits,
+                              qw[q0:q1], q1 - q0, k, d[q0:q1], pos[q0:q1], threads)
         return d, pos
 
     def _native_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], mih: _MIH | None
@@ -421,7 +432,7 @@ class HammingIndex:
         status = np.zeros(nq, dtype=np.uint8)
         _native.mih_topk(mih.offsets, mih.perm, mih.codes, mih.n0, self._lane, self._words,
                          self.bits, mih.sub_off, mih.sub_len, mih.m,
-                         self._removed_buf(removed, n_removed), qw, nq, k, self._budget(mih),
+                         self._removed_buf(removed, n_removed), qw, nq, k, self._budget(mih, nq),
                          d, pos, status, min(self.threads, nq))
         if mih.n0 < n:
             td, tp = self._native_flat_topk(qw, k, snap, mih.n0, n)
@@ -459,7 +470,7 @@ class HammingIndex:
         status = np.zeros(nq, dtype=np.uint8)
         lb, db, ib = _native.mih_range(mih.offsets, mih.perm, mih.codes, mih.n0, self._lane,
                                        self._words, self.bits, mih.sub_off, mih.sub_len, mih.m,
-                                       rm, qw, nq, radius, self._budget(mih), status,
+                                       rm, qw, nq, radius, self._budget(mih, nq), status,
                                        min(self.threads, nq))
         parts = [(np.frombuffer(lb, dtype=np.int64), np.frombuffer(db, dtype=np.int32),
                   np.frombuffer(ib, dtype=np.int64), np.arange(nq))]
@@ -471,10 +482,13 @@ class HammingIndex:
             parts.append((*flat(np.ascontiguousarray(qw[redo]), 0, n), redo))
         return _concat_ranges(parts, nq)
 
-    def _budget(self, mih: _MIH) -> int:
+    def _budget(self, mih: _MIH, nq: int) -> int:
+        """MIH work per query before it falls back; a batch of a few queries gets up to 4x:
+        its flat scan is bound by memory, not by the popcounts, and costs more per query."""
         if self.mode == "mih":
             return 1 << 62
-        return max(_MIN_BUDGET, int(MIH_BUDGET * mih.n0 * self._words))
+        scale = min(4, max(1, 16 // max(nq, 1)))
+        return max(_MIN_BUDGET, int(MIH_BUDGET * scale * mih.n0 * self._words))
 
     def _note_fallbacks(self, status: NDArray[np.uint8]) -> None:
         self._mih_fallbacks += int(status.sum())

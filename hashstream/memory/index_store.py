@@ -78,6 +78,7 @@ class IndexStore:
         version = self.version(name)
         doomed = k.all() + [k.projection(v) for v in range(1, version + 1)]
         doomed += [k.segment(v) for v in range(1, version + 1)]
+        doomed += [k.deep_model(v) for v in range(1, version + 1)]
         pipe = self.r.pipeline()
         pipe.srem(registry_key(self.prefix), name)
         for i in range(0, len(doomed), 512):
@@ -187,10 +188,13 @@ class IndexStore:
     def commit_round(self, name: str, expected_version: int, *, state: Arrays | None,
                      projection: np.ndarray[Any, Any] | None, centers: np.ndarray[Any, Any] | None,
                      segment: Arrays | None, record: dict[str, Any] | None, ack_ids: list[str],
-                     query_chunks: dict[str, Arrays]) -> bool:
+                     query_chunks: dict[str, Arrays],
+                     deep_model: tuple[int, Arrays] | None = None) -> bool:
         """Commit a round atomically; False when the version moved (another worker won).
 
-        With ``state`` None only the query chunks are stored and acknowledged (no new version).
+        A ``segment`` makes a new version (the round's codes); without one only the query
+        chunks are stored and the chunks acknowledged. ``deep_model`` = (model version,
+        arrays) stores a new ECMH model of a cross-modal index.
         """
         k = self.keys(name)
         with self.r.pipeline(transaction=True) as pipe:
@@ -200,15 +204,18 @@ class IndexStore:
                 if (int(current) if current is not None else 0) != expected_version:
                     return False
                 pipe.multi()
-                new_version = expected_version + (1 if state is not None else 0)
+                new_version = expected_version + 1
                 if state is not None:
-                    assert projection is not None and centers is not None and segment is not None
                     pipe.delete(k.state)
                     pipe.hset(k.state, mapping=encode_arrays(state))
+                if projection is not None:
                     pipe.set(k.projection(new_version), encode_array(projection))
+                if centers is not None:
                     pipe.hset(k.center_memory, str(new_version), encode_array(centers))
-                    pipe.hset(k.segment(new_version),
-                              mapping=encode_arrays(segment))
+                if deep_model is not None:
+                    pipe.hset(k.deep_model(deep_model[0]), mapping=encode_arrays(deep_model[1]))
+                if segment is not None:
+                    pipe.hset(k.segment(new_version), mapping=encode_arrays(segment))
                     pipe.set(k.version, new_version)
                 for chunk_id, arrays in query_chunks.items():
                     pipe.hset(k.queries, mapping={f"{chunk_id}:{a}": encode_array(v)
@@ -222,6 +229,9 @@ class IndexStore:
                 return True
             except redis.WatchError:
                 return False
+
+    def load_deep_model(self, name: str, model_version: int) -> Arrays:
+        return decode_arrays(self.r.hgetall(self.keys(name).deep_model(model_version)))
 
     # --- worker lock and liveness ---------------------------------------------------------
     def acquire_lock(self, name: str, owner: str, ttl_ms: int) -> bool:

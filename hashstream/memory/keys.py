@@ -42,6 +42,10 @@ class IndexKeys:
         """P of one model version (immutable once written)."""
         return self._k(f"projection:{version}")
 
+    def deep_model(self, model_version: int) -> str:
+        """Hash: the arrays of one deep (ECMH) model version (immutable once written)."""
+        return self._k(f"deep_model:{model_version}")
+
     @property
     def center_memory(self) -> str:
         """Hash: round → Y of that round (the hash-center memory)."""

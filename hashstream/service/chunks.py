@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hashstream.memory.codec import CodecError, decode_array, encode_array
+from hashstream.service.cross_modal import dense_text, pad_tokens
 from hashstream.service.errors import InvalidInput, MalformedBody
 
 Role = Literal["train", "query"]
@@ -29,6 +30,7 @@ class Chunk:
     labels: np.ndarray[Any, Any]
     ids: np.ndarray[Any, Any] | None
     role: Role
+    text: np.ndarray[Any, Any] | None = None  # cross-modal pairs: dense text or padded tokens
 
     @property
     def n(self) -> int:
@@ -37,14 +39,18 @@ class Chunk:
     def to_fields(self) -> dict[str, bytes]:
         """The Redis Stream entry of this chunk (ids must be assigned by now)."""
         assert self.ids is not None
-        return {"role": self.role.encode(), "features": encode_array(self.features),
-                "labels": encode_array(self.labels), "ids": encode_array(self.ids)}
+        fields = {"role": self.role.encode(), "features": encode_array(self.features),
+                  "labels": encode_array(self.labels), "ids": encode_array(self.ids)}
+        if self.text is not None:
+            fields["text"] = encode_array(self.text)
+        return fields
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> Chunk:
         role = fields[b"role"].decode()
+        text = decode_array(fields[b"text"]) if b"text" in fields else None
         return cls(decode_array(fields[b"features"]), decode_array(fields[b"labels"]),
-                   decode_array(fields[b"ids"]), "query" if role == "query" else "train")
+                   decode_array(fields[b"ids"]), "query" if role == "query" else "train", text)
 
 
 def labels_from_class_lists(rows: Any) -> np.ndarray[Any, Any]:
@@ -105,10 +111,12 @@ def parse_json_chunk(body: bytes, default_role: Role = "train") -> Chunk:
         raise MalformedBody(f"body is not valid JSON: {exc}", "body") from exc
     if not isinstance(payload, dict):
         raise MalformedBody("body must be a JSON object with features and labels", "body")
+    if "image" in payload and "features" not in payload:  # cross-modal pairs
+        payload["features"] = payload.pop("image")
     for key in ("features", "labels"):
         if key not in payload:
             raise InvalidInput(f"{key} is required", key)
-    unknown = set(payload) - {"features", "labels", "ids", "role"}
+    unknown = set(payload) - {"features", "labels", "ids", "role", "text", "tokens"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
     role = payload.get("role", default_role)
@@ -116,7 +124,12 @@ def parse_json_chunk(body: bytes, default_role: Role = "train") -> Chunk:
         raise InvalidInput("role must be 'train' or 'query'", "role")
     features = _features(payload["features"])
     labels = labels_from_class_lists(payload["labels"])
-    return Chunk(features, labels, _ids(payload.get("ids"), features.shape[0]), role)
+    text = None
+    if "tokens" in payload:
+        text = pad_tokens(payload["tokens"])
+    elif "text" in payload:
+        text = dense_text(payload["text"])
+    return Chunk(features, labels, _ids(payload.get("ids"), features.shape[0]), role, text)
 
 
 def parse_npz_chunk(body: bytes, role: Role = "train") -> Chunk:
@@ -132,6 +145,8 @@ def parse_npz_chunk(body: bytes, role: Role = "train") -> Chunk:
         raise
     except Exception as exc:  # noqa: BLE001 - zipfile/zlib raise many types for a bad archive
         raise MalformedBody(f"body is not a readable .npz archive: {exc!r}") from exc
+    if "image" in arrays and "features" not in arrays:
+        arrays["features"] = arrays.pop("image")
     for key in ("features", "labels"):
         if key not in arrays:
             raise InvalidInput(f"the .npz has no array named {key!r}", key)
@@ -148,8 +163,13 @@ def parse_npz_chunk(body: bytes, role: Role = "train") -> Chunk:
     ids = arrays.get("ids")
     if ids is not None and (ids.ndim != 1 or ids.dtype.kind not in "iu"):
         raise InvalidInput("ids must be a 1-D integer array", "ids")
+    text = arrays.get("tokens", arrays.get("text"))
+    if text is not None:
+        if text.ndim != 2 or text.dtype.kind not in "fiu":
+            raise InvalidInput("text/tokens must be a 2-D numeric array", "text")
+        text = text.astype(np.int64) if "tokens" in arrays else text.astype(np.float32)
     return Chunk(features.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False),
-                 None if ids is None else ids.astype(np.int64), role)
+                 None if ids is None else ids.astype(np.int64), role, text)
 
 
 def validate_chunk(chunk: Chunk, dim: int) -> None:

@@ -17,6 +17,11 @@ usual Wiki protocol; everything that is not a query when the file has no split) 
 queries are ``test_idx``. Database codes are the unified C = sign(F + G) (Eq. 8, §2.1); i2t
 queries are INet codes sign(F), t2i queries TNet codes sign(G). ``--database-codes cross``
 instead gives the database sign(G) for i2t and sign(F) for t2i.
+
+``--loss dhd|idcwh`` trains INet/TNet with DHD or IDCWH instead of L_c + L_h in all three
+runs (old model, joint retraining, extension and fine-tuning); ECMH's extension then adds its
+L_d to that objective and every run after the old model continues from the old model's proxies
+or centers.
 """
 
 from __future__ import annotations
@@ -26,14 +31,20 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from hashstream.service.offline_eval import DatasetError
-from hashstream.solver.ecmh.settings import PAD_ID, NetworkConfig, TrainSettings
+from hashstream.solver.ecmh.settings import (
+    PAD_ID,
+    DHDSettings,
+    IDCWHSettings,
+    NetworkConfig,
+    TrainSettings,
+)
 from hashstream.solver.metrics import evaluate
 
 if TYPE_CHECKING:  # PyTorch loads only when a run starts, not when the CLI is built
@@ -280,13 +291,14 @@ def run_protocol(data: CrossModalData, config: ProtocolConfig,
     if data.text_kind == "tokens":  # dense text has no vocabulary: stage 1 is skipped
         stage_cbs["warmup"] = cb("ecmh stage 1 (warm-up)", settings.warmup_epochs)
     ext = extend(old_model, new_pairs, settings, log_every=config.log_every,
-                 on_epoch={k: v for k, v in stage_cbs.items() if v is not None})
+                 on_epoch={k: v for k, v in stage_cbs.items() if v is not None},
+                 head=old.head)
     ecmh_db = Codes.concat([old_db, encode_items(ext.model, data, new_train)])
     result["ecmh"] = _table_rows(encode_items(ext.model, data, q), lab[q], q_new, old_db,
                                  lab[old_train], ecmh_db, db_labels, mode)
 
     ft = fine_tune(old_model, new_pairs, settings, log_every=config.log_every,
-                   on_epoch=cb("fine-tuning", settings.extend_epochs))
+                   on_epoch=cb("fine-tuning", settings.extend_epochs), head=old.head)
     ft_db = Codes.concat([old_db, encode_items(ft.model, data, new_train)])
     result["fine_tuning"] = _table_rows(encode_items(ft.model, data, q), lab[q], q_new, old_db,
                                         lab[old_train], ft_db, db_labels, mode)
@@ -358,12 +370,26 @@ def _protocol(data: CrossModalData, config: ProtocolConfig, sp: Split) -> dict[s
         "reference only: its codes are not meant to match the old model's",
         "fine_tuning": "the old model trained on the new items only by Algorithm 1 with "
         "A_α = 0 and no distillation, for the same epochs as ECMH stage 3",
-        "loss": f"L_c form {config.settings.common_loss!r} (Eq. 6 as printed collapses; "
-        "'likelihood' is DCMH's negative log-likelihood); λ_d = 1/(M L²), "
-        "λ_c = λ_h = 1/(M² L) as the paper, per mini-batch as unbiased estimates",
+        "loss": _loss_note(config.settings),
         "seconds": "training steps only (objective logging excluded); ecmh_extend = "
         "warm-up + old representations and A_α + stage 3",
     }
+
+
+def _loss_note(settings: TrainSettings) -> str:
+    if settings.loss == "dhd":
+        return ("DHD (L_HP + λ1 L_SdH + λ2 L_bce-Q, proxies shared by INet and TNet, "
+                "feature-space weak/strong views) instead of L_c + L_h; the extension adds "
+                f"ECMH's L_d as an entry mean × {settings.distill_weight}; extension and "
+                "fine-tuning continue from the old model's proxies")
+    if settings.loss == "idcwh":
+        return ("IDCWH (L_clw + γ L_csl + β L_quant, centers shared by INet and TNet, binary "
+                f"centers by {settings.idcwh.center_update!r}) instead of L_c + L_h; the "
+                f"extension adds ECMH's L_d as an entry mean × {settings.distill_weight}; "
+                "extension and fine-tuning continue from the old model's centers")
+    return (f"L_c form {settings.common_loss!r} (Eq. 6 as printed collapses; "
+            "'likelihood' is DCMH's negative log-likelihood); λ_d = 1/(M L²), "
+            "λ_c = λ_h = 1/(M² L) as the paper, per mini-batch as unbiased estimates")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -402,6 +428,17 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--beta", type=float, default=d.beta, help="code smoothing β")
     p.add_argument("--common-loss", choices=("likelihood", "paper"), default=d.common_loss,
                    help="L_c form: likelihood (default) or Eq. 6 as printed (collapses)")
+    p.add_argument("--loss", choices=("ecmh", "dhd", "idcwh"), default=d.loss,
+                   help="training objective of INet/TNet: ecmh (L_c + L_h, default), dhd "
+                   "(Deep Hash Distillation) or idcwh (improved deep classwise hashing)")
+    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                   help="with --loss dhd|idcwh: weight of ECMH's L_d (entry mean) in the "
+                   f"extension (default {d.distill_weight})")
+    p.add_argument("--dhd-tau", type=float, default=d.dhd.tau,
+                   help=f"DHD proxy temperature τ (default {d.dhd.tau})")
+    p.add_argument("--idcwh-centers", choices=("sign", "dcc"), default=d.idcwh.center_update,
+                   help="IDCWH binary centers: sign = sgn(Σ b) (paper, default); dcc = "
+                   "SDOH-HC's discrete center step")
     p.add_argument("--freeze-old-embeddings", action="store_true",
                    help="stage 3 keeps the old word vectors fixed")
     p.add_argument("--hidden", type=int, nargs="*", default=[512],
@@ -425,7 +462,10 @@ def config_from_args(args: argparse.Namespace) -> ProtocolConfig:
                              optimizer=args.optimizer, lr=args.lr, alpha=args.alpha,
                              beta=args.beta, common_loss=args.common_loss,
                              train_old_embeddings=not args.freeze_old_embeddings,
-                             seed=args.seed, device=args.device)
+                             seed=args.seed, device=args.device, loss=args.loss,
+                             distill_weight=args.distill_weight,
+                             dhd=replace(DHDSettings(), tau=args.dhd_tau),
+                             idcwh=replace(IDCWHSettings(), center_update=args.idcwh_centers))
     if args.bits < 1:
         raise ValueError("--bits must be positive")
     hidden = tuple(args.hidden)

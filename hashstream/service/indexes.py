@@ -4,32 +4,47 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from hashstream.memory.index_store import IndexStore
 from hashstream.memory.keys import INDEX_NAME
 from hashstream.service.chunks import Chunk, validate_chunk
+from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.solver.settings import SDOHSettings
+
+IndexKind = Literal["sdoh-hc", "cross-modal"]
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Immutable settings of an index: its feature dimension and the solver settings."""
+    """Immutable settings of an index: its kind, feature (image) dimension and settings.
+
+    ``settings.bits`` is the code length of either kind; ``cross_modal`` holds the deep path's
+    settings for ``kind='cross-modal'``.
+    """
 
     name: str
     dim: int
     settings: SDOHSettings
+    kind: IndexKind = "sdoh-hc"
+    cross_modal: CrossModalSettings | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
-                "created": time.time()}
+        out = {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
+               "kind": self.kind, "created": time.time()}
+        if self.cross_modal is not None:
+            out["cross_modal"] = self.cross_modal.as_dict()
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndexConfig:
-        return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]))
+        cm = data.get("cross_modal")
+        kind: IndexKind = "cross-modal" if data.get("kind") == "cross-modal" else "sdoh-hc"
+        return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]),
+                   kind, None if cm is None else CrossModalSettings.from_dict(cm))
 
 
 def check_name(name: str) -> None:
@@ -44,11 +59,17 @@ class IndexService:
     def __init__(self, store: IndexStore) -> None:
         self.store = store
 
-    def create(self, name: str, dim: int, settings: SDOHSettings) -> IndexConfig:
+    def create(self, name: str, dim: int, settings: SDOHSettings,
+               cross_modal: CrossModalSettings | None = None) -> IndexConfig:
         check_name(name)
         if dim < 1 or dim > 1_000_000:
             raise InvalidInput("dim must be between 1 and 1,000,000", "dim")
-        config = IndexConfig(name, dim, settings)
+        if cross_modal is not None and cross_modal.text_kind == "dense" \
+                and not 1 <= cross_modal.text_dim <= 1_000_000:
+            raise InvalidInput("a cross-modal index with dense text needs text_dim ≥ 1",
+                               "text_dim")
+        config = IndexConfig(name, dim, settings,
+                             "sdoh-hc" if cross_modal is None else "cross-modal", cross_modal)
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config
@@ -65,9 +86,11 @@ class IndexService:
     def describe(self, name: str) -> dict[str, Any]:
         config = self.config(name)
         version, depth, last = self.store.status(name)
+        settings = (config.settings.as_dict() if config.cross_modal is None
+                    else {"bits": config.settings.bits, **config.cross_modal.as_dict()})
         return {
-            "name": name, "dim": config.dim, "bits": config.settings.bits,
-            "settings": config.settings.as_dict(), "model_version": version,
+            "name": name, "kind": config.kind, "dim": config.dim, "bits": config.settings.bits,
+            "settings": settings, "model_version": version,
             "queue_depth": depth,
             "n_items": last["n_database"] if last else 0,
             "n_classes": last["n_classes"] if last else 0,
@@ -93,11 +116,16 @@ class IndexService:
         """Validate against the index, assign ids if absent, and queue the chunk (202)."""
         config = self.config(name)
         validate_chunk(chunk, config.dim)
+        if config.cross_modal is not None:
+            validate_text(chunk.text, chunk.n, config.cross_modal)
+        elif chunk.text is not None:
+            raise InvalidInput("text/tokens are only accepted by cross-modal indexes", "text")
         assigned = chunk.ids is None
         if assigned:
             first = self.store.next_ids(name, chunk.n)
             chunk = Chunk(chunk.features, chunk.labels,
-                          np.arange(first, first + chunk.n, dtype=np.int64), chunk.role)
+                          np.arange(first, first + chunk.n, dtype=np.int64), chunk.role,
+                          chunk.text)
         chunk_id = self.store.enqueue(name, chunk.to_fields())
         out: dict[str, Any] = {"chunk_id": chunk_id, "index": name, "items": chunk.n,
                                "role": chunk.role}

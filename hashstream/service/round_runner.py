@@ -25,7 +25,14 @@ import numpy as np
 from hashstream.memory.codec import CodecError
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.chunks import Chunk, decode_fields_safely
+from hashstream.service.cross_modal_runner import (
+    DeepCache,
+    load_cache,
+    pad_token_rows,
+    run_round,
+)
 from hashstream.service.indexes import IndexConfig
+from hashstream.service.labels import csr_to_dense, labels_to_csr, pad_labels
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.metrics import evaluate, pack_codes
 from hashstream.solver.sdoh_hc import InputError, encode, learn_chunk
@@ -38,28 +45,6 @@ CONSUMER = "runner"  # one consumer name: the lock makes it one process at a tim
 def log_event(event: str, **fields: Any) -> None:
     """One JSON line per event; every line about a round carries index, chunk ids and round."""
     log.info(json.dumps({"ts": round(time.time(), 3), "event": event, **fields}, default=str))
-
-
-def labels_to_csr(labels: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any],
-                                                          np.ndarray[Any, Any]]:
-    """0/1 rows → (indptr, class ids), the code store's label form."""
-    rows, cols = np.nonzero(labels)
-    indptr = np.zeros(labels.shape[0] + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=labels.shape[0]), out=indptr[1:])
-    return indptr, cols.astype(np.int32)
-
-
-def csr_to_dense(indptr: np.ndarray[Any, Any], indices: np.ndarray[Any, Any],
-                 width: int) -> np.ndarray[Any, Any]:
-    out = np.zeros((len(indptr) - 1, width), dtype=np.uint8)
-    rows = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    out[rows, indices] = 1
-    return out
-
-
-def pad_labels(labels: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
-    width = max(lab.shape[1] for lab in labels)
-    return np.concatenate([np.pad(lab, ((0, 0), (0, width - lab.shape[1]))) for lab in labels])
 
 
 @dataclass
@@ -88,6 +73,7 @@ class RoundRunner:
         self.poll_ms = poll_ms
         self.backend = backend or get_backend("numpy")
         self.cache: dict[str, _IndexCache] = {}
+        self.deep_cache: dict[str, DeepCache] = {}
 
     def run_forever(self, stop: threading.Event) -> None:
         log_event("worker_start", worker=self.id, backend=self.backend.name)
@@ -144,6 +130,7 @@ class RoundRunner:
             return False
         return self._round(name, config, train, queries, bad)
 
+
     def _load_cache(self, name: str, version: int) -> _IndexCache:
         cache = self.cache.get(name)
         if cache is not None and cache.version == version:
@@ -163,9 +150,12 @@ class RoundRunner:
     def _round(self, name: str, config: IndexConfig, train: list[tuple[str, Chunk]],
                queries: dict[str, Chunk], bad: list[str]) -> bool:
         version = self.store.version(name)
-        cache = self._load_cache(name, version)
+        if config.cross_modal is not None and train:
+            return self._deep_round(name, config, version, train, queries, bad)
+        cache = self._load_cache(name, version) if config.cross_modal is None else _IndexCache()
         chunk_ids = [eid for eid, _ in train]
-        query_arrays = {eid: {"features": q.features, "labels": q.labels}
+        query_arrays = {eid: {"features": q.features, "labels": q.labels,
+                              **({"text": q.text} if q.text is not None else {})}
                         for eid, q in queries.items()}
         if not train:  # only held-out queries (or corrupt entries) to store
             ok = self.store.commit_round(name, version, state=None, projection=None,
@@ -220,6 +210,48 @@ class RoundRunner:
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
                   items=int(len(ids)), map=record.get("map"), learn_s=round(learn_seconds, 4),
                   commit_s=round(commit_s, 4))
+        return True
+
+    def _deep_round(self, name: str, config: IndexConfig, version: int,
+                    train: list[tuple[str, Chunk]], queries: dict[str, Chunk],
+                    bad: list[str]) -> bool:
+        """A round of a cross-modal (ECMH) index."""
+        assert config.cross_modal is not None
+        cache = self.deep_cache.get(name)
+        if cache is None or cache.version != version:
+            cache = load_cache(self.store, name, version)
+        stored = self.store.load_queries(name)
+        query_arrays = {eid: {"features": q.features, "labels": q.labels,
+                              "text": q.text if q.text is not None else np.zeros((q.n, 0))}
+                        for eid, q in queries.items()}
+        chunk_ids = [eid for eid, _ in train]
+        text_blocks = [c.text for _, c in train if c.text is not None]
+        if config.cross_modal.text_kind == "tokens":
+            text = pad_token_rows(text_blocks)
+        else:
+            text = np.concatenate(text_blocks)
+        ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
+        log_event("round_start", index=name, round=version + 1, chunks=chunk_ids,
+                  items=int(len(ids)), kind="cross-modal")
+        result = run_round(cache, config.cross_modal, config.settings.bits, config.dim,
+                           np.concatenate([c.features for _, c in train]), text,
+                           pad_labels([c.labels for _, c in train]), ids,
+                           {**stored, **query_arrays})
+        result.record["chunks"] = chunk_ids
+        t = time.perf_counter()
+        ok = self.store.commit_round(
+            name, version, state=result.state, projection=None, centers=None,
+            segment=result.segment, record=result.record, ack_ids=chunk_ids + list(queries) + bad,
+            query_chunks=query_arrays, deep_model=result.deep_model)
+        if not ok:
+            log_event("round_lost_race", index=name, round=version + 1, chunks=chunk_ids)
+            self.deep_cache.pop(name, None)
+            return False
+        self.store.record_commit_seconds(name, version + 1, time.perf_counter() - t)
+        self.deep_cache[name] = result.cache
+        log_event("round_commit", index=name, round=version + 1, chunks=chunk_ids,
+                  items=int(len(ids)), map=result.record.get("map"),
+                  action=result.record["action"], model_version=result.record["model_version"])
         return True
 
     def _record(self, name: str, version: int, chunk_ids: list[str], state: SDOHState,

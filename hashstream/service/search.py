@@ -36,6 +36,11 @@ class Replica:
     label_indptr: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(1, np.int64))
     label_indices: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int32))
     row_of_id: dict[int, int] = field(default_factory=dict)
+    # cross-modal indexes: the latest ECMH model and the single-modality codes of the pairs
+    deep_model: Any = None
+    deep_model_version: int = 0
+    image_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
+    text_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
 
     def labels_of(self, row: int) -> list[int]:
         return self.label_indices[self.label_indptr[row]:self.label_indptr[row + 1]].tolist()
@@ -67,48 +72,86 @@ class SearchService:
                 current = None  # deleted and re-created: nothing carries over
             if current is not None and current.version == version:
                 return current
-            fresh = self._load(name, current, version, uid)
+            fresh = self._load(name, current, version, uid, config.get("kind") == "cross-modal")
             self.replicas[name] = fresh
             return fresh
 
-    def _load(self, name: str, base: Replica | None, version: int, uid: float) -> Replica:
+    def _load(self, name: str, base: Replica | None, version: int, uid: float,
+              deep: bool) -> Replica:
         rep = Replica(uid=uid) if base is None else base
         codes, ids, indptrs, indices = [rep.codes], [rep.ids], [rep.label_indptr], \
             [rep.label_indices]
+        image_codes, text_codes = [rep.image_codes], [rep.text_codes]
         offset = int(rep.label_indptr[-1])
         for v in range(rep.version + 1, version + 1):
             seg = self.store.load_segment(name, v)
             codes.append(seg["codes"])
+            if "image_codes" in seg:
+                image_codes.append(seg["image_codes"])
+                text_codes.append(seg["text_codes"])
             ids.append(seg["ids"])
             indptrs.append(seg["label_indptr"][1:] + offset)
             offset += int(seg["label_indptr"][-1])
             indices.append(seg["label_indices"])
         fm = rep.feature_map
-        if fm is None and version > 0:
+        deep_model, mv = rep.deep_model, rep.deep_model_version
+        if deep and version > 0:
+            from hashstream.solver.ecmh.state_io import from_arrays
+
+            mv = int(self.store.load_state(name, ["model_version"])["model_version"])
+            if deep_model is None or rep.deep_model_version != mv:
+                deep_model = from_arrays(self.store.load_deep_model(name, mv))
+        elif fm is None and version > 0:
             f = self.store.load_state(name, _FEATURE_MAP_FIELDS)
             kind = bytes(f["feature_map_kind"].astype(np.uint8)).decode()
             fm = FeatureMapParams("rbf" if kind == "rbf" else "identity",
                                   f["feature_map_anchors"], float(f["feature_map_sigma"]),
                                   f["feature_map_mean"])
-        projection = self.store.load_projection(name, version) if version > 0 else None
-        nonempty = [c for c in codes if c.size]
-        all_codes = np.concatenate(nonempty) if nonempty else rep.codes
+        projection = (self.store.load_projection(name, version)
+                      if version > 0 and not deep else None)
+
+        def stack(blocks: list[np.ndarray[Any, Any]], empty: np.ndarray[Any, Any]
+                  ) -> np.ndarray[Any, Any]:
+            nonempty = [c for c in blocks if c.size]
+            return np.concatenate(nonempty) if nonempty else empty
+
+        all_codes = stack(codes, rep.codes)
         all_ids = np.concatenate(ids)
         row_of_id = dict(rep.row_of_id)
         start = len(rep.ids)
         row_of_id.update({int(i): start + j for j, i in enumerate(all_ids[start:])})
         return Replica(version, uid, fm, projection, all_codes, all_ids,
-                       np.concatenate(indptrs), np.concatenate(indices), row_of_id)
+                       np.concatenate(indptrs), np.concatenate(indices), row_of_id, deep_model,
+                       mv, stack(image_codes, rep.image_codes),
+                       stack(text_codes, rep.text_codes))
 
     # --- queries --------------------------------------------------------------------------
     def _ready(self, name: str) -> Replica:
         rep = self.replica(name)
-        if rep.version == 0 or rep.projection is None or rep.feature_map is None:
+        if rep.version == 0 or ((rep.projection is None or rep.feature_map is None)
+                                and rep.deep_model is None):
             raise Conflict(f"index {name!r} has no committed round yet; ingest training chunks "
                            "and wait for the first round", "name")
         return rep
 
-    def encode(self, rep: Replica, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def encode(self, rep: Replica, features: np.ndarray[Any, Any],
+               modality: str = "image") -> np.ndarray[Any, Any]:
+        """Packed codes of query vectors: sgn(φ(q)P), or for a cross-modal index
+        sgn(INet(q)) (``modality='image'``) or sgn(TNet(q)) (``'text'``)."""
+        if rep.deep_model is not None:
+            from hashstream.solver.ecmh.networks import (
+                image_representations,
+                image_tensor,
+                text_representations,
+                text_tensor,
+            )
+
+            m = rep.deep_model
+            if modality == "text":
+                rep_t = text_representations(m, text_tensor(m.config, features, m.device))
+            else:
+                rep_t = image_representations(m, image_tensor(features, m.device))
+            return pack_codes(rep_t.cpu().numpy() >= 0)
         assert rep.feature_map is not None and rep.projection is not None
         phi = apply_feature_map(rep.feature_map, features, self._backend)
         return pack_codes(phi @ rep.projection >= 0)
@@ -118,18 +161,28 @@ class SearchService:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", "k")
 
     def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
-                       dim: int) -> tuple[int, list[list[dict[str, Any]]]]:
-        """(model version searched, hits per query)."""
+                       dim: int | None, modality: str = "image", target: str = "pairs"
+                       ) -> tuple[int, list[list[dict[str, Any]]]]:
+        """(model version searched, hits per query). ``dim`` None skips the width check
+        (token queries). For cross-modal indexes ``modality`` picks the query encoder and
+        ``target`` the database codes: the pairs' unified codes, or their image or text side."""
         self._check_k(k)
+        field_name = "features" if modality == "image" else modality
         if features.ndim != 2 or features.shape[0] == 0:
-            raise InvalidInput("features must be a non-empty list of vectors", "features")
-        if features.shape[1] != dim:
+            raise InvalidInput("query must be a non-empty list of vectors", field_name)
+        if dim is not None and features.shape[1] != dim:
             raise InvalidInput(f"vectors have dimension {features.shape[1]}, the index expects "
-                               f"{dim}", "features")
+                               f"{dim}", field_name)
         if not np.isfinite(features).all():
-            raise InvalidInput("query vectors contain NaN or Inf", "features")
+            raise InvalidInput("query vectors contain NaN or Inf", field_name)
         rep = self._ready(name)
-        return rep.version, self._top_k(rep, self.encode(rep, features), k, exclude=None)
+        if rep.deep_model is None and (modality != "image" or target != "pairs"):
+            raise InvalidInput("text queries and targets are for cross-modal indexes", "target")
+        db = {"pairs": rep.codes, "image": rep.image_codes, "text": rep.text_codes}.get(target)
+        if db is None:
+            raise InvalidInput("target must be 'pairs', 'image' or 'text'", "target")
+        return rep.version, self._top_k(rep, self.encode(rep, features, modality), k,
+                                        exclude=None, db=db)
 
     def search_item(self, name: str, item: int, k: int) -> tuple[int, list[dict[str, Any]]]:
         """(model version searched, hits of the stored item, itself excluded)."""
@@ -142,9 +195,11 @@ class SearchService:
         return rep.version, self._top_k(rep, rep.codes[row:row + 1], k, exclude=row)[0]
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
-               exclude: int | None) -> list[list[dict[str, Any]]]:
-        n = rep.codes.shape[0]
-        dist = hamming_distances(queries, rep.codes).astype(np.int32)
+               exclude: int | None, db: np.ndarray[Any, Any] | None = None
+               ) -> list[list[dict[str, Any]]]:
+        db = rep.codes if db is None else db
+        n = db.shape[0]
+        dist = hamming_distances(queries, db).astype(np.int32)
         if exclude is not None:
             dist[:, exclude] = np.iinfo(np.int32).max
             n -= 1

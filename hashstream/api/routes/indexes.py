@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep
 from hashstream.api.schemas import CreateIndex, IndexInfo
+from hashstream.service.cross_modal import CrossModalSettings
 from hashstream.service.errors import InvalidInput
 from hashstream.solver.settings import SDOHSettings
 
@@ -19,9 +20,11 @@ router = APIRouter(tags=["indexes"])
 async def create_index(body: CreateIndex, indexes: IndexesDep) -> dict[str, Any]:
     try:
         settings = SDOHSettings.from_dict(body.solver_settings())
-    except ValueError as exc:
+        cross = (CrossModalSettings.from_dict(body.cross_modal_settings())
+                 if body.kind == "cross-modal" else None)
+    except (ValueError, TypeError) as exc:
         raise InvalidInput(str(exc), "settings") from exc
-    await run_in_threadpool(indexes.create, body.name, body.dim, settings)
+    await run_in_threadpool(indexes.create, body.name, body.dim, settings, cross)
     return await run_in_threadpool(indexes.describe, body.name)
 
 

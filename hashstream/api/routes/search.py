@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query
@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep, SearchDep, SettingsDep
 from hashstream.api.schemas import SearchRequest, SearchResponse
+from hashstream.service.cross_modal import pad_tokens
 from hashstream.service.errors import InvalidInput
 
 router = APIRouter(tags=["search"])
@@ -24,7 +25,7 @@ def _parse_vector(text: str) -> np.ndarray[Any, Any]:
 
 
 def _get(name: str, indexes: Any, search: Any, vector: str | None, item: int | None,
-         k: int) -> dict[str, Any]:
+         k: int, modality: str = "image", target: str = "pairs") -> dict[str, Any]:
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     if item is not None:
@@ -32,21 +33,35 @@ def _get(name: str, indexes: Any, search: Any, vector: str | None, item: int | N
         results = [hits]
     else:
         assert vector is not None
-        dim = indexes.config(name).dim
-        version, results = search.search_vectors(name, _parse_vector(vector), k, dim)
+        config = indexes.config(name)
+        dim = config.dim if modality == "image" else (
+            config.cross_modal.text_dim if config.cross_modal is not None else config.dim)
+        version, results = search.search_vectors(name, _parse_vector(vector), k, dim,
+                                                 modality, target)
     return {"index": name, "model_version": version, "results": results}
 
 
 def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
           max_batch: int) -> dict[str, Any]:
-    if len(body.features) > max_batch:
-        raise InvalidInput(f"at most {max_batch} query vectors per request", "features")
-    try:
-        features = np.asarray(body.features, dtype=np.float32)
-    except ValueError as exc:
-        raise InvalidInput("features must be equal-length vectors", "features") from exc
-    dim = indexes.config(name).dim
-    version, results = search.search_vectors(name, features, body.k, dim)
+    given = {f: getattr(body, f) for f in ("features", "image", "text", "tokens")
+             if getattr(body, f) is not None}
+    if len(given) != 1:
+        raise InvalidInput("give exactly one of features (or image), text, tokens", "features")
+    field_name, rows = next(iter(given.items()))
+    if len(rows) > max_batch:
+        raise InvalidInput(f"at most {max_batch} query vectors per request", field_name)
+    config = indexes.config(name)
+    modality = "text" if field_name in ("text", "tokens") else "image"
+    if field_name == "tokens":
+        queries, dim = pad_tokens(rows), None
+    else:
+        try:
+            queries = np.asarray(rows, dtype=np.float32)
+        except ValueError as exc:
+            raise InvalidInput(f"{field_name} must be equal-length vectors", field_name) from exc
+        dim = config.dim if modality == "image" else (
+            config.cross_modal.text_dim if config.cross_modal is not None else None)
+    version, results = search.search_vectors(name, queries, body.k, dim, modality, body.target)
     return {"index": name, "model_version": version, "results": results}
 
 
@@ -55,8 +70,14 @@ def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
 async def search_get(name: str, indexes: IndexesDep, search: SearchDep,
                      vector: str | None = Query(None, description="v1,v2,… (d numbers)"),
                      item: int | None = Query(None, description="id of a stored item"),
-                     k: int = Query(10, ge=1)) -> dict[str, Any]:
-    return await run_in_threadpool(_get, name, indexes, search, vector, item, k)
+                     k: int = Query(10, ge=1),
+                     modality: Literal["image", "text"] = Query(
+                         "image", description="cross-modal: which network encodes the vector"),
+                     target: Literal["pairs", "image", "text"] = Query(
+                         "pairs", description="cross-modal: which codes of the pairs to rank"),
+                     ) -> dict[str, Any]:
+    return await run_in_threadpool(_get, name, indexes, search, vector, item, k, modality,
+                                   target)
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse,

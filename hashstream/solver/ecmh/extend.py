@@ -5,6 +5,10 @@ Stage 1 (warm-up) grows TNet's vocabulary by the new words and trains only their
 core algorithm with everything else frozen; stage 2 takes F_{n|θo}, G_{n|θo} and A_α (Eq. 2) of
 the new data under the old parameters; stage 3 trains INet and TNet by the core algorithm with
 the self-taught distillation loss. Old codes are not an input: they are never rewritten.
+
+With ``TrainSettings.loss`` 'dhd' or 'idcwh' every stage trains with that objective and the
+old run's head (``CoreResult.head``: proxies or centers of the old classes, grown by rows for
+the new ones); stage 3 adds ECMH's L_d to it, so the agreed dimensions still hold.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from hashstream.solver.ecmh.agreement import agreement_matrix
+from hashstream.solver.ecmh.losses import ObjectiveHead
 from hashstream.solver.ecmh.networks import (
     ECMHModel,
     grow_vocabulary,
@@ -54,11 +59,14 @@ def new_vocabulary_size(model: ECMHModel, data: PairedData) -> int:
 
 def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
            log_every: int = 10,
-           on_epoch: dict[str, EpochCallback] | None = None) -> ExtensionResult:
+           on_epoch: dict[str, EpochCallback] | None = None,
+           head: ObjectiveHead | None = None) -> ExtensionResult:
     """Algorithm 2: a new model for the old and the new classes, trained on ``data`` (the new
     pairs) only; ``model`` (θ_o) is left untouched.
 
-    ``on_epoch`` maps a stage name ('warmup', 'extend') to its progress callback.
+    ``on_epoch`` maps a stage name ('warmup', 'extend') to its progress callback. ``head`` is
+    the old run's objective head (``settings.loss`` 'dhd' or 'idcwh'; left untouched, a fresh
+    one when None); the extended head is ``result.core.head``.
     """
     callbacks = on_epoch or {}
     started = time.perf_counter()
@@ -76,8 +84,9 @@ def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
         warmup = core_algorithm(grown, data, settings, epochs=settings.warmup_epochs,
                                 train_image=False, text_scope="new_embeddings",
                                 seed=settings.seed + 2, log_every=log_every,
-                                on_epoch=callbacks.get("warmup"))
+                                on_epoch=callbacks.get("warmup"), head=head)
         grown = warmup.model
+        head = warmup.head
         note = (f"ran {settings.warmup_epochs} epochs on "
                 f"{grown.config.vocab_size - model.config.vocab_size} new word vectors")
     seconds["warmup"] = warmup.seconds if warmup is not None else 0.0
@@ -94,18 +103,21 @@ def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
     core = core_algorithm(grown, data, settings, epochs=settings.extend_epochs,
                           agreement=agreement, f_old=f_old, g_old=g_old, text_scope=scope,
                           seed=settings.seed + 3, log_every=log_every,
-                          on_epoch=callbacks.get("extend"))
+                          on_epoch=callbacks.get("extend"), head=head)
     seconds["extend"] = core.seconds
     seconds["total"] = time.perf_counter() - started
     return ExtensionResult(core.model, warmup, note, agreement, f_old, g_old, core, seconds)
 
 
 def fine_tune(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
-              log_every: int = 10, on_epoch: EpochCallback | None = None) -> CoreResult:
+              log_every: int = 10, on_epoch: EpochCallback | None = None,
+              head: ObjectiveHead | None = None) -> CoreResult:
     """The fine-tuning baseline (§3.2): continue training ``model`` on the new data alone by
     Algorithm 1 with A_α = 0 and no distillation, for ``settings.extend_epochs`` epochs. New
-    word ids get fresh vectors, trained with everything else (no separate warm-up)."""
+    word ids get fresh vectors, trained with everything else (no separate warm-up). With
+    'dhd' / 'idcwh' the objective continues from ``head``, the old run's."""
     grown = grow_vocabulary(model, new_vocabulary_size(model, data), seed=settings.seed + 1)
     return core_algorithm(grown, data, settings, epochs=settings.extend_epochs,
-                          seed=settings.seed + 3, log_every=log_every, on_epoch=on_epoch)
+                          seed=settings.seed + 3, log_every=log_every, on_epoch=on_epoch,
+                          head=head)
 

@@ -5,12 +5,15 @@ Each function takes the rows of one modality that a step updates (a mini-batch o
 items, or all of them). The scalings are written so that, over a random batch, the expected
 value equals the paper's full-set term: λ_d = 1/(M L²) becomes 1/(m L²), λ_c = λ_h = 1/(M² L)
 become 1/(m M L). With m = M they are exactly the paper's.
+
+``ObjectiveHead`` is the interface of the alternative objectives (``TrainSettings.loss``):
+DHD (:mod:`~hashstream.solver.ecmh.dhd`) and IDCWH (:mod:`~hashstream.solver.ecmh.idcwh`).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.functional import softplus
 
 from hashstream.solver.ecmh.agreement import similarity
@@ -91,3 +94,48 @@ def objective(f: Tensor, g: Tensor, labels: Tensor, codes: Tensor, agreement: Te
         l_c += float(part) * (rows.stop - rows.start) / n
     l_h = float(hash_loss(f, codes, agreement, beta, n) + hash_loss(g, codes, agreement, beta, n))
     return {"distillation": l_d, "common": l_c, "hash": l_h, "total": l_d + l_c + l_h}
+
+
+class ObjectiveHead(nn.Module):
+    """Trainable class-level targets shared by INet and TNet (DHD's hash proxies, IDCWH's
+    class centers) and the objective that trains a network against them; the alternative to
+    L_c + L_h chosen by ``TrainSettings.loss``. Rows are classes (label columns); a head grows
+    by appending rows, never touching the old ones.
+    """
+
+    def batch_terms(self, net: nn.Module, inputs: Tensor, labels: Tensor, other: Tensor,
+                    generator: torch.Generator | None) -> tuple[Tensor, dict[str, Tensor]]:
+        """One mini-batch of one modality: ``inputs`` go through ``net``; ``labels`` (m × c,
+        0/1) are theirs and ``other`` (m × L) the other modality's current representations of
+        the same items. Returns the representation to store for these items and the weighted
+        terms of the loss (their sum is what a step minimises)."""
+        raise NotImplementedError
+
+    @property
+    def n_classes(self) -> int:
+        raise NotImplementedError
+
+    def grow(self, n_classes: int, generator: torch.Generator) -> None:
+        """Append rows so the head covers ``n_classes`` classes."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def full_objective(self, inet: nn.Module, tnet: nn.Module, image: Tensor, text: Tensor,
+                       labels: Tensor, f: Tensor, g: Tensor, seed: int = 0,
+                       block: int = 4096) -> dict[str, float]:
+        """The objective over the whole set, for logging and tests: each modality's mean
+        per-item loss (``block`` rows at a time), summed over the two modalities. Random
+        views come from a generator seeded with ``seed``, so two calls see the same views."""
+        n = int(labels.shape[0])
+        out: dict[str, float] = {}
+        if n == 0:
+            return {"total": 0.0}
+        gen = torch.Generator(device=labels.device).manual_seed(seed)
+        for net, x, other in ((inet, image, g), (tnet, text, f)):
+            for i in range(0, n, block):
+                rows = slice(i, min(i + block, n))
+                _, terms = self.batch_terms(net, x[rows], labels[rows], other[rows], gen)
+                for key, value in terms.items():
+                    out[key] = out.get(key, 0.0) + float(value) * (rows.stop - rows.start) / n
+        out["total"] = sum(out.values())
+        return out

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 TextKind = Literal["dense", "tokens"]
 OptimizerName = Literal["sgd", "adam"]
 CommonLoss = Literal["likelihood", "paper"]
+Objective = Literal["ecmh", "dhd", "idcwh"]
+CenterUpdate = Literal["sign", "dcc"]
 
 PAD_ID = -1
 """Token id of padding. Every negative id is padding, and so is every id at or past the
@@ -76,6 +78,80 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class DHDSettings:
+    """Deep Hash Distillation (Jang et al., ECCV 2022; ``seeds/dhd.txt``) as the objective of
+    INet/TNet: L_HP + λ1 L_SdH + λ2 L_bce-Q (Eq. 8), see :mod:`hashstream.solver.ecmh.dhd`.
+
+    Paper defaults: ``lambda_sdh`` = λ1 = 0.1, ``lambda_q`` = λ2 = 0.1, ``sigma`` = 0.5 (the
+    Gaussian estimators of Eq. 5), ``teacher_scale`` = s_T = 0.5 (non-AlexNet backbones).
+    ``tau`` (Eq. 4) is 0.2–0.6 in the paper depending on the data set. Feature-space views
+    replace the image transformations: each of dropout, Gaussian noise and mixing happens to a
+    row with its ``*_prob`` in the strong (student) view and with ``*_prob`` × s_T in the weak
+    (teacher) view; token text gets word dropout (``dropout_*``) only.
+    ``quantize_proxies`` applies L_bce-Q to the proxies as well (paper §3.2; the authors' code
+    leaves it out).
+    """
+
+    tau: float = 0.4
+    lambda_sdh: float = 0.1
+    lambda_q: float = 0.1
+    sigma: float = 0.5
+    teacher_scale: float = 0.5
+    dropout_prob: float = 0.5
+    dropout_rate: float = 0.2
+    noise_prob: float = 0.5
+    noise_std: float = 0.3
+    mix_prob: float = 0.5
+    mix_max: float = 0.3
+    quantize_proxies: bool = True
+
+    def __post_init__(self) -> None:
+        if self.tau <= 0 or self.sigma <= 0:
+            raise ValueError("tau and sigma must be positive")
+        if min(self.lambda_sdh, self.lambda_q, self.noise_std) < 0:
+            raise ValueError("lambda_sdh, lambda_q and noise_std must be non-negative")
+        for name in ("teacher_scale", "dropout_prob", "noise_prob", "mix_prob"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
+        if not 0 <= self.dropout_rate < 1 or not 0 <= self.mix_max < 0.5:
+            raise ValueError("dropout_rate must be in [0, 1) and mix_max in [0, 0.5) (a mixed "
+                             "row keeps the label of its main item)")
+
+
+@dataclass(frozen=True)
+class IDCWHSettings:
+    """Improved Deep Classwise Hashing (Zhang & Yan, ICPR 2020; ``seeds/idcwh.txt``) as the
+    objective of INet/TNet: L_clw + γ L_csl + β L_quant, see
+    :mod:`hashstream.solver.ecmh.idcwh`.
+
+    ``sigma`` is σ of the normalised Gaussian (L_clw), ``gamma`` weighs the center similarity
+    loss and ``quant`` (β) the quantisation loss; the slides give no values. ``center_update``
+    estimates the binary centers U of the classes in a mini-batch: 'sign' is IDCWH's
+    u_j = sgn(Σ b) (sgn(0) = +1); 'dcc' is SDOH-HC's discrete center step (``seeds/sdoh-hc.txt``
+    Eq. 1: min θ‖C − Uᵀ‖² + η‖r L̂ − B Uᵀ‖² over binary U, by DCC from the 'sign' estimate,
+    C the Hadamard centers) with ``dcc_theta`` = θ, ``dcc_eta`` = η and ``dcc_sweeps`` sweeps.
+    """
+
+    sigma: float = 2.0
+    gamma: float = 1.0
+    quant: float = 0.01
+    center_update: CenterUpdate = "sign"
+    dcc_theta: float = 1.0
+    dcc_eta: float = 1.0
+    dcc_sweeps: int = 3
+
+    def __post_init__(self) -> None:
+        if self.sigma <= 0 or min(self.gamma, self.quant, self.dcc_theta, self.dcc_eta) < 0:
+            raise ValueError("sigma must be positive; gamma, quant, dcc_theta and dcc_eta "
+                             "non-negative")
+        if self.center_update not in ("sign", "dcc"):
+            raise ValueError(f"center_update must be 'sign' or 'dcc', not "
+                             f"{self.center_update!r}")
+        if self.dcc_sweeps < 1:
+            raise ValueError("dcc_sweeps must be positive")
+
+
+@dataclass(frozen=True)
 class TrainSettings:
     """Hyper-parameters of Algorithms 1 and 2.
 
@@ -94,6 +170,11 @@ class TrainSettings:
     ``common_loss`` picks the form of L_c (see :func:`~hashstream.solver.ecmh.losses.
     common_space_loss`: Eq. 6 as printed collapses, so the default is DCMH's likelihood).
     ``device`` is 'auto' (CUDA when usable, else CPU), 'cpu' or 'cuda'.
+    ``loss`` is the training objective of INet/TNet: 'ecmh' (L_c + L_h, the paper), 'dhd'
+    (``dhd`` settings) or 'idcwh' (``idcwh`` settings); the latter two train class proxies or
+    centers shared by both modalities and replace L_c and L_h. In an extension they are
+    combined with ECMH's L_d, weighted as ``distill_weight`` × the mean over the m × L entries
+    of A_α ∘ (F − F_{n|θo})² (ECMH's own λ_d = 1/(m L²) is used with ``loss='ecmh'``).
     """
 
     epochs: int = 100
@@ -110,6 +191,10 @@ class TrainSettings:
     common_loss: CommonLoss = "likelihood"
     seed: int = 0
     device: str = "auto"
+    loss: Objective = "ecmh"
+    distill_weight: float = 1.0
+    dhd: DHDSettings = field(default_factory=DHDSettings)
+    idcwh: IDCWHSettings = field(default_factory=IDCWHSettings)
 
     def __post_init__(self) -> None:
         if min(self.epochs, self.extend_epochs, self.warmup_epochs) < 0:
@@ -127,6 +212,10 @@ class TrainSettings:
                              f"{self.common_loss!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
+        if self.loss not in ("ecmh", "dhd", "idcwh"):
+            raise ValueError(f"loss must be 'ecmh', 'dhd' or 'idcwh', not {self.loss!r}")
+        if self.distill_weight < 0:
+            raise ValueError("distill_weight must be non-negative")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

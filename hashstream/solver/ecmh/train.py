@@ -5,10 +5,16 @@ mini-batches of texts with INet and C fixed, then sets C = sign(F + G) (Eq. 8). 
 the per-item representation buffers of the DCMH-style alternating scheme: every batch step
 writes its fresh rows back, and L_c of a batch is taken against the other modality's whole
 buffer. Training from scratch is the core algorithm with A_α = 0 (paper §2.5).
+
+``TrainSettings.loss`` swaps L_c + L_h for another objective with trainable class-level
+targets shared by both modalities (an :class:`~hashstream.solver.ecmh.losses.ObjectiveHead`):
+DHD's hash proxies or IDCWH's class centers. The head travels with the result
+(``CoreResult.head``) so an extension continues from the old classes' proxies or centers.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,7 +25,10 @@ import torch
 from torch import Tensor, nn
 
 from hashstream.solver.ecmh.agreement import similarity, unified_codes
+from hashstream.solver.ecmh.dhd import DHDHead
+from hashstream.solver.ecmh.idcwh import IDCWHHead
 from hashstream.solver.ecmh.losses import (
+    ObjectiveHead,
     common_space_loss,
     distillation_loss,
     hash_loss,
@@ -69,8 +78,9 @@ def paired_data(config: NetworkConfig, image: np.ndarray[Any, Any], text: np.nda
 @dataclass(frozen=True)
 class CoreResult:
     """A trained model, the final C (M × L float ±1), the F and G buffers, the full-set
-    objective (Eq. 1) at logged epochs (epoch 0 is before any update) and the training time
-    in seconds (objective logging excluded)."""
+    objective (Eq. 1, or the chosen objective's) at logged epochs (epoch 0 is before any
+    update), the training time in seconds (objective logging excluded) and the objective's
+    head (DHD proxies, IDCWH centers; None for ECMH's own loss)."""
 
     model: ECMHModel
     codes: Tensor
@@ -78,6 +88,43 @@ class CoreResult:
     g: Tensor
     history: list[dict[str, float]]
     seconds: float
+    head: ObjectiveHead | None = None
+
+
+def make_head(settings: TrainSettings, bits: int, n_classes: int,
+              device: torch.device) -> ObjectiveHead | None:
+    """A fresh head for ``settings.loss`` (None for 'ecmh'), initialised from the seed."""
+    generator = torch.Generator().manual_seed(settings.seed + 11)
+    head: ObjectiveHead
+    if settings.loss == "dhd":
+        head = DHDHead(n_classes, bits, settings.dhd, generator)
+    elif settings.loss == "idcwh":
+        head = IDCWHHead(n_classes, bits, settings.idcwh, generator)
+    else:
+        return None
+    return head.to(device)
+
+
+def _prepare_head(head: ObjectiveHead | None, settings: TrainSettings, bits: int,
+                  n_classes: int, device: torch.device, seed: int) -> ObjectiveHead | None:
+    """A copy of ``head`` with at least ``n_classes`` rows, or a fresh one; None for 'ecmh'."""
+    if settings.loss == "ecmh":
+        if head is not None:
+            raise ValueError("an objective head was given but settings.loss is 'ecmh'")
+        return None
+    if head is None:
+        return make_head(settings, bits, n_classes, device)
+    expected = DHDHead if settings.loss == "dhd" else IDCWHHead
+    if not isinstance(head, expected):
+        raise ValueError(f"settings.loss is {settings.loss!r} but the head is a "
+                         f"{type(head).__name__}")
+    head = copy.deepcopy(head)
+    if isinstance(head, DHDHead):
+        head.settings = settings.dhd
+    elif isinstance(head, IDCWHHead):
+        head.settings = settings.idcwh
+    head.grow(n_classes, torch.Generator().manual_seed(seed + 13))
+    return head.to(device)
 
 
 def _optimizer(params: Iterable[nn.Parameter], settings: TrainSettings
@@ -105,7 +152,8 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
                    epochs: int, agreement: Tensor | None = None, f_old: Tensor | None = None,
                    g_old: Tensor | None = None, train_image: bool = True,
                    text_scope: str = "all", seed: int | None = None, log_every: int = 10,
-                   on_epoch: EpochCallback | None = None) -> CoreResult:
+                   on_epoch: EpochCallback | None = None,
+                   head: ObjectiveHead | None = None) -> CoreResult:
     """Algorithm 1 on ``data`` starting from a copy of ``model`` (which is left untouched).
 
     ``agreement`` is A_α (M × L; None means all zeros, as when training from scratch);
@@ -114,6 +162,12 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     move ('all', 'new_embeddings', 'all_but_old_embeddings'); parameters outside the
     optimisers keep their exact values. The objective is logged before training, every
     ``log_every`` epochs and after the last.
+
+    With ``settings.loss`` 'dhd' or 'idcwh' each batch step minimises that objective instead
+    of L_c + L_h (plus L_d when ``f_old``/``g_old`` are given, weighted as
+    ``settings.distill_weight`` × the entry mean); ``head`` (copied, never changed) carries the
+    proxies or centers of an earlier run, grown to the label columns of ``data``; without it
+    a fresh head is made. Its parameters train in every pass that trains any network.
     """
     if (f_old is None) != (g_old is None):
         raise ValueError("give both F_{n|θo} and G_{n|θo} or neither")
@@ -122,21 +176,36 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     if n == 0:
         raise ValueError("cannot train on zero items")
     a = agreement if agreement is not None else torch.zeros(n, bits, device=device)
-    generator = torch.Generator().manual_seed(settings.seed if seed is None else seed)
+    run_seed = settings.seed if seed is None else seed
+    generator = torch.Generator().manual_seed(run_seed)
+    head = _prepare_head(head, settings, bits, int(data.labels.shape[1]), device, run_seed)
+    views = torch.Generator(device=device).manual_seed(run_seed + 17)  # DHD's random views
     image_opt = _optimizer(model.inet.parameters(), settings) if train_image else None
     text_opt = _optimizer(model.text_parameters(text_scope), settings)
+    head_opt = _optimizer(head.parameters(), settings) if head is not None else None
     f = image_representations(model, data.image)
     g = text_representations(model, data.text)
     codes = unified_codes(f, g)
     beta, batch = settings.beta, settings.batch_size
     # S (Eq. 3) is fixed for the run: kept whole as bytes while that is small, else per batch.
     full_sim = (similarity(data.labels, data.labels).to(torch.uint8)
-                if n * n <= _FULL_SIMILARITY_MAX else None)
+                if head is None and n * n <= _FULL_SIMILARITY_MAX else None)
 
     def log() -> dict[str, float]:
-        return objective(image_representations(model, data.image),
-                         text_representations(model, data.text), data.labels, codes, a,
-                         f_old, g_old, beta, settings.common_loss)
+        f_now = image_representations(model, data.image)
+        g_now = text_representations(model, data.text)
+        if head is None:
+            return objective(f_now, g_now, data.labels, codes, a, f_old, g_old, beta,
+                             settings.common_loss)
+        out = head.full_objective(model.inet, model.tnet, data.image, data.text, data.labels,
+                                  f_now, g_now, seed=run_seed)
+        if f_old is not None and g_old is not None:
+            with torch.no_grad():
+                l_d = settings.distill_weight * bits * float(
+                    distillation_loss(f_now, f_old, a) + distillation_loss(g_now, g_old, a))
+            out["distillation"] = l_d
+            out["total"] += l_d
+        return out
 
     def run_pass(net: nn.Module, inputs: Tensor, own: Tensor, other: Tensor, old: Tensor | None,
                  opt: tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]) -> None:
@@ -144,18 +213,32 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, n, batch):
             idx = order[start:start + batch]
-            rep: Tensor = net(inputs[idx])
             a_b = a[idx]
-            sim = (full_sim[idx] if full_sim is not None
-                   else similarity(data.labels[idx], data.labels))
-            loss = common_space_loss(rep, other, sim, a_b, settings.common_loss)
-            loss = loss + hash_loss(rep, codes[idx], a_b, beta, n)
-            if old is not None:
-                loss = loss + distillation_loss(rep, old[idx], a_b)
+            rep: Tensor
+            if head is None:
+                rep = net(inputs[idx])
+                sim = (full_sim[idx] if full_sim is not None
+                       else similarity(data.labels[idx], data.labels))
+                loss = common_space_loss(rep, other, sim, a_b, settings.common_loss)
+                loss = loss + hash_loss(rep, codes[idx], a_b, beta, n)
+                if old is not None:
+                    loss = loss + distillation_loss(rep, old[idx], a_b)
+            else:
+                rep, terms = head.batch_terms(net, inputs[idx], data.labels[idx], other[idx],
+                                              views)
+                loss = torch.stack(list(terms.values())).sum()
+                if old is not None:  # ECMH's L_d as an entry mean: λ_d = 1/(m L²) × L
+                    loss = loss + settings.distill_weight * bits * distillation_loss(
+                        rep, old[idx], a_b)
             opt[0].zero_grad(set_to_none=True)
+            if head_opt is not None:
+                head_opt[0].zero_grad(set_to_none=True)
             torch.autograd.backward(loss)
             opt[0].step()
             opt[1].step()
+            if head_opt is not None:
+                head_opt[0].step()
+                head_opt[1].step()
             own[idx] = rep.detach()
 
     history = [{"epoch": 0.0, **log()}]
@@ -180,7 +263,7 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
             on_epoch(epoch, epochs, record)
     model.inet.eval()
     model.tnet.eval()
-    return CoreResult(model, codes, f, g, history, seconds)
+    return CoreResult(model, codes, f, g, history, seconds, head)
 
 
 def train_from_scratch(config: NetworkConfig, image: np.ndarray[Any, Any],

@@ -1,0 +1,93 @@
+"""Cross-modal indexes: image–text pairs hashed by the deep ECMH path (paper: ``ecmh.txt``).
+
+The first round trains INet and TNet from scratch (Algorithm 1); a later round whose chunk
+brings classes never seen extends the model with that chunk alone (Algorithm 2) and becomes a
+new model version; other rounds encode their pairs with the current model. Stored codes are
+never rewritten: each keeps the model version that made it (forward compatibility is what the
+extension's distillation buys). A pair is stored under three codes: the unified sign(F + G)
+(what image→text and text→image queries rank against) and sign(F), sign(G) for searches
+within one modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from hashstream.service.errors import InvalidInput
+
+TextKind = Literal["dense", "tokens"]
+
+
+@dataclass(frozen=True)
+class CrossModalSettings:
+    """Per-index settings of the deep path (network shape and training budget)."""
+
+    text_kind: TextKind = "dense"
+    text_dim: int = 0
+    image_hidden: tuple[int, ...] = (512,)
+    text_hidden: tuple[int, ...] = (512,)
+    embed_dim: int = 128
+    epochs: int = 60
+    extend_epochs: int = 30
+    warmup_epochs: int = 10
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CrossModalSettings:
+        d = dict(data)
+        for key in ("image_hidden", "text_hidden"):
+            if key in d:
+                d[key] = tuple(int(w) for w in d[key])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def pad_tokens(rows: Any, field: str = "tokens") -> np.ndarray[Any, Any]:
+    """``[[word ids…], …]`` → n × T int64, padded with −1 (ECMH's pad id)."""
+    if not isinstance(rows, list) or not rows:
+        raise InvalidInput(f"{field} must be a non-empty list of lists of word ids", field)
+    width = 1
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or any(isinstance(t, bool) or not isinstance(t, int)
+                                            or t < 0 or t > 10_000_000 for t in row):
+            raise InvalidInput(f"{field}[{i}] must be a list of word ids 0..10,000,000", field)
+        width = max(width, len(row))
+    out = np.full((len(rows), width), -1, dtype=np.int64)
+    for i, row in enumerate(rows):
+        out[i, :len(row)] = row
+    return out
+
+
+def dense_text(value: Any) -> np.ndarray[Any, Any]:
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("text must be a non-empty list of vectors", "text")
+    try:
+        arr = np.asarray(value, dtype=np.float32)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise InvalidInput(f"text must be equal-length numeric vectors ({exc})", "text") from exc
+    if arr.ndim != 2:
+        raise InvalidInput("text must be equal-length numeric vectors", "text")
+    return arr
+
+
+def validate_text(text: np.ndarray[Any, Any] | None, n: int,
+                  settings: CrossModalSettings) -> None:
+    """The text side of a pair chunk against the index's settings."""
+    field = "tokens" if settings.text_kind == "tokens" else "text"
+    if text is None:
+        raise InvalidInput(f"{field} is required for a cross-modal index", field)
+    if text.shape[0] != n:
+        raise InvalidInput(f"{field} has {text.shape[0]} rows but image has {n}", field)
+    if settings.text_kind == "dense":
+        if text.dtype.kind != "f" or text.shape[1] != settings.text_dim:
+            raise InvalidInput(f"text must be n × {settings.text_dim} numbers "
+                               f"(got {text.shape[1]} columns)", "text")
+        if not np.isfinite(text).all():
+            raise InvalidInput("text contains NaN or Inf", "text")
+    elif text.dtype.kind not in "iu":
+        raise InvalidInput("tokens must be integer word ids", "tokens")
