@@ -1,0 +1,114 @@
+"""Cross-modal (ECMH) indexes through the real service: train, encode, extend on unseen
+classes; old codes never rewritten; model versions round-trip through Redis exactly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hashstream.memory.index_store import IndexStore
+from hashstream.solver.ecmh.networks import build_model
+from hashstream.solver.ecmh.settings import NetworkConfig
+from hashstream.solver.ecmh.state_io import from_arrays, same_state, to_arrays
+
+SMALL = {"kind": "cross-modal", "bits": 16, "text_dim": 6, "epochs": 15, "extend_epochs": 8,
+         "image_hidden": [32], "text_hidden": [32]}
+
+
+class Pairs:
+    """Image/text cluster pairs: class k has an image mean and a text mean."""
+
+    def __init__(self, seed: int, n_classes: int = 6) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.image_means = self.rng.standard_normal((n_classes, 20)) * 3
+        self.text_means = self.rng.standard_normal((n_classes, 6)) * 3
+
+    def body(self, n: int, classes: list[int], role: str = "train") -> dict[str, Any]:
+        y = self.rng.choice(classes, n)
+        return {"image": (self.image_means[y] + self.rng.standard_normal((n, 20))).tolist(),
+                "text": (self.text_means[y] + self.rng.standard_normal((n, 6))).tolist(),
+                "labels": [[int(v)] for v in y], "role": role}
+
+
+def wait_version(server: Any, name: str, version: int, hs: Any) -> None:
+    hs.wait_until(lambda: server.http.get(f"/indexes/{name}").json()["model_version"]
+                  >= version, timeout=180, what=f"round {version}")
+
+
+def test_train_encode_extend_keeps_old_codes(api: Any, hs: Any, store_for: Any) -> None:
+    name = hs.unique("xm")
+    r = api.http.post("/indexes", json={"name": name, "dim": 20, **SMALL})
+    assert r.status_code == 201, r.text
+    assert r.json()["kind"] == "cross-modal"
+    data = Pairs(seed=3)
+    assert api.http.post(f"/indexes/{name}/ingest",
+                         json=data.body(120, list(range(6)), "query")).status_code == 202
+    for version, classes in enumerate([[0, 1, 2], [0, 1, 2], [3, 4, 5]], start=1):
+        assert api.http.post(f"/indexes/{name}/ingest",
+                             json=data.body(200, classes)).status_code == 202
+        wait_version(api, name, version, hs)
+    rounds = api.http.get(f"/indexes/{name}/rounds").json()["rounds"]
+    assert [r["action"] for r in rounds] == ["train", "encode", "extend"]
+    assert [r["model_version"] for r in rounds] == [1, 1, 2]
+    assert rounds[2]["unseen_classes"] == [3, 4, 5]
+    assert rounds[-1]["map_i2t"] > 0.5 and rounds[-1]["map_t2i"] > 0.5
+
+    store: IndexStore = store_for("api")
+    seg1 = store.load_segment(name, 1)
+    assert (seg1["model_version"] == 1).all()
+    assert (store.load_segment(name, 3)["model_version"] == 2).all()
+    # Old codes are never rewritten: each segment keeps the model version that made it, and
+    # model 1 stays stored beside the extended model 2.
+    model1 = from_arrays(store.load_deep_model(name, 1))
+    model2 = from_arrays(store.load_deep_model(name, 2))
+    assert not same_state(model1, model2)
+
+    # image → pairs, text → pairs and text within its modality find the query's class
+    probe = data.body(4, [5])
+    for payload in ({"image": probe["image"]}, {"text": probe["text"]},
+                    {"text": probe["text"], "target": "text"},
+                    {"image": probe["image"], "target": "image"}):
+        res = api.http.post(f"/indexes/{name}/search", json={**payload, "k": 5})
+        assert res.status_code == 200, res.text
+        hits = [h["labels"] for q in res.json()["results"] for h in q]
+        assert sum(lab == [5] for lab in hits) >= 0.8 * len(hits), (payload.keys(), hits)
+
+
+def test_cross_modal_input_errors(api: Any, hs: Any) -> None:
+    name = hs.unique("xm-bad")
+    assert api.http.post("/indexes", json={"name": name, "dim": 20, **SMALL}).status_code == 201
+    data = Pairs(seed=4)
+    body = data.body(30, [0, 1])
+    missing_text = {k: v for k, v in body.items() if k != "text"}
+    hs.assert_problem(api.http.post(f"/indexes/{name}/ingest", json=missing_text), 422, "text")
+    wrong = {**body, "text": [row[:4] for row in body["text"]]}
+    hs.assert_problem(api.http.post(f"/indexes/{name}/ingest", json=wrong), 422, "text")
+    nan = api.http.post(f"/indexes/{name}/ingest", content=(
+        '{"image": [[' + ",".join(["1"] * 20) + ']], "text": [[NaN,1,1,1,1,1]], '
+        '"labels": [[0]]}').encode(), headers={"content-type": "application/json"})
+    hs.assert_problem(nan, 422, "text")
+    sdoh = hs.unique("plain")
+    api.create_index(sdoh, 20)
+    hs.assert_problem(api.http.post(f"/indexes/{sdoh}/ingest", json=body), 422, "text")
+    hs.assert_problem(api.http.post("/indexes", json={"name": hs.unique("x"), "dim": 20,
+                                                      "kind": "cross-modal"}), 422, "text_dim")
+
+
+def test_deep_model_round_trips_through_redis(redis_client: Any, session_prefix: str,
+                                              hs: Any) -> None:
+    store = IndexStore(redis_client, f"{session_prefix}-deep")
+    name = hs.unique("m")
+    store.create_index(name, {"name": name})
+    config = NetworkConfig(bits=16, image_dim=5, text_kind="tokens", vocab_blocks=(40, 7),
+                           embed_dim=8, image_hidden=(9,), text_hidden=(11,))
+    model = build_model(config, seed=5)
+    assert store.commit_round(name, 0, state=None, projection=None, centers=None,
+                              segment={"ids": np.arange(3)}, record=None, ack_ids=[],
+                              query_chunks={}, deep_model=(1, to_arrays(model)))
+    back = store.load_deep_model(name, 1)
+    original = to_arrays(model)
+    assert back.keys() == original.keys()
+    for key, value in original.items():
+        assert back[key].dtype == value.dtype and back[key].tobytes() == value.tobytes(), key
+    assert same_state(from_arrays(back), model)
