@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
+from hashstream.memory.hamming_index import HammingIndex
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.solver.backend import get_backend
 from hashstream.solver.feature_map import FeatureMapParams, apply_feature_map
-from hashstream.solver.metrics import hamming_distances, pack_codes
+from hashstream.solver.metrics import pack_codes
 
 _FEATURE_MAP_FIELDS = ["feature_map_kind", "feature_map_anchors", "feature_map_sigma",
                        "feature_map_mean", "dim"]
@@ -39,6 +40,8 @@ class Replica:
     # cross-modal indexes: the latest ECMH model and the single-modality codes of the pairs
     deep_model: Any = None
     deep_model_version: int = 0
+    # HammingIndex per target ("pairs", and "image"/"text" for cross-modal), built on refresh
+    indexes: dict[str, HammingIndex] = field(default_factory=dict)
     image_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
     text_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
 
@@ -120,10 +123,25 @@ class SearchService:
         row_of_id = dict(rep.row_of_id)
         start = len(rep.ids)
         row_of_id.update({int(i): start + j for j, i in enumerate(all_ids[start:])})
-        return Replica(version, uid, fm, projection, all_codes, all_ids,
-                       np.concatenate(indptrs), np.concatenate(indices), row_of_id, deep_model,
-                       mv, stack(image_codes, rep.image_codes),
-                       stack(text_codes, rep.text_codes))
+        fresh = Replica(
+            version=version, uid=uid, feature_map=fm, projection=projection, codes=all_codes,
+            ids=all_ids, label_indptr=np.concatenate(indptrs),
+            label_indices=np.concatenate(indices), row_of_id=row_of_id, deep_model=deep_model,
+            deep_model_version=mv, image_codes=stack(image_codes, rep.image_codes),
+            text_codes=stack(text_codes, rep.text_codes))
+        # A new index per version: searches still running on the previous replica keep
+        # scanning exactly the previous version's codes.
+        # An id stored twice is an upsert: its latest item replaces the earlier one (as the
+        # id → row map does), so only each id's last occurrence is indexed.
+        _, last_from_end = np.unique(all_ids[::-1], return_index=True)
+        live = np.sort(len(all_ids) - 1 - last_from_end)
+        targets = {"pairs": fresh.codes, "image": fresh.image_codes, "text": fresh.text_codes}
+        for target, codes_of in targets.items():
+            if codes_of.size:
+                index = HammingIndex(codes_of.shape[1] * 8)
+                index.add(codes_of[live], all_ids[live])
+                fresh.indexes[target] = index
+        return fresh
 
     # --- queries --------------------------------------------------------------------------
     def _ready(self, name: str) -> Replica:
@@ -178,11 +196,10 @@ class SearchService:
         rep = self._ready(name)
         if rep.deep_model is None and (modality != "image" or target != "pairs"):
             raise InvalidInput("text queries and targets are for cross-modal indexes", "target")
-        db = {"pairs": rep.codes, "image": rep.image_codes, "text": rep.text_codes}.get(target)
-        if db is None:
+        if target not in rep.indexes:
             raise InvalidInput("target must be 'pairs', 'image' or 'text'", "target")
         return rep.version, self._top_k(rep, self.encode(rep, features, modality), k,
-                                        exclude=None, db=db)
+                                        exclude=None, target=target)
 
     def search_item(self, name: str, item: int, k: int) -> tuple[int, list[dict[str, Any]]]:
         """(model version searched, hits of the stored item, itself excluded)."""
@@ -195,22 +212,17 @@ class SearchService:
         return rep.version, self._top_k(rep, rep.codes[row:row + 1], k, exclude=row)[0]
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
-               exclude: int | None, db: np.ndarray[Any, Any] | None = None
-               ) -> list[list[dict[str, Any]]]:
-        db = rep.codes if db is None else db
-        n = db.shape[0]
-        dist = hamming_distances(queries, db).astype(np.int32)
-        if exclude is not None:
-            dist[:, exclude] = np.iinfo(np.int32).max
-            n -= 1
-        kk = min(k, n)
+               exclude: int | None, target: str = "pairs") -> list[list[dict[str, Any]]]:
+        """Exact top-k through the replica's HammingIndex (ties by insertion order);
+        ``exclude`` is a row whose own item is left out (search by stored item)."""
+        index = rep.indexes[target]
+        skip = int(rep.ids[exclude]) if exclude is not None else None
+        kk = min(k + (1 if skip is not None else 0), len(index))
+        dist, ids = index.search(queries, kk)
         out: list[list[dict[str, Any]]] = []
-        for row in dist:
-            # Exact top-k with ties by insertion order: partition, then a stable sort.
-            cand = np.argpartition(row, kk - 1)[:kk] if kk < len(row) else np.arange(len(row))
-            threshold = row[cand].max() if kk else 0
-            pool = np.flatnonzero(row <= threshold)
-            order = pool[np.argsort(row[pool], kind="stable")][:kk]
-            out.append([{"id": int(rep.ids[j]), "distance": int(row[j]),
-                         "labels": rep.labels_of(int(j))} for j in order])
+        for drow, irow in zip(dist, ids, strict=True):
+            hits = [{"id": int(i), "distance": int(d),
+                     "labels": rep.labels_of(rep.row_of_id[int(i)])}
+                    for d, i in zip(drow, irow, strict=True) if i >= 0 and i != skip]
+            out.append(hits[:k])
         return out

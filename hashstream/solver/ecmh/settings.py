@@ -192,11 +192,16 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     loss: Objective = "ecmh"
-    distill_weight: float = 1.0
+    distill_weight: float = 10.0
     dhd: DHDSettings = field(default_factory=DHDSettings)
     idcwh: IDCWHSettings = field(default_factory=IDCWHSettings)
 
     def __post_init__(self) -> None:
+        # ``TrainSettings(**other.as_dict())`` gives the nested settings as dicts.
+        if isinstance(self.dhd, dict):
+            object.__setattr__(self, "dhd", DHDSettings(**self.dhd))
+        if isinstance(self.idcwh, dict):
+            object.__setattr__(self, "idcwh", IDCWHSettings(**self.idcwh))
         if min(self.epochs, self.extend_epochs, self.warmup_epochs) < 0:
             raise ValueError("epoch counts must be non-negative")
         if self.batch_size < 1 or self.lr_decay_every < 1:
