@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hashstream.solver.backend import Backend, get_backend
+from hashstream.solver.backend import Backend
 from hashstream.solver.condensation import CondenseConfig, condense_exemplars
 from hashstream.solver.dcc import dcc
 from hashstream.solver.exemplar_memory import select_exemplars, select_random
@@ -235,12 +235,6 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     Any completion is a maximiser; seeding it keeps V a continuous function of Z. The SVD is
     taken through a QR of Z̄ on the backend and the r × r SVD of R on the host.
     """
-    if backend.name == "cupy":
-        # n × r is small (2,000 × 32 floats): one transfer each way and a host QR beat the
-        # GPU solver's launch and sync overheads, and the result matches the NumPy path.
-        host = orthogonal_balanced(backend.to_numpy(z).astype(np.float64), rng,
-                                   get_backend("numpy"))
-        return backend.asarray(host, dtype=z.dtype)
     xp = backend.xp
     n, r = z.shape
     if n <= r:
