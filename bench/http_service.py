@@ -126,11 +126,12 @@ def bench_ingest(dims: list[int], clients: int, seconds: float) -> None:
 
 
 def bench_search(items: int, dim: int, clients_list: list[int], seconds: float,
-                 bits: int) -> None:
+                 bits: int, scan: str = "auto") -> None:
     rng = np.random.default_rng(1)
     centers = rng.standard_normal((20, dim)) * 2
     server = Server(workers=1, extra_env={"HASHSTREAM_MAX_ROUND_ITEMS": "100000",
-                                          "HASHSTREAM_EVAL_QUERIES": "0"})
+                                          "HASHSTREAM_EVAL_QUERIES": "0",
+                                          "HASHSTREAM_SEARCH_BACKEND": scan})
     try:
         with httpx.Client(base_url=server.url, timeout=600) as c:
             c.post("/indexes", json={"name": "s", "dim": dim, "bits": bits, "n_anchors": 300})
@@ -189,11 +190,13 @@ def main() -> None:
     s.add_argument("--bits", type=int, default=64)
     s.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     s.add_argument("--seconds", type=float, default=8)
+    s.add_argument("--scan", choices=("auto", "numpy"), default="auto",
+                   help="numpy: the plain NumPy Hamming scan (the 'before' figure)")
     args = ap.parse_args()
     if args.what == "ingest":
         bench_ingest(args.dims, args.clients, args.seconds)
     else:
-        bench_search(args.items, args.dim, args.clients, args.seconds, args.bits)
+        bench_search(args.items, args.dim, args.clients, args.seconds, args.bits, args.scan)
 
 
 if __name__ == "__main__":

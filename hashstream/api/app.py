@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = IndexStore(client, settings.key_prefix)
         app.state.settings = settings
         app.state.indexes = IndexService(store)
-        app.state.search = SearchService(store, settings.max_k)
+        app.state.search = SearchService(store, settings.max_k, settings.search_backend)
         app.state.registry.register(IndexCollector(app.state.indexes))
         yield
         client.close()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -52,9 +52,11 @@ class Replica:
 class SearchService:
     """Replicas of the indexes, refreshed on demand; searches are exact flat Hamming scans."""
 
-    def __init__(self, store: IndexStore, max_k: int = 10_000) -> None:
+    def __init__(self, store: IndexStore, max_k: int = 10_000,
+                 scan_backend: Literal["auto", "native", "numpy"] = "auto") -> None:
         self.store = store
         self.max_k = max_k
+        self.scan_backend: Literal["auto", "native", "numpy"] = scan_backend
         self.replicas: dict[str, Replica] = {}
         self._lock = threading.Lock()
         self._backend = get_backend("numpy")
@@ -138,7 +140,7 @@ class SearchService:
         targets = {"pairs": fresh.codes, "image": fresh.image_codes, "text": fresh.text_codes}
         for target, codes_of in targets.items():
             if codes_of.size:
-                index = HammingIndex(codes_of.shape[1] * 8)
+                index = HammingIndex(codes_of.shape[1] * 8, backend=self.scan_backend)
                 index.add(codes_of[live], all_ids[live])
                 fresh.indexes[target] = index
         return fresh

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -26,6 +27,8 @@ class Settings(BaseSettings):
     max_k: int = Field(default=10_000, description="largest k a search may ask for")
     max_batch_queries: int = Field(default=10_000, description="most vectors in one POST search")
     backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
+    search_backend: Literal["auto", "native", "numpy"] = Field(
+        default="auto", description="Hamming scan: compiled kernels (auto/native) or NumPy")
     lock_ttl_ms: int = Field(default=30_000, description="worker lock expiry; renewed per round")
     poll_ms: int = Field(default=200, description="worker wait for new chunks")
     max_round_items: int = Field(default=20_000,
