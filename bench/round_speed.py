@@ -73,10 +73,11 @@ def main() -> None:
     rate = gemm_rate(backend)
     print(f"backend {backend.name} {backend.dtype}; GEMM rate {rate / 1e9:.1f} GFLOP/s")
     cases = [
-        ("identity d=784", 784, SDOHSettings(bits=32)),
-        ("identity d=784 nq=200", 784, SDOHSettings(bits=32, n1=100, n2=100)),
-        ("identity d=4096", 4096, SDOHSettings(bits=32)),
-        ("rbf 1000 anchors d=784", 784, SDOHSettings(bits=32, feature_map="rbf")),
+        ("identity d=784", 784, SDOHSettings(bits=32, feature_map="identity")),
+        ("identity d=784 nq=200", 784, SDOHSettings(bits=32, feature_map="identity", n1=100,
+                                                    n2=100)),
+        ("identity d=4096", 4096, SDOHSettings(bits=32, feature_map="identity")),
+        ("rbf 1000 anchors d=784 (default)", 784, SDOHSettings(bits=32)),
     ]
     print("| case | median s/round | floor s | ratio | slowest step |")
     print("|---|---|---|---|---|")
