@@ -144,28 +144,15 @@ class DHDHead(ObjectiveHead):
         if n_classes < 1 or bits < 1:
             raise ValueError("a DHD head needs at least one class and one bit")
         self.settings = settings
-        self.bits = bits
         self.bound = (5.0 / 3.0) * math.sqrt(6.0 / (n_classes + bits))
-        self.blocks = nn.ParameterList([self._block(n_classes, generator)])
+        self._init_rows(n_classes, bits, generator)
 
     def _block(self, rows: int, generator: torch.Generator | None) -> nn.Parameter:
         init = (torch.rand(rows, self.bits, generator=generator) * 2.0 - 1.0) * self.bound
         return nn.Parameter(init)
 
     def proxies(self) -> Tensor:
-        blocks = list(self.blocks)
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=0)
-
-    @property
-    def n_classes(self) -> int:
-        return sum(int(p.shape[0]) for p in self.blocks)
-
-    def grow(self, n_classes: int, generator: torch.Generator) -> None:
-        if n_classes <= self.n_classes:
-            return
-        ref = self.blocks[0]
-        fresh = self._block(n_classes - self.n_classes, generator)
-        self.blocks.append(nn.Parameter(fresh.detach().to(ref.device, ref.dtype)))
+        return self.rows()
 
     def batch_terms(self, net: nn.Module, inputs: Tensor, labels: Tensor, other: Tensor,
                     generator: torch.Generator | None) -> tuple[Tensor, dict[str, Tensor]]:

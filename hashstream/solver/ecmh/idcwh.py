@@ -108,27 +108,16 @@ class IDCWHHead(ObjectiveHead):
         if n_classes < 1 or bits < 1:
             raise ValueError("an IDCWH head needs at least one class and one bit")
         self.settings = settings
-        self.bits = bits
-        self.blocks = nn.ParameterList([self._block(n_classes, generator)])
         self._hadamard: Tensor | None = None
+        self._init_rows(n_classes, bits, generator)
 
     def _block(self, rows: int, generator: torch.Generator | None) -> nn.Parameter:
         return nn.Parameter(torch.rand(rows, self.bits, generator=generator) * 2.0 - 1.0)
 
     def centers(self) -> Tensor:
-        blocks = list(self.blocks)
-        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=0)
+        return self.rows()
 
-    @property
-    def n_classes(self) -> int:
-        return sum(int(p.shape[0]) for p in self.blocks)
-
-    def grow(self, n_classes: int, generator: torch.Generator) -> None:
-        if n_classes <= self.n_classes:
-            return
-        ref = self.blocks[0]
-        fresh = self._block(n_classes - self.n_classes, generator)
-        self.blocks.append(nn.Parameter(fresh.detach().to(ref.device, ref.dtype)))
+    def _grown(self) -> None:
         self._hadamard = None
 
     def hadamard(self, device: torch.device) -> Tensor:

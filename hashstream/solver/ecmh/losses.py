@@ -111,13 +111,35 @@ class ObjectiveHead(nn.Module):
         terms of the loss (their sum is what a step minimises)."""
         raise NotImplementedError
 
-    @property
-    def n_classes(self) -> int:
+    def _init_rows(self, n_classes: int, bits: int, generator: torch.Generator | None) -> None:
+        """The first block of class rows (c × ``bits``), drawn by :meth:`_block`."""
+        self.bits = bits
+        self.blocks = nn.ParameterList([self._block(n_classes, generator)])
+
+    def _block(self, rows: int, generator: torch.Generator | None) -> nn.Parameter:
+        """``rows`` freshly initialised class rows."""
         raise NotImplementedError
 
+    def rows(self) -> Tensor:
+        """All class rows, c × L (blocks in the order they were added)."""
+        blocks = list(self.blocks)
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=0)
+
+    @property
+    def n_classes(self) -> int:
+        return sum(int(p.shape[0]) for p in self.blocks)
+
     def grow(self, n_classes: int, generator: torch.Generator) -> None:
-        """Append rows so the head covers ``n_classes`` classes."""
-        raise NotImplementedError
+        """Append rows so the head covers ``n_classes`` classes; old rows are untouched."""
+        if n_classes <= self.n_classes:
+            return
+        ref = self.blocks[0]
+        fresh = self._block(n_classes - self.n_classes, generator)
+        self.blocks.append(nn.Parameter(fresh.detach().to(ref.device, ref.dtype)))
+        self._grown()
+
+    def _grown(self) -> None:
+        """Hook after :meth:`grow` added rows (drop caches sized by the class count)."""
 
     @torch.no_grad()
     def full_objective(self, inet: nn.Module, tnet: nn.Module, image: Tensor, text: Tensor,
