@@ -65,12 +65,12 @@ class IndexCollector(Collector):
                                  labels=["index"])
         store = self.indexes.store
         for name in store.list_indexes():
-            last = store.rounds(name, -1, -1)
-            rounds.add_metric([name], store.version(name))
-            depth.add_metric([name], store.queue_depth(name))
-            size.add_metric([name], last[0]["n_database"] if last else 0)
+            version, queue, last = store.status(name)  # one consistent round trip
+            rounds.add_metric([name], version)
+            depth.add_metric([name], queue)
+            size.add_metric([name], last["n_database"] if last else 0)
             if last:
-                seconds.add_metric([name], float(last[0]["seconds"].get("learn", 0.0)))
+                seconds.add_metric([name], float(last["seconds"].get("learn", 0.0)))
         yield from (rounds, seconds, depth, size)
 
 

@@ -32,10 +32,9 @@ def summary(indexes: IndexService) -> dict[str, Any]:
     store = indexes.store
     rows = []
     for name in store.list_indexes():
-        last = store.rounds(name, -1, -1)
-        rec = last[0] if last else {}
-        rows.append({"name": name, "model_version": store.version(name),
-                     "queue_depth": store.queue_depth(name),
+        version, depth, last = store.status(name)
+        rec = last or {}
+        rows.append({"name": name, "model_version": version, "queue_depth": depth,
                      "n_database": rec.get("n_database", 0), "n_classes": rec.get("n_classes", 0),
                      "map": rec.get("map"), "precision_r2": rec.get("precision_r2"),
                      "seconds": rec.get("seconds", {}).get("learn")})
