@@ -15,7 +15,7 @@ import numpy as np
 
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.cross_modal import CrossModalSettings
-from hashstream.service.labels import csr_to_dense, labels_to_csr
+from hashstream.service.labels import csr_to_dense, labels_to_csr, widen
 from hashstream.solver.metrics import evaluate, pack_codes
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -40,10 +40,6 @@ class DeepRound:
     deep_model: tuple[int, Arrays] | None
     record: dict[str, Any]
     cache: DeepCache
-
-
-def _pad(lab: np.ndarray[Any, Any], width: int) -> np.ndarray[Any, Any]:
-    return np.pad(lab, ((0, 0), (0, max(0, width - lab.shape[1]))))
 
 
 def load_cache(store: IndexStore, name: str, version: int) -> DeepCache:
@@ -81,7 +77,7 @@ def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: in
 
     started = time.perf_counter()
     c = max(labels.shape[1], len(cache.known))
-    labels = _pad(labels, c)
+    labels = widen(labels, c)
     known = np.zeros(c, dtype=bool)
     known[: len(cache.known)] = cache.known
     present = labels.any(axis=0)
@@ -118,7 +114,7 @@ def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: in
                "model_version": np.full(len(ids), model_version, dtype=np.int32)}
     new_known = known | present
     db_codes = [*cache.db_codes, packed]
-    db_labels = [_pad(x, c) for x in [*cache.db_labels, labels]]
+    db_labels = [widen(x, c) for x in [*cache.db_labels, labels]]
     record: dict[str, Any] = {
         "round": cache.version + 1, "model_version": model_version, "action": action,
         "n_items": int(len(ids)), "n_database": int(sum(len(x) for x in db_codes)),
@@ -132,9 +128,9 @@ def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: in
             if settings.text_kind == "dense" else pad_token_rows(
                 [q["text"] for q in queries.values()])
         width = max(c, *(q["labels"].shape[1] for q in queries.values()))
-        q_lab = np.concatenate([_pad(q["labels"], width) for q in queries.values()])
+        q_lab = np.concatenate([widen(q["labels"], width) for q in queries.values()])
         all_codes = np.concatenate(db_codes)
-        all_labels = np.concatenate([_pad(x, width) for x in db_labels])
+        all_labels = np.concatenate([widen(x, width) for x in db_labels])
         qd = paired_data(model.config, q_img, q_txt, q_lab, model.device)
         fq = np.where(image_representations(model, qd.image).cpu().numpy() >= 0, 1, -1)
         gq = np.where(text_representations(model, qd.text).cpu().numpy() >= 0, 1, -1)

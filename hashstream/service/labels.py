@@ -24,6 +24,12 @@ def csr_to_dense(indptr: np.ndarray[Any, Any], indices: np.ndarray[Any, Any],
     return out
 
 
+def widen(labels: np.ndarray[Any, Any], width: int) -> np.ndarray[Any, Any]:
+    """0/1 rows padded with zero columns to ``width`` classes (classes not yet seen)."""
+    return np.pad(labels, ((0, 0), (0, max(0, width - labels.shape[1]))))
+
+
 def pad_labels(labels: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    """Label blocks of different class counts stacked at the widest one."""
     width = max(lab.shape[1] for lab in labels)
-    return np.concatenate([np.pad(lab, ((0, 0), (0, width - lab.shape[1]))) for lab in labels])
+    return np.concatenate([widen(lab, width) for lab in labels])

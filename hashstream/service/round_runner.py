@@ -32,7 +32,7 @@ from hashstream.service.cross_modal_runner import (
     run_round,
 )
 from hashstream.service.indexes import IndexConfig
-from hashstream.service.labels import csr_to_dense, labels_to_csr, pad_labels
+from hashstream.service.labels import csr_to_dense, labels_to_csr, pad_labels, widen
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.metrics import evaluate, pack_codes
 from hashstream.solver.sdoh_hc import InputError, encode, learn_chunk
@@ -260,16 +260,14 @@ class RoundRunner:
                 new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]) -> dict[str, Any]:
         """The round record: metrics on held-out queries, loss terms, sizes, memory health."""
         c = state.n_classes
-        db_codes = np.concatenate([*cache.db_codes, codes])
-        db_labels = np.concatenate(
-            [csr_to_dense(p, i, c) for p, i in zip([*cache.db_indptr, indptr],
-                                                   [*cache.db_indices, indices], strict=True)])
         b = result.codes
         ex_labels = np.asarray(state.exemplar_labels)
+        # Sizes come from what the state already sums; the whole database is gathered only
+        # below, when there are held-out queries to rank against it.
         record: dict[str, Any] = {
             "round": version, "model_version": version, "chunks": chunk_ids,
-            "n_items": int(b.shape[0]), "n_database": int(db_codes.shape[0]),
-            "n_classes": int(db_labels.any(axis=0).sum()), "ts": time.time(),
+            "n_items": int(b.shape[0]), "n_database": state.n_seen,
+            "n_classes": int((np.asarray(state.label_sum) > 0).sum()), "ts": time.time(),
             "loss": {k: float(v) for k, v in result.loss.items()},
             "bit_balance": ((b > 0).mean(axis=0)).round(4).tolist(),
             "exemplar_histogram": ex_labels.sum(axis=0).astype(int).tolist(),
@@ -277,6 +275,11 @@ class RoundRunner:
         }
         all_queries = {**cache.queries, **new_queries}
         if all_queries:
+            db_codes = np.concatenate([*cache.db_codes, codes])
+            db_labels = np.concatenate(
+                [csr_to_dense(p, i, c) for p, i in zip([*cache.db_indptr, indptr],
+                                                       [*cache.db_indices, indices],
+                                                       strict=True)])
             qf = np.concatenate([q["features"] for q in all_queries.values()])
             ql = pad_labels([q["labels"] for q in all_queries.values()])
             if len(qf) > self.eval_queries:  # a fixed, seeded sample keeps the curve comparable
@@ -284,8 +287,7 @@ class RoundRunner:
                                                                replace=False))
                 qf, ql = qf[pick], ql[pick]
             width = max(ql.shape[1], db_labels.shape[1])
-            ql = np.pad(ql, ((0, 0), (0, width - ql.shape[1])))
-            dl = np.pad(db_labels, ((0, 0), (0, width - db_labels.shape[1])))
+            ql, dl = widen(ql, width), widen(db_labels, width)
             qcodes = encode(state, qf, self.backend)
             scores = evaluate(pack_codes(qcodes), ql, db_codes, dl, bits=state.bits)
             record.update(map=scores.map, precision_r2=scores.precision_r2,
