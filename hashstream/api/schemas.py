@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hashstream.solver.feature_map import FeatureMapKind
+from hashstream.solver.settings import ExemplarPolicy, OldSimilarity, OldWeight
+
 
 class CreateIndex(BaseModel):
     """An index: its feature dimension, code length and (optionally) any solver setting."""
@@ -23,14 +26,13 @@ class CreateIndex(BaseModel):
     n2: int | None = Field(default=None, ge=0, le=100_000)
     iterations: int | None = Field(default=None, ge=1, le=50)
     sweeps: int | None = Field(default=None, ge=1, le=10)
-    feature_map: Literal["identity", "rbf"] | None = None
+    feature_map: FeatureMapKind | None = None
     n_anchors: int | None = Field(default=None, ge=1, le=20_000)
-    exemplar_policy: Literal["random", "class_balanced", "nearest_center",
-                             "condensed"] | None = None
+    exemplar_policy: ExemplarPolicy | None = None
     condensed_per_class: int | None = Field(default=None, ge=0, le=100_000)
     condensed_steps: int | None = Field(default=None, ge=0, le=10_000)
-    old_weight: Literal["balanced", "paper"] | None = None
-    old_similarity: Literal["normalized", "lemon"] | None = None
+    old_weight: OldWeight | None = None
+    old_similarity: OldSimilarity | None = None
     use_old_term: bool | None = None
     use_exemplar_term: bool | None = None
     use_distillation: bool | None = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from hashstream.service import ecmh_eval
 from hashstream.service.offline_eval import DatasetError, EvalConfig, load_dataset, run_eval
@@ -40,6 +40,7 @@ _HELP = {
 def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("SDOH-HC settings")
     defaults = SDOHSettings()
+    hints = get_type_hints(SDOHSettings)
     for f in fields(SDOHSettings):
         default = getattr(defaults, f.name)
         if f.name in _ABLATIONS:
@@ -49,13 +50,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP.get(f.name, '')} "
                                   f"(default {default})"}
-        literal = {"feature_map": ("identity", "rbf"),
-                   "exemplar_policy": ("random", "class_balanced", "nearest_center",
-                                       "condensed"),
-                   "old_weight": ("balanced", "paper"),
-                   "old_similarity": ("normalized", "lemon")}
-        if f.name in literal:
-            kwargs["choices"] = literal[f.name]
+        choices = get_args(hints[f.name])  # a Literal setting's values, from its type
+        if choices:
+            kwargs["choices"] = choices
         else:
             kwargs["type"] = type(default)
         group.add_argument(flag, dest=f.name, **kwargs)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from hashstream.solver.feature_map import FeatureMapKind
 
@@ -62,15 +62,10 @@ class SDOHSettings:
                 raise ValueError(f"{name} must be non-negative")
         if self.iterations < 1 or self.sweeps < 1:
             raise ValueError("iterations and sweeps must be at least 1")
-        if self.exemplar_policy not in ("random", "class_balanced", "nearest_center",
-                                        "condensed"):
-            raise ValueError(f"unknown exemplar_policy {self.exemplar_policy!r}")
-        if self.old_weight not in ("balanced", "paper"):
-            raise ValueError(f"unknown old_weight {self.old_weight!r}")
-        if self.old_similarity not in ("normalized", "lemon"):
-            raise ValueError(f"unknown old_similarity {self.old_similarity!r}")
-        if self.feature_map not in ("identity", "rbf"):
-            raise ValueError(f"unknown feature_map {self.feature_map!r}")
+        for name, kind in (("exemplar_policy", ExemplarPolicy), ("old_weight", OldWeight),
+                           ("old_similarity", OldSimilarity), ("feature_map", FeatureMapKind)):
+            if getattr(self, name) not in get_args(kind):  # the Literal is the one list
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-JSON view of the settings."""
