@@ -181,8 +181,6 @@ class IndexStore:
     def record_commit_seconds(self, name: str, round_: int, seconds: float) -> None:
         self.r.hset(self.keys(name).commit_seconds, str(round_), f"{seconds:.6f}")
 
-    def round_count(self, name: str) -> int:
-        return int(self.r.llen(self.keys(name).rounds))
 
     # --- the round's commit ---------------------------------------------------------------
     def commit_round(self, name: str, expected_version: int, *, state: Arrays | None,
