@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hashstream import __version__
 from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
-from hashstream.api.routes import dashboard, health, indexes, ingest, search
+from hashstream.api.routes import dashboard, dead_letters, health, indexes, ingest, search
 from hashstream.memory.index_store import IndexStore
+from hashstream.service.dead_letters import DeadLetters
 from hashstream.service.errors import PayloadTooLarge, ServiceError
 from hashstream.service.indexes import IndexService
 from hashstream.service.search import SearchService
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = IndexStore(client, settings.key_prefix)
         app.state.settings = settings
         app.state.indexes = IndexService(store)
+        app.state.dead_letters = DeadLetters(store)
         app.state.search = SearchService(store, settings.max_k, settings.search_backend)
         app.state.registry.register(IndexCollector(app.state.indexes))
         yield
@@ -135,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexes.router, dependencies=auth)
     app.include_router(ingest.router, dependencies=auth)
     app.include_router(search.router, dependencies=auth)
+    app.include_router(dead_letters.router, dependencies=auth)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -149,6 +152,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         first = errors[0] if errors else {}
         if first.get("type") == "json_invalid":
             return problem(400, "Malformed body", f"body is not valid JSON: {first.get('msg')}",
+                           "body")
+        if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+            return problem(400, "Malformed body", "the body is empty; send a JSON object",
                            "body")
         detail = "; ".join(f"{_field_of(e)}: {e.get('msg')}" for e in errors[:5])
         return problem(422, "Invalid input", detail, _field_of(first))

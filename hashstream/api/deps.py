@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from hashstream.service.errors import ServiceError
+from hashstream.service.errors import ServiceError, UnsupportedMediaType
 from hashstream.service.indexes import IndexService
 from hashstream.service.search import SearchService
 from hashstream.service.settings import Settings
@@ -49,3 +49,16 @@ def require_api_key(request: Request, settings: SettingsDep) -> None:
     if scheme.lower() != "bearer" or not ok:
         raise Unauthorized("missing or invalid API key (Authorization: Bearer <key>)",
                            "Authorization")
+
+
+def media_type(request: Request) -> str:
+    """The request's media type without parameters ('' when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def require_json(request: Request) -> None:
+    """JSON routes answer a wrong Content-Type with 415, as ingest does."""
+    kind = media_type(request)
+    if kind not in ("", "application/json") and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send "
+                                   "application/json", "Content-Type")

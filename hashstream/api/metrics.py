@@ -63,15 +63,18 @@ class IndexCollector(Collector):
         depth = GaugeMetricFamily("hashstream_queue_depth", "chunks waiting", labels=["index"])
         size = GaugeMetricFamily("hashstream_database_items", "items in the code store",
                                  labels=["index"])
+        dead = GaugeMetricFamily("hashstream_dead_letters", "chunks in the dead-letter stream",
+                                 labels=["index"])
         store = self.indexes.store
         for name in store.list_indexes():
             version, queue, last = store.status(name)  # one consistent round trip
+            dead.add_metric([name], store.dead_letter_count(name))
             rounds.add_metric([name], version)
             depth.add_metric([name], queue)
             size.add_metric([name], last["n_database"] if last else 0)
             if last:
                 seconds.add_metric([name], float(last["seconds"].get("learn", 0.0)))
-        yield from (rounds, seconds, depth, size)
+        yield from (rounds, seconds, depth, size, dead)
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -39,6 +39,8 @@ class CreateIndex(BaseModel):
     use_hadamard_term: bool | None = None
     use_center_term: bool | None = None
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    max_classes: int = Field(default=5_000, ge=1, le=100_000,
+                             description="most distinct class labels the index accepts")
     # cross-modal (ECMH) indexes: dim is the image feature dimension
     kind: Literal["sdoh-hc", "cross-modal"] = "sdoh-hc"
     text_kind: Literal["dense", "tokens"] = "dense"
@@ -54,7 +56,7 @@ class CreateIndex(BaseModel):
               "extend_epochs")
 
     def solver_settings(self) -> dict[str, Any]:
-        skip = {"name", "dim", "kind", *self._CROSS}
+        skip = {"name", "dim", "kind", "max_classes", *self._CROSS}
         return {k: v for k, v in self.model_dump(exclude=skip).items() if v is not None}
 
     def cross_modal_settings(self) -> dict[str, Any]:
@@ -71,7 +73,9 @@ class IndexInfo(BaseModel):
     bits: int
     settings: dict[str, Any]
     model_version: int
+    max_classes: int
     queue_depth: int
+    dead_letters: int = Field(description="chunks in the dead-letter stream")
     n_items: int
     n_classes: int
 
@@ -99,13 +103,13 @@ class SearchRequest(BaseModel):
     target: Literal["pairs", "image", "text"] = Field(
         default="pairs", description="cross-modal: rank the pairs' unified codes, or the "
         "codes of their image or text side (search within a modality)")
-    k: int = Field(default=10, ge=1)
+    k: int = Field(default=10, description="neighbours per query, 1..HASHSTREAM_MAX_K")
 
 
 class Hit(BaseModel):
     id: int
     distance: int
-    labels: list[int]
+    labels: list[int | str] = Field(description="the item's class labels, as ingested")
 
 
 class SearchResponse(BaseModel):

@@ -11,6 +11,7 @@ committing a chunk twice.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,45 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# Map a chunk's distinct client labels to internal class numbers, all or nothing: the label
+# kind must match the index's (set by the first chunk), and new classes must fit max_classes.
+# KEYS: label_kind, class_numbers, class_labels; ARGV: kind, max_classes, label…
+# Returns {0, number…}, {1, stored kind} (kind mismatch) or {2, known, new} (too many classes).
+_MAP_CLASSES = """
+local kind = redis.call('GET', KEYS[1])
+if kind and kind ~= ARGV[1] then return {1, kind} end
+local numbers, missing = {}, 0
+for i = 3, #ARGV do
+  local n = redis.call('HGET', KEYS[2], ARGV[i])
+  if n then numbers[i - 2] = tonumber(n) else numbers[i - 2] = false; missing = missing + 1 end
+end
+local known = redis.call('LLEN', KEYS[3])
+if known + missing > tonumber(ARGV[2]) then return {2, known, missing} end
+if not kind then redis.call('SET', KEYS[1], ARGV[1]) end
+for i = 3, #ARGV do
+  if not numbers[i - 2] then
+    local n = redis.call('RPUSH', KEYS[3], ARGV[i]) - 1
+    redis.call('HSET', KEYS[2], ARGV[i], n)
+    numbers[i - 2] = n
+  end
+end
+table.insert(numbers, 1, 0)
+return numbers
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+class ClassMapError(ValueError):
+    """A chunk's labels do not fit the index's class map (``reason``: kind or capacity)."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class IndexStore:
@@ -45,6 +79,7 @@ class IndexStore:
         self.prefix = prefix
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._map_classes = client.register_script(_MAP_CLASSES)
 
     def keys(self, name: str) -> IndexKeys:
         return IndexKeys(self.prefix, name)
@@ -156,6 +191,8 @@ class IndexStore:
 
     def load_centers(self, name: str, rounds: list[int]) -> dict[int, np.ndarray[Any, Any]]:
         """Y of the given rounds from the hash-center memory (missing rounds are skipped)."""
+        if not rounds:
+            return {}
         values = self.r.hmget(self.keys(name).center_memory, [str(r) for r in rounds])
         return {r: decode_array(v) for r, v in zip(rounds, values, strict=True) if v is not None}
 
@@ -223,6 +260,8 @@ class IndexStore:
                 if ack_ids:
                     pipe.xack(k.stream, GROUP, *ack_ids)
                     pipe.xdel(k.stream, *ack_ids)
+                    pipe.hdel(k.attempts, *ack_ids)
+                    pipe.hdel(k.attempt_errors, *ack_ids)
                 pipe.execute()
                 return True
             except redis.WatchError:
@@ -230,6 +269,126 @@ class IndexStore:
 
     def load_deep_model(self, name: str, model_version: int) -> Arrays:
         return decode_arrays(self.r.hgetall(self.keys(name).deep_model(model_version)))
+
+    # --- class map -----------------------------------------------------------------------
+    def map_classes(self, name: str, labels: list[str], kind: str, max_classes: int) -> list[int]:
+        """Internal class numbers of ``labels`` (distinct, as text), new ones assigned in order.
+
+        Atomic: on :class:`ClassMapError` (another label kind, or more than ``max_classes``
+        classes) nothing is written."""
+        if not labels:
+            return []
+        k = self.keys(name)
+        reply = self._map_classes(keys=[k.label_kind, k.class_numbers, k.class_labels],
+                                  args=[kind, max_classes, *labels])
+        status = int(reply[0])
+        if status == 1:
+            stored = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
+            raise ClassMapError(f"this index's labels are {stored} values; this chunk sends "
+                                f"{kind} values (one label type per index)", "kind")
+        if status == 2:
+            raise ClassMapError(f"the index knows {int(reply[1])} classes and this chunk adds "
+                                f"{int(reply[2])}: more than max_classes = {max_classes}",
+                                "capacity")
+        return [int(v) for v in reply[1:]]
+
+    def class_labels(self, name: str, start: int = 0) -> tuple[str | None, list[bytes]]:
+        """The label kind and the client labels of internal classes ``start`` onwards."""
+        k = self.keys(name)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.get(k.label_kind)
+        pipe.lrange(k.class_labels, start, -1)
+        kind, labels = pipe.execute()
+        return (None if kind is None else kind.decode()), list(labels)
+
+    # --- failed rounds and dead letters ---------------------------------------------------
+    def start_attempt(self, name: str, chunk_ids: list[str]) -> dict[str, int]:
+        """Count one more round started with each chunk; returns the counts so far.
+
+        Counted before the round runs, so a worker that dies mid-round has used an attempt."""
+        if not chunk_ids:
+            return {}
+        k = self.keys(name)
+        pipe = self.r.pipeline(transaction=True)
+        for cid in chunk_ids:
+            pipe.hincrby(k.attempts, cid, 1)
+        return dict(zip(chunk_ids, (int(v) for v in pipe.execute()), strict=True))
+
+    def attempts(self, name: str, chunk_ids: list[str]) -> dict[str, int]:
+        """Rounds started and not committed, per chunk (0 when none)."""
+        if not chunk_ids:
+            return {}
+        values = self.r.hmget(self.keys(name).attempts, chunk_ids)
+        return {cid: int(v) if v is not None else 0
+                for cid, v in zip(chunk_ids, values, strict=True)}
+
+    def record_failure(self, name: str, chunk_ids: list[str], error: dict[str, Any],
+                       keep: int = 10) -> None:
+        """Append ``error`` to each chunk's failure history (the newest ``keep`` are kept)."""
+        k = self.keys(name)
+        if not chunk_ids:
+            return
+        for cid, raw in zip(chunk_ids, self.r.hmget(k.attempt_errors, chunk_ids), strict=True):
+            history = [] if raw is None else list(json.loads(raw))
+            self.r.hset(k.attempt_errors, cid, json.dumps((history + [error])[-keep:]))
+
+    def dead_letter(self, name: str, chunk_id: str, fields: dict[bytes, bytes],
+                    reason: str) -> str | None:
+        """Move a chunk from the ingest stream to the dead-letter stream with its error and
+        history, in one MULTI; None when the chunk was no longer pending (committed)."""
+        k = self.keys(name)
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(k.stream)
+                if not pipe.xrange(k.stream, chunk_id, chunk_id):
+                    return None
+                attempts = pipe.hget(k.attempts, chunk_id)
+                history = pipe.hget(k.attempt_errors, chunk_id)
+                pipe.multi()
+                meta = {b"dl:chunk_id": chunk_id.encode(), b"dl:reason": reason.encode(),
+                        b"dl:attempts": attempts or b"0", b"dl:history": history or b"[]",
+                        b"dl:ts": f"{time.time():.3f}".encode()}
+                pipe.xadd(k.dead_letters, {**fields, **meta})
+                pipe.xack(k.stream, GROUP, chunk_id)
+                pipe.xdel(k.stream, chunk_id)
+                pipe.hdel(k.attempts, chunk_id)
+                pipe.hdel(k.attempt_errors, chunk_id)
+                reply = pipe.execute()
+                return str(reply[0].decode())
+            except redis.WatchError:
+                return self.dead_letter(name, chunk_id, fields, reason)
+
+    def dead_letters(self, name: str, count: int = 100,
+                     after: str = "-") -> list[tuple[str, dict[bytes, bytes]]]:
+        """Dead-lettered entries, oldest first (``after``: an exclusive start id)."""
+        start = "-" if after == "-" else f"({after}"
+        reply = self.r.xrange(self.keys(name).dead_letters, start, "+", count=count)
+        return [(eid.decode(), fields) for eid, fields in reply]
+
+    def dead_letter_count(self, name: str) -> int:
+        return int(self.r.xlen(self.keys(name).dead_letters))
+
+    def requeue_dead_letter(self, name: str, entry_id: str) -> str | None:
+        """Put a dead-lettered chunk back on the ingest stream (a new chunk id, attempts from
+        zero) and remove it from the dead letters, atomically; None when there is no such
+        entry."""
+        k = self.keys(name)
+        with self.r.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(k.dead_letters)
+                found = pipe.xrange(k.dead_letters, entry_id, entry_id)
+                if not found:
+                    return None
+                fields = {f: v for f, v in found[0][1].items() if not f.startswith(b"dl:")}
+                pipe.multi()
+                pipe.xadd(k.stream, fields)
+                pipe.xdel(k.dead_letters, entry_id)
+                return str(pipe.execute()[0].decode())
+            except redis.WatchError:
+                return self.requeue_dead_letter(name, entry_id)
+
+    def delete_dead_letter(self, name: str, entry_id: str) -> bool:
+        return bool(self.r.xdel(self.keys(name).dead_letters, entry_id))
 
     # --- worker lock and liveness ---------------------------------------------------------
     def acquire_lock(self, name: str, owner: str, ttl_ms: int) -> bool:

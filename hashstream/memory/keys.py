@@ -86,10 +86,42 @@ class IndexKeys:
         """Counter for item ids assigned by the service."""
         return self._k("next_id")
 
+    @property
+    def label_kind(self) -> str:
+        """``int`` or ``str``: the type of the client's class labels, fixed by the first chunk."""
+        return self._k("label_kind")
+
+    @property
+    def class_numbers(self) -> str:
+        """Hash: client class label → dense internal class number."""
+        return self._k("class_numbers")
+
+    @property
+    def class_labels(self) -> str:
+        """List: internal class number → client class label (the inverse of class_numbers)."""
+        return self._k("class_labels")
+
+    @property
+    def attempts(self) -> str:
+        """Hash: chunk id → rounds started with that chunk and not committed."""
+        return self._k("attempts")
+
+    @property
+    def attempt_errors(self) -> str:
+        """Hash: chunk id → JSON list of the errors of its failed rounds (newest last)."""
+        return self._k("attempt_errors")
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of chunks whose rounds failed too often (poison), with their history."""
+        return self._k("dead_letters")
+
     def all(self) -> list[str]:
         """Fixed keys (projections are found by pattern)."""
         return [self.config, self.version, self.state, self.center_memory, self.queries,
-                self.rounds, self.commit_seconds, self.stream, self.lock, self.next_id]
+                self.rounds, self.commit_seconds, self.stream, self.lock, self.next_id,
+                self.label_kind, self.class_numbers, self.class_labels, self.attempts,
+                self.attempt_errors, self.dead_letters]
 
 
 def registry_key(prefix: str) -> str:

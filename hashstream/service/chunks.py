@@ -1,13 +1,14 @@
-"""Ingest payloads: parse JSON or .npz bodies into a validated :class:`Chunk`, and the chunk's
-encoding as a Redis Stream entry.
+"""Ingest payloads: parse JSON or .npz bodies into a validated chunk, and the chunk's encoding as
+a Redis Stream entry.
 
-Every rejection names the field at fault (``features``, ``labels``, ``ids``, ``role``) so a
-client can fix its request; nothing is truncated silently.
+A parsed chunk (:class:`ParsedChunk`) holds the client's labels as sent (CSR lists of int64 or
+string values); the index maps them to internal class numbers and the queued :class:`Chunk`
+holds :class:`ClassLists`, the form labels keep through the stream, the solver and the code
+store. Every rejection names the field at fault; nothing is truncated or reinterpreted.
 """
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -16,18 +17,64 @@ import numpy as np
 
 from hashstream.memory.codec import CodecError, decode_array, encode_array
 from hashstream.service.cross_modal import dense_text, pad_tokens
-from hashstream.service.errors import InvalidInput, MalformedBody
+from hashstream.service.errors import InvalidInput, MalformedBody, PayloadTooLarge
+from hashstream.service.npz_body import read_npz
+from hashstream.solver.class_lists import ClassLists
 
 Role = Literal["train", "query"]
-MAX_CLASS_ID = 100_000
+LabelKind = Literal["int", "str"]
+MAX_LABEL_CHARS = 256
+_INT64 = (-(2**63), 2**63 - 1)
+_NPZ_MEMBERS = ("features", "image", "labels", "label_indptr", "label_classes", "ids", "text",
+                "tokens")
 
 
 @dataclass(frozen=True)
-class Chunk:
-    """A validated chunk: features n × d float32, labels n × c 0/1 uint8, ids int64 or None."""
+class ChunkLimits:
+    """Bounds on one chunk: items, labels per item, decompressed .npz bytes."""
+
+    max_items: int = 100_000
+    max_labels_per_item: int = 1_000
+    max_decompressed_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ClientLabels:
+    """Labels as the client sent them: item i has ``values[indptr[i]:indptr[i+1]]``, all int64
+    or all strings (``kind``)."""
+
+    indptr: np.ndarray[Any, Any]
+    values: np.ndarray[Any, Any]
+    kind: LabelKind
+
+    @property
+    def n(self) -> int:
+        return int(self.indptr.shape[0] - 1)
+
+    def distinct(self) -> tuple[list[str], np.ndarray[Any, Any]]:
+        """The distinct labels as text (the class map's keys) and each entry's position among
+        them; raises when an item repeats a class."""
+        uniq, inverse = np.unique(self.values, return_inverse=True)
+        inverse = inverse.ravel().astype(np.int64)
+        if len(uniq):
+            rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.indptr))
+            key = rows * len(uniq) + inverse
+            if len(np.unique(key)) < len(key):
+                sorted_key = np.sort(key)
+                dup = int(sorted_key[np.flatnonzero(np.diff(sorted_key) == 0)[0]])
+                row, cls = divmod(dup, len(uniq))
+                raise InvalidInput(f"labels[{row}] repeats the class {uniq[cls].item()!r}; "
+                                   "each class once per item (0/1 rows go in label_matrix)",
+                                   "labels")
+        return [str(v) for v in uniq.tolist()], inverse
+
+
+@dataclass(frozen=True)
+class ParsedChunk:
+    """A chunk as the client sent it, checked for everything that does not need the index."""
 
     features: np.ndarray[Any, Any]
-    labels: np.ndarray[Any, Any]
+    labels: ClientLabels
     ids: np.ndarray[Any, Any] | None
     role: Role
     text: np.ndarray[Any, Any] | None = None  # cross-modal pairs: dense text or padded tokens
@@ -36,51 +83,154 @@ class Chunk:
     def n(self) -> int:
         return int(self.features.shape[0])
 
+
+@dataclass(frozen=True)
+class Chunk:
+    """A queued chunk: features n × d float32, labels as internal class lists, ids int64
+    (None for held-out query chunks, which never enter the database)."""
+
+    features: np.ndarray[Any, Any]
+    labels: ClassLists
+    ids: np.ndarray[Any, Any] | None
+    role: Role
+    text: np.ndarray[Any, Any] | None = None
+
+    @property
+    def n(self) -> int:
+        return int(self.features.shape[0])
+
     def to_fields(self) -> dict[str, bytes]:
-        """The Redis Stream entry of this chunk (ids must be assigned by now)."""
-        assert self.ids is not None
+        """The Redis Stream entry of this chunk."""
         fields = {"role": self.role.encode(), "features": encode_array(self.features),
-                  "labels": encode_array(self.labels), "ids": encode_array(self.ids)}
+                  "label_indptr": encode_array(self.labels.indptr),
+                  "label_classes": encode_array(self.labels.classes)}
+        if self.ids is not None:
+            fields["ids"] = encode_array(self.ids)
         if self.text is not None:
             fields["text"] = encode_array(self.text)
         return fields
 
     @classmethod
     def from_fields(cls, fields: dict[bytes, bytes]) -> Chunk:
-        role = fields[b"role"].decode()
-        text = decode_array(fields[b"text"]) if b"text" in fields else None
-        return cls(decode_array(fields[b"features"]), decode_array(fields[b"labels"]),
-                   decode_array(fields[b"ids"]), "query" if role == "query" else "train", text)
+        """Inverse of :meth:`to_fields`; raises :class:`CodecError` for a corrupt entry."""
+        try:
+            role = fields[b"role"].decode()
+            features = decode_array(fields[b"features"])
+            indptr = decode_array(fields[b"label_indptr"])
+            classes = decode_array(fields[b"label_classes"])
+            ids = decode_array(fields[b"ids"]) if b"ids" in fields else None
+            text = decode_array(fields[b"text"]) if b"text" in fields else None
+        except KeyError as exc:
+            raise CodecError(f"stream entry lacks {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"stream entry has an undecodable role: {exc}") from exc
+        if role not in ("train", "query"):
+            raise CodecError(f"stream entry has role {role!r}")
+        if features.ndim != 2 or indptr.ndim != 1 or indptr.shape[0] != features.shape[0] + 1:
+            raise CodecError("stream entry's features and label_indptr do not agree")
+        if role == "train" and (ids is None or ids.shape != (features.shape[0],)):
+            raise CodecError("stream entry's ids do not match its features")
+        try:
+            width = int(classes.max()) + 1 if classes.size else 0
+            labels = ClassLists(indptr, classes, width)
+        except ValueError as exc:
+            raise CodecError(f"stream entry's labels are invalid: {exc}") from exc
+        return cls(features, labels, ids, "query" if role == "query" else "train", text)
 
 
-def labels_from_class_lists(rows: Any) -> np.ndarray[Any, Any]:
-    """``[[class ids…], …]`` → n × (max id + 1) 0/1 matrix."""
+# --- labels -------------------------------------------------------------------------------
+def _class_lists_json(rows: Any, limits: ChunkLimits) -> ClientLabels:
+    """``[[label…], …]`` with int or string labels (one type per chunk)."""
     if not isinstance(rows, list):
-        raise InvalidInput("labels must be a list of lists of class ids", "labels")
-    flat: list[int] = []
-    row_of: list[int] = []
+        raise InvalidInput("labels must be a list of lists of class labels", "labels")
+    indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    flat: list[Any] = []
+    kind: LabelKind | None = None
     for i, row in enumerate(rows):
         if not isinstance(row, list):
-            raise InvalidInput(f"labels[{i}] must be a list of class ids", "labels")
-        for cls in row:
-            if isinstance(cls, bool) or not isinstance(cls, int):
-                raise InvalidInput(f"labels[{i}] holds {cls!r}; class ids are integers",
-                                   "labels")
-            if cls < 0 or cls > MAX_CLASS_ID:
-                raise InvalidInput(f"labels[{i}] holds class id {cls}; ids run 0..{MAX_CLASS_ID}",
-                                   "labels")
-            flat.append(cls)
-            row_of.append(i)
-    width = (max(flat) + 1) if flat else 1
-    out = np.zeros((len(rows), width), dtype=np.uint8)
-    out[row_of, flat] = 1
-    return out
+            raise InvalidInput(f"labels[{i}] must be a list of class labels", "labels")
+        if len(row) > limits.max_labels_per_item:
+            raise InvalidInput(f"labels[{i}] has {len(row)} classes; at most "
+                               f"{limits.max_labels_per_item} per item", "labels")
+        for value in row:
+            if isinstance(value, bool) or not isinstance(value, int | str):
+                raise InvalidInput(f"labels[{i}] holds {value!r}; a class label is an integer "
+                                   "or a string", "labels")
+            this: LabelKind = "str" if isinstance(value, str) else "int"
+            if kind is None:
+                kind = this
+            elif this != kind:
+                raise InvalidInput(f"labels[{i}] mixes {kind} and {this} class labels; use one "
+                                   "type per index", "labels")
+            if this == "int" and not _INT64[0] <= value <= _INT64[1]:
+                raise InvalidInput(f"labels[{i}] holds {value}; integer labels must fit in "
+                                   "int64", "labels")
+            if this == "str" and not 1 <= len(value) <= MAX_LABEL_CHARS:
+                raise InvalidInput(f"labels[{i}] holds a label of {len(value)} characters; "
+                                   f"string labels have 1–{MAX_LABEL_CHARS}", "labels")
+            flat.append(value)
+        indptr[i + 1] = len(flat)
+    kind = kind or "int"
+    values = (np.asarray(flat, dtype=np.int64) if kind == "int"
+              else np.asarray(flat, dtype=np.str_) if flat else np.zeros(0, dtype="<U1"))
+    return ClientLabels(indptr, values, kind)
 
 
-def _features(value: Any) -> np.ndarray[Any, Any]:
+def _from_matrix(matrix: np.ndarray[Any, Any], field: str) -> ClientLabels:
+    """n × c 0/1 rows → int labels: column j is class j."""
+    if matrix.ndim != 2 or matrix.dtype.kind not in "biuf":
+        raise InvalidInput(f"{field} must be an n × c 0/1 matrix", field)
+    if not np.isin(matrix, (0, 1)).all():
+        raise InvalidInput(f"{field} must hold only 0 and 1", field)
+    lists = ClassLists.from_dense(matrix)
+    return ClientLabels(lists.indptr, lists.classes.astype(np.int64), "int")
+
+
+def _label_matrix_json(rows: Any) -> ClientLabels:
+    if not isinstance(rows, list) or any(not isinstance(r, list) for r in rows):
+        raise InvalidInput("label_matrix must be a list of 0/1 rows", "label_matrix")
+    width = len(rows[0]) if rows else 0
+    for i, row in enumerate(rows):
+        if len(row) != width or any(isinstance(v, bool) or v not in (0, 1) for v in row):
+            raise InvalidInput(f"label_matrix[{i}] must be a 0/1 row of {width} integers",
+                               "label_matrix")
+    return _from_matrix(np.asarray(rows, dtype=np.uint8).reshape(len(rows), width),
+                        "label_matrix")
+
+
+def _label_csr_npz(indptr: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], n: int,
+                   limits: ChunkLimits) -> ClientLabels:
+    if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indptr.shape[0] != n + 1:
+        raise InvalidInput(f"label_indptr must be n + 1 = {n + 1} integers", "label_indptr")
+    indptr = indptr.astype(np.int64)
+    counts = np.diff(indptr)
+    if indptr[0] != 0 or (counts < 0).any() or indptr[-1] != classes.shape[0]:
+        raise InvalidInput("label_indptr must start at 0, never decrease and end at "
+                           "len(label_classes)", "label_indptr")
+    if counts.size and int(counts.max()) > limits.max_labels_per_item:
+        raise InvalidInput(f"an item has {int(counts.max())} classes; at most "
+                           f"{limits.max_labels_per_item} per item", "label_classes")
+    if classes.ndim != 1:
+        raise InvalidInput("label_classes must be 1-D", "label_classes")
+    if classes.dtype.kind in "iu":
+        if classes.dtype.kind == "u" and classes.size and int(classes.max()) > _INT64[1]:
+            raise InvalidInput("integer labels must fit in int64", "label_classes")
+        return ClientLabels(indptr, classes.astype(np.int64), "int")
+    if classes.dtype.kind == "U":
+        lengths = np.char.str_len(classes) if classes.size else np.zeros(0, int)
+        if lengths.size and (lengths.min() < 1 or lengths.max() > MAX_LABEL_CHARS):
+            raise InvalidInput(f"string labels have 1–{MAX_LABEL_CHARS} characters",
+                               "label_classes")
+        return ClientLabels(indptr, classes, "str")
+    raise InvalidInput("label_classes must be integers or unicode strings", "label_classes")
+
+
+# --- bodies -------------------------------------------------------------------------------
+def _features(value: Any, limits: ChunkLimits) -> np.ndarray[Any, Any]:
     if not isinstance(value, list) or not value:
         raise InvalidInput("features must be a non-empty list of vectors (the chunk is empty)",
                            "features")
+    _check_items(len(value), limits)
     try:
         arr = np.asarray(value, dtype=np.float32)
     except (ValueError, TypeError, OverflowError) as exc:
@@ -91,7 +241,13 @@ def _features(value: Any) -> np.ndarray[Any, Any]:
     return arr
 
 
-def _ids(value: Any, n: int) -> np.ndarray[Any, Any] | None:
+def _check_items(n: int, limits: ChunkLimits) -> None:
+    if n > limits.max_items:
+        raise PayloadTooLarge(f"the chunk has {n} items; at most {limits.max_items} per chunk "
+                              "(HASHSTREAM_MAX_CHUNK_ITEMS): split it", "features")
+
+
+def _ids(value: Any) -> np.ndarray[Any, Any] | None:
     if value is None:
         return None
     if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int)
@@ -103,63 +259,76 @@ def _ids(value: Any, n: int) -> np.ndarray[Any, Any] | None:
         raise InvalidInput("ids must fit in a signed 64-bit integer", "ids") from exc
 
 
-def parse_json_chunk(body: bytes, default_role: Role = "train") -> Chunk:
-    """Parse ``{"features": [[…]], "labels": [[class ids…]], "ids"?: [...], "role"?: …}``."""
+def parse_json_chunk(body: bytes, default_role: Role = "train",
+                     limits: ChunkLimits | None = None) -> ParsedChunk:
+    """Parse ``{"features": [[…]], "labels": [[label…]] | "label_matrix": [[0/1…]],
+    "ids"?: […], "role"?: …}`` (cross-modal pairs: ``image`` and ``text`` or ``tokens``)."""
+    limits = limits or ChunkLimits()
+    if not body.strip():
+        raise MalformedBody("the body is empty; send a JSON object", "body")
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedBody(f"body is not valid JSON: {exc}", "body") from exc
     if not isinstance(payload, dict):
         raise MalformedBody("body must be a JSON object with features and labels", "body")
     if "image" in payload and "features" not in payload:  # cross-modal pairs
         payload["features"] = payload.pop("image")
-    for key in ("features", "labels"):
-        if key not in payload:
-            raise InvalidInput(f"{key} is required", key)
-    unknown = set(payload) - {"features", "labels", "ids", "role", "text", "tokens"}
+    unknown = set(payload) - {"features", "labels", "label_matrix", "ids", "role", "text",
+                              "tokens"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))}", sorted(unknown)[0])
+    if "features" not in payload:
+        raise InvalidInput("features is required", "features")
+    if ("labels" in payload) == ("label_matrix" in payload):
+        raise InvalidInput("give labels (class lists per item) or label_matrix (0/1 rows), "
+                           "exactly one", "labels")
     role = payload.get("role", default_role)
     if role not in ("train", "query"):
         raise InvalidInput("role must be 'train' or 'query'", "role")
-    features = _features(payload["features"])
-    labels = labels_from_class_lists(payload["labels"])
+    features = _features(payload["features"], limits)
+    labels = (_class_lists_json(payload["labels"], limits) if "labels" in payload
+              else _label_matrix_json(payload["label_matrix"]))
     text = None
     if "tokens" in payload:
         text = pad_tokens(payload["tokens"])
     elif "text" in payload:
         text = dense_text(payload["text"])
-    return Chunk(features, labels, _ids(payload.get("ids"), features.shape[0]), role, text)
+    return ParsedChunk(features, labels, _ids(payload.get("ids")), role, text)
 
 
-def parse_npz_chunk(body: bytes, role: Role = "train") -> Chunk:
-    """Parse an ``.npz`` archive holding ``features``, ``labels`` and optionally ``ids``."""
-    if not body.startswith(b"PK"):
-        raise MalformedBody("body must be an .npz archive (a zip file) with features and labels")
-    try:
-        with np.load(io.BytesIO(body), allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise MalformedBody("body must be an .npz archive with features and labels")
-            arrays = {k: z[k] for k in z.files}
-    except MalformedBody:
-        raise
-    except Exception as exc:  # noqa: BLE001 - zipfile/zlib raise many types for a bad archive
-        raise MalformedBody(f"body is not a readable .npz archive: {exc!r}") from exc
+def parse_npz_chunk(body: bytes, role: Role = "train",
+                    limits: ChunkLimits | None = None) -> ParsedChunk:
+    """Parse an ``.npz`` archive: ``features``, and ``labels`` (n × c 0/1) or ``label_indptr``
+    + ``label_classes``; optionally ``ids`` and (cross-modal) ``text`` or ``tokens``. Array
+    headers are checked against the limits before anything is decompressed."""
+    limits = limits or ChunkLimits()
+    arrays = read_npz(body, members=_NPZ_MEMBERS, max_bytes=limits.max_decompressed_bytes)
     if "image" in arrays and "features" not in arrays:
         arrays["features"] = arrays.pop("image")
-    for key in ("features", "labels"):
-        if key not in arrays:
-            raise InvalidInput(f"the .npz has no array named {key!r}", key)
-    for key, value in arrays.items():
-        if not isinstance(value, np.ndarray):  # a zip member that is not an .npy file
-            raise MalformedBody(f"the .npz member {key!r} is not an array")
-    features, labels = arrays["features"], arrays["labels"]
+    if "features" not in arrays:
+        raise InvalidInput("the .npz has no array named 'features'", "features")
+    features = arrays["features"]
     if features.dtype.kind not in "fiu" or features.ndim != 2 or features.shape[0] == 0:
         raise InvalidInput("features must be a non-empty n × d numeric array", "features")
-    if labels.ndim != 2 or labels.dtype.kind not in "biuf":
-        raise InvalidInput("labels must be an n × c 0/1 array", "labels")
-    if not np.isin(labels, (0, 1)).all():
-        raise InvalidInput("labels must hold only 0 and 1", "labels")
+    n = int(features.shape[0])
+    _check_items(n, limits)
+    has_csr = "label_indptr" in arrays or "label_classes" in arrays
+    if ("labels" in arrays) == has_csr:
+        raise InvalidInput("give labels (n × c 0/1) or label_indptr + label_classes, exactly "
+                           "one form", "labels")
+    if has_csr:
+        if "label_indptr" not in arrays or "label_classes" not in arrays:
+            missing = "label_classes" if "label_indptr" in arrays else "label_indptr"
+            raise InvalidInput(f"{missing} is required with the other", missing)
+        labels = _label_csr_npz(arrays["label_indptr"], arrays["label_classes"], n, limits)
+    else:
+        labels = _from_matrix(arrays["labels"], "labels")
+        if labels.n != n:
+            raise InvalidInput(f"labels has {labels.n} rows but features has {n}", "labels")
+        if labels.n and int(np.diff(labels.indptr).max()) > limits.max_labels_per_item:
+            raise InvalidInput(f"an item has more than {limits.max_labels_per_item} classes",
+                               "labels")
     ids = arrays.get("ids")
     if ids is not None and (ids.ndim != 1 or ids.dtype.kind not in "iu"):
         raise InvalidInput("ids must be a 1-D integer array", "ids")
@@ -168,22 +337,24 @@ def parse_npz_chunk(body: bytes, role: Role = "train") -> Chunk:
         if text.ndim != 2 or text.dtype.kind not in "fiu":
             raise InvalidInput("text/tokens must be a 2-D numeric array", "text")
         text = text.astype(np.int64) if "tokens" in arrays else text.astype(np.float32)
-    return Chunk(features.astype(np.float32, copy=False), labels.astype(np.uint8, copy=False),
-                 None if ids is None else ids.astype(np.int64), role, text)
+    return ParsedChunk(features.astype(np.float32, copy=False), labels,
+                       None if ids is None else ids.astype(np.int64), role, text)
 
 
-def validate_chunk(chunk: Chunk, dim: int) -> None:
+def validate_chunk(chunk: ParsedChunk, dim: int) -> None:
     """Checks that need the index: dimension, row counts, finiteness, ids."""
     n = chunk.n
     if chunk.features.shape[1] != dim:
         raise InvalidInput(f"features have dimension {chunk.features.shape[1]}, the index "
                            f"expects {dim}", "features")
-    if chunk.labels.shape[0] != n:
-        raise InvalidInput(f"labels has {chunk.labels.shape[0]} rows but features has {n}",
-                           "labels")
+    if chunk.labels.n != n:
+        raise InvalidInput(f"labels has {chunk.labels.n} rows but features has {n}", "labels")
     if not np.isfinite(chunk.features).all():
         raise InvalidInput("features contains NaN or Inf", "features")
     if chunk.ids is not None:
+        if chunk.role == "query":
+            raise InvalidInput("held-out query chunks take no ids (they never enter the "
+                               "database)", "ids")
         if chunk.ids.shape[0] != n:
             raise InvalidInput(f"ids has {chunk.ids.shape[0]} entries but features has {n} rows",
                                "ids")
@@ -191,11 +362,3 @@ def validate_chunk(chunk: Chunk, dim: int) -> None:
             raise InvalidInput("ids must be non-negative", "ids")
         if len(np.unique(chunk.ids)) != n:
             raise InvalidInput("ids must be unique within a chunk", "ids")
-
-
-def decode_fields_safely(fields: dict[bytes, bytes]) -> Chunk:
-    """Decode a stream entry; a corrupt entry raises :class:`CodecError`."""
-    try:
-        return Chunk.from_fields(fields)
-    except KeyError as exc:
-        raise CodecError(f"stream entry lacks {exc}") from exc

@@ -165,7 +165,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     runner = RoundRunner(store, lock_ttl_ms=settings.lock_ttl_ms,
                          max_round_items=settings.max_round_items,
                          eval_queries=settings.eval_queries, poll_ms=settings.poll_ms,
-                         backend=get_backend(settings.backend))  # type: ignore[arg-type]
+                         backend=get_backend(settings.backend),  # type: ignore[arg-type]
+                         max_attempts=settings.max_attempts,
+                         max_round_bytes=settings.max_round_bytes)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -15,7 +15,7 @@ import numpy as np
 
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.cross_modal import CrossModalSettings
-from hashstream.service.labels import csr_to_dense, labels_to_csr, widen
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.metrics import evaluate, pack_codes
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -30,7 +30,7 @@ class DeepCache:
     model: Any = None
     known: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     db_codes: list[np.ndarray[Any, Any]] = field(default_factory=list)
-    db_labels: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    db_labels: list[ClassLists] = field(default_factory=list)
 
 
 @dataclass
@@ -56,16 +56,21 @@ def load_cache(store: IndexStore, name: str, version: int) -> DeepCache:
     for v in range(1, version + 1):
         seg = store.load_segment(name, v)
         cache.db_codes.append(seg["codes"])
-        cache.db_labels.append(csr_to_dense(seg["label_indptr"], seg["label_indices"],
-                                            len(cache.known)))
+        cache.db_labels.append(ClassLists(seg["label_indptr"], seg["label_indices"],
+                                          len(cache.known)))
     return cache
 
 
 def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: int,
               image: np.ndarray[Any, Any], text: np.ndarray[Any, Any],
-              labels: np.ndarray[Any, Any], ids: np.ndarray[Any, Any],
-              queries: dict[str, Arrays]) -> DeepRound:
-    """Learn (or encode) one round of pairs; nothing in ``cache`` is modified."""
+              class_lists: ClassLists, ids: np.ndarray[Any, Any],
+              queries: list[tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], ClassLists]]
+              ) -> DeepRound:
+    """Learn (or encode) one round of pairs; nothing in ``cache`` is modified.
+
+    The networks train on dense n × c label rows (c: the index's classes so far, at most its
+    ``max_classes``); codes and evaluation keep the class lists. ``queries``: held-out
+    (image, text, labels) blocks."""
     from hashstream.solver.ecmh.extend import extend
     from hashstream.solver.ecmh.networks import (
         image_representations,
@@ -76,8 +81,8 @@ def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: in
     from hashstream.solver.ecmh.train import paired_data, train_from_scratch
 
     started = time.perf_counter()
-    c = max(labels.shape[1], len(cache.known))
-    labels = widen(labels, c)
+    c = max(class_lists.n_classes, len(cache.known))
+    labels = class_lists.to_dense(c)
     known = np.zeros(c, dtype=bool)
     known[: len(cache.known)] = cache.known
     present = labels.any(axis=0)
@@ -106,15 +111,14 @@ def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: in
     codes = np.where((f + g).cpu().numpy() >= 0, 1, -1).astype(np.int8)
     image_codes = np.where(f.cpu().numpy() >= 0, 1, -1).astype(np.int8)
     text_codes = np.where(g.cpu().numpy() >= 0, 1, -1).astype(np.int8)
-    indptr, indices = labels_to_csr(labels)
     packed = pack_codes(codes)
     segment = {"codes": packed, "image_codes": pack_codes(image_codes),
-               "text_codes": pack_codes(text_codes), "ids": ids, "label_indptr": indptr,
-               "label_indices": indices,
+               "text_codes": pack_codes(text_codes), "ids": ids,
+               "label_indptr": class_lists.indptr, "label_indices": class_lists.classes,
                "model_version": np.full(len(ids), model_version, dtype=np.int32)}
     new_known = known | present
     db_codes = [*cache.db_codes, packed]
-    db_labels = [widen(x, c) for x in [*cache.db_labels, labels]]
+    db_labels = [*cache.db_labels, class_lists]
     record: dict[str, Any] = {
         "round": cache.version + 1, "model_version": model_version, "action": action,
         "n_items": int(len(ids)), "n_database": int(sum(len(x) for x in db_codes)),
@@ -123,15 +127,15 @@ def run_round(cache: DeepCache, settings: CrossModalSettings, bits: int, dim: in
         "map": None, "map_i2t": None, "map_t2i": None, "precision_r2": None,
     }
     if queries:
-        q_img = np.concatenate([q["features"] for q in queries.values()])
-        q_txt = np.concatenate([q["text"] for q in queries.values()]) \
-            if settings.text_kind == "dense" else pad_token_rows(
-                [q["text"] for q in queries.values()])
-        width = max(c, *(q["labels"].shape[1] for q in queries.values()))
-        q_lab = np.concatenate([widen(q["labels"], width) for q in queries.values()])
+        q_img = np.concatenate([q[0] for q in queries])
+        q_txt = np.concatenate([q[1] for q in queries]) \
+            if settings.text_kind == "dense" else pad_token_rows([q[1] for q in queries])
+        q_lab = ClassLists.concat([q[2] for q in queries])
         all_codes = np.concatenate(db_codes)
-        all_labels = np.concatenate([widen(x, width) for x in db_labels])
-        qd = paired_data(model.config, q_img, q_txt, q_lab, model.device)
+        all_labels = ClassLists.concat(db_labels)
+        # encoding ignores labels: one placeholder column, not an nq × c matrix
+        qd = paired_data(model.config, q_img, q_txt, np.zeros((len(q_img), 1), np.uint8),
+                         model.device)
         fq = np.where(image_representations(model, qd.image).cpu().numpy() >= 0, 1, -1)
         gq = np.where(text_representations(model, qd.text).cpu().numpy() >= 0, 1, -1)
         i2t = evaluate(pack_codes(fq), q_lab, all_codes, all_labels, bits=bits)

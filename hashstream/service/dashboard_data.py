@@ -35,6 +35,7 @@ def summary(indexes: IndexService) -> dict[str, Any]:
         version, depth, last = store.status(name)
         rec = last or {}
         rows.append({"name": name, "model_version": version, "queue_depth": depth,
+                     "dead_letters": store.dead_letter_count(name),
                      "n_database": rec.get("n_database", 0), "n_classes": rec.get("n_classes", 0),
                      "map": rec.get("map"), "precision_r2": rec.get("precision_r2"),
                      "seconds": rec.get("seconds", {}).get("learn")})

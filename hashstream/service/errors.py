@@ -43,3 +43,8 @@ class PayloadTooLarge(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     title = "Service unavailable"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    title = "Unsupported media type"

@@ -8,14 +8,17 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hashstream.memory.index_store import IndexStore
+from hashstream.memory.index_store import ClassMapError, IndexStore
 from hashstream.memory.keys import INDEX_NAME
-from hashstream.service.chunks import Chunk, validate_chunk
+from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk, validate_chunk
 from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.settings import SDOHSettings
 
 IndexKind = Literal["sdoh-hc", "cross-modal"]
+DEFAULT_MAX_CLASSES = 5_000
+MAX_CLASSES_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,8 @@ class IndexConfig:
     """Immutable settings of an index: its kind, feature (image) dimension and settings.
 
     ``settings.bits`` is the code length of either kind; ``cross_modal`` holds the deep path's
-    settings for ``kind='cross-modal'``.
+    settings for ``kind='cross-modal'``; ``max_classes`` bounds the classes the index learns
+    (the solver's state grows with classes × bits).
     """
 
     name: str
@@ -31,10 +35,11 @@ class IndexConfig:
     settings: SDOHSettings
     kind: IndexKind = "sdoh-hc"
     cross_modal: CrossModalSettings | None = None
+    max_classes: int = DEFAULT_MAX_CLASSES
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
-               "kind": self.kind, "created": time.time()}
+               "kind": self.kind, "max_classes": self.max_classes, "created": time.time()}
         if self.cross_modal is not None:
             out["cross_modal"] = self.cross_modal.as_dict()
         return out
@@ -44,7 +49,8 @@ class IndexConfig:
         cm = data.get("cross_modal")
         kind: IndexKind = "cross-modal" if data.get("kind") == "cross-modal" else "sdoh-hc"
         return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]),
-                   kind, None if cm is None else CrossModalSettings.from_dict(cm))
+                   kind, None if cm is None else CrossModalSettings.from_dict(cm),
+                   int(data.get("max_classes", DEFAULT_MAX_CLASSES)))
 
 
 def check_name(name: str) -> None:
@@ -60,16 +66,21 @@ class IndexService:
         self.store = store
 
     def create(self, name: str, dim: int, settings: SDOHSettings,
-               cross_modal: CrossModalSettings | None = None) -> IndexConfig:
+               cross_modal: CrossModalSettings | None = None,
+               max_classes: int = DEFAULT_MAX_CLASSES) -> IndexConfig:
         check_name(name)
         if dim < 1 or dim > 1_000_000:
             raise InvalidInput("dim must be between 1 and 1,000,000", "dim")
+        if not 1 <= max_classes <= MAX_CLASSES_LIMIT:
+            raise InvalidInput(f"max_classes must be between 1 and {MAX_CLASSES_LIMIT:,}",
+                               "max_classes")
         if cross_modal is not None and cross_modal.text_kind == "dense" \
                 and not 1 <= cross_modal.text_dim <= 1_000_000:
             raise InvalidInput("a cross-modal index with dense text needs text_dim ≥ 1",
                                "text_dim")
         config = IndexConfig(name, dim, settings,
-                             "sdoh-hc" if cross_modal is None else "cross-modal", cross_modal)
+                             "sdoh-hc" if cross_modal is None else "cross-modal", cross_modal,
+                             max_classes)
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config
@@ -90,8 +101,8 @@ class IndexService:
                     else {"bits": config.settings.bits, **config.cross_modal.as_dict()})
         return {
             "name": name, "kind": config.kind, "dim": config.dim, "bits": config.settings.bits,
-            "settings": settings, "model_version": version,
-            "queue_depth": depth,
+            "settings": settings, "model_version": version, "max_classes": config.max_classes,
+            "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
             "n_items": last["n_database"] if last else 0,
             "n_classes": last["n_classes"] if last else 0,
         }
@@ -112,24 +123,38 @@ class IndexService:
         except Conflict:  # created concurrently by another request
             return self.config(name)
 
-    def ingest(self, name: str, chunk: Chunk) -> dict[str, Any]:
-        """Validate against the index, assign ids if absent, and queue the chunk (202)."""
+    def ingest(self, name: str, parsed: ParsedChunk) -> dict[str, Any]:
+        """Validate against the index, map the labels to class numbers, assign ids to a
+        training chunk that brings none, and queue the chunk (202)."""
         config = self.config(name)
-        validate_chunk(chunk, config.dim)
+        validate_chunk(parsed, config.dim)
         if config.cross_modal is not None:
-            validate_text(chunk.text, chunk.n, config.cross_modal)
-        elif chunk.text is not None:
+            validate_text(parsed.text, parsed.n, config.cross_modal)
+        elif parsed.text is not None:
             raise InvalidInput("text/tokens are only accepted by cross-modal indexes", "text")
-        assigned = chunk.ids is None
+        labels = self.map_labels(name, config, parsed.labels)
+        ids = parsed.ids
+        assigned = ids is None and parsed.role == "train"
         if assigned:
-            first = self.store.next_ids(name, chunk.n)
-            chunk = Chunk(chunk.features, chunk.labels,
-                          np.arange(first, first + chunk.n, dtype=np.int64), chunk.role,
-                          chunk.text)
+            first = self.store.next_ids(name, parsed.n)
+            ids = np.arange(first, first + parsed.n, dtype=np.int64)
+        chunk = Chunk(parsed.features, labels, ids, parsed.role, parsed.text)
         chunk_id = self.store.enqueue(name, chunk.to_fields())
         out: dict[str, Any] = {"chunk_id": chunk_id, "index": name, "items": chunk.n,
                                "role": chunk.role}
         if assigned:
-            assert chunk.ids is not None
-            out["id_range"] = [int(chunk.ids[0]), int(chunk.ids[-1]) + 1]
+            assert ids is not None
+            out["id_range"] = [int(ids[0]), int(ids[-1]) + 1]
         return out
+
+    def map_labels(self, name: str, config: IndexConfig, labels: ClientLabels) -> ClassLists:
+        """The client's labels as internal class numbers (new classes registered at once, all
+        or nothing)."""
+        texts, inverse = labels.distinct()
+        try:
+            numbers = self.store.map_classes(name, texts, labels.kind, config.max_classes)
+        except ClassMapError as exc:
+            raise InvalidInput(str(exc), "labels") from exc
+        classes = np.asarray(numbers, dtype=np.int64)[inverse]
+        return ClassLists(labels.indptr, classes,
+                          int(classes.max()) + 1 if classes.size else 0)

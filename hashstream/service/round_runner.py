@@ -2,10 +2,15 @@
 
 For each index it holds a Redis lock (with expiry, renewed every pass), reads the stream's
 pending entries first (those a killed worker left unacknowledged) and then new ones, merges
-training chunks into one round up to ``max_round_items``, runs the round, scores the held-out
-queries, and commits everything with the acknowledgement in one MULTI/EXEC. A kill -9 at any
-point loses nothing: before EXEC the chunks are still pending and the round is redone; after it
-they are committed and acknowledged together.
+training chunks into one round up to ``max_round_items`` (and the round memory budget), runs
+the round, scores the held-out queries, and commits everything with the acknowledgement in one
+MULTI/EXEC. A kill -9 at any point loses nothing: before EXEC the chunks are still pending and
+the round is redone; after it they are committed and acknowledged together.
+
+Poison never stops an index: every round start is counted per chunk before the round runs, so
+a round that raises and a worker that dies mid-round both use up an attempt. A chunk that
+failed once runs alone next time; one that reaches ``max_attempts`` (or cannot be decoded, or
+can never fit the memory budget) moves to the index's dead-letter stream with its history.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from typing import Any
 import numpy as np
 
 from hashstream.memory.codec import CodecError
+from hashstream.memory.hamming_index import native_isa
 from hashstream.memory.index_store import IndexStore
-from hashstream.service.chunks import Chunk, decode_fields_safely
+from hashstream.service.chunks import Chunk
 from hashstream.service.cross_modal_runner import (
     DeepCache,
     load_cache,
@@ -32,10 +38,11 @@ from hashstream.service.cross_modal_runner import (
     run_round,
 )
 from hashstream.service.indexes import IndexConfig
-from hashstream.service.labels import csr_to_dense, labels_to_csr, pad_labels, widen
+from hashstream.service.round_budget import estimate_round_bytes
 from hashstream.solver.backend import Backend, get_backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.metrics import evaluate, pack_codes
-from hashstream.solver.sdoh_hc import InputError, encode, learn_chunk
+from hashstream.solver.sdoh_hc import encode, learn_chunk
 from hashstream.solver.state import SDOHState
 
 log = logging.getLogger("hashstream.worker")
@@ -54,9 +61,23 @@ class _IndexCache:
     version: int = -1
     state: SDOHState | None = None
     db_codes: list[np.ndarray[Any, Any]] = field(default_factory=list)
-    db_indptr: list[np.ndarray[Any, Any]] = field(default_factory=list)
-    db_indices: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    db_labels: list[ClassLists] = field(default_factory=list)
     queries: dict[str, dict[str, np.ndarray[Any, Any]]] = field(default_factory=dict)
+
+
+def query_labels(arrays: dict[str, np.ndarray[Any, Any]]) -> ClassLists:
+    """The class lists of a stored held-out query chunk."""
+    classes = arrays["label_classes"]
+    return ClassLists(arrays["label_indptr"], classes,
+                      int(classes.max()) + 1 if classes.size else 0)
+
+
+def _query_arrays(chunk: Chunk) -> dict[str, np.ndarray[Any, Any]]:
+    out = {"features": chunk.features, "label_indptr": chunk.labels.indptr,
+           "label_classes": chunk.labels.classes}
+    if chunk.text is not None:
+        out["text"] = chunk.text
+    return out
 
 
 class RoundRunner:
@@ -64,19 +85,23 @@ class RoundRunner:
 
     def __init__(self, store: IndexStore, *, lock_ttl_ms: int = 30_000,
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, max_attempts: int = 3,
+                 max_round_bytes: int = 4 << 30, worker_id: str | None = None) -> None:
         self.store = store
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lock_ttl_ms = lock_ttl_ms
         self.max_round_items = max_round_items
         self.eval_queries = eval_queries
         self.poll_ms = poll_ms
         self.backend = backend or get_backend("numpy")
+        self.max_attempts = max_attempts
+        self.max_round_bytes = max_round_bytes
         self.cache: dict[str, _IndexCache] = {}
         self.deep_cache: dict[str, DeepCache] = {}
 
     def run_forever(self, stop: threading.Event) -> None:
-        log_event("worker_start", worker=self.id, backend=self.backend.name)
+        log_event("worker_start", worker=self.id, backend=self.backend.name,
+                  hamming_kernel=native_isa() or "numpy")
         try:
             while not stop.is_set():
                 self.store.heartbeat(self.id, ttl_s=max(5, self.lock_ttl_ms // 1000))
@@ -107,29 +132,67 @@ class RoundRunner:
         entries += self.store.read_chunks(name, CONSUMER, 1000, new=True)
         if not entries:
             return False
-        train: list[tuple[str, Chunk]] = []
-        queries: dict[str, Chunk] = {}
-        bad: list[str] = []
-        rows = 0
+        dead = 0
+        decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
         for eid, fields in entries:
             try:
-                chunk = decode_fields_safely(fields)
+                chunk = Chunk.from_fields(fields)
             except CodecError as exc:
-                log_event("chunk_corrupt", index=name, chunk=eid, error=str(exc))
-                bad.append(eid)
+                dead += self._dead_letter(name, eid, fields, f"corrupt stream entry: {exc}")
                 continue
+            if chunk.features.shape[1] != config.dim:
+                dead += self._dead_letter(name, eid, fields, f"features have dimension "
+                                          f"{chunk.features.shape[1]}, the index {config.dim}")
+                continue
+            decoded.append((eid, fields, chunk))
+        used = self.store.attempts(name, [eid for eid, _, c in decoded if c.role == "train"])
+        queries: dict[str, Chunk] = {}
+        train: list[tuple[str, Chunk]] = []
+        rows = 0
+        for eid, fields, chunk in decoded:
             if chunk.role == "query":
                 queries[eid] = chunk
-            elif not train or rows + chunk.n <= self.max_round_items:
-                train.append((eid, chunk))
-                rows += chunk.n
-        min_rows = config.settings.bits + 1
-        if rows < min_rows:
-            train, rows = [], 0  # wait for more items: a round needs more rows than bits
-        if not train and not queries and not bad:
-            return False
-        return self._round(name, config, train, queries, bad)
+                continue
+            if used[eid] >= self.max_attempts:  # its rounds failed, or killed their worker
+                dead += self._dead_letter(name, eid, fields, f"{used[eid]} rounds with this "
+                                          "chunk failed or did not finish")
+                continue
+            if train and (used[eid] or used[train[0][0]]) and rows > config.settings.bits:
+                continue  # a chunk that failed before runs alone, so its fault stays its own
+            if train and rows + chunk.n > self.max_round_items:
+                continue
+            need = self._round_bytes(config, [c for _, c in train] + [chunk])
+            if need > self.max_round_bytes:
+                if not train:
+                    dead += self._dead_letter(
+                        name, eid, fields, f"a round with this chunk needs ~{need / 2**30:.1f} "
+                        f"GiB, over HASHSTREAM_MAX_ROUND_BYTES ({self.max_round_bytes / 2**30:.1f}"
+                        " GiB)")
+                continue
+            train.append((eid, chunk))
+            rows += chunk.n
+        if rows <= config.settings.bits:
+            train = []  # wait for more items: a round needs more rows than bits
+        if not train and not queries:
+            return dead > 0
+        return self._round(name, config, train, queries)
 
+    def _round_bytes(self, config: IndexConfig, chunks: list[Chunk]) -> int:
+        s = config.settings
+        n = sum(c.n for c in chunks)
+        m = s.n_anchors if s.feature_map == "rbf" else config.dim
+        return estimate_round_bytes(
+            n=n, dim=config.dim, features_mapped=m, bits=s.bits,
+            labels=sum(c.labels.nnz for c in chunks),
+            classes=max([config.max_classes, *(c.labels.n_classes for c in chunks)]),
+            exemplars=s.n1 + s.n2)
+
+    def _dead_letter(self, name: str, eid: str, fields: dict[bytes, bytes], reason: str) -> int:
+        moved = self.store.dead_letter(name, eid, fields, reason)
+        if moved is not None:
+            log_event("chunk_dead_lettered", index=name, chunk=eid, dead_letter=moved,
+                      reason=reason)
+        return 1
 
     def _load_cache(self, name: str, version: int) -> _IndexCache:
         cache = self.cache.get(name)
@@ -141,61 +204,69 @@ class RoundRunner:
             for v in range(1, version + 1):
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
-                cache.db_indptr.append(seg["label_indptr"])
-                cache.db_indices.append(seg["label_indices"])
+                cache.db_labels.append(ClassLists(seg["label_indptr"], seg["label_indices"],
+                                                  cache.state.n_classes))
         cache.queries = self.store.load_queries(name)
         self.cache[name] = cache
         return cache
 
     def _round(self, name: str, config: IndexConfig, train: list[tuple[str, Chunk]],
-               queries: dict[str, Chunk], bad: list[str]) -> bool:
+               queries: dict[str, Chunk]) -> bool:
         version = self.store.version(name)
-        if config.cross_modal is not None and train:
-            return self._deep_round(name, config, version, train, queries, bad)
-        cache = self._load_cache(name, version) if config.cross_modal is None else _IndexCache()
-        chunk_ids = [eid for eid, _ in train]
-        query_arrays = {eid: {"features": q.features, "labels": q.labels,
-                              **({"text": q.text} if q.text is not None else {})}
-                        for eid, q in queries.items()}
-        if not train:  # only held-out queries (or corrupt entries) to store
+        query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
+        if not train:  # only held-out queries to store
             ok = self.store.commit_round(name, version, state=None, projection=None,
                                          centers=None, segment=None, record=None,
-                                         ack_ids=list(queries) + bad, query_chunks=query_arrays)
+                                         ack_ids=list(queries), query_chunks=query_arrays)
             if ok:
-                cache.queries.update(query_arrays)
+                if name in self.cache:
+                    self.cache[name].queries.update(query_arrays)
                 log_event("queries_stored", index=name, chunks=list(queries))
             return ok
+        chunk_ids = [eid for eid, _ in train]
+        self.store.start_attempt(name, chunk_ids)
         started = time.perf_counter()
+        try:
+            if config.cross_modal is not None:
+                return self._deep_round(name, config, version, train, query_arrays)
+            return self._sdoh_round(name, config, version, train, query_arrays, started)
+        except Exception as exc:  # noqa: BLE001 - counted against the chunks, then retried
+            self.store.record_failure(name, chunk_ids, {
+                "ts": round(time.time(), 3), "worker": self.id, "round": version + 1,
+                "chunks": chunk_ids, "error": repr(exc)[:2000]})
+            log_event("round_failed", index=name, round=version + 1, chunks=chunk_ids,
+                      error=repr(exc))
+            self.cache.pop(name, None)
+            self.deep_cache.pop(name, None)
+            return True
+
+    def _sdoh_round(self, name: str, config: IndexConfig, version: int,
+                    train: list[tuple[str, Chunk]],
+                    query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]],
+                    started: float) -> bool:
+        cache = self._load_cache(name, version)
+        chunk_ids = [eid for eid, _ in train]
         features = np.concatenate([c.features for _, c in train])
-        labels = pad_labels([c.labels for _, c in train])
+        labels = ClassLists.concat([c.labels for _, c in train])
         ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
         new_version = version + 1
         log_event("round_start", index=name, round=new_version, chunks=chunk_ids,
-                  items=int(len(ids)))
-        try:
-            result = learn_chunk(cache.state, features, labels, config.settings, self.backend)
-        except InputError as exc:  # cannot happen for validated chunks; never loop on it
-            log_event("round_rejected", index=name, round=new_version, chunks=chunk_ids,
-                      error=str(exc))
-            self.store.commit_round(name, version, state=None, projection=None, centers=None,
-                                    segment=None, record=None, ack_ids=chunk_ids,
-                                    query_chunks={})
-            return True
+                  items=int(len(ids)), worker=self.id)
+        result = learn_chunk(cache.state, features, labels, config.settings, self.backend)
         state = result.state.to_host(self.backend)
         codes = pack_codes(result.codes)
-        indptr, indices = labels_to_csr(labels)
-        segment = {"codes": codes, "ids": ids, "label_indptr": indptr,
-                   "label_indices": indices, "version": np.asarray(new_version)}
+        segment = {"codes": codes, "ids": ids, "label_indptr": labels.indptr,
+                   "label_indices": labels.classes, "version": np.asarray(new_version)}
         learn_seconds = time.perf_counter() - started
-        record = self._record(name, new_version, chunk_ids, state, result, cache, codes,
-                              indptr, indices, query_arrays)
+        record = self._record(new_version, chunk_ids, state, result, cache, codes, labels,
+                              query_arrays)
         record["seconds"] = {**{k: round(v, 6) for k, v in result.seconds.items()},
                              "learn": round(learn_seconds, 6)}
         t = time.perf_counter()
         ok = self.store.commit_round(
             name, version, state=state.to_arrays(), projection=state.projection,
             centers=state.teacher, segment=segment, record=record,
-            ack_ids=chunk_ids + list(queries) + bad, query_chunks=query_arrays)
+            ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays)
         commit_s = time.perf_counter() - t
         if not ok:
             log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids)
@@ -204,26 +275,24 @@ class RoundRunner:
         self.store.record_commit_seconds(name, new_version, commit_s)
         cache.version, cache.state = new_version, state
         cache.db_codes.append(codes)
-        cache.db_indptr.append(indptr)
-        cache.db_indices.append(indices)
+        cache.db_labels.append(labels)
         cache.queries.update(query_arrays)
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
                   items=int(len(ids)), map=record.get("map"), learn_s=round(learn_seconds, 4),
-                  commit_s=round(commit_s, 4))
+                  commit_s=round(commit_s, 4), worker=self.id)
         return True
 
     def _deep_round(self, name: str, config: IndexConfig, version: int,
-                    train: list[tuple[str, Chunk]], queries: dict[str, Chunk],
-                    bad: list[str]) -> bool:
+                    train: list[tuple[str, Chunk]],
+                    query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
         """A round of a cross-modal (ECMH) index."""
         assert config.cross_modal is not None
         cache = self.deep_cache.get(name)
         if cache is None or cache.version != version:
             cache = load_cache(self.store, name, version)
-        stored = self.store.load_queries(name)
-        query_arrays = {eid: {"features": q.features, "labels": q.labels,
-                              "text": q.text if q.text is not None else np.zeros((q.n, 0))}
-                        for eid, q in queries.items()}
+        stored = {**self.store.load_queries(name), **query_arrays}
+        queries = [(q["features"], q.get("text", np.zeros((len(q["features"]), 0))),
+                    query_labels(q)) for q in stored.values()]
         chunk_ids = [eid for eid, _ in train]
         text_blocks = [c.text for _, c in train if c.text is not None]
         if config.cross_modal.text_kind == "tokens":
@@ -232,17 +301,17 @@ class RoundRunner:
             text = np.concatenate(text_blocks)
         ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
         log_event("round_start", index=name, round=version + 1, chunks=chunk_ids,
-                  items=int(len(ids)), kind="cross-modal")
+                  items=int(len(ids)), kind="cross-modal", worker=self.id)
         result = run_round(cache, config.cross_modal, config.settings.bits, config.dim,
                            np.concatenate([c.features for _, c in train]), text,
-                           pad_labels([c.labels for _, c in train]), ids,
-                           {**stored, **query_arrays})
+                           ClassLists.concat([c.labels for _, c in train]), ids, queries)
         result.record["chunks"] = chunk_ids
         t = time.perf_counter()
         ok = self.store.commit_round(
             name, version, state=result.state, projection=None, centers=None,
-            segment=result.segment, record=result.record, ack_ids=chunk_ids + list(queries) + bad,
-            query_chunks=query_arrays, deep_model=result.deep_model)
+            segment=result.segment, record=result.record,
+            ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
+            deep_model=result.deep_model)
         if not ok:
             log_event("round_lost_race", index=name, round=version + 1, chunks=chunk_ids)
             self.deep_cache.pop(name, None)
@@ -251,17 +320,17 @@ class RoundRunner:
         self.deep_cache[name] = result.cache
         log_event("round_commit", index=name, round=version + 1, chunks=chunk_ids,
                   items=int(len(ids)), map=result.record.get("map"),
-                  action=result.record["action"], model_version=result.record["model_version"])
+                  action=result.record["action"], model_version=result.record["model_version"],
+                  worker=self.id)
         return True
 
-    def _record(self, name: str, version: int, chunk_ids: list[str], state: SDOHState,
-                result: Any, cache: _IndexCache, codes: np.ndarray[Any, Any],
-                indptr: np.ndarray[Any, Any], indices: np.ndarray[Any, Any],
+    def _record(self, version: int, chunk_ids: list[str], state: SDOHState, result: Any,
+                cache: _IndexCache, codes: np.ndarray[Any, Any], labels: ClassLists,
                 new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]) -> dict[str, Any]:
         """The round record: metrics on held-out queries, loss terms, sizes, memory health."""
         c = state.n_classes
         b = result.codes
-        ex_labels = np.asarray(state.exemplar_labels)
+        ex_classes = state.exemplar_labels.classes
         # Sizes come from what the state already sums; the whole database is gathered only
         # below, when there are held-out queries to rank against it.
         record: dict[str, Any] = {
@@ -270,26 +339,23 @@ class RoundRunner:
             "n_classes": int((np.asarray(state.label_sum) > 0).sum()), "ts": time.time(),
             "loss": {k: float(v) for k, v in result.loss.items()},
             "bit_balance": ((b > 0).mean(axis=0)).round(4).tolist(),
-            "exemplar_histogram": ex_labels.sum(axis=0).astype(int).tolist(),
-            "map": None, "precision_r2": None, "n_queries": 0,
+            "exemplar_histogram": np.bincount(ex_classes, minlength=c).astype(int).tolist(),
+            "map": None, "precision_r2": None, "n_queries": 0, "worker": self.id,
         }
         all_queries = {**cache.queries, **new_queries}
         if all_queries:
             db_codes = np.concatenate([*cache.db_codes, codes])
-            db_labels = np.concatenate(
-                [csr_to_dense(p, i, c) for p, i in zip([*cache.db_indptr, indptr],
-                                                       [*cache.db_indices, indices],
-                                                       strict=True)])
+            db_labels = ClassLists.concat([*cache.db_labels, labels])
             qf = np.concatenate([q["features"] for q in all_queries.values()])
-            ql = pad_labels([q["labels"] for q in all_queries.values()])
+            ql = ClassLists.concat([query_labels(q) for q in all_queries.values()])
             if len(qf) > self.eval_queries:  # a fixed, seeded sample keeps the curve comparable
                 pick = np.sort(np.random.default_rng(0).choice(len(qf), self.eval_queries,
                                                                replace=False))
-                qf, ql = qf[pick], ql[pick]
-            width = max(ql.shape[1], db_labels.shape[1])
-            ql, dl = widen(ql, width), widen(db_labels, width)
+                qf, ql = qf[pick], ql.take(pick)
+            width = max(ql.n_classes, db_labels.n_classes)
             qcodes = encode(state, qf, self.backend)
-            scores = evaluate(pack_codes(qcodes), ql, db_codes, dl, bits=state.bits)
+            scores = evaluate(pack_codes(qcodes), ql.widen(width), db_codes,
+                              db_labels.widen(width), bits=state.bits)
             record.update(map=scores.map, precision_r2=scores.precision_r2,
                           n_queries=int(len(qf)), pr_curve=scores.as_dict()["pr_curve"])
         return record

@@ -37,6 +37,8 @@ class Replica:
     label_indptr: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(1, np.int64))
     label_indices: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int32))
     row_of_id: dict[int, int] = field(default_factory=dict)
+    # client label of each internal class number (int or str, as the client sent them)
+    class_labels: list[int | str] = field(default_factory=list)
     # cross-modal indexes: the latest ECMH model and the single-modality codes of the pairs
     deep_model: Any = None
     deep_model_version: int = 0
@@ -45,8 +47,10 @@ class Replica:
     image_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
     text_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros((0, 0), np.uint8))
 
-    def labels_of(self, row: int) -> list[int]:
-        return self.label_indices[self.label_indptr[row]:self.label_indptr[row + 1]].tolist()
+    def labels_of(self, row: int) -> list[int | str]:
+        """The item's labels as the client sent them."""
+        classes = self.label_indices[self.label_indptr[row]:self.label_indptr[row + 1]]
+        return [self.class_labels[c] for c in classes.tolist()]
 
 
 class SearchService:
@@ -114,6 +118,11 @@ class SearchService:
                                   f["feature_map_mean"])
         projection = (self.store.load_projection(name, version)
                       if version > 0 and not deep else None)
+        # The class map only grows (classes are registered before their chunk is queued), so
+        # the labels after the ones already held cover every class of these segments.
+        kind, new_labels = self.store.class_labels(name, start=len(rep.class_labels))
+        class_labels = rep.class_labels + [int(b) if kind == "int" else b.decode()
+                                           for b in new_labels]
 
         def stack(blocks: list[np.ndarray[Any, Any]], empty: np.ndarray[Any, Any]
                   ) -> np.ndarray[Any, Any]:
@@ -128,7 +137,8 @@ class SearchService:
         fresh = Replica(
             version=version, uid=uid, feature_map=fm, projection=projection, codes=all_codes,
             ids=all_ids, label_indptr=np.concatenate(indptrs),
-            label_indices=np.concatenate(indices), row_of_id=row_of_id, deep_model=deep_model,
+            label_indices=np.concatenate(indices), row_of_id=row_of_id,
+            class_labels=class_labels, deep_model=deep_model,
             deep_model_version=mv, image_codes=stack(image_codes, rep.image_codes),
             text_codes=stack(text_codes, rep.text_codes))
         # A new index per version: searches still running on the previous replica keep

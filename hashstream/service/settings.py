@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hashstream.service.chunks import ChunkLimits
+
 
 class Settings(BaseSettings):
     """Every knob of the service; each one is an env var ``HASHSTREAM_<NAME>``."""
@@ -24,6 +26,18 @@ class Settings(BaseSettings):
     default_index: str = Field(default="default", description="index of /ingest and /search")
     api_keys: str = Field(default="", description="comma-separated bearer tokens; empty: no auth")
     max_body_bytes: int = Field(default=256 * 1024 * 1024, description="larger bodies get 413")
+    max_json_bytes: int = Field(default=32 * 1024 * 1024,
+                                description="larger JSON bodies get 413 (bulk: send .npz)")
+    max_decompressed_bytes: int | None = Field(
+        default=None, description="most bytes an .npz body's arrays may decompress to "
+        "(default: max_body_bytes)")
+    max_chunk_items: int = Field(default=100_000, ge=1, description="most items in one chunk")
+    max_labels_per_item: int = Field(default=1_000, ge=1, description="most classes per item")
+    max_round_bytes: int = Field(default=4 << 30, description="a worker refuses rounds whose "
+                                 "estimated peak memory is larger (the chunk is dead-lettered "
+                                 "if it alone is too large)")
+    max_attempts: int = Field(default=3, ge=1, description="failed or unfinished rounds before "
+                              "a chunk moves to the dead letters")
     max_k: int = Field(default=10_000, description="largest k a search may ask for")
     max_batch_queries: int = Field(default=10_000, description="most vectors in one POST search")
     backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
@@ -34,6 +48,12 @@ class Settings(BaseSettings):
     max_round_items: int = Field(default=20_000,
                                  description="pending chunks merge into one round up to this")
     eval_queries: int = Field(default=1000, description="held-out queries scored per round")
+
+    def chunk_limits(self) -> ChunkLimits:
+        return ChunkLimits(max_items=self.max_chunk_items,
+                           max_labels_per_item=self.max_labels_per_item,
+                           max_decompressed_bytes=self.max_decompressed_bytes
+                           or self.max_body_bytes)
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

@@ -24,7 +24,8 @@ async def create_index(body: CreateIndex, indexes: IndexesDep) -> dict[str, Any]
                  if body.kind == "cross-modal" else None)
     except (ValueError, TypeError) as exc:
         raise InvalidInput(str(exc), "settings") from exc
-    await run_in_threadpool(indexes.create, body.name, body.dim, settings, cross)
+    await run_in_threadpool(indexes.create, body.name, body.dim, settings, cross,
+                            body.max_classes)
     return await run_in_threadpool(indexes.describe, body.name)
 
 
@@ -47,7 +48,8 @@ async def delete_index(name: str, indexes: IndexesDep) -> Response:
 
 @router.get("/indexes/{name}/rounds", summary="Every round's record (metrics, losses, timings)")
 async def rounds(name: str, indexes: IndexesDep,
-                 since: int = Query(0, ge=0, description="only rounds after this one")
+                 since: int = Query(0, ge=0, le=2**31 - 1,
+                                    description="only rounds after this one")
                  ) -> dict[str, Any]:
     await run_in_threadpool(indexes.config, name)
     records = await run_in_threadpool(indexes.store.rounds, name, since, -1)

@@ -7,10 +7,16 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
-from hashstream.api.deps import IndexesDep, SettingsDep
+from hashstream.api.deps import IndexesDep, SettingsDep, media_type
 from hashstream.api.schemas import IngestAccepted
-from hashstream.service.chunks import Chunk, parse_json_chunk, parse_npz_chunk, validate_chunk
-from hashstream.service.errors import ServiceError
+from hashstream.service.chunks import (
+    ParsedChunk,
+    parse_json_chunk,
+    parse_npz_chunk,
+    validate_chunk,
+)
+from hashstream.service.errors import PayloadTooLarge, UnsupportedMediaType
+from hashstream.service.settings import Settings
 
 router = APIRouter(tags=["ingest"])
 
@@ -23,31 +29,38 @@ _BODY_DOC: dict[str, Any] = {
                 "properties": {
                     "features": {"type": "array", "items": {"type": "array",
                                                             "items": {"type": "number"}}},
-                    "labels": {"type": "array", "items": {"type": "array",
-                                                          "items": {"type": "integer"}},
-                               "description": "class ids of each item"},
+                    "labels": {"type": "array", "items": {"type": "array", "items": {
+                        "oneOf": [{"type": "integer"}, {"type": "string"}]}},
+                               "description": "class labels of each item (integers or strings, "
+                               "one type per index; each class once per item)"},
+                    "label_matrix": {"type": "array", "items": {"type": "array", "items": {
+                        "type": "integer", "enum": [0, 1]}},
+                        "description": "instead of labels: n × c 0/1 rows (column j = class j)"},
                     "ids": {"type": "array", "items": {"type": "integer"}},
                     "role": {"type": "string", "enum": ["train", "query"]}}}},
             "application/octet-stream": {"schema": {
                 "type": "string", "format": "binary",
-                "description": ".npz with features (n × d), labels (n × c 0/1), optional ids"}},
+                "description": ".npz with features (n × d) and labels (n × c 0/1) or "
+                "label_indptr + label_classes (class lists in CSR form), optional ids"}},
         },
     }
 }
 
 
-class UnsupportedMediaType(ServiceError):
-    status = 415
-    title = "Unsupported media type"
-
-
-async def _parse(request: Request, role: Literal["train", "query"] | None) -> Chunk:
-    body = await request.body()
-    kind = request.headers.get("content-type", "application/json").split(";")[0].strip()
+async def _parse(request: Request, role: Literal["train", "query"] | None,
+                 settings: Settings) -> ParsedChunk:
+    kind = media_type(request)
+    limits = settings.chunk_limits()
     if kind in ("application/json", ""):
-        return await run_in_threadpool(parse_json_chunk, body, role or "train")
+        body = await request.body()
+        if len(body) > settings.max_json_bytes:
+            raise PayloadTooLarge(f"JSON bodies are limited to {settings.max_json_bytes} bytes "
+                                  "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
+                                  "(application/octet-stream)", "body")
+        return await run_in_threadpool(parse_json_chunk, body, role or "train", limits)
     if kind in ("application/octet-stream", "application/x-npz", "application/zip"):
-        return await run_in_threadpool(parse_npz_chunk, body, role or "train")
+        body = await request.body()
+        return await run_in_threadpool(parse_npz_chunk, body, role or "train", limits)
     raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send application/json "
                                "or application/octet-stream (.npz)", "Content-Type")
 
@@ -55,11 +68,11 @@ async def _parse(request: Request, role: Literal["train", "query"] | None) -> Ch
 @router.post("/indexes/{name}/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
              summary="Queue a chunk for the next round")
-async def ingest(name: str, request: Request, indexes: IndexesDep,
+async def ingest(name: str, request: Request, indexes: IndexesDep, settings: SettingsDep,
                  role: Literal["train", "query"] | None = Query(
                      None, description="role of an .npz chunk (JSON bodies carry it inside)"),
                  ) -> dict[str, Any]:
-    chunk = await _parse(request, role)
+    chunk = await _parse(request, role, settings)
     return await run_in_threadpool(indexes.ingest, name, chunk)
 
 
@@ -68,7 +81,7 @@ async def ingest(name: str, request: Request, indexes: IndexesDep,
              summary="Queue a chunk for the default index (created on first use)")
 async def ingest_default(request: Request, indexes: IndexesDep, settings: SettingsDep,
                          role: Literal["train", "query"] | None = Query(None)) -> dict[str, Any]:
-    chunk = await _parse(request, role)
+    chunk = await _parse(request, role, settings)
     name = settings.default_index
     dim = int(chunk.features.shape[1])
     # Validate before creating the index: a rejected first chunk must not fix its dimension.

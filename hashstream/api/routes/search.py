@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
-from hashstream.api.deps import IndexesDep, SearchDep, SettingsDep
+from hashstream.api.deps import IndexesDep, SearchDep, SettingsDep, require_json
 from hashstream.api.schemas import SearchRequest, SearchResponse
 from hashstream.service.cross_modal import pad_tokens
 from hashstream.service.errors import InvalidInput
@@ -70,7 +70,7 @@ def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
 async def search_get(name: str, indexes: IndexesDep, search: SearchDep,
                      vector: str | None = Query(None, description="v1,v2,… (d numbers)"),
                      item: int | None = Query(None, description="id of a stored item"),
-                     k: int = Query(10, ge=1),
+                     k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
                      modality: Literal["image", "text"] = Query(
                          "image", description="cross-modal: which network encodes the vector"),
                      target: Literal["pairs", "image", "text"] = Query(
@@ -81,6 +81,7 @@ async def search_get(name: str, indexes: IndexesDep, search: SearchDep,
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse,
+             dependencies=[Depends(require_json)],
              summary="k nearest items of each vector of a batch")
 async def search_post(name: str, body: SearchRequest, indexes: IndexesDep, search: SearchDep,
                       settings: SettingsDep) -> dict[str, Any]:
@@ -91,12 +92,14 @@ async def search_post(name: str, body: SearchRequest, indexes: IndexesDep, searc
 @router.get("/search", response_model=SearchResponse, summary="Search the default index")
 async def search_default_get(indexes: IndexesDep, search: SearchDep, settings: SettingsDep,
                              vector: str | None = Query(None), item: int | None = Query(None),
-                             k: int = Query(10, ge=1)) -> dict[str, Any]:
+                             k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K")
+                             ) -> dict[str, Any]:
     return await run_in_threadpool(_get, settings.default_index, indexes, search, vector,
                                    item, k)
 
 
-@router.post("/search", response_model=SearchResponse, summary="Batch search the default index")
+@router.post("/search", response_model=SearchResponse, summary="Batch search the default index",
+             dependencies=[Depends(require_json)])
 async def search_default_post(body: SearchRequest, indexes: IndexesDep, search: SearchDep,
                               settings: SettingsDep) -> dict[str, Any]:
     return await run_in_threadpool(_post, settings.default_index, indexes, search, body,

@@ -200,7 +200,8 @@ function drawTable(rows) {
     const tr = document.createElement("tr");
     if (row.name === state.index) tr.className = "selected";
     tr.innerHTML = `<td>${row.name}</td><td>${row.model_version}</td><td>${row.n_database}</td>
-      <td>${row.n_classes}</td><td>${row.queue_depth}</td><td>${fmt(row.map)}</td>
+      <td>${row.n_classes}</td><td>${row.queue_depth}</td>
+      <td class="${row.dead_letters ? "alert" : ""}">${row.dead_letters ?? 0}</td><td>${fmt(row.map)}</td>
       <td>${fmt(row.precision_r2)}</td><td>${fmt(row.seconds, 3)}</td>`;
     tr.onclick = () => select(row.name);
     body.appendChild(tr);

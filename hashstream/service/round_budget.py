@@ -1,0 +1,24 @@
+"""How much memory a round needs, estimated before it starts, so a worker never takes on a
+round that would exhaust its machine (the check against ``HASHSTREAM_MAX_ROUND_BYTES``)."""
+
+from __future__ import annotations
+
+_F64 = 8
+# Live copies of the n × r iterates in one V/B/Y iteration (B, V, Z, E, L̂H1, Q, QR factors).
+_NR_COPIES = 12
+# Live copies of the n × m mapped features (Φ and its temporaries: distances, kernel values).
+_NM_COPIES = 3
+
+
+def estimate_round_bytes(*, n: int, dim: int, features_mapped: int, bits: int, labels: int,
+                         classes: int, exemplars: int) -> int:
+    """Peak bytes of one SDOH-HC round over ``n`` items (``dim`` features mapped to
+    ``features_mapped``), ``labels`` (item, class) pairs, ``classes`` classes and
+    ``exemplars`` exemplars: linear in each, never quadratic in the classes."""
+    m = features_mapped
+    per_item = _F64 * (2 * dim + _NM_COPIES * m + _NR_COPIES * bits)
+    model = _F64 * (2 * m * m + 2 * m * bits + 4 * classes * bits + bits * bits)
+    label_pairs = labels * (_F64 + 4 + 8) * 3  # L̂ in CSR, its transpose, products' indices
+    # exemplar similarity: at worst (many distinct label sets) Sqn in blocks of 4,096 exemplars
+    memory = exemplars * (_F64 * dim + bits + 16) + min(exemplars, 4096) * n * _F64
+    return n * per_item + model + label_pairs + memory
