@@ -64,9 +64,9 @@ class RoundRunner:
 
     def __init__(self, store: IndexStore, *, lock_ttl_ms: int = 30_000,
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
-                 backend: Backend | None = None) -> None:
+                 backend: Backend | None = None, worker_id: str | None = None) -> None:
         self.store = store
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lock_ttl_ms = lock_ttl_ms
         self.max_round_items = max_round_items
         self.eval_queries = eval_queries
