@@ -16,8 +16,9 @@ what it left behind and, at once:
 The children are started *from the supervisor thread* and stopped by it too: their
 parent-death signal (``PR_SET_PDEATHSIG``) fires when the thread that forked them ends, so the
 thread outlives them and a kill -9 of `serve` still takes them down. :meth:`shutdown` (called
-from the serve's signal handler) stops restarts before the children see the same Ctrl-C;
-:meth:`stop` then terminates them (SIGTERM, SIGKILL after ``grace_s``) and joins the thread.
+from the serve's signal handler, before the children see the same Ctrl-C) ends restarts and
+has the thread terminate the children (SIGTERM, SIGKILL after ``grace_s``); :meth:`stop` does
+the same and waits until they are gone.
 """
 
 from __future__ import annotations
@@ -100,11 +101,11 @@ class WorkerSupervisor:
         return self
 
     def shutdown(self) -> None:
-        """Stop restarting (safe from a signal handler); children are stopped by ``stop``."""
+        """Stop restarting and start terminating the children; safe from a signal handler."""
         self._stopping.set()
 
     def stop(self) -> None:
-        """Stop restarting, terminate the children and wait for them."""
+        """``shutdown``, then wait until the children are gone."""
         self.shutdown()
         if self._thread.is_alive():
             self._thread.join(self.grace_s + 15)
