@@ -116,8 +116,10 @@ class WorkerSupervisor:
     # --- the supervisor thread -------------------------------------------------------------
     def _run(self) -> None:
         try:
+            now = time.monotonic()
             for slot in self.slots:
-                self._start_child(slot)
+                slot.restart_at = now  # the first start goes through the restart path
+                self._check(slot)
             while not self._stopping.wait(self.poll_s):
                 for slot in self.slots:
                     self._check(slot)

@@ -149,3 +149,61 @@ def test_killed_worker_is_replaced_and_its_round_redone_within_20s(
     body = server.http.get("/readyz").json()
     assert body["status"] == "ready" and body["workers"] == 1
     assert _workers_of(server) == {new_pid: new_id}
+
+
+# --- the supervisor in-process, with stand-in children and store ---------------------------
+
+class _FakeStore:
+    def __init__(self) -> None:
+        self.dropped: list[str] = []
+        self.released: list[str] = []
+        self.count = 0
+
+    def drop_heartbeat(self, worker_id: str) -> bool:
+        self.dropped.append(worker_id)
+        return True
+
+    def release_locks_of(self, owner: str) -> list[str]:
+        self.released.append(owner)
+        return []
+
+    def count_restart(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def test_supervisor_restarts_dying_children_with_backoff_and_stops_the_rest(
+        caplog: Any, hs: Any) -> None:
+    import json
+    import subprocess
+
+    from hashstream.service.supervisor import WorkerSupervisor
+
+    spawned: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(worker_id: str) -> subprocess.Popen[bytes]:
+        # slots start in order: the second child (slot 1) lives until stopped; slot 0's
+        # children all exit at once
+        lives = len(spawned) == 1
+        child = subprocess.Popen(["sh", "-c", "exec sleep 60" if lives else "exit 3"])
+        spawned.append((worker_id, child))
+        return child
+
+    store = _FakeStore()
+    sup = WorkerSupervisor(store, spawn, 2, poll_s=0.01,  # type: ignore[arg-type]
+                           backoff=lambda: Backoff(base_s=0.05, cap_s=0.2))
+    caplog.set_level("INFO", logger="hashstream.supervisor")
+    sup.start()
+    hs.wait_until(lambda: store.count >= 5, 30, 0.01, "five restarts")
+    sup.stop()
+    restarts = [json.loads(r.getMessage()) for r in caplog.records
+                if "worker_restart" in r.getMessage()]
+    assert [r["backoff_s"] for r in restarts[:5]] == [0, 0.05, 0.1, 0.2, 0.2]
+    assert all(r["exit_code"] == 3 for r in restarts)
+    assert [r["restarts"] for r in restarts] == list(range(1, len(restarts) + 1))
+    assert store.dropped == store.released == [r["worker"] for r in restarts]
+    ids = [w for w, _ in spawned]
+    assert len(set(ids)) == len(ids)  # every child got a new id
+    long_lived = spawned[1][1]
+    assert long_lived.returncode == -signal.SIGTERM  # terminated by stop(), not restarted
+    assert all(child.poll() is not None for _, child in spawned)
