@@ -1,5 +1,6 @@
-"""Prometheus metrics: request counts and latency per route (middleware), and per-index gauges
-(rounds, last round seconds, queue depth, database size) read from Redis at scrape time."""
+"""Prometheus metrics: request counts and latency per route (middleware), per-index gauges
+(rounds, last round seconds, queue depth, database size) and the worker-restart counter of
+`serve`'s supervisor, read from Redis at scrape time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,7 +52,8 @@ class RequestMetrics:
 
 
 class IndexCollector(Collector):
-    """Gauges per index, read from Redis when Prometheus scrapes."""
+    """Gauges per index and the worker-restart counter, read from Redis when Prometheus
+    scrapes."""
 
     def __init__(self, indexes: IndexService) -> None:
         self.indexes = indexes
@@ -74,7 +76,10 @@ class IndexCollector(Collector):
             size.add_metric([name], last["n_database"] if last else 0)
             if last:
                 seconds.add_metric([name], float(last["seconds"].get("learn", 0.0)))
-        yield from (rounds, seconds, depth, size, dead)
+        restarts = CounterMetricFamily("hashstream_worker_restarts",
+                                       "worker children restarted by serve's supervisor",
+                                       value=store.restarts())
+        yield from (rounds, seconds, depth, size, dead, restarts)
 
 
 def render(registry: CollectorRegistry) -> bytes:

@@ -18,7 +18,12 @@ import numpy as np
 import redis
 
 from hashstream.memory.codec import decode_array, decode_arrays, encode_array, encode_arrays
-from hashstream.memory.keys import IndexKeys, registry_key, worker_key
+from hashstream.memory.keys import (
+    IndexKeys,
+    registry_key,
+    supervisor_restarts_key,
+    worker_key,
+)
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 GROUP = "workers"
@@ -400,8 +405,33 @@ class IndexStore:
     def release_lock(self, name: str, owner: str) -> None:
         self._release(keys=[self.keys(name).lock], args=[owner])
 
+    def release_locks_of(self, owner: str) -> list[str]:
+        """Release every index lock ``owner`` holds (compare-and-delete, as ``release_lock``);
+        the names of the indexes whose lock it held."""
+        names = self.list_indexes()
+        if not names:
+            return []
+        pipe = self.r.pipeline(transaction=False)  # one script call per index: one slot each
+        for name in names:
+            self._release(keys=[self.keys(name).lock], args=[owner], client=pipe)
+        released = pipe.execute()
+        return [name for name, n in zip(names, released, strict=True) if n]
+
     def heartbeat(self, worker_id: str, ttl_s: int) -> None:
         self.r.set(worker_key(self.prefix, worker_id), "1", ex=ttl_s)
+
+    def drop_heartbeat(self, worker_id: str) -> bool:
+        """Forget a worker known to be dead at once (its heartbeat would last its TTL)."""
+        return bool(self.r.delete(worker_key(self.prefix, worker_id)))
+
+    def count_restart(self) -> int:
+        """Count one worker restart; the new total."""
+        return int(self.r.incr(supervisor_restarts_key(self.prefix)))
+
+    def restarts(self) -> int:
+        """Worker restarts counted so far (every supervisor on this prefix)."""
+        raw = self.r.get(supervisor_restarts_key(self.prefix))
+        return int(raw) if raw is not None else 0
 
     def workers_alive(self) -> int:
         return sum(1 for _ in self.r.scan_iter(match=worker_key(self.prefix, "*"), count=100))

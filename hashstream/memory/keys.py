@@ -132,3 +132,8 @@ def registry_key(prefix: str) -> str:
 def worker_key(prefix: str, worker_id: str) -> str:
     """Set with an expiry by a live worker; /readyz counts them."""
     return f"{prefix}:worker:{worker_id}"
+
+
+def supervisor_restarts_key(prefix: str) -> str:
+    """Counter: worker children `serve`'s supervisor restarted after they died (INCR)."""
+    return f"{prefix}:supervisor:restarts"

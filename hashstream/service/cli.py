@@ -137,6 +137,8 @@ def _serve_parser(sub: Any) -> None:
 def _worker_parser(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a round worker against REDIS_URL")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--worker-id", default=None, help="this worker's id (its lock owner and "
+                   "heartbeat); default: host-pid-random. `serve` sets it for its children")
 
 
 def _configure_logging(level: str) -> None:
@@ -167,7 +169,8 @@ def _run_worker(args: argparse.Namespace) -> int:
                          eval_queries=settings.eval_queries, poll_ms=settings.poll_ms,
                          backend=get_backend(settings.backend),  # type: ignore[arg-type]
                          max_attempts=settings.max_attempts,
-                         max_round_bytes=settings.max_round_bytes)
+                         max_round_bytes=settings.max_round_bytes,
+                         worker_id=args.worker_id)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -177,13 +180,19 @@ def _run_worker(args: argparse.Namespace) -> int:
 
 def _run_serve(args: argparse.Namespace) -> int:
     import os
+    import signal
     import subprocess
     from pathlib import Path
+    from types import FrameType
 
+    import redis
     import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
 
+    from hashstream.memory.index_store import IndexStore
     from hashstream.service.embedded_redis import EmbeddedRedis, _die_with_parent
     from hashstream.service.settings import get_settings
+    from hashstream.service.supervisor import WorkerSupervisor
 
     _configure_logging(args.log_level)
     settings = get_settings()
@@ -197,24 +206,41 @@ def _run_serve(args: argparse.Namespace) -> int:
         get_settings.cache_clear()
         print(f"hashstream: embedded Redis at {embedded.url}, data in {data_dir}",
               file=sys.stderr)
-    workers = [subprocess.Popen([sys.executable, "-m", "hashstream", "worker",
-                                 "--log-level", args.log_level], env=env,
-                                preexec_fn=_die_with_parent)  # noqa: PLW1509
-               for _ in range(max(0, args.workers))]
+
+    def spawn(worker_id: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "hashstream", "worker",
+                                 "--log-level", args.log_level, "--worker-id", worker_id],
+                                env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+    store = IndexStore(redis.Redis.from_url(env["REDIS_URL"]), get_settings().key_prefix)
+    supervisor = WorkerSupervisor(store, spawn, args.workers)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # Ctrl-C reaches the workers too: stop restarting them before they exit.
+            supervisor.shutdown()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config("hashstream.api.app:create_app", factory=True, host=args.host,
+                            port=args.port, log_level=args.log_level)
+    server = Server(config)
+
+    def terminated(sig: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    # uvicorn re-raises a SIGTERM it handled once it has shut down: exit through the `finally`
+    # (children terminated, Redis stopped cleanly) rather than die of the default action.
+    signal.signal(signal.SIGTERM, terminated)
     try:
-        uvicorn.run("hashstream.api.app:create_app", factory=True, host=args.host,
-                    port=args.port, log_level=args.log_level)
+        supervisor.start()
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            try:
-                w.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                w.kill()
+        supervisor.stop()
         if embedded is not None:
             embedded.stop()
-    return 0
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def build_parser() -> argparse.ArgumentParser:

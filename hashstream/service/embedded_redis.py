@@ -29,10 +29,15 @@ def _redis_server_binary() -> str:
     return str(path)
 
 
+# Loaded here, in the parent: the child of a threaded parent (serve's supervisor thread) should
+# not dlopen between fork and exec (another thread may have held the loader's lock).
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    """SIGKILL this child when the thread that forked it ends (Linux PR_SET_PDEATHSIG)."""
+    if _LIBC is not None:
+        _LIBC.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
