@@ -32,13 +32,6 @@ from schemathesis.errors import FailureGroup
 MAX_EXAMPLES = 40  # per operation and generation mode
 BOUNDARY_INTS = (2**63, 2**64, 10**30, -(2**63) - 1)
 BOUNDARY_EXAMPLES = 2  # per operation, integer query parameter and value
-# Known 5xx on this branch (the lead is fixing them in main); flip the xfail once they are gone.
-KNOWN_5XX = [
-    "GET /indexes/{name}/centers before the first round: HMGET with no fields "
-    "(redis ResponseError: wrong number of arguments for 'hmget')",
-    "GET /indexes/{name}/rounds?since=2**63 or more: redis ResponseError "
-    "(value is not an integer or out of range)",
-]
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception)(: |$)")
 
 
@@ -170,7 +163,6 @@ def _integer_query_params(operation: Any) -> list[str]:
             if p.location.value == "query" and '"integer"' in json.dumps(p.definition)]
 
 
-@pytest.mark.xfail(strict=False, reason="known 5xx: " + "; ".join(KNOWN_5XX))
 def test_no_operation_answers_5xx(fuzz_target: tuple[Any, dict[str, str]]) -> None:
     server, names = fuzz_target
     load_all_checks()
