@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hashstream.solver.backend import get_backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.sdoh_hc import learn_chunk
 from hashstream.solver.settings import SDOHSettings
 
@@ -46,20 +47,21 @@ def floor_flops(n: int, d: int, m: int, nq: int, r: int, s: SDOHSettings) -> flo
 
 
 def stream(d: int, rounds: int, n: int, seed: int = 0):
-    """Fashion-MNIST chunks for d = 784 (when the file is there), else Gaussian class clusters."""
+    """Fashion-MNIST chunks for d = 784 (when the file is there), else Gaussian class clusters;
+    labels as class lists (the file's dense matrix is converted once)."""
     if d == 784 and FASHION.exists():
         z = np.load(FASHION)
-        x, y = z["features"], z["labels"]
+        x, y = z["features"], ClassLists.from_dense(z["labels"])
         order = np.random.default_rng(seed).permutation(len(x))[: rounds * n]
         for i in range(rounds):
             idx = order[i * n:(i + 1) * n]
-            yield x[idx], y[idx]
+            yield x[idx], y.take(idx)
         return
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((10, d))
     for _ in range(rounds):
         cls = rng.integers(0, 10, n)
-        yield centers[cls] + rng.standard_normal((n, d)), np.eye(10)[cls]
+        yield centers[cls] + rng.standard_normal((n, d)), ClassLists(np.arange(n + 1), cls, 10)
 
 
 def main() -> None:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from hashstream.service.offline_eval import DatasetError
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.ecmh.settings import (
     PAD_ID,
     DHDSettings,
@@ -228,8 +229,10 @@ def _score(queries: Codes, q_labels: Array, database: Codes, db_labels: Array,
            mode: DatabaseCodes) -> dict[str, float]:
     db_i2t = database.unified if mode == "unified" else database.text
     db_t2i = database.unified if mode == "unified" else database.image
-    return {"i2t": evaluate(queries.image, q_labels, db_i2t, db_labels).map,
-            "t2i": evaluate(queries.text, q_labels, db_t2i, db_labels).map}
+    # ECMH trains on dense label matrices; scoring takes class lists (converted once here).
+    q_lists, db_lists = ClassLists.from_dense(q_labels), ClassLists.from_dense(db_labels)
+    return {"i2t": evaluate(queries.image, q_lists, db_i2t, db_lists).map,
+            "t2i": evaluate(queries.text, q_lists, db_t2i, db_lists).map}
 
 
 def _table_rows(q_codes: Codes, q_labels: Array, q_new: Array, old_db: Codes,

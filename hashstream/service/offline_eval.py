@@ -18,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hashstream.solver.backend import BackendName, get_backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
 from hashstream.solver.sdoh_hc import encode, learn_chunk
@@ -35,13 +36,17 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
+    """An offline data set; labels are class lists (the file's n × c matrix, converted once
+    at load, is not kept)."""
+
     features: np.ndarray[Any, Any]
-    labels: np.ndarray[Any, Any]
+    labels: ClassLists
     test_idx: np.ndarray[Any, Any] | None
 
 
 def load_dataset(path: str | Path) -> Dataset:
-    """Read ``features`` (n × d float), ``labels`` (n × c 0/1) and optional ``test_idx``."""
+    """Read ``features`` (n × d float), ``labels`` (n × c 0/1) and optional ``test_idx``;
+    the labels become :class:`ClassLists` here, once."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files if k in ("features", "labels", "test_idx")}
@@ -61,7 +66,7 @@ def load_dataset(path: str | Path) -> Dataset:
     if test is not None and (test.ndim != 1 or (test.size and (test.min() < 0
                                                                 or test.max() >= x.shape[0]))):
         raise DatasetError("test_idx must be a 1-D array of row indices")
-    return Dataset(x.astype(np.float32, copy=False), y.astype(np.uint8, copy=False), test)
+    return Dataset(x.astype(np.float32, copy=False), ClassLists.from_dense(y), test)
 
 
 @dataclass(frozen=True)
@@ -102,8 +107,7 @@ def split_stream(data: Dataset, config: EvalConfig) -> tuple[np.ndarray[Any, Any
         excluded[data.test_idx] = True
     stream = rng.permutation(np.flatnonzero(~excluded))
     if config.order == "class-incremental":
-        lab = data.labels[stream]
-        first = np.where(lab.any(axis=1), lab.argmax(axis=1), lab.shape[1])
+        first = data.labels.take(stream).first_class(missing=data.labels.n_classes)
         stream = stream[np.argsort(first, kind="stable")]
     elif config.order != "random":
         raise DatasetError(f"order must be 'random' or 'class-incremental', not {config.order!r}")
@@ -135,7 +139,7 @@ def run_eval(data: Dataset, config: EvalConfig,
     settings = config.settings
     backend = get_backend(config.backend)
     queries, stream = split_stream(data, config)
-    q_feat, q_lab = data.features[queries], data.labels[queries]
+    q_feat, q_lab = data.features[queries], data.labels.take(queries)
     min_rows = settings.bits + 1 if config.method == "sdoh-hc" else 1
     total = len(list(chunks(stream, config.chunk, min_rows)))
     db_codes: list[np.ndarray[Any, Any]] = []
@@ -143,11 +147,14 @@ def run_eval(data: Dataset, config: EvalConfig,
     state: SDOHState | None = None
     lsh: RandomProjection | None = None
     rounds: list[dict[str, Any]] = []
-    first_classes = np.zeros(data.labels.shape[1], dtype=bool)
+    c = data.labels.n_classes
+    first_classes = np.zeros(c, dtype=bool)
+    seen = np.zeros(c, dtype=bool)  # classes in the database so far
     for i, idx in enumerate(chunks(stream, config.chunk, min_rows), start=1):
-        x, y = data.features[idx], data.labels[idx]
+        x, y = data.features[idx], data.labels.take(idx)
         if i == 1:
-            first_classes = y.any(axis=0)
+            first_classes[y.classes] = True
+        seen[y.classes] = True
         started = time.perf_counter()
         record: dict[str, Any] = {"round": i}
         if config.method == "lsh":
@@ -163,7 +170,7 @@ def run_eval(data: Dataset, config: EvalConfig,
         db_codes.append(codes)
         db_idx.append(idx)
         record["n_database"] = int(sum(len(j) for j in db_idx))
-        record["n_classes"] = int(data.labels[np.concatenate(db_idx)].any(axis=0).sum())
+        record["n_classes"] = int(seen.sum())
         if i % config.eval_every == 0 or i == total:
             if config.method == "lsh":
                 assert lsh is not None
@@ -176,24 +183,23 @@ def run_eval(data: Dataset, config: EvalConfig,
                     all_codes = encode(state, data.features[np.concatenate(db_idx)], backend)
                 else:
                     all_codes = np.concatenate(db_codes)
-            scores = evaluate(qc, q_lab, all_codes, data.labels[np.concatenate(db_idx)],
-                              ks=config.map_at)
+            db_lab = data.labels.take(np.concatenate(db_idx))
+            scores = evaluate(qc, q_lab, all_codes, db_lab, ks=config.map_at)
             record["map"] = scores.map
-            db_lab = data.labels[np.concatenate(db_idx)]
-            seen = db_lab.any(axis=0)
             # Class-incremental: queries of classes not yet streamed cannot score; map_seen
             # averages over the others, map_first_classes over round 1's classes (forgetting).
-            q_seen = (q_lab[:, seen] > 0).any(axis=1)
-            q_first = (q_lab[:, first_classes] > 0).any(axis=1)
+            q_seen = q_lab.has_any(seen)
+            q_first = q_lab.has_any(first_classes)
             ap = scores.average_precision
             record["map_seen"] = float(ap[q_seen].mean()) if q_seen.any() else 0.0
             record["map_first_classes"] = float(ap[q_first].mean()) if q_first.any() else 0.0
             # Forgetting, isolated: round 1's classes' queries against round 1's classes' items
             # only. The items keep their round-1 codes; only the query encoder has moved on.
-            db_first = (db_lab[:, first_classes] > 0).any(axis=1)
+            db_first = db_lab.has_any(first_classes)
             if q_first.any() and db_first.any():
                 record["map_first_classes_own_db"] = evaluate(
-                    qc[q_first], q_lab[q_first], all_codes[db_first], db_lab[db_first]).map
+                    qc[q_first], q_lab.take(np.flatnonzero(q_first)), all_codes[db_first],
+                    db_lab.take(np.flatnonzero(db_first))).map
             record["map_at_k"] = {str(k): v for k, v in scores.map_at_k.items()}
             record["precision_r2"] = scores.precision_r2
             if i == total:

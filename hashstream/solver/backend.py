@@ -38,6 +38,16 @@ class Backend:
             return self.xp.asnumpy(a)  # type: ignore[no-any-return]
         return np.asarray(a)
 
+    def sparse(self, a: Any) -> Any:
+        """A host SciPy CSR matrix on this backend, in its dtype: the SciPy matrix itself on
+        NumPy, a ``cupyx.scipy.sparse.csr_matrix`` on CuPy (32-bit indices)."""
+        if self.name == "cupy":
+            csp = importlib.import_module("cupyx.scipy.sparse")
+            return csp.csr_matrix((self.xp.asarray(a.data, dtype=self.dtype),
+                                   self.xp.asarray(a.indices, dtype=np.int32),
+                                   self.xp.asarray(a.indptr, dtype=np.int32)), shape=a.shape)
+        return a if a.dtype == self.dtype else a.astype(self.dtype)
+
     def cho_solve(self, a: Any, b: Any) -> Any:
         """Solve ``a x = b`` for symmetric positive-definite ``a`` by a Cholesky factorisation."""
         if self.name == "cupy":

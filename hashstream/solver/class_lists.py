@@ -125,6 +125,46 @@ class ClassLists:
             data = np.ones(self.nnz, dtype=dtype)
         return sp.csr_array((data, self.classes, self.indptr), shape=(self.n, self.n_classes))
 
+    def by_class(self, dtype: Any = np.float32) -> sp.csr_array:
+        """n_classes × n CSR matrix of ones: the items of each class (``to_sparse`` transposed)."""
+        return self.to_sparse(dtype).T.tocsr()
+
+    def has_any(self, mask: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """n booleans: True where the item has at least one class ``k`` with ``mask[k]``
+        (``mask``: booleans over at least ``n_classes`` classes)."""
+        hit = np.asarray(mask, dtype=bool)[self.classes]
+        return np.bincount(self.row_of_entry()[hit], minlength=self.n) > 0
+
+    def first_class(self, missing: int = -1) -> IntArray:
+        """The smallest class of each item (``missing`` for an item with no class)."""
+        out = np.full(self.n, missing, dtype=np.int64)
+        counts = self.counts()
+        nonempty = counts > 0
+        if self.nnz:
+            out[nonempty] = np.minimum.reduceat(self.classes, self.indptr[:-1][nonempty])
+        return out
+
+    def shares_any(self, other: ClassLists,
+                   other_by_class: sp.csr_array | None = None) -> np.ndarray[Any, Any]:
+        """self.n × other.n booleans: True where the two items share at least one class.
+
+        Only the classes ``self`` uses are touched: a dense (classes of self) × self.n block
+        times the sparse rows of ``other.by_class()`` (pass it as ``other_by_class`` when
+        calling for many blocks of ``self``). Memory O(self.n × other.n + nnz), never n × c.
+        """
+        by_class = other.by_class() if other_by_class is None else other_by_class
+        if self.nnz == 0 or other.n == 0:
+            return np.zeros((self.n, other.n), dtype=bool)
+        cols, local = np.unique(self.classes, return_inverse=True)
+        keep = cols < by_class.shape[0]  # classes ``other`` has never had share nothing
+        cols = cols[keep]
+        remap = np.cumsum(keep) - 1
+        entry = keep[local]
+        dense = np.zeros((len(cols), self.n), dtype=np.float32)
+        dense[remap[local[entry]], self.row_of_entry()[entry]] = 1
+        counts = by_class[cols].T @ dense  # other.n × self.n overlap counts (exact in float32)
+        return np.ascontiguousarray((np.asarray(counts) > 0).T)
+
     def to_dense(self, width: int | None = None) -> np.ndarray[Any, Any]:
         """n × width 0/1 uint8 matrix (width defaults to ``n_classes``); for small c only."""
         width = self.n_classes if width is None else width

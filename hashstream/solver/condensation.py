@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from hashstream.solver.class_lists import ClassLists
+
 Array = np.ndarray[Any, Any]
 _F32 = np.float32
 
@@ -262,39 +264,48 @@ def condense_features(features: Array, groups: list[Array], init: list[Array],
     return [(s.astype(np.float64) * std + mean).astype(_F32) for s in syn]
 
 
-def condense_exemplars(features: Array, labels: Array, centers: Array, count: int,
+def rows_by_class(labels: ClassLists) -> list[Array]:
+    """The rows of each class 0 … n_classes − 1 (ascending), from the class lists."""
+    order = np.argsort(labels.classes, kind="stable")  # entries are in row order already
+    rows = labels.row_of_entry()[order]
+    bounds = np.searchsorted(labels.classes[order], np.arange(labels.n_classes + 1))
+    return [rows[bounds[k]:bounds[k + 1]] for k in range(labels.n_classes)]
+
+
+def condense_exemplars(features: Array, labels: ClassLists, centers: Array, count: int,
                        rng: np.random.Generator, *, per_class: int = 0,
-                       config: CondenseConfig | None = None) -> tuple[Array, Array, Array]:
+                       config: CondenseConfig | None = None
+                       ) -> tuple[Array, ClassLists, Array]:
     """The ``condensed`` policy: ``count`` synthetic exemplars of a chunk.
 
-    ``features`` n × d, ``labels`` n × c (0/1), ``centers`` the round's Y (c × r, ±1).
-    Returns (features k × d float32, one-hot labels k × c uint8, codes k × r int8 = the Y row
-    of each exemplar's class), rows grouped by class in class order, k = Σ
-    :func:`class_budgets`. See the module docstring for the method and the choice of codes.
+    ``features`` n × d, ``labels`` the chunk's class lists, ``centers`` the round's Y
+    (c × r, ±1, c ≥ ``labels.n_classes``). Returns (features k × d float32, one class per
+    exemplar as class lists over c classes, codes k × r int8 = the Y row of each exemplar's
+    class), rows grouped by class in class order, k = Σ :func:`class_budgets`. See the module
+    docstring for the method and the choice of codes.
     """
     config = config or CondenseConfig()
     x = np.asarray(features)
-    lab = np.asarray(labels) > 0
     y = np.asarray(centers)
-    n, c = lab.shape
+    c = max(labels.n_classes, int(y.shape[0]))
     d, r = x.shape[1], y.shape[1]
-    budgets = class_budgets(lab.sum(axis=0), count, per_class)
-    classes = [k for k in range(c) if budgets[k] > 0]
-    groups = [np.flatnonzero(lab[:, k]) for k in classes]
+    budgets = class_budgets(np.bincount(labels.classes, minlength=c), count, per_class)
+    classes = np.flatnonzero(budgets > 0)
+    if len(classes) == 0:
+        return (np.zeros((0, d), _F32), ClassLists.empty(c), np.zeros((0, r), np.int8))
+    by_class = rows_by_class(labels)
+    groups = [by_class[k] for k in classes]
     init = [x[np.sort(rng.choice(rows, size=int(budgets[k]), replace=False))]
             for k, rows in zip(classes, groups, strict=True)]
-    if not classes:
-        return (np.zeros((0, d), _F32), np.zeros((0, c), np.uint8), np.zeros((0, r), np.int8))
     syn = condense_features(x, groups, init, config, rng)
-    class_of_row = np.repeat(np.asarray(classes, dtype=np.int64), budgets[classes])
-    out_labels = np.zeros((len(class_of_row), c), dtype=np.uint8)
-    out_labels[np.arange(len(class_of_row)), class_of_row] = 1
+    class_of_row = np.repeat(classes.astype(np.int64), budgets[classes])
+    out_labels = ClassLists(np.arange(len(class_of_row) + 1), class_of_row, c)
     codes = np.where(y[class_of_row] >= 0, 1, -1).astype(np.int8)
     return np.concatenate(syn).astype(_F32), out_labels, codes
 
 
-def embedding_mean_gap(real: Array, real_labels: Array, synthetic: Array,
-                       synthetic_labels: Array, *, n_networks: int = 16, seed: int = 12345,
+def embedding_mean_gap(real: Array, real_labels: ClassLists, synthetic: Array,
+                       synthetic_labels: ClassLists, *, n_networks: int = 16, seed: int = 12345,
                        hidden: int = 128, embed: int = 64) -> float:
     """How far the synthetic set's class means are from the real ones in embedding space:
     the mean over ``n_networks`` fresh, unperturbed random networks (seeded by ``seed``,
@@ -306,15 +317,17 @@ def embedding_mean_gap(real: Array, real_labels: Array, synthetic: Array,
     mean, std = _standardizer(x64)
     zr = ((x64 - mean) / std).astype(_F32)
     zs = ((np.asarray(synthetic, dtype=np.float64) - mean) / std).astype(_F32)
-    lr_, ls_ = np.asarray(real_labels) > 0, np.asarray(synthetic_labels) > 0
-    classes = [k for k in range(lr_.shape[1]) if lr_[:, k].any() and ls_[:, k].any()]
+    width = max(real_labels.n_classes, synthetic_labels.n_classes)
+    rows_r = rows_by_class(real_labels.widen(width))
+    rows_s = rows_by_class(synthetic_labels.widen(width))
+    classes = [k for k in range(width) if len(rows_r[k]) and len(rows_s[k])]
     total = 0.0
     for _ in range(n_networks):
         net = random_network(zr.shape[1], hidden, embed, 0.0, rng)
         num = den = 0.0
         for k in classes:
-            mu_r = net.forward(zr[lr_[:, k]])[0].mean(axis=0).astype(np.float64)
-            mu_s = net.forward(zs[ls_[:, k]])[0].mean(axis=0).astype(np.float64)
+            mu_r = net.forward(zr[rows_r[k]])[0].mean(axis=0).astype(np.float64)
+            mu_s = net.forward(zs[rows_s[k]])[0].mean(axis=0).astype(np.float64)
             num += float(((mu_r - mu_s) ** 2).sum())
             den += float((mu_r ** 2).sum())
         total += num / max(den, 1e-30)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.settings import ExemplarPolicy
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
@@ -26,15 +27,24 @@ def select_random(n: int, count: int, rng: np.random.Generator) -> IntArray:
     return np.sort(rng.choice(n, size=count, replace=False)).astype(np.int64)
 
 
-def select_class_balanced(labels: np.ndarray[Any, Any], count: int,
+def select_class_balanced(labels: ClassLists, count: int,
                           rng: np.random.Generator) -> IntArray:
-    """Round-robin over classes present in ``labels`` (n × c 0/1), each turn taking an unused
-    random row of that class; multi-label rows count for each of their classes."""
-    n = labels.shape[0]
+    """Round-robin over classes present in ``labels`` (in class order), each turn taking an
+    unused random row of that class; multi-label rows count for each of their classes."""
+    n = labels.n
     count = min(count, n)
     order = rng.permutation(n)
-    present = np.flatnonzero(labels.any(axis=0))
-    queues = [order[labels[order, k] > 0] for k in present]
+    # Each class's queue: its rows in the order of the permutation (entries sorted by class,
+    # then by position in ``order``), cut at the class boundaries.
+    position = np.empty(n, dtype=np.int64)
+    position[order] = np.arange(n)
+    rows = labels.row_of_entry()
+    by_class = np.lexsort((position[rows], labels.classes))
+    queue_rows = rows[by_class]
+    starts = np.flatnonzero(np.r_[True, np.diff(labels.classes[by_class]) != 0]) \
+        if labels.nnz else np.zeros(0, dtype=np.int64)
+    bounds = np.r_[starts, labels.nnz]
+    queues = [queue_rows[bounds[i]:bounds[i + 1]] for i in range(len(starts))]
     cursors = [0] * len(queues)
     taken = np.zeros(n, dtype=bool)
     chosen: list[int] = []
@@ -56,26 +66,30 @@ def select_class_balanced(labels: np.ndarray[Any, Any], count: int,
     return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
-def select_nearest_center(labels: np.ndarray[Any, Any], codes: np.ndarray[Any, Any],
+def select_nearest_center(labels: ClassLists, codes: np.ndarray[Any, Any],
                           centers: np.ndarray[Any, Any], count: int) -> IntArray:
     """Rows whose code is nearest (mean Hamming distance) to their own classes' centers
-    (``centers``: c × r, ±1). Ties go to the earlier row; unlabelled rows come last."""
+    (``centers``: c × r, ±1). Ties go to the earlier row; unlabelled rows come last.
+
+    Distances are taken only for the (row, class) entries of ``labels``: O(nnz · r)."""
     n, r = codes.shape
     count = min(count, n)
-    lab = labels.astype(np.float64)
-    dist_to_centers = (r - codes.astype(np.float64) @ centers.T.astype(np.float64)) / 2
-    n_labels = lab.sum(axis=1)
-    mean_dist = np.where(n_labels > 0, (dist_to_centers * lab).sum(axis=1)
-                         / np.maximum(n_labels, 1), np.inf)
+    rows = labels.row_of_entry()
+    agree = np.einsum("ij,ij->i", codes[rows].astype(np.int32),
+                      centers[labels.classes].astype(np.int32))
+    dist = (r - agree.astype(np.float64)) / 2  # Hamming distance of each entry
+    n_labels = labels.counts().astype(np.float64)
+    total = np.bincount(rows, weights=dist, minlength=n)
+    mean_dist = np.where(n_labels > 0, total / np.maximum(n_labels, 1), np.inf)
     return np.sort(np.argsort(mean_dist, kind="stable")[:count]).astype(np.int64)
 
 
-def select_exemplars(policy: ExemplarPolicy, labels: np.ndarray[Any, Any],
+def select_exemplars(policy: ExemplarPolicy, labels: ClassLists,
                      codes: np.ndarray[Any, Any], centers: np.ndarray[Any, Any], count: int,
                      rng: np.random.Generator) -> IntArray:
     """Indices of the chunk rows to add to the exemplar memory under ``policy``."""
     if policy == "random":
-        return select_random(labels.shape[0], count, rng)
+        return select_random(labels.n, count, rng)
     if policy == "class_balanced":
         return select_class_balanced(labels, count, rng)
     if policy == "nearest_center":

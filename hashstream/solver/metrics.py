@@ -5,6 +5,8 @@ Relevance: a database item is relevant to a query when they share at least one l
 Ranking: by Hamming distance, ties broken by insertion order (stable), as SOLVER.md asks.
 Distances come from packed codes (XOR + popcount over 64-bit words), queries in blocks, so
 1,000 queries against 70,000 codes take a second or two and no loop runs over the database.
+Labels are :class:`ClassLists`; relevance of a block of queries is a sparse product with the
+database's class-major lists, so memory is O(block × N), never N × c.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from hashstream.solver.class_lists import ClassLists
 
 Array = np.ndarray[Any, Any]
 
@@ -42,9 +46,17 @@ def hamming_distances(query_packed: Array, db_packed: Array) -> Array:
     return out
 
 
-def relevance(query_labels: Array, db_labels: Array) -> Array:
+def as_class_lists(labels: ClassLists | Array) -> ClassLists:
+    """``labels`` as class lists; an n × c 0/1 matrix (callers not yet on class lists) is
+    converted once."""
+    if isinstance(labels, ClassLists):
+        return labels
+    return ClassLists.from_dense(np.asarray(labels))
+
+
+def relevance(query_labels: ClassLists | Array, db_labels: ClassLists | Array) -> Array:
     """q × n booleans: True where a query and a database item share at least one label."""
-    return (np.asarray(query_labels, np.float32) @ np.asarray(db_labels, np.float32).T) > 0
+    return as_class_lists(query_labels).shares_any(as_class_lists(db_labels))
 
 
 @dataclass(frozen=True)
@@ -83,9 +95,14 @@ def _average_precision(rel_sorted: Array, limit: int | None) -> Array:
     return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
 
 
-def evaluate(query_codes: Array, query_labels: Array, db_codes: Array, db_labels: Array,
-             ks: tuple[int, ...] = (), bits: int | None = None) -> RetrievalScores:
-    """Score queries against a database. Codes are ±1 (n × r) or packed uint8 with ``bits``."""
+def evaluate(query_codes: Array, query_labels: ClassLists | Array, db_codes: Array,
+             db_labels: ClassLists | Array, ks: tuple[int, ...] = (),
+             bits: int | None = None) -> RetrievalScores:
+    """Score queries against a database. Codes are ±1 (n × r) or packed uint8 with ``bits``.
+
+    Labels are class lists (a dense 0/1 matrix is still accepted and converted once)."""
+    q_lists, db_lists = as_class_lists(query_labels), as_class_lists(db_labels)
+    db_by_class = db_lists.by_class()
     if np.asarray(query_codes).dtype == np.uint8 and bits is not None:
         qp, dp, r = np.asarray(query_codes), np.asarray(db_codes), bits
     else:
@@ -99,7 +116,7 @@ def evaluate(query_codes: Array, query_labels: Array, db_codes: Array, db_labels
     for start in range(0, nq, _QUERY_BLOCK):
         sl = slice(start, min(start + _QUERY_BLOCK, nq))
         dist = hamming_distances(qp[sl], dp)
-        rel = relevance(query_labels[sl], db_labels)
+        rel = q_lists.take(np.arange(sl.start, sl.stop)).shares_any(db_lists, db_by_class)
         order = np.argsort(dist, axis=1, kind="stable")
         rel_sorted = np.take_along_axis(rel, order, axis=1)
         ap_all[sl] = _average_precision(rel_sorted, None)

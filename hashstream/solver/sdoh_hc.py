@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from hashstream.solver.backend import Backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.condensation import CondenseConfig, condense_exemplars
 from hashstream.solver.dcc import dcc
 from hashstream.solver.exemplar_memory import select_exemplars, select_random
@@ -26,7 +28,11 @@ from hashstream.solver.feature_map import (
 )
 from hashstream.solver.hadamard import grow_centers, hadamard_centers
 from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.state import (
+    SDOHState,
+    empty_label_gram,
+    resize_label_gram,
+)
 
 # Sqn is formed in blocks of this many exemplars, so memory stays O(n · block).
 _SQN_BLOCK = 4096
@@ -56,19 +62,21 @@ def sign(x: Any, xp: Any) -> Any:
     return xp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
-def check_chunk(features: Any, labels: Any, dim: int | None = None,
+def check_chunk(features: Any, labels: ClassLists, dim: int | None = None,
                 bits: int | None = None) -> None:
     """Raise :class:`InputError` naming the field when a chunk is malformed.
 
-    A round needs more rows than bits: V (n × r) must satisfy VᵀV = nI with Vᵀ1 = 0."""
+    A round needs more rows than bits: V (n × r) must satisfy VᵀV = nI with Vᵀ1 = 0.
+    Labels are :class:`ClassLists` (valid by construction: class numbers in range, no NaN)."""
+    if not isinstance(labels, ClassLists):
+        raise InputError(f"labels must be ClassLists (ClassLists.from_dense converts an n × c "
+                         f"0/1 matrix), got {type(labels).__name__}")
     if features.ndim != 2:
         raise InputError(f"features must be a 2-D array (n × d), got {features.ndim}-D")
     if features.shape[0] == 0:
         raise InputError("features: the chunk is empty")
-    if labels.ndim != 2:
-        raise InputError(f"labels must be a 2-D 0/1 array (n × c), got {labels.ndim}-D")
-    if labels.shape[0] != features.shape[0]:
-        raise InputError(f"labels has {labels.shape[0]} rows but features has "
+    if labels.n != features.shape[0]:
+        raise InputError(f"labels has {labels.n} rows but features has "
                          f"{features.shape[0]}")
     if bits is not None and features.shape[0] <= bits:
         raise InputError(f"features: a chunk needs more rows than bits "
@@ -77,8 +85,6 @@ def check_chunk(features: Any, labels: Any, dim: int | None = None,
         raise InputError(f"features has dimension {features.shape[1]}, the model expects {dim}")
     if not np.isfinite(np.asarray(features)).all():
         raise InputError("features contains NaN or Inf")
-    if not np.isin(np.asarray(labels), (0, 1)).all():
-        raise InputError("labels must be 0/1 (no NaN, Inf or other values)")
 
 
 def initial_state(settings: SDOHSettings, first_chunk: np.ndarray[Any, Any],
@@ -92,17 +98,17 @@ def initial_state(settings: SDOHSettings, first_chunk: np.ndarray[Any, Any],
     return SDOHState(
         round=0, n_seen=0, dim=d, centers=centers, teacher=centers.T.copy(),
         h1=np.zeros((n_classes, r)), h2=np.zeros((r, r)), g=np.zeros((m, m)),
-        f=np.zeros((m, r)), label_gram=np.zeros((n_classes, n_classes)),
+        f=np.zeros((m, r)), label_gram=empty_label_gram(n_classes),
         label_sum=np.zeros(n_classes), projection=np.zeros((m, r)), feature_map=fm,
         exemplar_features=np.zeros((0, d), dtype=np.float32),
-        exemplar_labels=np.zeros((0, n_classes), dtype=np.uint8),
+        exemplar_labels=ClassLists.empty(n_classes),
         exemplar_codes=np.zeros((0, r), dtype=np.int8),
     )
 
 
 def grow_classes(state: SDOHState, n_classes: int, seed: int, backend: Backend) -> SDOHState:
     """Grow c to ``n_classes``: new Hadamard columns, teacher rows = their transpose, zero rows
-    in H1 and the label statistics, zero label columns in the exemplar memory."""
+    in H1 and the label statistics; the exemplar memory's class lists widen (no copy)."""
     c = state.n_classes
     if n_classes <= c:
         return state
@@ -116,19 +122,15 @@ def grow_classes(state: SDOHState, n_classes: int, seed: int, backend: Backend) 
         a = backend.asarray(a)
         return xp.concatenate([a, xp.zeros((extra, width), dtype=a.dtype)], axis=0)
 
-    gram = backend.asarray(state.label_gram)
-    gram = xp.concatenate([gram, xp.zeros((c, extra), dtype=gram.dtype)], axis=1)
-    gram = pad_rows(gram, n_classes)
-    ex_labels = backend.asarray(state.exemplar_labels)
-    ex_labels = xp.concatenate(
-        [ex_labels, xp.zeros((ex_labels.shape[0], extra), dtype=ex_labels.dtype)], axis=1)
     return SDOHState(
         round=state.round, n_seen=state.n_seen, dim=state.dim, centers=backend.asarray(centers),
         teacher=xp.concatenate([backend.asarray(state.teacher), new_rows], axis=0),
-        h1=pad_rows(state.h1, r), h2=state.h2, g=state.g, f=state.f, label_gram=gram,
+        h1=pad_rows(state.h1, r), h2=state.h2, g=state.g, f=state.f,
+        label_gram=resize_label_gram(state.label_gram, n_classes),
         label_sum=xp.concatenate([backend.asarray(state.label_sum), xp.zeros(extra)]),
         projection=state.projection, feature_map=state.feature_map,
-        exemplar_features=state.exemplar_features, exemplar_labels=ex_labels,
+        exemplar_features=state.exemplar_features,
+        exemplar_labels=state.exemplar_labels.widen(n_classes),
         exemplar_codes=state.exemplar_codes,
     )
 
@@ -151,7 +153,9 @@ class _Terms:
     theta_distill: float
     theta_hadamard: float
     eta: float
-    l_hat: Any  # n × c
+    l_hat: Any  # L̂, n × c sparse (SciPy CSR on NumPy, cupyx CSR on CuPy)
+    l_hat_t: Any  # L̂ᵀ, c × n sparse
+    l_hat_sq: float  # ‖L̂‖²
     old_weight: float  # w_old · s, applied to ⟨B, L̂H1⟩ (0 when the term is off)
     old_quad: float  # w_old, applied to ⟨BᵀB, H2⟩
     l_h1: Any  # L̂ H1, n × r
@@ -179,15 +183,18 @@ class _Terms:
             "quantization": self.beta * float(xp.sum((b - v) ** 2)),
             "distillation": 0.0,
             "hadamard": self.theta_hadamard * float(xp.sum((self.centers_t - y) ** 2)),
-            "center": self.eta * (r * r * float(xp.sum(self.l_hat ** 2))
-                                  - 2 * r * float(xp.sum((self.l_hat.T @ b) * y))
+            "center": self.eta * (r * r * self.l_hat_sq
+                                  - 2 * r * float(xp.sum((self.l_hat_t @ b) * y))
                                   + float(xp.sum(btb * (y.T @ y)))),
         }
         if self.theta_distill:
-            c = y.shape[0]
-            k = 2 * xp.eye(c, dtype=y.dtype) - 1
-            out["distillation"] = self.theta_distill * float(
-                xp.sum((r * k - self.teacher @ y.T) ** 2))
+            # ‖rK − ỸYᵀ‖² = r²c² − 2r⟨KỸ, Y⟩ + ⟨ỸᵀỸ, YᵀY⟩ (K = 2I − 11ᵀ, so ‖K‖² = c²):
+            # r × r products only, never the c × c matrices.
+            c, t = y.shape[0], self.teacher
+            k_t = 2 * t - t.sum(axis=0, keepdims=True)
+            out["distillation"] = self.theta_distill * (
+                float(r * r) * c * c - 2 * r * float(xp.sum(k_t * y))
+                + float(xp.sum((t.T @ t) * (y.T @ y))))
         out["total"] = sum(out.values())
         return out
 
@@ -205,7 +212,7 @@ class _Terms:
     def y_step(self, b: Any, y: Any, sweeps: int) -> Any:
         """DCC on the Y sub-problem: Q_Y = θ(rKỸ + Cᵀ) + η r L̂ᵀB, A_Y = θỸᵀỸ + η BᵀB."""
         r = self.r
-        q = self.theta_hadamard * self.centers_t + self.eta * r * (self.l_hat.T @ b)
+        q = self.theta_hadamard * self.centers_t + self.eta * r * (self.l_hat_t @ b)
         a = self.eta * (b.T @ b)
         if self.theta_distill:
             t = self.teacher
@@ -267,7 +274,38 @@ def _safe_norms(a: Any, xp: Any) -> Any:
     return xp.where(norms > 0, norms, 1)
 
 
-def _exemplar_similarity(state: SDOHState, x: Any, labels: np.ndarray[Any, Any],
+# Pad value of the label-set keys: below −(any class number), so a shorter set sorts first.
+_KEY_PAD = -(1 << 40)
+
+
+def label_set_groups(labels: ClassLists) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Group items by label set: (group of each item, first item of each group).
+
+    Groups come in the order ``np.unique(labels.to_dense(), axis=0)`` would give them, without
+    the dense matrix: each row's classes, sorted and negated, padded with a value below every
+    class, compare lexicographically exactly as the 0/1 rows do. A chunk whose longest row is
+    far longer than the average falls back to Python tuples with the same order."""
+    n, nnz = labels.n, labels.nnz
+    counts = labels.counts()
+    rows = labels.row_of_entry()
+    order = np.lexsort((labels.classes, rows))  # row by row, classes ascending
+    neg = -labels.classes[order].astype(np.int64)
+    kmax = max(int(counts.max()) if n else 0, 1)
+    if n * kmax <= 16 * max(nnz, n):
+        keys = np.full((n, kmax), _KEY_PAD, dtype=np.int64)
+        keys[rows, np.arange(nnz) - np.repeat(labels.indptr[:-1], counts)] = neg
+        _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+        return inv.ravel().astype(np.int64), first.astype(np.int64)
+    tuples = [tuple(neg[a:b].tolist()) for a, b in zip(labels.indptr[:-1], labels.indptr[1:],
+                                                        strict=True)]
+    index = {key: g for g, key in enumerate(sorted(set(tuples)))}
+    inv_l = np.fromiter((index[t] for t in tuples), dtype=np.int64, count=n)
+    first_l = np.full(len(index), n, dtype=np.int64)
+    np.minimum.at(first_l, inv_l, np.arange(n, dtype=np.int64))
+    return inv_l, first_l
+
+
+def _exemplar_similarity(state: SDOHState, x: Any, labels: ClassLists,
                          backend: Backend, r: int) -> tuple[Any, Any, float]:
     """E = Sqnᵀ B̃q (n × r), B̃qᵀB̃q and r²‖Sqn‖² without forming all of Sqn.
 
@@ -275,25 +313,25 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: np.ndarray[Any, Any],
     are grouped by their label set; a group of new points needs inner products only with the
     exemplars whose label sets overlap its own, and the −1 entries of the rest sum to
     −(Σ B̃q − Σ of the overlapping B̃q). Single-label data thus costs n·nq·d / c, not n·nq·d.
-    Many distinct label sets (dense multi-label data) fall back to Sqn in blocks.
+    Many distinct label sets (dense multi-label data) fall back to Sqn in blocks. Labels stay
+    class lists throughout: grouping hashes rows, overlaps are sparse products.
     """
     xp, dt = backend.xp, backend.dtype
-    lq_host = backend.to_numpy(state.exemplar_labels).astype(bool)
-    ln_host = labels.astype(bool)
+    lq = state.exemplar_labels
     xq_raw = backend.asarray(state.exemplar_features)
     bq = backend.asarray(state.exemplar_codes, dtype=dt)
     n, nq = x.shape[0], xq_raw.shape[0]
     e = xp.zeros((n, r), dtype=dt)
-    sets_n, inv_n = np.unique(ln_host, axis=0, return_inverse=True)
-    sets_q, inv_q = np.unique(lq_host, axis=0, return_inverse=True)
-    inv_n, inv_q = inv_n.ravel(), inv_q.ravel()
+    inv_n, first_n = label_set_groups(labels)
+    inv_q, first_q = label_set_groups(lq)
+    n_sets_n, n_sets_q = len(first_n), len(first_q)
     sq_norm = 0.0
-    if len(sets_n) * len(sets_q) <= _MAX_GROUP_PAIRS:
+    if n_sets_n * n_sets_q <= _MAX_GROUP_PAIRS:
         # Sort both sides by label set once, so each group is a contiguous slice.
         order_n = np.argsort(inv_n, kind="stable")
         order_q = np.argsort(inv_q, kind="stable")
-        bounds_n = np.searchsorted(inv_n[order_n], np.arange(len(sets_n) + 1))
-        bounds_q = np.searchsorted(inv_q[order_q], np.arange(len(sets_q) + 1))
+        bounds_n = np.searchsorted(inv_n[order_n], np.arange(n_sets_n + 1))
+        bounds_q = np.searchsorted(inv_q[order_q], np.arange(n_sets_q + 1))
         # Gather first, then normalise the gathered copy in place: one pass over each side.
         xn_s = x[backend.asarray(order_n)]
         xn_s /= _safe_norms(xn_s, xp)
@@ -301,9 +339,9 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: np.ndarray[Any, Any],
         xq_s /= _safe_norms(xq_s, xp)
         bq_s = bq[backend.asarray(order_q)]
         e_s = xp.empty((n, r), dtype=dt)
-        shares = (sets_n.astype(np.int64) @ sets_q.T.astype(np.int64)) > 0
+        shares = labels.take(first_n).shares_any(lq.take(first_q))
         bq_total = bq.sum(axis=0)
-        for a in range(len(sets_n)):
+        for a in range(n_sets_n):
             lo, hi = int(bounds_n[a]), int(bounds_n[a + 1])
             groups = np.flatnonzero(shares[a])
             if len(groups) == 0:
@@ -324,34 +362,43 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: np.ndarray[Any, Any],
     else:
         xq = l2_normalize_rows(xq_raw.astype(dt), xp)
         xn = l2_normalize_rows(x, xp)
-        lq = backend.asarray(lq_host, dtype=dt)
-        ln = backend.asarray(ln_host, dtype=dt)
+        new_by_class = labels.by_class()
         for start in range(0, nq, _SQN_BLOCK):
-            stop = start + _SQN_BLOCK
-            share = (lq[start:stop] @ ln.T) > 0
+            stop = min(start + _SQN_BLOCK, nq)
+            share_host = lq.take(np.arange(start, stop)).shares_any(labels, new_by_class)
+            share = backend.asarray(share_host)
             sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
             e += sqn.T @ bq[start:stop]
             sq_norm += float(xp.sum(sqn * sqn))
     return e, bq.T @ bq, r * r * sq_norm
 
 
-def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: SDOHSettings,
-                backend: Backend, *, trace: bool = False) -> RoundResult:
-    """One SDOH-HC round on a chunk (``features`` n × d, ``labels`` n × c 0/1).
+def _canonical(m: Any) -> sp.csr_array:
+    """``m`` as a CSR array with sorted indices and no duplicates (a stable stored form)."""
+    out = sp.csr_array(m)
+    out.sum_duplicates()
+    out.sort_indices()
+    return out
+
+
+def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
+                settings: SDOHSettings, backend: Backend, *,
+                trace: bool = False) -> RoundResult:
+    """One SDOH-HC round on a chunk (``features`` n × d, ``labels`` class lists of the n items).
 
     ``state`` is the previous round's (``None`` before round 1: the feature map is fitted on
-    this chunk). Labels with more columns than the model has classes grow c; fewer are padded.
-    Nothing passed in is mutated.
+    this chunk). ``labels.n_classes`` above the model's c grows c; below, the lists are read
+    over the model's c classes. Nothing passed in is mutated. No array of n × c or c × c is
+    formed: L̂ is sparse and every label product is a sparse one.
     """
     xp, dt = backend.xp, backend.dtype
-    labels_host = backend.to_numpy(labels)
     features_host = backend.to_numpy(features)
-    check_chunk(features_host, labels_host, None if state is None else state.dim, settings.bits)
+    check_chunk(features_host, labels, None if state is None else state.dim, settings.bits)
     if state is None:
-        state = initial_state(settings, features_host, max(labels_host.shape[1], 1))
+        state = initial_state(settings, features_host, max(labels.n_classes, 1))
     if state.bits != settings.bits:
         raise InputError(f"settings.bits is {settings.bits} but the state has {state.bits}")
-    n, r = labels_host.shape[0], settings.bits
+    n, r = labels.n, settings.bits
     rnd = state.round + 1
     rng = np.random.default_rng([settings.seed, rnd])
     seconds: dict[str, float] = {}
@@ -364,12 +411,15 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
         seconds[name] = seconds.get(name, 0.0) + now - clock
         clock = now
 
-    state = grow_classes(state, labels_host.shape[1], settings.seed, backend)
+    state = grow_classes(state, labels.n_classes, settings.seed, backend)
     c = state.n_classes
-    lab = np.zeros((n, c), dtype=np.float64)
-    lab[:, : labels_host.shape[1]] = labels_host
-    lab_dev = backend.asarray(lab, dtype=dt)
-    l_hat = l2_normalize_rows(lab_dev, xp)
+    labels = labels.widen(c)
+    l_hat_host = labels.to_sparse(np.float64, normalize=True)  # n × c CSR
+    l_hat_t_host = l_hat_host.T.tocsr()  # c × n CSR
+    l_hat = backend.sparse(l_hat_host)
+    l_hat_t = backend.sparse(l_hat_t_host)
+    l_hat_colsum = np.asarray(l_hat_t_host.sum(axis=1)).ravel()  # L̂ᵀ1, c
+    new_gram = _canonical(l_hat_t_host @ l_hat_host)  # L̂ᵀL̂, c × c sparse
     x = backend.asarray(features, dtype=dt)
     phi = apply_feature_map(state.feature_map, x, backend)
     lap("features")
@@ -382,16 +432,15 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
     h2 = backend.asarray(state.h2, dtype=dt)
     old_const = 0.0
     if use_old:
-        gram = backend.asarray(state.label_gram, dtype=dt)
-        cross = float(xp.sum((l_hat.T @ l_hat) * gram))
+        cross = float(new_gram.multiply(state.label_gram).sum())  # ⟨L̂ᵀL̂, Σ L̂_oldᵀL̂_old⟩
         old_const = w_old * r * r * s * s * cross
         if settings.old_similarity == "lemon":
-            lsum = backend.asarray(state.label_sum, dtype=dt)
-            old_const += w_old * r * r * (n * n_old - 2 * s * float(l_hat.sum(axis=0) @ lsum))
+            lsum = backend.to_numpy(state.label_sum).astype(np.float64)
+            old_const += w_old * r * r * (n * n_old - 2 * s * float(l_hat_colsum @ lsum))
 
     use_ex = settings.use_exemplar_term and state.exemplar_codes.shape[0] > 0
     if use_ex:
-        e, ex_gram, ex_const = _exemplar_similarity(state, x, lab, backend, r)
+        e, ex_gram, ex_const = _exemplar_similarity(state, x, labels, backend, r)
     else:
         e, ex_gram, ex_const = xp.zeros((n, r), dtype=dt), xp.zeros((r, r), dtype=dt), 0.0
     lap("exemplar_similarity")
@@ -401,7 +450,8 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
         theta_distill=settings.theta if settings.use_distillation else 0.0,
         theta_hadamard=settings.theta if settings.use_hadamard_term else 0.0,
         eta=settings.eta if settings.use_center_term else 0.0,
-        l_hat=l_hat, old_weight=w_old * s, old_quad=w_old, l_h1=l_hat @ h1, h2=h2,
+        l_hat=l_hat, l_hat_t=l_hat_t, l_hat_sq=float(np.sum(l_hat_host.data ** 2)),
+        old_weight=w_old * s, old_quad=w_old, l_h1=l_hat @ h1, h2=h2,
         old_const=old_const, ex_lin=e, ex_gram=ex_gram, ex_const=ex_const,
         teacher=backend.asarray(state.teacher, dtype=dt),
         centers_t=backend.asarray(state.centers, dtype=dt).T,
@@ -436,20 +486,21 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: Any, settings: S
 
     codes = backend.to_numpy(b).astype(np.int8)
     y_host = backend.to_numpy(y).astype(np.int8)
-    new_exemplars = _update_exemplars(state, features_host, lab, codes, y_host, settings, rng,
-                                      backend)
+    new_exemplars = _update_exemplars(state, features_host, labels, codes, y_host, settings,
+                                      rng, backend)
     new_state = SDOHState(
         round=rnd, n_seen=n_old + n, dim=state.dim, centers=state.centers,
-        teacher=backend.asarray(y_host), h1=h1 + l_hat.T @ v, h2=h2 + v.T @ v, g=g, f=f,
-        label_gram=backend.asarray(state.label_gram, dtype=dt) + l_hat.T @ l_hat,
-        label_sum=backend.asarray(state.label_sum, dtype=dt) + l_hat.sum(axis=0),
+        teacher=backend.asarray(y_host), h1=h1 + l_hat_t @ v, h2=h2 + v.T @ v, g=g, f=f,
+        label_gram=_canonical(state.label_gram + new_gram),
+        label_sum=backend.asarray(state.label_sum, dtype=dt)
+        + backend.asarray(l_hat_colsum, dtype=dt),
         projection=projection, feature_map=state.feature_map, **new_exemplars,
     )
     lap("memory")
     return RoundResult(codes=codes, state=new_state, loss=loss, seconds=seconds, trace=steps)
 
 
-def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], lab: np.ndarray[Any, Any],
+def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], labels: ClassLists,
                       codes: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
                       settings: SDOHSettings, rng: np.random.Generator,
                       backend: Backend) -> dict[str, Any]:
@@ -458,20 +509,21 @@ def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], lab: np.ndarray
 
     The memory is small and its selection is index work, so it stays on the host."""
     old_f = backend.to_numpy(state.exemplar_features)
-    old_l = backend.to_numpy(state.exemplar_labels)
     old_c = backend.to_numpy(state.exemplar_codes)
     keep = select_random(old_f.shape[0], settings.n1, rng)
+    new_l: ClassLists
     if settings.exemplar_policy == "condensed":
         new_f, new_l, new_c = condense_exemplars(
-            x, lab, y, settings.n2, rng, per_class=settings.condensed_per_class,
+            x, labels, y, settings.n2, rng, per_class=settings.condensed_per_class,
             config=CondenseConfig(steps=settings.condensed_steps))
     else:
-        new = select_exemplars(settings.exemplar_policy, lab, codes, y, settings.n2, rng)
+        new = select_exemplars(settings.exemplar_policy, labels, codes, y, settings.n2, rng)
         new_f = x[new].astype(np.float32)
-        new_l = (lab[new] > 0).astype(np.uint8)
+        new_l = labels.take(new)
         new_c = codes[new]
     return {
         "exemplar_features": np.concatenate([old_f[keep], new_f]),
-        "exemplar_labels": np.concatenate([old_l[keep], new_l]),
+        "exemplar_labels": ClassLists.concat([state.exemplar_labels.take(keep), new_l])
+        .widen(state.n_classes),
         "exemplar_codes": np.concatenate([old_c[keep], new_c]),
     }

@@ -4,6 +4,10 @@ A state is everything a round needs from the past: the fixed centers C, the hash
 newest entry (the teacher Ỹ), the exemplar memory, the accumulators H1, H2, G, F (plus the label
 statistics that make the old-data term's value exact), P and the feature map. It converts to a
 flat ``dict[str, numpy array]`` so the memory layer can persist it without pickle.
+
+Nothing in a state grows with c² or n·c: the label Gram matrix Σ L̂ᵀL̂ is kept sparse (its
+non-zeros are the class pairs that occur together on an item) and the exemplar labels are
+:class:`ClassLists`. Both stay on the host whatever the backend.
 """
 
 from __future__ import annotations
@@ -12,14 +16,33 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from hashstream.solver.backend import Backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapKind, FeatureMapParams
 
+# Dense arrays (possibly on the device).
 _ARRAY_FIELDS = (
-    "centers", "teacher", "h1", "h2", "g", "f", "label_gram", "label_sum", "projection",
-    "exemplar_features", "exemplar_labels", "exemplar_codes",
+    "centers", "teacher", "h1", "h2", "g", "f", "label_sum", "projection",
+    "exemplar_features", "exemplar_codes",
 )
+EXEMPLAR_LABEL_PREFIX = "exemplar_label_"
+LABEL_GRAM_KEYS = ("label_gram_indptr", "label_gram_indices", "label_gram_data")
+
+
+def empty_label_gram(n_classes: int) -> sp.csr_array:
+    """The c × c zero matrix, sparse (float64)."""
+    return sp.csr_array((n_classes, n_classes), dtype=np.float64)
+
+
+def resize_label_gram(gram: sp.csr_array, n_classes: int) -> sp.csr_array:
+    """``gram`` padded with zero rows and columns to ``n_classes`` × ``n_classes``."""
+    c = gram.shape[0]
+    if n_classes <= c:
+        return gram
+    indptr = np.concatenate([gram.indptr, np.full(n_classes - c, gram.indptr[-1])])
+    return sp.csr_array((gram.data, gram.indices, indptr), shape=(n_classes, n_classes))
 
 
 @dataclass(frozen=True)
@@ -35,12 +58,12 @@ class SDOHState:
     h2: Any  # r × r, Σ VᵀV
     g: Any  # m × m, Σ ΦᵀΦ
     f: Any  # m × r, Σ ΦᵀB
-    label_gram: Any  # c × c, Σ L̂ᵀL̂ (only for the old-data term's exact value)
+    label_gram: sp.csr_array  # c × c sparse float64 (host), Σ L̂ᵀL̂ (old-data term's value)
     label_sum: Any  # c, Σ L̂ᵀ1
     projection: Any  # P, m × r
     feature_map: FeatureMapParams
     exemplar_features: Any  # nq × d
-    exemplar_labels: Any  # nq × c uint8
+    exemplar_labels: ClassLists  # nq items over c classes (host)
     exemplar_codes: Any  # nq × r int8
 
     @property
@@ -57,10 +80,20 @@ class SDOHState:
         return replace(self, **arrays)
 
     def to_arrays(self, backend: Backend | None = None) -> dict[str, np.ndarray[Any, Any]]:
-        """A flat dict of NumPy arrays (scalars as 0-d arrays) for persistence."""
+        """A flat dict of NumPy arrays (scalars as 0-d arrays) for persistence.
+
+        The label Gram matrix is stored as CSR (``label_gram_indptr``, ``label_gram_indices``,
+        ``label_gram_data``; its shape is c × c, c = ``centers.shape[1]``) and the exemplar
+        labels as class lists (``exemplar_label_indptr``, ``exemplar_label_classes``,
+        ``exemplar_label_n_classes``)."""
         host = self.to_host(backend) if backend is not None else self
         out: dict[str, np.ndarray[Any, Any]] = {k: np.asarray(getattr(host, k))
                                                 for k in _ARRAY_FIELDS}
+        gram = self.label_gram
+        out["label_gram_indptr"] = np.asarray(gram.indptr, dtype=np.int64)
+        out["label_gram_indices"] = np.asarray(gram.indices, dtype=np.int32)
+        out["label_gram_data"] = np.asarray(gram.data, dtype=np.float64)
+        out.update(self.exemplar_labels.to_arrays(prefix=EXEMPLAR_LABEL_PREFIX))
         out["round"] = np.asarray(self.round, dtype=np.int64)
         out["n_seen"] = np.asarray(self.n_seen, dtype=np.int64)
         out["dim"] = np.asarray(self.dim, dtype=np.int64)
@@ -73,14 +106,28 @@ class SDOHState:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray[Any, Any]]) -> SDOHState:
-        """Inverse of :meth:`to_arrays`."""
+        """Inverse of :meth:`to_arrays`; also reads states stored before labels became sparse
+        (a dense c × c ``label_gram`` and a dense nq × c ``exemplar_labels``)."""
         kind = bytes(np.asarray(arrays["feature_map_kind"], dtype=np.uint8)).decode()
         if kind not in ("identity", "rbf"):
             raise ValueError(f"unknown feature map kind {kind!r} in stored state")
         fm_kind: FeatureMapKind = "identity" if kind == "identity" else "rbf"
         fm = FeatureMapParams(fm_kind, arrays["feature_map_anchors"],
                               float(arrays["feature_map_sigma"]), arrays["feature_map_mean"])
+        c = int(np.asarray(arrays["centers"]).shape[1])
+        if all(k in arrays for k in LABEL_GRAM_KEYS):
+            gram = sp.csr_array((np.asarray(arrays["label_gram_data"], dtype=np.float64),
+                                 np.asarray(arrays["label_gram_indices"], dtype=np.int32),
+                                 np.asarray(arrays["label_gram_indptr"], dtype=np.int64)),
+                                shape=(c, c))
+        else:  # stored by the dense code: c × c
+            gram = sp.csr_array(np.asarray(arrays["label_gram"], dtype=np.float64))
+        if f"{EXEMPLAR_LABEL_PREFIX}indptr" in arrays:
+            ex_labels = ClassLists.from_arrays(arrays, prefix=EXEMPLAR_LABEL_PREFIX)
+        else:  # stored by the dense code: nq × c 0/1
+            ex_labels = ClassLists.from_dense(np.asarray(arrays["exemplar_labels"]))
         return cls(
             round=int(arrays["round"]), n_seen=int(arrays["n_seen"]), dim=int(arrays["dim"]),
-            feature_map=fm, **{k: arrays[k] for k in _ARRAY_FIELDS},
+            feature_map=fm, label_gram=resize_label_gram(gram, c),
+            exemplar_labels=ex_labels.widen(c), **{k: arrays[k] for k in _ARRAY_FIELDS},
         )

@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashstream.solver.backend import Backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.condensation import (
     CondenseConfig,
     class_budgets,
@@ -27,6 +28,7 @@ from hashstream.solver.state import SDOHState
 
 REPO = Path(__file__).resolve().parents[2]
 RTOL = 1e-9
+CL = ClassLists.from_dense
 
 
 def _clusters(seed: int, n_per_class: int = 300, c: int = 3, d: int = 16
@@ -59,11 +61,11 @@ def test_condensation_moves_embedding_means_toward_real(seed: int) -> None:
     real embeddings falls clearly below the gap of the starting point (a random sample)."""
     x, lab, centers = _clusters(seed)
     count = 12  # 4 per class
-    before = condense_exemplars(x, lab, centers, count, np.random.default_rng(seed),
+    before = condense_exemplars(x, CL(lab), centers, count, np.random.default_rng(seed),
                                 config=CondenseConfig(steps=0))
-    after = condense_exemplars(x, lab, centers, count, np.random.default_rng(seed))
-    gap_before = embedding_mean_gap(x, lab, before[0], before[1], seed=999 + seed)
-    gap_after = embedding_mean_gap(x, lab, after[0], after[1], seed=999 + seed)
+    after = condense_exemplars(x, CL(lab), centers, count, np.random.default_rng(seed))
+    gap_before = embedding_mean_gap(x, CL(lab), before[0], before[1], seed=999 + seed)
+    gap_after = embedding_mean_gap(x, CL(lab), after[0], after[1], seed=999 + seed)
     assert gap_after < 0.5 * gap_before, (gap_before, gap_after)
     # the starting point is a random sample of each class's rows, the result is not
     x32 = x.astype(np.float32)
@@ -73,27 +75,28 @@ def test_condensation_moves_embedding_means_toward_real(seed: int) -> None:
 
 def test_gap_is_zero_for_the_real_set_itself() -> None:
     x, lab, _ = _clusters(5)
-    assert embedding_mean_gap(x, lab, x, lab) == pytest.approx(0.0, abs=1e-10)
+    assert embedding_mean_gap(x, CL(lab), x, CL(lab)) == pytest.approx(0.0, abs=1e-10)
 
 
 def test_matching_without_augmentation_also_converges() -> None:
     """Plain DM (no network or data augmentation) is the ablation; it decreases the gap too."""
     x, lab, centers = _clusters(3)
     plain = CondenseConfig(perturb=0, noise=0, mask=0, mix_prob=0)
-    before = condense_exemplars(x, lab, centers, 12, np.random.default_rng(3),
+    before = condense_exemplars(x, CL(lab), centers, 12, np.random.default_rng(3),
                                 config=CondenseConfig(steps=0))
-    after = condense_exemplars(x, lab, centers, 12, np.random.default_rng(3), config=plain)
-    assert (embedding_mean_gap(x, lab, after[0], after[1])
-            < 0.5 * embedding_mean_gap(x, lab, before[0], before[1]))
+    after = condense_exemplars(x, CL(lab), centers, 12, np.random.default_rng(3), config=plain)
+    assert (embedding_mean_gap(x, CL(lab), after[0], after[1])
+            < 0.5 * embedding_mean_gap(x, CL(lab), before[0], before[1]))
 
 
 def test_same_seed_same_exemplars_other_seed_others() -> None:
     x, lab, centers = _clusters(4)
-    a = condense_exemplars(x, lab, centers, 10, np.random.default_rng(7))
-    b = condense_exemplars(x, lab, centers, 10, np.random.default_rng(7))
-    c = condense_exemplars(x, lab, centers, 10, np.random.default_rng(8))
-    for u, v in zip(a, b, strict=True):
+    a = condense_exemplars(x, CL(lab), centers, 10, np.random.default_rng(7))
+    b = condense_exemplars(x, CL(lab), centers, 10, np.random.default_rng(7))
+    c = condense_exemplars(x, CL(lab), centers, 10, np.random.default_rng(8))
+    for u, v in ((a[0], b[0]), (a[2], b[2])):
         assert u.dtype == v.dtype and u.tobytes() == v.tobytes()
+    assert a[1] == b[1]
     assert not np.array_equal(a[0], c[0])
 
 
@@ -101,8 +104,9 @@ def test_shapes_labels_codes_and_range() -> None:
     x, lab, centers = _clusters(6, c=4)
     lab[:5] = 0  # unlabelled rows are not condensed
     x_in, lab_in, centers_in = x.copy(), lab.copy(), centers.copy()
-    feats, labels, codes = condense_exemplars(x, lab, centers, 10, np.random.default_rng(0),
-                                              config=CondenseConfig(steps=20))
+    feats, lists, codes = condense_exemplars(x, CL(lab), centers, 10, np.random.default_rng(0),
+                                             config=CondenseConfig(steps=20))
+    labels = lists.to_dense()
     # nothing passed in is mutated
     np.testing.assert_array_equal(x, x_in)
     np.testing.assert_array_equal(lab, lab_in)
@@ -120,19 +124,21 @@ def test_shapes_labels_codes_and_range() -> None:
 
 def test_per_class_cap_and_empty_chunk_classes() -> None:
     x, lab, centers = _clusters(7, c=3)
-    feats, labels, codes = condense_exemplars(x, lab, centers, 100, np.random.default_rng(0),
-                                              per_class=2, config=CondenseConfig(steps=3))
+    feats, lists, codes = condense_exemplars(x, CL(lab), centers, 100, np.random.default_rng(0),
+                                             per_class=2, config=CondenseConfig(steps=3))
+    labels = lists.to_dense()
     assert labels.sum(axis=0).tolist() == [2, 2, 2] and feats.shape[0] == codes.shape[0] == 6
-    none = condense_exemplars(x, np.zeros_like(lab), centers, 10, np.random.default_rng(0))
-    assert [a.shape for a in none] == [(0, 16), (0, 3), (0, 8)]
+    none = condense_exemplars(x, CL(np.zeros_like(lab)), centers, 10, np.random.default_rng(0))
+    assert [none[0].shape, none[1].to_dense().shape, none[2].shape] == [(0, 16), (0, 3), (0, 8)]
 
 
 def test_multilabel_rows_count_for_each_class() -> None:
     x, lab, centers = _clusters(8, c=3)
     lab[:, 2] = 0
     lab[:40, 2] = 1  # class 2 only through multi-label rows that also carry class 0 or 1
-    feats, labels, _ = condense_exemplars(x, lab, centers, 9, np.random.default_rng(1),
-                                          config=CondenseConfig(steps=5))
+    feats, lists, _ = condense_exemplars(x, CL(lab), centers, 9, np.random.default_rng(1),
+                                         config=CondenseConfig(steps=5))
+    labels = lists.to_dense()
     assert labels.sum(axis=0).tolist() == [3, 3, 3]
 
 
@@ -192,7 +198,7 @@ def _run(chunks: list[tuple[Any, Any]], cfg: SDOHSettings, backend: Backend
     state: SDOHState | None = None
     out = []
     for x, lab in chunks:
-        res = learn_chunk(state, x, lab, cfg, backend, trace=True)
+        res = learn_chunk(state, x, CL(lab), cfg, backend, trace=True)
         state = res.state
         out.append(res)
     return out
@@ -223,7 +229,7 @@ def test_rounds_with_condensed_memory(np_backend: Backend, make_stream: Any) -> 
         n_new = mem.exemplar_features.shape[0] - kept
         assert n_new == min(cfg.n2, int((lab > 0).any(axis=1).sum()))
         assert present >= 1
-        new_l = mem.exemplar_labels[kept:]
+        new_l = mem.exemplar_labels.to_dense()[kept:]
         new_c = mem.exemplar_codes[kept:]
         assert (new_l.sum(axis=1) == 1).all()
         assert set(np.flatnonzero(new_l.any(axis=0))) == set(np.flatnonzero(lab.any(axis=0)))
@@ -252,7 +258,7 @@ def test_condensed_round_is_deterministic_and_state_round_trips(np_backend: Back
     # a round from a persisted-and-restored state equals the round from the live state
     restored = SDOHState.from_arrays(a[1].state.to_arrays())
     x, lab = stream.chunks[2]
-    res = learn_chunk(restored, x, lab, cfg, np_backend)
+    res = learn_chunk(restored, x, CL(lab), cfg, np_backend)
     np.testing.assert_array_equal(res.codes, a[2].codes)
     np.testing.assert_array_equal(res.state.exemplar_features, a[2].state.exemplar_features)
     np.testing.assert_array_equal(res.state.exemplar_codes, a[2].state.exemplar_codes)
@@ -281,13 +287,15 @@ def test_condensed_round_does_not_import_torch() -> None:
         import sys
         import numpy as np
         from hashstream.solver.backend import get_backend
+        from hashstream.solver.class_lists import ClassLists
         from hashstream.solver.sdoh_hc import learn_chunk
         from hashstream.solver.settings import SDOHSettings
         rng = np.random.default_rng(0)
         cfg = SDOHSettings(bits=8, n2=6, exemplar_policy="condensed", condensed_steps=3,
                            feature_map="identity")
         lab = np.eye(2)[rng.integers(0, 2, 40)]
-        learn_chunk(None, rng.standard_normal((40, 5)), lab, cfg, get_backend("numpy"))
+        learn_chunk(None, rng.standard_normal((40, 5)), ClassLists.from_dense(lab), cfg,
+                    get_backend("numpy"))
         print("torch" in sys.modules)
     """)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashstream.solver.backend import Backend
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.exemplar_memory import (
     select_class_balanced,
     select_exemplars,
@@ -21,6 +22,7 @@ from hashstream.solver.settings import SDOHSettings
 from hashstream.solver.state import SDOHState
 
 POLICIES = ["random", "class_balanced", "nearest_center"]
+CL = ClassLists.from_dense
 
 
 def _chunk(seed: int, n: int, c: int, r: int, multilabel: bool = False
@@ -50,21 +52,21 @@ def _check_indices(idx: np.ndarray, n: int, count: int) -> None:
 def test_policies_count_distinct_sorted(seed: int, n: int, c: int, count: int,
                                         multilabel: bool, policy: Any) -> None:
     labels, codes, centers = _chunk(seed, n, c, 16, multilabel)
-    idx = select_exemplars(policy, labels, codes, centers, count, np.random.default_rng(seed))
+    idx = select_exemplars(policy, CL(labels), codes, centers, count, np.random.default_rng(seed))
     _check_indices(idx, n, count)
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_count_above_n_returns_all_rows(policy: Any) -> None:
     labels, codes, centers = _chunk(1, 30, 4, 8)
-    idx = select_exemplars(policy, labels, codes, centers, 100, np.random.default_rng(0))
+    idx = select_exemplars(policy, CL(labels), codes, centers, 100, np.random.default_rng(0))
     np.testing.assert_array_equal(idx, np.arange(30))
 
 
 def test_unlabelled_rows_fill_class_balanced() -> None:
     labels, _, _ = _chunk(2, 20, 3, 8)
     labels[10:] = 0  # half the rows have no label
-    idx = select_class_balanced(labels, 15, np.random.default_rng(0))
+    idx = select_class_balanced(CL(labels), 15, np.random.default_rng(0))
     _check_indices(idx, 20, 15)
     assert set(range(10)) <= set(idx.tolist())  # every labelled row before any unlabelled one
 
@@ -85,7 +87,7 @@ def test_class_balanced_floor_or_ceil(c: int, count: int, seed: int) -> None:
     n = 40 * c
     y = rng.permutation(np.arange(n) % c)  # every class has 40 rows
     labels = np.eye(c)[y]
-    idx = select_class_balanced(labels, count, rng)
+    idx = select_class_balanced(CL(labels), count, rng)
     _check_indices(idx, n, count)
     per_class = np.bincount(y[idx], minlength=c)
     assert per_class.sum() == count
@@ -96,7 +98,7 @@ def test_class_balanced_favours_rare_classes() -> None:
     # class 2 has only 3 rows: it gets all of them, the others share the rest evenly
     y = np.array([0] * 50 + [1] * 50 + [2] * 3)
     labels = np.eye(3)[y]
-    idx = select_class_balanced(labels, 21, np.random.default_rng(0))
+    idx = select_class_balanced(CL(labels), 21, np.random.default_rng(0))
     per_class = np.bincount(y[idx], minlength=3)
     assert per_class.tolist() == [9, 9, 3]
 
@@ -122,7 +124,7 @@ def test_nearest_center_matches_brute_force(multilabel: bool, n: int, count: int
                                             r: int) -> None:
     labels, codes, centers = _chunk(n + count, n, 5, r, multilabel)
     labels[3] = 0  # an unlabelled row is the last choice
-    idx = select_nearest_center(labels, codes, centers, count)
+    idx = select_nearest_center(CL(labels), codes, centers, count)
     assert idx.tolist() == _brute_nearest(labels, codes, centers, count)
     assert 3 not in idx.tolist()
 
@@ -132,14 +134,14 @@ def test_nearest_center_picks_exact_centers() -> None:
     codes = np.array([[1, 1, 1, -1], [-1, -1, 1, 1], [-1, -1, -1, -1], [1, 1, 1, 1]],
                      dtype=np.int8)
     labels = np.array([[1, 0], [0, 1], [1, 0], [1, 0]])
-    idx = select_nearest_center(labels, codes, centers, 2)
+    idx = select_nearest_center(CL(labels), codes, centers, 2)
     assert idx.tolist() == [1, 3]
 
 
 def test_unknown_policy_raises() -> None:
     labels, codes, centers = _chunk(0, 10, 2, 4)
     with pytest.raises(ValueError, match="policy"):
-        select_exemplars("oldest", labels, codes, centers, 3,  # type: ignore[arg-type]
+        select_exemplars("oldest", CL(labels), codes, centers, 3,  # type: ignore[arg-type]
                          np.random.default_rng(0))
 
 
@@ -154,18 +156,18 @@ def test_memory_size_after_each_round(np_backend: Backend, policy: Any, n1: int,
     for n in (20, 100, 40, 60):
         x = rng.standard_normal((n, 6))
         lab = np.eye(3)[rng.integers(0, 3, n)]
-        res = learn_chunk(state, x, lab, cfg, np_backend)
+        res = learn_chunk(state, x, CL(lab), cfg, np_backend)
         expected = min(n1, size) + min(n2, n)
         mem = res.state
         assert mem.exemplar_features.shape == (expected, 6)
-        assert mem.exemplar_labels.shape == (expected, 3)
+        assert mem.exemplar_labels.to_dense().shape == (expected, 3)
         assert mem.exemplar_codes.shape == (expected, 8)
         assert mem.exemplar_codes.dtype == np.int8
         assert set(np.unique(mem.exemplar_codes)) <= {-1, 1}
         # the new exemplars are rows of this chunk, stored with their learned codes and labels
         new_f = mem.exemplar_features[min(n1, size):]
         new_c = mem.exemplar_codes[min(n1, size):]
-        new_l = mem.exemplar_labels[min(n1, size):]
+        new_l = mem.exemplar_labels.to_dense()[min(n1, size):]
         for f, code, lbl in zip(new_f, new_c, new_l, strict=True):
             rows = np.flatnonzero((np.abs(x.astype(np.float32) - f) == 0).all(axis=1))
             assert len(rows) == 1
@@ -184,8 +186,8 @@ def test_nearest_center_uses_learned_codes_and_centers(np_backend: Backend) -> N
     for _ in range(2):
         x = rng.standard_normal((70, 6))
         lab = np.eye(4)[rng.integers(0, 4, 70)]
-        res = learn_chunk(state, x, lab, cfg, np_backend)
-        idx = select_nearest_center(lab, res.codes, res.state.teacher, 17)
+        res = learn_chunk(state, x, CL(lab), cfg, np_backend)
+        idx = select_nearest_center(CL(lab), res.codes, res.state.teacher, 17)
         np.testing.assert_array_equal(res.state.exemplar_codes, res.codes[idx])
         np.testing.assert_array_equal(res.state.exemplar_features, x[idx].astype(np.float32))
         state = res.state

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.metrics import evaluate, hamming_distances, pack_codes, relevance
 
 
@@ -180,3 +181,47 @@ def test_relevance_shares_a_label() -> None:
     np.testing.assert_array_equal(relevance(ql, dl),
                                   [[True, False, False], [True, True, False],
                                    [False, False, False]])
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), CASES)
+def test_evaluate_with_class_lists_matches_brute_force(seed: int, bits: int, n_db: int,
+                                                       n_q: int) -> None:
+    """Labels as class lists (the form the service and the solver use) against the brute-force
+    reference on the same labels as dense 0/1 rows; the query lists are narrower than the
+    database's (classes the queries never have), which must not matter."""
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q, n_classes=7)
+    ql[:, -2:] = 0
+    q_lists = ClassLists.from_dense(ql[:, :-2])
+    db_lists = ClassLists.from_dense(dl)
+    ks = (1, 5, n_db + 10)
+    got = evaluate(qc, q_lists, dc, db_lists, ks=ks)
+    ref = reference(qc, ql, dc, dl, ks)
+    assert got.map == pytest.approx(ref["map"], abs=1e-12)
+    np.testing.assert_allclose(got.average_precision, ref["ap"], atol=1e-12)
+    for k in ks:
+        assert got.map_at_k[k] == pytest.approx(ref["map_at_k"][k], abs=1e-12)  # type: ignore[index]
+    assert got.precision_r2 == pytest.approx(ref["precision_r2"], abs=1e-12)
+    np.testing.assert_allclose(got.pr_precision, ref["pr_precision"], atol=1e-12)
+    np.testing.assert_allclose(got.pr_recall, ref["pr_recall"], atol=1e-12)
+    np.testing.assert_array_equal(relevance(q_lists, db_lists), relevance(ql, dl))
+    packed = evaluate(pack_codes(qc), q_lists, pack_codes(dc), db_lists, ks=ks, bits=bits)
+    assert packed.map == got.map
+
+
+def test_evaluate_with_many_classes_never_densifies() -> None:
+    """Class numbers up to 10⁶ (dense N × c would be 8 GB as float64): scored from the lists."""
+    rng = np.random.default_rng(3)
+    c = 1_000_000
+    db_cls = rng.choice(c, 40, replace=False)[rng.integers(0, 40, 500)]
+    q_cls = db_cls[rng.integers(0, 500, 30)]
+    db = ClassLists(np.arange(501), db_cls, c)
+    q = ClassLists(np.arange(31), q_cls, c)
+    dc = np.where(rng.random((500, 16)) < 0.5, -1, 1).astype(np.int8)
+    qc = np.where(rng.random((30, 16)) < 0.5, -1, 1).astype(np.int8)
+    got = evaluate(qc, q, dc, db)
+    rel = q_cls[:, None] == db_cls[None, :]
+    np.testing.assert_array_equal(relevance(q, db), rel)
+    uniq, db_small = np.unique(db_cls, return_inverse=True)  # the same labels, renumbered
+    small = evaluate(qc, ClassLists(np.arange(31), np.searchsorted(uniq, q_cls), len(uniq)),
+                     dc, ClassLists(np.arange(501), db_small, len(uniq)))
+    assert got.map == small.map
