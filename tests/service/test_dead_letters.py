@@ -114,9 +114,10 @@ def test_round_memory_budget_splits_rounds_and_refuses_what_never_fits(store: In
     service.create("m", DIM, FAST)
     small = [service.ingest("m", _parsed(s))["chunk_id"] for s in (5, 6)]
     runner = RoundRunner(store)
-    one = runner._round_bytes(service.config("m"), [Chunk.from_fields(
-        store.r.xrange(store.keys("m").stream, small[0], small[0])[0][1])])
-    budget = int(one * 1.5)  # one chunk fits, two together do not
+    queued = [Chunk.from_fields(f) for _, f in store.r.xrange(store.keys("m").stream)]
+    one = runner._round_bytes(service.config("m"), queued[:1])
+    two = runner._round_bytes(service.config("m"), queued)
+    budget = (one + two) // 2  # one chunk fits, two together do not
     big = service.ingest("m", _parsed(7, n=400))["chunk_id"]
     _run(RoundRunner(store, max_round_bytes=budget), "m", passes=5)
     assert [r["chunks"] for r in store.rounds("m")] == [[small[0]], [small[1]]]
