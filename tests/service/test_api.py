@@ -177,11 +177,14 @@ def test_openapi_and_docs(api: Any) -> None:
         assert path in paths, path
     docs = api.http.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
-    assert "openapi.json" in docs.text
+    assert "openapi.json" in docs.text and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    assert api.http.get("/redoc").status_code == 404  # no offline ReDoc bundle: off
 
 
 def test_health_and_readiness(api: Any) -> None:
-    assert api.http.get("/healthz").json() == {"status": "ok"}
+    health = api.http.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["hamming_kernel"] in ("avx512", "avx2", "popcnt", "scalar", "numpy"), health
     ready = api.http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["workers"] >= 1
 
