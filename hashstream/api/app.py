@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hashstream import __version__
 from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
-from hashstream.api.routes import dashboard, dead_letters, health, indexes, ingest, search
+from hashstream.api.routes import dashboard, dead_letters, docs, health, indexes, ingest, search
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.dead_letters import DeadLetters
 from hashstream.service.errors import PayloadTooLarge, ServiceError
@@ -126,12 +126,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         client.close()
 
+    # /docs comes from routes.docs (local Swagger UI assets); ReDoc would need a CDN: off.
     app = FastAPI(title="hashstream", version=__version__, lifespan=lifespan,
-                  description="Streaming online hashing (SDOH-HC) with Redis-held state.")
+                  description="Streaming online hashing (SDOH-HC) with Redis-held state.",
+                  docs_url=None, redoc_url=None)
     app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)
     app.include_router(health.ready_router)
+    docs.install(app)
     app.include_router(dashboard.page_router)
     app.include_router(dashboard.router)
     app.include_router(indexes.router, dependencies=auth)

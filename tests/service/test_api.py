@@ -174,11 +174,14 @@ def test_openapi_and_docs(api: Any) -> None:
         assert path in paths, path
     docs = api.http.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]
-    assert "openapi.json" in docs.text
+    assert "openapi.json" in docs.text and "/docs/assets/swagger-ui-bundle.js" in docs.text
+    assert api.http.get("/redoc").status_code == 404  # no offline ReDoc bundle: off
 
 
 def test_health_and_readiness(api: Any) -> None:
-    assert api.http.get("/healthz").json() == {"status": "ok"}
+    health = api.http.get("/healthz").json()
+    assert health["status"] == "ok"
+    assert health["hamming_kernel"] in ("avx512", "avx2", "popcnt", "scalar", "numpy"), health
     ready = api.http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["workers"] >= 1
 
@@ -1028,7 +1031,13 @@ def test_both_keys_work(secured: Any, hs: Any, key: str) -> None:
 
 def test_healthz_needs_no_key(secured: Any) -> None:
     r = httpx.get(secured.url + "/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_docs_need_no_key(secured: Any) -> None:
+    """The Swagger UI page and its assets carry no data: open, like /healthz."""
+    for path in ("/docs", "/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"):
+        assert httpx.get(secured.url + path).status_code == 200, path
 
 
 def test_readyz_needs_a_key(secured: Any, hs: Any) -> None:

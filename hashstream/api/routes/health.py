@@ -6,15 +6,18 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from hashstream.api.deps import IndexesDep, require_api_key
+from hashstream.memory.hamming_index import native_isa
 
 router = APIRouter(tags=["health"])
 # Only liveness is open; readiness reveals the deployment's state and needs the key.
 ready_router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)])
 
 
-@router.get("/healthz", summary="The process is alive")
+@router.get("/healthz", summary="The process is alive, and which Hamming kernel it runs")
 def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+    # The compiled kernel's instruction set (avx512, avx2, popcnt, scalar), or "numpy" when the
+    # C extension was not built (the pure-NumPy fallback).
+    return {"status": "ok", "hamming_kernel": native_isa() or "numpy"}
 
 
 @ready_router.get("/readyz", summary="Redis answers and at least one worker is alive")
