@@ -20,6 +20,7 @@ from hashstream import __version__
 from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
 from hashstream.api.routes import dashboard, dead_letters, docs, health, indexes, ingest, search
+from hashstream.api.schemas import Problem
 from hashstream.memory.index_store import IndexStore
 from hashstream.service.dead_letters import DeadLetters
 from hashstream.service.errors import PayloadTooLarge, ServiceError
@@ -29,6 +30,15 @@ from hashstream.service.settings import Settings, get_settings
 
 log = logging.getLogger("hashstream.api")
 PROBLEM = "application/problem+json"
+
+
+_ERRORS = {400: "Malformed body", 401: "Missing or invalid API key", 404: "Not found",
+           409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
+           422: "Invalid input (the field is named)", 503: "Redis unreachable"}
+# Every route may answer these, always as problem+json: documented once for the whole schema.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {PROBLEM: {"schema": Problem.model_json_schema()}}}
+    for status, text in _ERRORS.items()}
 
 
 def problem(status: int, title: str, detail: str, field: str | None = None) -> JSONResponse:
@@ -129,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /docs comes from routes.docs (local Swagger UI assets); ReDoc would need a CDN: off.
     app = FastAPI(title="hashstream", version=__version__, lifespan=lifespan,
                   description="Streaming online hashing (SDOH-HC) with Redis-held state.",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, responses=PROBLEM_RESPONSES)
     app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)

@@ -5,7 +5,9 @@ rounds and one with none, so path-parameter routes reach their data and the "bef
 round" state. Every operation is driven with seeded (derandomized) positive and negative
 cases, half of them aimed at those indexes, plus out-of-range integers in every integer query
 parameter; ``DELETE`` runs last, against a sacrificial index. Each response goes through
-schemathesis' ``not_a_server_error`` and ``response_schema_conformance`` checks. Failures are
+schemathesis' ``not_a_server_error``, ``response_schema_conformance``,
+``status_code_conformance`` and ``content_type_conformance`` checks (every error status is
+documented once for the whole schema, as ``application/problem+json``). Failures are
 collected over the whole run, not stopped at the first, and reported with the server's
 traceback line, so one run lists every distinct 5xx.
 """
@@ -171,7 +173,9 @@ def test_no_operation_answers_5xx(fuzz_target: tuple[Any, dict[str, str]]) -> No
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 16, [op.label for op in operations]
     fuzz = Fuzz(server, [CHECKS.get_one("not_a_server_error"),
-                         CHECKS.get_one("response_schema_conformance")])
+                         CHECKS.get_one("response_schema_conformance"),
+                         CHECKS.get_one("status_code_conformance"),
+                         CHECKS.get_one("content_type_conformance")])
     started = time.monotonic()
     for operation in sorted(operations, key=lambda op: op.method.upper() == "DELETE"):
         targets = ([names["victim"]] if operation.method.upper() == "DELETE"
