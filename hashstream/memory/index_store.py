@@ -417,8 +417,9 @@ class IndexStore:
         released = pipe.execute()
         return [name for name, n in zip(names, released, strict=True) if n]
 
-    def heartbeat(self, worker_id: str, ttl_s: int) -> None:
-        self.r.set(worker_key(self.prefix, worker_id), "1", ex=ttl_s)
+    def heartbeat(self, worker_id: str, ttl_s: int, info: dict[str, Any] | None = None) -> None:
+        """Mark the worker alive for ``ttl_s``; ``info`` (its kernel, backend) rides along."""
+        self.r.set(worker_key(self.prefix, worker_id), json.dumps(info or {}), ex=ttl_s)
 
     def drop_heartbeat(self, worker_id: str) -> bool:
         """Forget a worker known to be dead at once (its heartbeat would last its TTL)."""
@@ -435,3 +436,20 @@ class IndexStore:
 
     def workers_alive(self) -> int:
         return sum(1 for _ in self.r.scan_iter(match=worker_key(self.prefix, "*"), count=100))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Live workers: id → the info of its last heartbeat."""
+        keys = list(self.r.scan_iter(match=worker_key(self.prefix, "*"), count=100))
+        if not keys:
+            return {}
+        start = len(worker_key(self.prefix, ""))
+        out: dict[str, dict[str, Any]] = {}
+        for key, raw in zip(keys, self.r.mget(keys), strict=True):
+            if raw is None:
+                continue  # expired between SCAN and MGET
+            try:
+                info = json.loads(raw)
+            except ValueError:
+                info = {}
+            out[key.decode()[start:]] = info if isinstance(info, dict) else {}
+        return out

@@ -98,13 +98,15 @@ class RoundRunner:
         self.max_round_bytes = max_round_bytes
         self.cache: dict[str, _IndexCache] = {}
         self.deep_cache: dict[str, DeepCache] = {}
+        # What this worker runs: logged at start and carried by every heartbeat (/readyz).
+        self.info = {"backend": self.backend.name, "hamming_kernel": native_isa() or "numpy"}
 
     def run_forever(self, stop: threading.Event) -> None:
-        log_event("worker_start", worker=self.id, backend=self.backend.name,
-                  hamming_kernel=native_isa() or "numpy")
+        log_event("worker_start", worker=self.id, **self.info)
         try:
             while not stop.is_set():
-                self.store.heartbeat(self.id, ttl_s=max(5, self.lock_ttl_ms // 1000))
+                self.store.heartbeat(self.id, ttl_s=max(5, self.lock_ttl_ms // 1000),
+                                     info=self.info)
                 did_work = False
                 for name in self.store.list_indexes():
                     try:

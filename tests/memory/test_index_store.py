@@ -372,8 +372,9 @@ def test_heartbeat_counts_live_workers(store: IndexStore, client: redis.Redis,
     assert own.workers_alive() == 0
     own.heartbeat("w1", ttl_s=30)
     own.heartbeat("w2", ttl_s=1)
-    own.heartbeat("w1", ttl_s=30)
+    own.heartbeat("w1", ttl_s=30, info={"hamming_kernel": "avx2"})
     assert own.workers_alive() == 2
+    assert own.workers()["w1"] == {"hamming_kernel": "avx2"} and own.workers()["w2"] == {}
     deadline = time.monotonic() + 10
     while own.workers_alive() != 1:
         assert time.monotonic() < deadline, "the heartbeat never expired"

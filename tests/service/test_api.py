@@ -183,7 +183,12 @@ def test_health_and_readiness(api: Any) -> None:
     assert health["status"] == "ok"
     assert health["hamming_kernel"] in ("avx512", "avx2", "popcnt", "scalar", "numpy"), health
     ready = api.http.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["workers"] >= 1
+    body = ready.json()
+    assert ready.status_code == 200 and body["workers"] >= 1
+    # every live worker says which Hamming kernel it runs (the API's own is in /healthz too)
+    assert len(body["worker_kernels"]) == body["workers"]
+    assert set(body["worker_kernels"].values()) <= {"avx512", "avx2", "popcnt", "scalar", "numpy"}
+    assert body["hamming_kernel"] == health["hamming_kernel"]
 
 
 # --- 2. every bad input → 4xx problem+json --------------------------------------------------

@@ -345,3 +345,35 @@ def mutated(draw: st.DrawFn) -> bytes:
 @given(mutated())
 def test_fuzz_mutated_valid_bodies(body: bytes) -> None:
     _check(body)
+
+
+def _peak_rss(pid: int) -> int:
+    """The process's peak resident memory so far (VmHWM), in bytes."""
+    for line in open(f"/proc/{pid}/status").read().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_bomb_over_http_gets_413_and_the_api_stays_near_its_idle_size(start_server: Any,
+                                                                       hs: Any) -> None:
+    """The issue's case end to end: np.savez_compressed of zeros 500,000 × 783 (3.1 GB inflated)
+    posted to a live API. It answers 413 naming the array, and its peak memory moves by less
+    than 64 MB (np.load made it allocate 1.8 GB before answering)."""
+    server = start_server("bomb", workers=0)
+    name = hs.unique("bomb")
+    server.create_index(name, 783)
+    small = savez(True, features=np.ones((40, 783)), labels=np.eye(2, dtype=np.uint8)[[0, 1] * 20])
+    r = server.http.post(f"/indexes/{name}/ingest", content=small,
+                         headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 202, r.text  # the .npz path is warm: its code and buffers loaded
+    header = npy_header((500_000, 783))
+    data, crc = deflate_zeros(header, 500_000 * 783 * 8)
+    bomb = zip_one("features.npy", data, crc=crc, size=len(header) + 500_000 * 783 * 8)
+    before = _peak_rss(server.pid)
+    r = server.http.post(f"/indexes/{name}/ingest", content=bomb,
+                         headers={"Content-Type": "application/octet-stream"})
+    hs.assert_problem(r, 413, "features")
+    grown = _peak_rss(server.pid) - before
+    print(f"bomb over HTTP: body {len(bomb)} bytes, API peak grew {grown / MB:.1f} MiB")
+    assert grown < 64 * MB, grown

@@ -24,10 +24,14 @@ def healthz() -> dict[str, str]:
 def readyz(indexes: IndexesDep) -> JSONResponse:
     try:
         indexes.store.r.ping()
-        workers = indexes.store.workers_alive()
+        workers = indexes.store.workers()
     except Exception as exc:  # noqa: BLE001 - any Redis failure means not ready
         return JSONResponse({"status": "unavailable", "redis": False, "detail": str(exc)},
                             status_code=503)
-    ready = workers > 0
+    ready = len(workers) > 0
     return JSONResponse({"status": "ready" if ready else "no worker", "redis": True,
-                         "workers": workers}, status_code=200 if ready else 503)
+                         "workers": len(workers),
+                         "worker_kernels": {w: info.get("hamming_kernel", "unknown")
+                                            for w, info in sorted(workers.items())},
+                         "hamming_kernel": native_isa() or "numpy"},
+                        status_code=200 if ready else 503)
