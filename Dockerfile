@@ -14,7 +14,7 @@ COPY hashstream ./hashstream
 RUN pip wheel --no-cache-dir --no-deps -w /wheels . \
     && python -c "import glob, sys, zipfile; \
 names = zipfile.ZipFile(glob.glob('/wheels/hashstream-*.whl')[0]).namelist(); \
-sys.exit(0 if any(n.startswith('hashstream/memory/_hamming') and n.endswith('.so') \
+sys.exit(0 if any(n.startswith('hashstream/hamming/_hamming') and n.endswith('.so') \
 for n in names) else 'the wheel has no compiled Hamming kernel')"
 
 # --- runtime ------------------------------------------------------------------------------

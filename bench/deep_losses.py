@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from ecmh_table import NEW_CLASSES, ORDER, WIKI
 
-from hashstream.service.ecmh_eval import (
+from hashstream.eval.ecmh import (
     Codes,
     CrossModalData,
     ProtocolConfig,

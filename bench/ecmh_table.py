@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from hashstream.service.ecmh_eval import ProtocolConfig, load_cross_modal, run_protocol
+from hashstream.eval.ecmh import ProtocolConfig, load_cross_modal, run_protocol
 from hashstream.solver.ecmh.settings import TrainSettings
 
 WIKI = Path(__file__).resolve().parents[2] / "shared/data/wiki/wiki.npz"

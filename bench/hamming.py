@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from hashstream.memory import hamming_index as hi
-from hashstream.memory.hamming_index import HammingIndex
+from hashstream.hamming import index as hi
+from hashstream.hamming.index import HammingIndex
 
 Array = np.ndarray[Any, Any]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from hashstream.service.embedded_redis import EmbeddedRedis, free_port
+from hashstream.cli.embedded_redis import EmbeddedRedis, free_port
 
 
 class Server:

@@ -20,8 +20,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from hashstream.service.offline_eval import EvalConfig, load_dataset, run_eval
-from hashstream.solver.settings import SDOHSettings
+from hashstream.eval.online_hashing import EvalConfig, load_dataset, run_eval
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared/data/fashion_mnist/fashion_mnist.npz"
 # (row label, policy, condensed_steps or None for the default): "condensed, 0 steps" stores

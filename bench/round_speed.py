@@ -19,8 +19,8 @@ import numpy as np
 
 from hashstream.solver.backend import get_backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.sdoh_hc import learn_chunk
-from hashstream.solver.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.round import learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 FASHION = Path(__file__).resolve().parents[2] / "shared/data/fashion_mnist/fashion_mnist.npz"
 

@@ -17,8 +17,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hashstream.service.offline_eval import EvalConfig, load_dataset, run_eval
-from hashstream.solver.settings import SDOHSettings
+from hashstream.eval.online_hashing import EvalConfig, load_dataset, run_eval
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared/data"
 DATASETS = {

@@ -1,6 +1,6 @@
 """`python -m hashstream` runs the command-line interface."""
 
-from hashstream.service.cli import main
+from hashstream.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

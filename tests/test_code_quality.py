@@ -1,5 +1,7 @@
 """The architecture and style rules are checked, not just described: ruff, mypy (strict, on
-solver/ and memory/) and the import-linter layers contract (api → service → solver | memory)."""
+the pure layers solver/, store/ and hamming/) and the import-linter contracts: the layers
+cli → api → service | eval → solver | store | hamming, api reaching the service layer only, and
+solver, store and hamming independent of each other."""
 
 from __future__ import annotations
 
@@ -30,11 +32,12 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_on_solver_and_memory() -> None:
+def test_mypy_strict_on_the_pure_layers() -> None:
     result = _run(sys.executable, "-m", "mypy")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_import_layers_contract() -> None:
+def test_import_contracts() -> None:
     result = _run(_tool("lint-imports"))
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 3 kept, 0 broken." in result.stdout, result.stdout

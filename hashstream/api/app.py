@@ -21,11 +21,8 @@ from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
 from hashstream.api.routes import dashboard, dead_letters, docs, health, indexes, ingest, search
 from hashstream.api.schemas import Problem
-from hashstream.memory.index_store import IndexStore
-from hashstream.service.dead_letters import DeadLetters
 from hashstream.service.errors import PayloadTooLarge, ServiceError
-from hashstream.service.indexes import IndexService
-from hashstream.service.search import SearchService
+from hashstream.service.services import Services
 from hashstream.service.settings import Settings, get_settings
 
 log = logging.getLogger("hashstream.api")
@@ -126,15 +123,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not settings.redis_url:
             raise RuntimeError("REDIS_URL is not set; `hashstream serve` starts an embedded "
                                "Redis and sets it")
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
-        store = IndexStore(client, settings.key_prefix)
+        services = Services.open(settings.redis_url, settings.key_prefix, max_k=settings.max_k,
+                                 scan_backend=settings.search_backend)
         app.state.settings = settings
-        app.state.indexes = IndexService(store)
-        app.state.dead_letters = DeadLetters(store)
-        app.state.search = SearchService(store, settings.max_k, settings.search_backend)
+        app.state.indexes = services.indexes
+        app.state.dead_letters = services.dead_letters
+        app.state.search = services.search
         app.state.registry.register(IndexCollector(app.state.indexes))
         yield
-        client.close()
+        services.close()
 
     # /docs comes from routes.docs (local Swagger UI assets); ReDoc would need a CDN: off.
     app = FastAPI(title="hashstream", version=__version__, lifespan=lifespan,

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from hashstream.service.errors import ServiceError, UnsupportedMediaType
-from hashstream.service.indexes import IndexService
-from hashstream.service.search import SearchService
+from hashstream.service.registry import IndexService
+from hashstream.service.replicas import SearchService
 from hashstream.service.settings import Settings
 
 

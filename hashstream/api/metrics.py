@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hashstream.service.indexes import IndexService
+from hashstream.service.registry import IndexService
 
 
 class RequestMetrics:
@@ -67,10 +67,10 @@ class IndexCollector(Collector):
                                  labels=["index"])
         dead = GaugeMetricFamily("hashstream_dead_letters", "chunks in the dead-letter stream",
                                  labels=["index"])
-        store = self.indexes.store
-        for name in store.list_indexes():
-            version, queue, last = store.status(name)  # one consistent round trip
-            dead.add_metric([name], store.dead_letter_count(name))
+        for row in self.indexes.overview():
+            name, version, queue, last = row["name"], row["version"], row["queue_depth"], \
+                row["last"]
+            dead.add_metric([name], row["dead_letters"])
             rounds.add_metric([name], version)
             depth.add_metric([name], queue)
             size.add_metric([name], last["n_database"] if last else 0)
@@ -78,7 +78,7 @@ class IndexCollector(Collector):
                 seconds.add_metric([name], float(last["seconds"].get("learn", 0.0)))
         restarts = CounterMetricFamily("hashstream_worker_restarts",
                                        "worker children restarted by serve's supervisor",
-                                       value=store.restarts())
+                                       value=self.indexes.worker_restarts())
         yield from (rounds, seconds, depth, size, dead, restarts)
 
 

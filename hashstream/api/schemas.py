@@ -6,8 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from hashstream.solver.feature_map import FeatureMapKind
-from hashstream.solver.settings import ExemplarPolicy, OldSimilarity, OldWeight
+from hashstream.service.registry import (
+    ExemplarPolicy,
+    FeatureMapKind,
+    OldSimilarity,
+    OldWeight,
+)
 
 
 class CreateIndex(BaseModel):

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hashstream.memory.codec import CodecError, decode_array, encode_array
 from hashstream.service.cross_modal import dense_text, pad_tokens
 from hashstream.service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 from hashstream.service.npz_body import read_npz
 from hashstream.solver.class_lists import ClassLists
+from hashstream.store.codec import CodecError, decode_array, encode_array
 
 Role = Literal["train", "query"]
 LabelKind = Literal["int", "str"]

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from hashstream.memory.index_store import IndexStore
 from hashstream.service.cross_modal import CrossModalSettings
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.metrics import evaluate, pack_codes
+from hashstream.store.index_store import IndexStore
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 

@@ -1,6 +1,6 @@
 """Dead letters: chunks whose rounds kept failing, listed, requeued or deleted by an operator.
 
-The worker moves a chunk here (see :mod:`hashstream.service.round_runner`); nothing is dropped
+The worker moves a chunk here (see :mod:`hashstream.service.worker`); nothing is dropped
 silently, and requeueing puts the same chunk back on the ingest stream with fresh attempts.
 """
 
@@ -10,9 +10,9 @@ import json
 import re
 from typing import Any
 
-from hashstream.memory.codec import CodecError, decode_array
-from hashstream.memory.index_store import IndexStore
 from hashstream.service.errors import InvalidInput, NotFound
+from hashstream.store.codec import CodecError, decode_array
+from hashstream.store.index_store import IndexStore
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
 

@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 import redis
 
-from hashstream.memory.index_store import IndexStore
-from hashstream.service.embedded_redis import EmbeddedRedis
+from hashstream.cli.embedded_redis import EmbeddedRedis
+from hashstream.store.index_store import IndexStore
 
 PROBLEM = "application/problem+json"
 # Small, fast solver settings for test indexes (a round on a few hundred rows takes ~0.2 s).

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from hashstream.memory.index_store import IndexStore
 from hashstream.solver.ecmh.networks import build_model
 from hashstream.solver.ecmh.settings import NetworkConfig
 from hashstream.solver.ecmh.state_io import from_arrays, same_state, to_arrays
+from hashstream.store.index_store import IndexStore
 
 SMALL = {"kind": "cross-modal", "bits": 16, "text_dim": 6, "epochs": 15, "extend_epochs": 8,
          "image_hidden": [32], "text_hidden": [32]}

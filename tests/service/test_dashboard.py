@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hashstream.memory.keys import IndexKeys
+from hashstream.store.keys import IndexKeys
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "bench" / "screenshots"
 CHARTS = ["chart-map", "chart-loss", "chart-seconds", "chart-size", "chart-exemplars",

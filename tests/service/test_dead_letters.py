@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import redis
 
-from hashstream.memory.index_store import IndexStore
 from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk
-from hashstream.service.indexes import IndexService
-from hashstream.service.round_runner import RoundRunner
+from hashstream.service.registry import IndexService
+from hashstream.service.worker import RoundRunner
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.store.index_store import IndexStore
 
 FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, seed=0)
 DIM = 8

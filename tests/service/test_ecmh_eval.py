@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hashstream.service import ecmh_eval
-from hashstream.service.offline_eval import DatasetError
+from hashstream.eval import ecmh as ecmh_eval
+from hashstream.eval.online_hashing import DatasetError
 
 N, CLASSES = 240, 5
 FAST = ["--epochs", "4", "--extend-epochs", "3", "--warmup-epochs", "2", "--batch-size", "100",

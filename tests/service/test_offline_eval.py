@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from hashstream.service import cli
-from hashstream.service.offline_eval import (
+from hashstream.eval.online_hashing import (
     Dataset,
     DatasetError,
     EvalConfig,
@@ -20,8 +19,9 @@ from hashstream.service.offline_eval import (
     run_eval,
     split_stream,
 )
+from hashstream.cli import main as cli
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 REPO = Path(__file__).resolve().parents[2]
 N, DIM, CLASSES, N_TEST = 700, 16, 5, 150

@@ -125,7 +125,7 @@ def test_wheel_holds_static_files_and_compiled_kernel(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for static in ("dashboard.html", "dashboard.js", "dashboard.css"):
         assert f"hashstream/api/static/{static}" in names, names
-    kernels = [n for n in names if re.fullmatch(r"hashstream/memory/_hamming[^/]*\.so", n)]
+    kernels = [n for n in names if re.fullmatch(r"hashstream/hamming/_hamming[^/]*\.so", n)]
     if _has_c_compiler():
         assert kernels, f"no compiled Hamming kernel in the wheel: {names}"
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import psutil
 
-from hashstream.memory.keys import worker_key
-from hashstream.service.supervisor import Backoff
+from hashstream.cli.supervisor import Backoff
+from hashstream.store.keys import worker_key
 
 DIM, CLASSES = 64, 8
 # As in test_recovery: a round on 6,000 rows lasts well past its round_start line.
@@ -177,7 +177,7 @@ def test_supervisor_restarts_dying_children_with_backoff_and_stops_the_rest(
     import json
     import subprocess
 
-    from hashstream.service.supervisor import WorkerSupervisor
+    from hashstream.cli.supervisor import WorkerSupervisor
 
     spawned: list[tuple[str, subprocess.Popen[bytes]]] = []
 

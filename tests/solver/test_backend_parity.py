@@ -9,9 +9,9 @@ import pytest
 
 from hashstream.solver.backend import Backend, BackendUnavailable, cupy_available, get_backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.sdoh_hc import encode, learn_chunk
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.round import encode, learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
 
 HAS_CUPY = cupy_available()
 CL = ClassLists.from_dense

@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 
 from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.condensation import (
+from hashstream.solver.sdoh_hc.condensation import (
     CondenseConfig,
     class_budgets,
     condense_exemplars,
     embedding_mean_gap,
 )
-from hashstream.solver.exemplar_memory import select_exemplars
-from hashstream.solver.sdoh_hc import learn_chunk
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.exemplars import select_exemplars
+from hashstream.solver.sdoh_hc.round import learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
 
 REPO = Path(__file__).resolve().parents[2]
 RTOL = 1e-9
@@ -178,7 +178,7 @@ def test_settings_accept_condensed_and_check_its_options() -> None:
 
 def test_cli_and_api_accept_condensed() -> None:
     from hashstream.api.schemas import CreateIndex
-    from hashstream.service.cli import build_parser
+    from hashstream.cli.main import build_parser
 
     args = build_parser().parse_args(["eval", "--data", "x.npz", "--exemplar-policy",
                                       "condensed", "--condensed-per-class", "3",
@@ -288,8 +288,8 @@ def test_condensed_round_does_not_import_torch() -> None:
         import numpy as np
         from hashstream.solver.backend import get_backend
         from hashstream.solver.class_lists import ClassLists
-        from hashstream.solver.sdoh_hc import learn_chunk
-        from hashstream.solver.settings import SDOHSettings
+        from hashstream.solver.sdoh_hc.round import learn_chunk
+        from hashstream.solver.sdoh_hc.settings import SDOHSettings
         rng = np.random.default_rng(0)
         cfg = SDOHSettings(bits=8, n2=6, exemplar_policy="condensed", condensed_steps=3,
                            feature_map="identity")
@@ -309,7 +309,7 @@ def test_hand_written_gradient_matches_finite_differences(mask: float | None, mi
                                                           noise: float) -> None:
     """The manual backward pass (both ReLUs, masking, within-class mixing) is the gradient
     of the matching loss: central differences along random directions, in float64."""
-    from hashstream.solver.condensation import _Aug, matching_loss_grad, random_network
+    from hashstream.solver.sdoh_hc.condensation import _Aug, matching_loss_grad, random_network
 
     rng = np.random.default_rng(0)
     d, k = 9, 6

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from hashstream.service import ecmh_eval
+from hashstream.eval import ecmh as ecmh_eval
 from hashstream.solver.backend import Backend
 from hashstream.solver.dcc import dcc
 from hashstream.solver.ecmh.dhd import (

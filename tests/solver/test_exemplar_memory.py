@@ -11,15 +11,15 @@ from hypothesis import strategies as st
 
 from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.exemplar_memory import (
+from hashstream.solver.sdoh_hc.exemplars import (
     select_class_balanced,
     select_exemplars,
     select_nearest_center,
     select_random,
 )
-from hashstream.solver.sdoh_hc import learn_chunk
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.round import learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
 
 POLICIES = ["random", "class_balanced", "nearest_center"]
 CL = ClassLists.from_dense

@@ -1,4 +1,4 @@
-"""The SDOH-HC round (hashstream.solver.sdoh_hc): objective, updates, growth, purity, quality."""
+"""The SDOH-HC round (solver/sdoh_hc/round.py): objective, updates, growth, purity, quality."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashstream.solver import sdoh_hc
+from hashstream.solver.sdoh_hc import round as sdoh_hc
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import apply_feature_map, fit_feature_map
 from hashstream.solver.hadamard import hadamard_centers
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
-from hashstream.solver.sdoh_hc import (
+from hashstream.solver.sdoh_hc.round import (
     InputError,
     RoundResult,
     dcc,
@@ -26,8 +26,8 @@ from hashstream.solver.sdoh_hc import (
     learn_chunk,
     orthogonal_balanced,
 )
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
 
 RTOL = 1e-9
 CL = ClassLists.from_dense

@@ -12,9 +12,9 @@ import scipy.sparse as sp
 
 from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.sdoh_hc import learn_chunk
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.round import learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
 
 DATA = Path(__file__).parent / "data"
 N_CLASSES = 5000

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from hashstream.api.deps import IndexesDep, require_api_key
-from hashstream.memory.hamming_index import native_isa
+from hashstream.service.replicas import hamming_kernel
 
 router = APIRouter(tags=["health"])
 # Only liveness is open; readiness reveals the deployment's state and needs the key.
@@ -17,21 +17,17 @@ ready_router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)
 def healthz() -> dict[str, str]:
     # The compiled kernel's instruction set (avx512, avx2, popcnt, scalar), or "numpy" when the
     # C extension was not built (the pure-NumPy fallback).
-    return {"status": "ok", "hamming_kernel": native_isa() or "numpy"}
+    return {"status": "ok", "hamming_kernel": hamming_kernel()}
 
 
 @ready_router.get("/readyz", summary="Redis answers and at least one worker is alive")
 def readyz(indexes: IndexesDep) -> JSONResponse:
     try:
-        indexes.store.r.ping()
-        workers = indexes.store.workers()
+        state = indexes.readiness()
     except Exception as exc:  # noqa: BLE001 - any Redis failure means not ready
         return JSONResponse({"status": "unavailable", "redis": False, "detail": str(exc)},
                             status_code=503)
-    ready = len(workers) > 0
-    return JSONResponse({"status": "ready" if ready else "no worker", "redis": True,
-                         "workers": len(workers),
-                         "worker_kernels": {w: info.get("hamming_kernel", "unknown")
-                                            for w, info in sorted(workers.items())},
-                         "hamming_kernel": native_isa() or "numpy"},
+    ready = state["workers"] > 0
+    return JSONResponse({"status": "ready" if ready else "no worker", "redis": True, **state,
+                         "hamming_kernel": hamming_kernel()},
                         status_code=200 if ready else 503)

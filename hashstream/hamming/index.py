@@ -52,7 +52,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 try:
-    from hashstream.memory import _hamming as _native
+    from hashstream.hamming import _hamming as _native
 except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
     _native = None  # type: ignore[assignment]
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.settings import ExemplarPolicy
+from hashstream.solver.sdoh_hc.settings import ExemplarPolicy
 
 IntArray = np.ndarray[Any, np.dtype[np.int64]]
 

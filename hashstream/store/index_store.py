@@ -1,6 +1,6 @@
 """Everything an index persists in Redis, and the atomic commit of a round.
 
-Arrays go through :mod:`hashstream.memory.codec` (no pickle). A round's commit is one
+Arrays go through :mod:`hashstream.store.codec` (no pickle). A round's commit is one
 MULTI/EXEC guarded by WATCH on the version key: the new state, P of the new version, the round's
 Y in the hash-center memory, the round's code-store segment, the round record, the version swap
 and the acknowledgement (XACK + XDEL) of the chunks it learned become visible together or not at
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import redis
 
-from hashstream.memory.codec import decode_array, decode_arrays, encode_array, encode_arrays
-from hashstream.memory.keys import (
+from hashstream.store.codec import decode_array, decode_arrays, encode_array, encode_arrays
+from hashstream.store.keys import (
     IndexKeys,
     registry_key,
     supervisor_restarts_key,

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hashstream.memory.index_store import IndexStore
+from hashstream.store.index_store import IndexStore
 
 log = logging.getLogger("hashstream.supervisor")
 

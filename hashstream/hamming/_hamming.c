@@ -1,4 +1,4 @@
-/* Hamming-distance kernels for hashstream.memory.hamming_index (CPython extension, no NumPy
+/* Hamming-distance kernels for hashstream.hamming.index (CPython extension, no NumPy
  * headers: arrays travel through the buffer protocol; the Python side allocates the outputs).
  *
  * Storage ("blocked" layout).  A code of `bits` bits is padded with zero bits to W lane words of

@@ -7,10 +7,10 @@ import sys
 from dataclasses import fields
 from typing import Any, get_args, get_type_hints
 
-from hashstream.service import ecmh_eval
-from hashstream.service.offline_eval import DatasetError, EvalConfig, load_dataset, run_eval
-from hashstream.service.offline_eval import write_json as write_eval_json
-from hashstream.solver.settings import SDOHSettings
+from hashstream.eval import ecmh as ecmh_eval
+from hashstream.eval.online_hashing import DatasetError, EvalConfig, load_dataset, run_eval
+from hashstream.eval.online_hashing import write_json as write_eval_json
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 # Ablation switches read better as --no-<term> than as --use-<term>/--no-use-<term>.
 _ABLATIONS = {
@@ -153,10 +153,10 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     import redis
 
-    from hashstream.memory.index_store import IndexStore
-    from hashstream.service.round_runner import RoundRunner
     from hashstream.service.settings import get_settings
+    from hashstream.service.worker import RoundRunner
     from hashstream.solver.backend import get_backend
+    from hashstream.store.index_store import IndexStore
 
     _configure_logging(args.log_level)
     settings = get_settings()
@@ -189,10 +189,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from hashstream.memory.index_store import IndexStore
-    from hashstream.service.embedded_redis import EmbeddedRedis, _die_with_parent
+    from hashstream.cli.embedded_redis import EmbeddedRedis, _die_with_parent
+    from hashstream.cli.supervisor import WorkerSupervisor
     from hashstream.service.settings import get_settings
-    from hashstream.service.supervisor import WorkerSupervisor
+    from hashstream.store.index_store import IndexStore
 
     _configure_logging(args.log_level)
     settings = get_settings()

@@ -27,9 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from hashstream.memory.codec import CodecError
-from hashstream.memory.hamming_index import native_isa
-from hashstream.memory.index_store import IndexStore
 from hashstream.service.chunks import Chunk
 from hashstream.service.cross_modal_runner import (
     DeepCache,
@@ -37,13 +34,16 @@ from hashstream.service.cross_modal_runner import (
     pad_token_rows,
     run_round,
 )
-from hashstream.service.indexes import IndexConfig
+from hashstream.service.registry import IndexConfig
+from hashstream.service.replicas import hamming_kernel
 from hashstream.service.round_budget import estimate_round_bytes
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.metrics import evaluate, pack_codes
-from hashstream.solver.sdoh_hc import encode, learn_chunk
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.round import encode, learn_chunk
+from hashstream.solver.sdoh_hc.state import SDOHState
+from hashstream.store.codec import CodecError
+from hashstream.store.index_store import IndexStore
 
 log = logging.getLogger("hashstream.worker")
 CONSUMER = "runner"  # one consumer name: the lock makes it one process at a time
@@ -99,7 +99,7 @@ class RoundRunner:
         self.cache: dict[str, _IndexCache] = {}
         self.deep_cache: dict[str, DeepCache] = {}
         # What this worker runs: logged at start and carried by every heartbeat (/readyz).
-        self.info = {"backend": self.backend.name, "hamming_kernel": native_isa() or "numpy"}
+        self.info = {"backend": self.backend.name, "hamming_kernel": hamming_kernel()}
 
     def run_forever(self, stop: threading.Event) -> None:
         log_event("worker_start", worker=self.id, **self.info)

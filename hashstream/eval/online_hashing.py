@@ -21,9 +21,9 @@ from hashstream.solver.backend import BackendName, get_backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
-from hashstream.solver.sdoh_hc import encode, learn_chunk
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import SDOHState
+from hashstream.solver.sdoh_hc.round import encode, learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
 
 Order = Literal["random", "class-incremental"]
 Method = Literal["sdoh-hc", "lsh"]

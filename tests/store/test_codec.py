@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from hashstream.memory.codec import (
+from hashstream.store.codec import (
     MAGIC,
     CodecError,
     decode_array,

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import redis
 
-from hashstream.memory.codec import decode_array, encode_array
-from hashstream.memory.index_store import GROUP, IndexStore
-from hashstream.service.embedded_redis import EmbeddedRedis
+from hashstream.cli.embedded_redis import EmbeddedRedis
+from hashstream.store.codec import decode_array, encode_array
+from hashstream.store.index_store import GROUP, IndexStore
 
 
 @pytest.fixture(scope="module")

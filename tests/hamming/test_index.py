@@ -13,11 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashstream.memory import hamming_index as hi
-from hashstream.memory.hamming_index import HammingIndex, split_ranges
+from hashstream.hamming import index as hi
+from hashstream.hamming.index import HammingIndex, split_ranges
 
 try:
-    from hashstream.memory import _hamming as native
+    from hashstream.hamming import _hamming as native
 except ImportError:  # pragma: no cover - CI builds it (test_extension_is_built)
     native = None  # type: ignore[assignment]
 
@@ -313,7 +313,7 @@ def test_auto_mode_budget_fallback_is_exact(monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.mark.skipif(os.environ.get("HASHSTREAM_ALLOW_NO_EXT") == "1",
                     reason="HASHSTREAM_ALLOW_NO_EXT=1: the NumPy fallback is accepted")
 def test_extension_is_built() -> None:
-    """`pip install -e .` compiles hashstream/memory/_hamming.c (gcc on CI)."""
+    """`pip install -e .` compiles hashstream/hamming/_hamming.c (gcc on CI)."""
     assert hi.native_available(), "the compiled Hamming kernels did not build or import"
     assert hi.native_isa() in ("avx512", "avx2", "popcnt", "scalar")
 

@@ -13,15 +13,21 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hashstream.memory.hamming_index import HammingIndex
-from hashstream.memory.index_store import IndexStore
+from hashstream.hamming.index import HammingIndex, native_isa
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.solver.backend import get_backend
 from hashstream.solver.feature_map import FeatureMapParams, apply_feature_map
 from hashstream.solver.metrics import pack_codes
+from hashstream.store.index_store import IndexStore
 
 _FEATURE_MAP_FIELDS = ["feature_map_kind", "feature_map_anchors", "feature_map_sigma",
                        "feature_map_mean", "dim"]
+
+
+def hamming_kernel() -> str:
+    """The Hamming scan this process runs: the compiled kernel's instruction set (avx512, avx2,
+    popcnt, scalar), or "numpy" when the C extension was not built."""
+    return native_isa() or "numpy"
 
 
 @dataclass

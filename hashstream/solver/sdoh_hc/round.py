@@ -18,17 +18,17 @@ import scipy.sparse as sp
 
 from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.condensation import CondenseConfig, condense_exemplars
 from hashstream.solver.dcc import dcc
-from hashstream.solver.exemplar_memory import select_exemplars, select_random
 from hashstream.solver.feature_map import (
     apply_feature_map,
     fit_feature_map,
     l2_normalize_rows,
 )
 from hashstream.solver.hadamard import grow_centers, hadamard_centers
-from hashstream.solver.settings import SDOHSettings
-from hashstream.solver.state import (
+from hashstream.solver.sdoh_hc.condensation import CondenseConfig, condense_exemplars
+from hashstream.solver.sdoh_hc.exemplars import select_exemplars, select_random
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import (
     SDOHState,
     empty_label_gram,
     resize_label_gram,

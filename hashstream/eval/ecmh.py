@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from hashstream.service.offline_eval import DatasetError
+from hashstream.eval.online_hashing import DatasetError
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.ecmh.settings import (
     PAD_ID,

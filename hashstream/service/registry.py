@@ -8,13 +8,23 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hashstream.memory.index_store import ClassMapError, IndexStore
-from hashstream.memory.keys import INDEX_NAME
 from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk, validate_chunk
 from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.settings import SDOHSettings
+from hashstream.solver.feature_map import FeatureMapKind
+from hashstream.solver.sdoh_hc.settings import (
+    ExemplarPolicy,
+    OldSimilarity,
+    OldWeight,
+    SDOHSettings,
+)
+from hashstream.store.index_store import ClassMapError, IndexStore
+from hashstream.store.keys import INDEX_NAME
+
+# The setting vocabularies the HTTP schemas accept (the solver defines them).
+__all__ = ["ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService", "OldSimilarity",
+           "OldWeight"]
 
 IndexKind = Literal["sdoh-hc", "cross-modal"]
 DEFAULT_MAX_CLASSES = 5_000
@@ -84,6 +94,51 @@ class IndexService:
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config
+
+    def create_from_request(self, name: str, dim: int, solver: dict[str, Any],
+                            cross_modal: dict[str, Any] | None,
+                            max_classes: int = DEFAULT_MAX_CLASSES) -> IndexConfig:
+        """``create`` from the settings of a request (422 naming ``settings`` when invalid)."""
+        try:
+            settings = SDOHSettings.from_dict(solver)
+            cross = (None if cross_modal is None
+                     else CrossModalSettings.from_dict(cross_modal))
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(str(exc), "settings") from exc
+        return self.create(name, dim, settings, cross, max_classes)
+
+    def rounds(self, name: str, since: int = 0) -> dict[str, Any]:
+        """Round records after round ``since``, with the queue depth."""
+        self.config(name)
+        return {"index": name, "queue_depth": self.store.queue_depth(name),
+                "rounds": self.store.rounds(name, since, -1)}
+
+    def recent_centers(self, name: str) -> dict[int, np.ndarray[Any, Any]]:
+        """Y of the latest round and the one before it (hash-center memory), by round."""
+        self.config(name)
+        version = self.store.version(name)
+        return self.store.load_centers(name, [v for v in (version - 1, version) if v >= 1])
+
+    def overview(self) -> list[dict[str, Any]]:
+        """Per index: version, queue depth, dead letters and the latest round record."""
+        rows = []
+        for name in self.store.list_indexes():
+            version, depth, last = self.store.status(name)  # one consistent round trip
+            rows.append({"name": name, "version": version, "queue_depth": depth,
+                         "dead_letters": self.store.dead_letter_count(name), "last": last})
+        return rows
+
+    def worker_restarts(self) -> int:
+        return self.store.restarts()
+
+    def readiness(self) -> dict[str, Any]:
+        """Redis reachable, and the live workers with the Hamming kernel each runs; raises
+        whatever the Redis client raises when it is not reachable."""
+        self.store.r.ping()
+        workers = self.store.workers()
+        return {"workers": len(workers),
+                "worker_kernels": {w: info.get("hamming_kernel", "unknown")
+                                   for w, info in sorted(workers.items())}}
 
     def config(self, name: str) -> IndexConfig:
         raw = self.store.config(name)

@@ -1,0 +1,1 @@
+"""The `hashstream` command line and process supervision (serve, worker, eval)."""

@@ -1,0 +1,1 @@
+"""Offline evaluation protocols (online hashing, ECMH): they use the solver only."""

@@ -1,1 +1,0 @@
-"""hashstream.memory layer (see DESIGN.md)."""

@@ -1,0 +1,34 @@
+"""The service objects an API process holds, opened on one Redis client and closed with it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+
+from hashstream.service.dead_letters import DeadLetters
+from hashstream.service.registry import IndexService
+from hashstream.service.replicas import SearchService
+from hashstream.store.index_store import IndexStore
+
+
+@dataclass
+class Services:
+    """Registry and ingest, search replicas, and dead letters over one store."""
+
+    client: redis.Redis
+    indexes: IndexService
+    search: SearchService
+    dead_letters: DeadLetters
+
+    @classmethod
+    def open(cls, redis_url: str, key_prefix: str, *, max_k: int,
+             scan_backend: Literal["auto", "native", "numpy"]) -> Services:
+        client = redis.Redis.from_url(redis_url, health_check_interval=30)
+        store = IndexStore(client, key_prefix)
+        return cls(client, IndexService(store), SearchService(store, max_k, scan_backend),
+                   DeadLetters(store))
+
+    def close(self) -> None:
+        self.client.close()
