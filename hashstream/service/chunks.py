@@ -116,6 +116,12 @@ class Chunk:
         try:
             role = fields[b"role"].decode()
             features = decode_array(fields[b"features"])
+            if b"label_indptr" not in fields and b"labels" in fields:
+                # an entry queued before labels became class lists: dense 0/1 rows whose
+                # column j is class j (the index's class map was seeded as the identity)
+                legacy = ClassLists.from_dense(decode_array(fields[b"labels"]))
+                fields = {**fields, b"label_indptr": encode_array(legacy.indptr),
+                          b"label_classes": encode_array(legacy.classes)}
             indptr = decode_array(fields[b"label_indptr"])
             classes = decode_array(fields[b"label_classes"])
             ids = decode_array(fields[b"ids"]) if b"ids" in fields else None

@@ -202,10 +202,22 @@ class IndexService:
             out["id_range"] = [int(ids[0]), int(ids[-1]) + 1]
         return out
 
+    def _seed_legacy_class_map(self, name: str) -> None:
+        """An index made before labels were mapped has rounds but no class map: its class
+        numbers were the client's integer ids, so the map starts as the identity over them."""
+        if self.store.label_kind(name) is not None or self.store.version(name) == 0:
+            return
+        state = self.store.load_state(name, ["centers", "known_classes"])
+        known = (int(state["centers"].shape[1]) if "centers" in state
+                 else len(state.get("known_classes", ())))
+        self.store.map_classes(name, [str(c) for c in range(known)], "int",
+                               max(known, MAX_CLASSES_LIMIT))
+
     def map_labels(self, name: str, config: IndexConfig, labels: ClientLabels) -> ClassLists:
         """The client's labels as internal class numbers (new classes registered at once, all
         or nothing)."""
         texts, inverse = labels.distinct()
+        self._seed_legacy_class_map(name)
         try:
             numbers = self.store.map_classes(name, texts, labels.kind, config.max_classes)
         except ClassMapError as exc:

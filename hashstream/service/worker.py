@@ -66,7 +66,10 @@ class _IndexCache:
 
 
 def query_labels(arrays: dict[str, np.ndarray[Any, Any]]) -> ClassLists:
-    """The class lists of a stored held-out query chunk."""
+    """The class lists of a stored held-out query chunk (dense 0/1 rows if stored before labels
+    became class lists)."""
+    if "label_classes" not in arrays:
+        return ClassLists.from_dense(arrays["labels"])
     classes = arrays["label_classes"]
     return ClassLists(arrays["label_indptr"], classes,
                       int(classes.max()) + 1 if classes.size else 0)

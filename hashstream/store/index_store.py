@@ -297,6 +297,11 @@ class IndexStore:
                                 "capacity")
         return [int(v) for v in reply[1:]]
 
+    def label_kind(self, name: str) -> str | None:
+        """``int`` or ``str`` once the index's first chunk fixed it, else None."""
+        raw = self.r.get(self.keys(name).label_kind)
+        return None if raw is None else str(raw.decode())
+
     def class_labels(self, name: str, start: int = 0) -> tuple[str | None, list[bytes]]:
         """The label kind and the client labels of internal classes ``start`` onwards."""
         k = self.keys(name)

@@ -223,3 +223,43 @@ def test_same_mistake_same_answer_on_ingest_and_search(api: Any, hs: Any) -> Non
         answers.append(hs.assert_problem(r, 422, "k")["detail"])
     assert len(set(answers)) == 1, answers
 
+
+
+def test_an_index_from_before_class_maps_keeps_working(redis_client: Any, session_prefix: str,
+                                                       hs: Any) -> None:
+    """Stream entries queued by the previous version carry dense 0/1 label rows and its indexes
+    have rounds but no class map: the entries are learned as they are, and the first new chunk
+    seeds the map with the identity over the classes the index already knows."""
+    from hashstream.service.chunks import ClientLabels, ParsedChunk
+    from hashstream.service.registry import IndexService
+    from hashstream.service.replicas import SearchService
+    from hashstream.service.worker import RoundRunner
+    from hashstream.solver.sdoh_hc.settings import SDOHSettings
+    from hashstream.store.codec import encode_array
+    from hashstream.store.index_store import IndexStore
+
+    store = IndexStore(redis_client, f"{session_prefix}-{hs.unique('legacy')}")
+    service = IndexService(store)
+    service.create("old", 16, SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50))
+    clusters = hs.Clusters(9, dim=16, n_classes=3)
+    x, cls = clusters.sample(N)
+    store.enqueue("old", {"role": b"train", "features": encode_array(x),
+                          "labels": encode_array(np.eye(3, dtype=np.uint8)[cls]),
+                          "ids": encode_array(np.arange(N, dtype=np.int64))})
+    runner = RoundRunner(store)
+    runner.step("old")
+    assert store.version("old") == 1 and store.dead_letter_count("old") == 0
+    assert store.label_kind("old") is None  # as an index of the previous version
+    x2, cls2 = hs.Clusters(9, dim=16, n_classes=3).sample(N)
+    labels = ClientLabels(np.arange(N + 1), np.where(cls2 == 2, 7, cls2).astype(np.int64), "int")
+    service.ingest("old", ParsedChunk(x2, labels, np.arange(N, 2 * N), "train"))
+    runner.step("old")
+    assert store.version("old") == 2
+    kind, known = store.class_labels("old")
+    assert kind == "int" and [int(b) for b in known] == [0, 1, 2, 7]
+    search = SearchService(store)
+    _, hits = search.search_vectors("old", clusters.vector(1)[None, :], 20, 16)
+    assert {h["id"] for h in hits[0]} & set(range(N)), "old items are searchable"
+    truth = {**dict(enumerate(cls.tolist())),
+             **{N + i: (7 if c == 2 else c) for i, c in enumerate(cls2.tolist())}}
+    assert all(h["labels"] == [truth[h["id"]]] for h in hits[0]), hits[0]
