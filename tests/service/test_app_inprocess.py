@@ -1,0 +1,60 @@
+"""The FastAPI app in-process (TestClient runs its lifespan) against a real Redis, with an
+in-process worker: the API and the round path without subprocesses, fast enough to grow."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from hashstream.api.app import create_app
+from hashstream.service.settings import Settings
+from hashstream.service.worker import RoundRunner
+from hashstream.store.index_store import IndexStore
+
+
+@pytest.fixture
+def app_and_store(redis_url: str, redis_client: Any, session_prefix: str,
+                  hs: Any) -> Iterator[tuple[TestClient, IndexStore]]:
+    prefix = f"{session_prefix}-{hs.unique('inproc')}"
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, max_chunk_items=500)
+    with TestClient(create_app(settings)) as client:
+        yield client, IndexStore(redis_client, prefix)
+
+
+def test_ingest_round_search_in_process(app_and_store: Any, hs: Any) -> None:
+    client, store = app_and_store
+    r = client.post("/indexes", json={"name": "ip", "dim": 16, **hs.FAST})
+    assert r.status_code == 201, r.text
+    clusters = hs.Clusters(21, dim=16, n_classes=3)
+    x, cls = clusters.sample(300)
+    r = client.post("/indexes/ip/ingest",
+                    json={"features": x.tolist(), "labels": [[f"c{c}"] for c in cls]})
+    assert r.status_code == 202 and r.json()["id_range"] == [0, 300], r.text
+    assert client.get("/indexes/ip").json()["queue_depth"] == 1
+    runner = RoundRunner(store)
+    assert runner.step("ip") is True
+    info = client.get("/indexes/ip").json()
+    assert info["model_version"] == 1 and info["n_items"] == 300 and info["queue_depth"] == 0
+    r = client.post("/indexes/ip/search", json={"features": [clusters.vector(2).tolist()],
+                                                "k": 10})
+    hits = r.json()["results"][0]
+    assert np.mean([h["labels"] == ["c2"] for h in hits]) >= 0.8, hits
+    rounds = client.get("/indexes/ip/rounds").json()["rounds"]
+    assert rounds[0]["worker"] == runner.id and rounds[0]["n_classes"] == 3
+
+
+def test_limits_and_errors_in_process(app_and_store: Any, hs: Any) -> None:
+    client, _ = app_and_store
+    client.post("/indexes", json={"name": "lim", "dim": 2})
+    r = client.post("/indexes/lim/ingest", json={"features": [[0, 1]] * 501,
+                                                 "labels": [[0]] * 501})
+    hs.assert_problem(r, 413, "features")
+    hs.assert_problem(client.get("/indexes/lim/dead-letters/1-0/requeue"), 405)
+    hs.assert_problem(client.post("/indexes/lim/dead-letters/1-0/requeue"), 404, "id")
+    hs.assert_problem(client.get("/indexes/nope/dead-letters"), 404, "name")
+    body = client.get("/indexes/lim/dead-letters").json()
+    assert body == {"index": "lim", "total": 0, "dead_letters": []}
