@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hashstream.solver.sdoh_hc import round as sdoh_hc
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import apply_feature_map, fit_feature_map
 from hashstream.solver.hadamard import hadamard_centers
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
+from hashstream.solver.sdoh_hc import round as sdoh_hc
 from hashstream.solver.sdoh_hc.round import (
     InputError,
     RoundResult,
