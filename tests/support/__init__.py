@@ -10,6 +10,7 @@
 - :mod:`support.processes`: ``hashstream serve``/``worker`` subprocesses (``Proc``, ``Server``,
   ``LogReader``, ``service_env``) and ``assert_problem`` for problem+json answers.
 - :mod:`support.faulty_store`: an ``IndexStore`` wrapper that injects commit and lock faults.
+- :mod:`support.sdoh_round`: helpers of the SDOH-HC round tests (``run_stream``, trace checks).
 
 The fixtures are registered in ``tests/conftest.py``; the helpers are imported directly.
 """
