@@ -1,69 +1,26 @@
-"""Shared synthetic data for the solver and service tests (every test makes its own data)."""
+"""Fixtures shared by every test directory; the helpers themselves live in ``tests/support``.
+
+``support`` is importable everywhere (``pythonpath = ["tests"]`` in pyproject.toml). The Redis
+fixtures are registered here by import, so store, service and worker tests share one Redis and
+one cleanup; they start nothing unless a test asks for them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pytest
+from support.data import gaussian_stream
+from support.redis_cluster import redis_cluster  # noqa: F401 - fixture
+from support.redis_fixtures import (  # noqa: F401 - fixtures
+    index_store,
+    key_prefix,
+    redis_client,
+    redis_url,
+    session_prefix,
+)
 
 from hashstream.solver.backend import Backend, get_backend
-
-Array = np.ndarray[Any, Any]
-
-
-@dataclass
-class Stream:
-    """A synthetic labelled stream: chunks (features, labels) plus held-out queries.
-
-    ``chunks[i][1]`` has as many label columns as classes seen up to chunk i when the stream
-    was made with ``grow_labels=True`` (class-incremental growth of c), else all columns.
-    """
-
-    chunks: list[tuple[Array, Array]]
-    query_features: Array
-    query_labels: Array
-    n_classes: int
-    all_features: Array = field(default_factory=lambda: np.zeros((0, 0)))
-    all_labels: Array = field(default_factory=lambda: np.zeros((0, 0)))
-
-
-def gaussian_stream(seed: int, *, n_classes: int = 6, dim: int = 32, n_chunks: int = 4,
-                    chunk: int = 120, n_queries: int = 100, multilabel: bool = False,
-                    class_incremental: bool = True, grow_labels: bool = True,
-                    noise: float = 1.0) -> Stream:
-    """Gaussian clusters, one mean per class; a multi-label row (2–3 labels) is the mean of its
-    classes' means plus noise. Class-incremental order sorts the stream by first label."""
-    rng = np.random.default_rng(seed)
-    means = rng.standard_normal((n_classes, dim)) * 1.5
-    n_total = n_chunks * chunk + n_queries
-    labels = np.zeros((n_total, n_classes), dtype=np.float64)
-    first = rng.integers(0, n_classes, n_total)
-    labels[np.arange(n_total), first] = 1
-    if multilabel:
-        for i in range(n_total):
-            extra = rng.integers(1, 3)  # one or two more labels: 2–3 in all
-            others = rng.choice(np.delete(np.arange(n_classes), first[i]), size=extra,
-                                replace=False)
-            labels[i, others] = 1
-    features = (labels @ means) / labels.sum(axis=1, keepdims=True)
-    features = features + noise * rng.standard_normal((n_total, dim))
-    q_idx = np.arange(n_queries)
-    s_idx = np.arange(n_queries, n_total)
-    if class_incremental:
-        s_idx = s_idx[np.argsort(first[s_idx], kind="stable")]
-    chunks = []
-    seen = 0
-    for i in range(n_chunks):
-        idx = s_idx[i * chunk:(i + 1) * chunk]
-        lab = labels[idx]
-        if grow_labels:
-            seen = max(seen, int(np.flatnonzero(lab.any(axis=0)).max()) + 1)
-            lab = lab[:, :seen]
-        chunks.append((features[idx].copy(), lab.copy()))
-    return Stream(chunks=chunks, query_features=features[q_idx], query_labels=labels[q_idx],
-                  n_classes=n_classes, all_features=features[s_idx], all_labels=labels[s_idx])
 
 
 @pytest.fixture(scope="session")
@@ -74,5 +31,6 @@ def np_backend() -> Backend:
 
 @pytest.fixture(scope="session")
 def make_stream() -> Any:
-    """The :func:`gaussian_stream` factory, as a fixture (usable inside hypothesis tests)."""
+    """The :func:`support.data.gaussian_stream` factory, as a fixture (usable inside
+    hypothesis tests)."""
     return gaussian_stream

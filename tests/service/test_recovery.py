@@ -9,11 +9,11 @@ moment. The lock TTL is short so a restarted worker does not wait 30 s for a dea
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from support.net import port_open
 
 DIM, CLASSES = 64, 8
 # Heavy enough that a round lasts well past its round_start line (many iterations, 1,024
@@ -192,12 +192,6 @@ def _redis_server_pids(port: int) -> set[int]:
     return out
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(1)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
 def test_serve_kill9_with_embedded_redis_keeps_every_round(start_server: Any, hs: Any,
                                                            tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
@@ -230,7 +224,7 @@ def test_serve_kill9_with_embedded_redis_keeps_every_round(start_server: Any, hs
     hs.wait_until(lambda: not any(_alive(p) for p in children), 30, 0.05,
                   "the embedded Redis and the worker to die with their parent")
     assert not any(_alive(p) for p in _redis_server_pids(port))
-    assert not _port_open(port)
+    assert not port_open(port)
 
     second = start_server("emb", workers=1, embedded=True, data_dir=data_dir,
                           lock_ttl_ms=LOCK_TTL_MS)

@@ -202,13 +202,62 @@ def test_round_trip_property(a: np.ndarray) -> None:
         np.testing.assert_array_equal(decode_array(encode_array(a.T)), a.T)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200))
-def test_random_bytes_never_crash_otherwise(data: bytes) -> None:
+def _refused_or_stable(data: bytes) -> np.ndarray | None:
+    """decode_array's contract on any bytes: CodecError (None here), or a native, writeable
+    numeric array whose own encoding decodes back to the very same bytes."""
     try:
-        decode_array(data)
+        out = decode_array(data)
     except CodecError:
-        pass
+        return None
+    assert isinstance(out, np.ndarray)
+    assert out.dtype.kind in "biuf" and out.dtype.isnative and out.flags.writeable
+    again = decode_array(encode_array(out))
+    assert again.dtype == out.dtype and again.shape == out.shape
+    assert again.tobytes() == out.tobytes()
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.binary(max_size=200).map(lambda b: MAGIC + b)))
+def test_random_bytes_raise_codec_error_or_round_trip(data: bytes) -> None:
+    if not data.startswith(MAGIC):
+        with pytest.raises(CodecError, match="magic"):
+            decode_array(data)
+    else:
+        _refused_or_stable(data)
+
+
+GOOD_DTYPES = ["|b1", "|i1", "|u1", "<i2", ">i2", "<i4", ">i4", "<u8", "<f2", ">f4", "<f8"]
+BAD_DTYPES = ["<c8", "|O", "<U3", "|V4", "|S2", "<M8[D]", "nonsense"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(dtype=st.sampled_from(GOOD_DTYPES + BAD_DTYPES),
+       shape=st.lists(st.integers(-1, 4), max_size=4),
+       extra=st.sampled_from([0, 0, 0, -1, 1, 3]), data=st.data())
+def test_framed_headers_decode_exactly_or_raise_codec_error(dtype: str, shape: list[int],
+                                                            extra: int,
+                                                            data: st.DataObject) -> None:
+    """Well-framed blobs with fuzzed headers and bodies: a numeric dtype, a non-negative shape
+    and a body of the right size decode to exactly those bytes' values (and encode back to the
+    same blob when little-endian); anything else raises CodecError."""
+    header = json.dumps({"dtype": dtype, "shape": shape}).encode()
+    framed = dtype in GOOD_DTYPES and all(s >= 0 for s in shape)
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize if framed else 8
+    body = data.draw(st.binary(min_size=max(size + extra, 0), max_size=max(size + extra, 0)))
+    good = framed and len(body) == size
+    blob = MAGIC + struct.pack("<I", len(header)) + header + body
+    if not good:
+        with pytest.raises(CodecError):
+            decode_array(blob)
+        return
+    out = decode_array(blob)
+    expected = np.frombuffer(body, dtype=np.dtype(dtype)).reshape(shape)
+    assert out.shape == tuple(shape) and out.dtype == expected.dtype.newbyteorder("=")
+    assert out.tobytes() == expected.astype(out.dtype).tobytes()
+    if not dtype.startswith(">"):
+        assert encode_array(out) == blob
+    assert _refused_or_stable(blob) is not None
 
 
 @settings(max_examples=300, deadline=None)
@@ -219,8 +268,4 @@ def test_corrupted_encoding_raises_codec_error_or_decodes(data: st.DataObject) -
         i = data.draw(st.integers(0, len(blob) - 1))
         blob[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(blob)))
-    try:
-        out = decode_array(bytes(blob[:cut]))
-    except CodecError:
-        return
-    assert out.dtype.kind in "biuf"
+    _refused_or_stable(bytes(blob[:cut]))

@@ -1,16 +1,14 @@
 """IndexStore against a real Redis: registry, ingest stream, atomic round commit, worker lock.
 
-Redis: ``REDIS_URL`` when set, else an embedded redis-server for this module. Every key lives
-under a prefix unique to this run, removed at the end.
+Redis and key prefixes: the shared fixtures of ``tests/support/redis_fixtures.py`` (each test
+has its own prefix, removed when it ends).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,38 +21,9 @@ from hashstream.store.codec import decode_array, encode_array
 from hashstream.store.index_store import GROUP, IndexStore
 
 
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = os.environ.get("REDIS_URL")
-    if url:
-        yield url
-        return
-    server = EmbeddedRedis(tmp_path_factory.mktemp("store-redis")).start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(redis_url)
-    yield c
-    c.close()
-
-
-@pytest.fixture(scope="module")
-def prefix(client: redis.Redis) -> Iterator[str]:
-    p = f"hstest-store-{uuid.uuid4().hex[:12]}"
-    yield p
-    keys = list(client.scan_iter(match=f"{p}*", count=1000))
-    if keys:
-        client.delete(*keys)
-
-
 @pytest.fixture
-def store(client: redis.Redis, prefix: str) -> IndexStore:
-    return IndexStore(client, prefix)
+def store(index_store: IndexStore) -> IndexStore:
+    return index_store
 
 
 @pytest.fixture
@@ -103,7 +72,8 @@ def _enqueue(store: IndexStore, name: str, value: int) -> str:
 
 # --- registry ------------------------------------------------------------------------------
 
-def test_create_list_config_delete(store: IndexStore, client: redis.Redis, prefix: str) -> None:
+def test_create_list_config_delete(store: IndexStore, redis_client: redis.Redis,
+                                   key_prefix: str) -> None:
     a, b = f"a-{uuid.uuid4().hex[:6]}", f"b-{uuid.uuid4().hex[:6]}"
     assert store.create_index(b, {"name": b, "dim": 3})
     assert store.create_index(a, {"name": a, "dim": 7, "nested": {"x": [1, 2]}})
@@ -113,7 +83,8 @@ def test_create_list_config_delete(store: IndexStore, client: redis.Redis, prefi
     names = store.list_indexes()
     assert a in names and b in names and names == sorted(names)
     assert store.version(a) == 0 and store.queue_depth(a) == 0 and store.rounds(a) == []
-    assert IndexStore(client, prefix + "-other").list_indexes() == []  # prefixes keep apart
+    other = IndexStore(redis_client, key_prefix + "-other")
+    assert other.list_indexes() == []  # prefixes keep apart
 
     assert store.delete_index(a)
     assert a not in store.list_indexes() and b in store.list_indexes()
@@ -124,7 +95,8 @@ def test_create_list_config_delete(store: IndexStore, client: redis.Redis, prefi
     assert store.version(a) == 0 and store.queue_depth(a) == 0
 
 
-def test_delete_removes_every_key(store: IndexStore, client: redis.Redis, name: str) -> None:
+def test_delete_removes_every_key(store: IndexStore, redis_client: redis.Redis,
+                                  name: str) -> None:
     _enqueue(store, name, 1)
     eid = store.read_chunks(name, "runner", 10, new=True)[0][0]
     assert store.commit_round(name, 0, **_round(1), ack_ids=[eid], query_chunks={
@@ -133,10 +105,10 @@ def test_delete_removes_every_key(store: IndexStore, client: redis.Redis, name: 
     _enqueue(store, name, 2)
     store.next_ids(name, 10)
     assert store.acquire_lock(name, "w", 60_000)
-    assert _keys_of(client, store, name)
+    assert _keys_of(redis_client, store, name)
     assert store.delete_index(name)
     pattern = f"{store.prefix}:{{{name}}}:*".replace("{", "\\{").replace("}", "\\}")
-    assert list(client.scan_iter(match=pattern)) == []
+    assert list(redis_client.scan_iter(match=pattern)) == []
 
 
 # --- ingest stream -------------------------------------------------------------------------
@@ -158,26 +130,27 @@ def test_read_chunks_new_versus_pending(store: IndexStore, name: str) -> None:
     assert store.queue_depth(name) == 3  # reading acknowledges nothing
 
 
-def test_ack_in_commit_removes_entries(store: IndexStore, client: redis.Redis,
+def test_ack_in_commit_removes_entries(store: IndexStore, redis_client: redis.Redis,
                                        name: str) -> None:
     e1, e2 = _enqueue(store, name, 1), _enqueue(store, name, 2)
     store.read_chunks(name, "runner", 10, new=True)
     assert store.commit_round(name, 0, **_round(1), ack_ids=[e1], query_chunks={})
     assert store.queue_depth(name) == 1
     assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e2]
-    assert client.xpending(store.keys(name).stream, GROUP)["pending"] == 1
+    assert redis_client.xpending(store.keys(name).stream, GROUP)["pending"] == 1
     assert store.commit_round(name, 1, state=None, projection=None, centers=None,
                               segment=None, record=None, ack_ids=[e2], query_chunks={})
     assert store.queue_depth(name) == 0 and store.version(name) == 1
-    assert client.xpending(store.keys(name).stream, GROUP)["pending"] == 0
+    assert redis_client.xpending(store.keys(name).stream, GROUP)["pending"] == 0
     assert store.read_chunks(name, "runner", 10, new=False) == []
 
 
-def test_pending_entry_deleted_from_stream_is_skipped(store: IndexStore, client: redis.Redis,
+def test_pending_entry_deleted_from_stream_is_skipped(store: IndexStore,
+                                                      redis_client: redis.Redis,
                                                       name: str) -> None:
     e1, e2 = _enqueue(store, name, 1), _enqueue(store, name, 2)
     store.read_chunks(name, "runner", 10, new=True)
-    client.xdel(store.keys(name).stream, e1)  # pending, but its fields are gone
+    redis_client.xdel(store.keys(name).stream, e1)  # pending, but its fields are gone
     assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e2]
 
 
@@ -210,7 +183,7 @@ def test_next_ids_never_overlap(store: IndexStore, name: str) -> None:
 
 # --- the round's commit --------------------------------------------------------------------
 
-def test_commit_round_writes_everything(store: IndexStore, client: redis.Redis,
+def test_commit_round_writes_everything(store: IndexStore, redis_client: redis.Redis,
                                         name: str) -> None:
     eid = _enqueue(store, name, 1)
     store.read_chunks(name, "runner", 10, new=True)
@@ -250,18 +223,18 @@ def test_commit_round_writes_everything(store: IndexStore, client: redis.Redis,
 
 
 @pytest.mark.parametrize("expected", [0, 2, 7], ids=["behind", "ahead", "far-ahead"])
-def test_commit_with_stale_version_writes_nothing(store: IndexStore, client: redis.Redis,
+def test_commit_with_stale_version_writes_nothing(store: IndexStore, redis_client: redis.Redis,
                                                   name: str, expected: int) -> None:
     assert store.commit_round(name, 0, **_round(1), ack_ids=[], query_chunks={})
     eid = _enqueue(store, name, 5)
     store.read_chunks(name, "runner", 10, new=True)
-    before = _keys_of(client, store, name)
+    before = _keys_of(redis_client, store, name)
     assert not store.commit_round(name, expected, **_round(expected + 1, seed=9),
                                   ack_ids=[eid], query_chunks={"x": {"f": np.ones(2)}})
     assert not store.commit_round(name, expected, state=None, projection=None, centers=None,
                                   segment=None, record=None, ack_ids=[eid],
                                   query_chunks={"x": {"f": np.ones(2)}})
-    assert _keys_of(client, store, name) == before
+    assert _keys_of(redis_client, store, name) == before
     assert store.version(name) == 1 and store.queue_depth(name) == 1
 
 
@@ -280,7 +253,7 @@ class _BumpWhileEncoding:
 
 
 def test_watch_race_loses_and_writes_nothing(store: IndexStore, redis_url: str,
-                                             client: redis.Redis, name: str) -> None:
+                                             redis_client: redis.Redis, name: str) -> None:
     assert store.commit_round(name, 0, **_round(1), ack_ids=[], query_chunks={})
     x, y = _enqueue(store, name, 1), _enqueue(store, name, 2)
     store.read_chunks(name, "runner", 10, new=True)
@@ -338,19 +311,19 @@ def test_concurrent_commits_of_one_version_one_wins(store: IndexStore, redis_url
 
 # --- lock and liveness ---------------------------------------------------------------------
 
-def test_lock_acquire_renew_release_by_owner_only(store: IndexStore, client: redis.Redis,
+def test_lock_acquire_renew_release_by_owner_only(store: IndexStore, redis_client: redis.Redis,
                                                   name: str) -> None:
     key = store.keys(name).lock
     assert store.acquire_lock(name, "A", 10_000)
     assert not store.acquire_lock(name, "B", 10_000)
-    client.pexpire(key, 1_000)
+    redis_client.pexpire(key, 1_000)
     assert store.acquire_lock(name, "A", 10_000)  # the owner renews
-    assert client.pttl(key) > 5_000
+    assert redis_client.pttl(key) > 5_000
     store.release_lock(name, "B")  # not the owner: no effect
-    assert client.get(key) == b"A"
+    assert redis_client.get(key) == b"A"
     assert not store.acquire_lock(name, "B", 10_000)
     store.release_lock(name, "A")
-    assert client.get(key) is None
+    assert redis_client.get(key) is None
     assert store.acquire_lock(name, "B", 10_000)
     assert not store.acquire_lock(name, "A", 10_000)
     store.release_lock(name, "B")
@@ -366,9 +339,9 @@ def test_lock_expires(store: IndexStore, name: str) -> None:
     assert not store.acquire_lock(name, "A", 10_000)
 
 
-def test_heartbeat_counts_live_workers(store: IndexStore, client: redis.Redis,
-                                       prefix: str) -> None:
-    own = IndexStore(client, f"{prefix}-hb-{uuid.uuid4().hex[:6]}")
+def test_heartbeat_counts_live_workers(store: IndexStore, redis_client: redis.Redis,
+                                       key_prefix: str) -> None:
+    own = IndexStore(redis_client, f"{key_prefix}-hb-{uuid.uuid4().hex[:6]}")
     assert own.workers_alive() == 0
     own.heartbeat("w1", ttl_s=30)
     own.heartbeat("w2", ttl_s=1)

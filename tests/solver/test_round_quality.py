@@ -1,0 +1,42 @@
+"""The SDOH-HC round's retrieval quality: learned codes beat LSH; the float32 backend works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from support.sdoh_round import run_stream
+
+from hashstream.solver.backend import Backend, get_backend
+from hashstream.solver.lsh import RandomProjection
+from hashstream.solver.metrics import evaluate
+from hashstream.solver.sdoh_hc.round import encode
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+
+# --------------------------------------------------------------------------- quality
+
+
+def test_learned_codes_beat_lsh(np_backend: Backend, make_stream: Any) -> None:
+    stream = make_stream(19, n_classes=6, dim=32, n_chunks=4, chunk=300, n_queries=200,
+                         noise=2.0)
+    cfg = SDOHSettings(bits=16, n1=100, n2=100, seed=19)
+    results = run_stream(stream.chunks, cfg, np_backend, trace=False)
+    db_codes = np.concatenate([r.codes for r in results])
+    db_labels = stream.all_labels
+    q_codes = encode(results[-1].state, stream.query_features, np_backend)
+    sdoh = evaluate(q_codes, stream.query_labels, db_codes, db_labels).map
+    lsh = RandomProjection.fit(stream.chunks[0][0], 16, seed=19)
+    base = evaluate(lsh.encode(stream.query_features), stream.query_labels,
+                    lsh.encode(stream.all_features), db_labels).map
+    # measured: sdoh ≈ 0.9, lsh ≈ 0.35–0.4 on such streams
+    assert sdoh > 0.8
+    assert sdoh > base + 0.3
+
+
+def test_numpy_float32_backend_round(make_stream: Any) -> None:
+    # get_backend("numpy", "float32") computes in float32 and still gives ±1 codes
+    stream = make_stream(20, n_classes=3, dim=8, n_chunks=2, chunk=50)
+    be32 = get_backend("numpy", dtype="float32")
+    res = run_stream(stream.chunks, SDOHSettings(bits=8, n1=10, n2=10), be32, trace=False)
+    assert res[-1].state.projection.dtype == np.float32
+    assert set(np.unique(res[-1].codes)) <= {-1, 1}
