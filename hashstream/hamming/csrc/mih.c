@@ -3,6 +3,7 @@
 #include <stdlib.h>
 
 #include "dispatch.h"
+#include "topk.h"
 #include "threads.h"
 
 #define HS_PROBE_BATCH 32
@@ -188,14 +189,7 @@ static void hs_mtopk_full(hs_mtopk *t) {
         }
         return;
     }
-    int64_t ncap = t->cap * 2 + 64;
-    uint64_t *nb = (uint64_t *)realloc(t->buf, (size_t)ncap * sizeof(uint64_t));
-    if (nb == NULL) {
-        t->err = 1;
-        return;
-    }
-    t->buf = nb;
-    t->cap = ncap;
+    if (hs_grow_keys(&t->buf, &t->cap) < 0) t->err = 1;
 }
 
 HS_INLINE void hs_mpush(hs_mtopk *t, int32_t d, int64_t pos) {
@@ -270,51 +264,63 @@ HS_INLINE void hs_bucket_scalar(const hs_mih *h, int j, int rho, uint32_t lo, ui
 }
 
 #if HS_X86
+HS_T_AVX512 HS_INLINE __m512i hs_z_thr(const hs_mtopk *t, int32_t radius, int bits, int wide) {
+    const int32_t thr = hs_mthr(t, radius, bits);
+    return wide ? _mm512_set1_epi64(thr) : _mm512_set1_epi32(thr);
+}
+
+/* take the candidates of mask m: items i + lane, distances d (32-bit lanes, 64-bit if wide) */
+HS_T_AVX512 HS_INLINE void hs_z_take(const hs_mih *h, int j, int rho, uint32_t i, __m512i d,
+                                     unsigned m, int wide, const uint32_t *qkey, hs_mtopk *t,
+                                     int32_t radius) {
+    uint32_t tmp[16]; /* a 64-bit lane's distance is its low half (x86 is little-endian) */
+    _mm512_storeu_si512((void *)tmp, d);
+    while (m) {
+        int b = __builtin_ctz(m);
+        m &= m - 1;
+        hs_mih_take(h, j, rho, (int64_t)i + b, (int32_t)tmp[wide ? 2 * b : b], qkey, t, radius);
+    }
+}
+
+/* one-word codes: 16 x 32-bit (lane 4) or 8 x 64-bit (wide: lane 8, W = 1) per vector */
+HS_T_AVX512 HS_INLINE void hs_bucket_z1(const hs_mih *h, int j, int rho, uint32_t lo, uint32_t hi,
+                                        const uint64_t *qx, const uint32_t *qkey, hs_mtopk *t,
+                                        int32_t radius, const int wide) {
+    const uint32_t nv = wide ? 8 : 16;
+    const uint8_t *codes = h->codes + (int64_t)j * h->n0 * (wide ? 8 : 4);
+    const __m512i qv = wide ? _mm512_set1_epi64((long long)qx[0]) : _mm512_set1_epi32((int)qx[0]);
+    __m512i T = hs_z_thr(t, radius, h->bits, wide);
+    for (uint32_t i = lo; i < hi; i += nv) {
+        const unsigned lm = hi - i >= nv ? (1u << nv) - 1 : (1u << (hi - i)) - 1;
+        __m512i d;
+        unsigned m;
+        if (wide) {
+            d = _mm512_popcnt_epi64(_mm512_xor_si512(
+                _mm512_maskz_loadu_epi64((__mmask8)lm, codes + (int64_t)i * 8), qv));
+            m = _mm512_mask_cmple_epu64_mask((__mmask8)lm, d, T);
+        } else {
+            d = _mm512_popcnt_epi32(_mm512_xor_si512(
+                _mm512_maskz_loadu_epi32((__mmask16)lm, codes + (int64_t)i * 4), qv));
+            m = _mm512_mask_cmple_epu32_mask((__mmask16)lm, d, T);
+        }
+        if (HS_UNLIKELY(m != 0)) {
+            hs_z_take(h, j, rho, i, d, m, wide, qkey, t, radius);
+            T = hs_z_thr(t, radius, h->bits, wide);
+        }
+    }
+}
+
 /* AVX-512 verification of one bucket (codes of 1 or 2 64-bit words, or one 32-bit word) */
 HS_T_AVX512 static void hs_bucket_z(const hs_mih *h, int j, int rho, uint32_t lo, uint32_t hi,
                                     const uint64_t *qx, const uint32_t *qkey, hs_mtopk *t,
                                     int32_t radius) {
     const int W = h->W, lane = h->lane, bits = h->bits;
     if (lane == 4) {
-        const uint32_t *codes = (const uint32_t *)(const void *)h->codes + (int64_t)j * h->n0;
-        const __m512i qv = _mm512_set1_epi32((int)qx[0]);
-        __m512i T = _mm512_set1_epi32(hs_mthr(t, radius, bits));
-        for (uint32_t i = lo; i < hi; i += 16) {
-            const __mmask16 lm = hi - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hi - i)) - 1);
-            __m512i d = _mm512_popcnt_epi32(_mm512_xor_si512(_mm512_maskz_loadu_epi32(lm, codes + i), qv));
-            unsigned m = _mm512_mask_cmple_epu32_mask(lm, d, T);
-            if (HS_UNLIKELY(m != 0)) {
-                uint32_t tmp[16];
-                _mm512_storeu_si512((void *)tmp, d);
-                while (m) {
-                    int b = __builtin_ctz(m);
-                    m &= m - 1;
-                    hs_mih_take(h, j, rho, (int64_t)i + b, (int32_t)tmp[b], qkey, t, radius);
-                }
-                T = _mm512_set1_epi32(hs_mthr(t, radius, bits));
-            }
-        }
+        hs_bucket_z1(h, j, rho, lo, hi, qx, qkey, t, radius, 0);
         return;
     }
     if (W == 1) {
-        const uint64_t *codes = (const uint64_t *)(const void *)h->codes + (int64_t)j * h->n0;
-        const __m512i qv = _mm512_set1_epi64((long long)qx[0]);
-        __m512i T = _mm512_set1_epi64(hs_mthr(t, radius, bits));
-        for (uint32_t i = lo; i < hi; i += 8) {
-            const __mmask8 lm = hi - i >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << (hi - i)) - 1);
-            __m512i d = _mm512_popcnt_epi64(_mm512_xor_si512(_mm512_maskz_loadu_epi64(lm, codes + i), qv));
-            unsigned m = _mm512_mask_cmple_epu64_mask(lm, d, T);
-            if (HS_UNLIKELY(m != 0)) {
-                uint64_t tmp[8];
-                _mm512_storeu_si512((void *)tmp, d);
-                while (m) {
-                    int b = __builtin_ctz(m);
-                    m &= m - 1;
-                    hs_mih_take(h, j, rho, (int64_t)i + b, (int32_t)tmp[b], qkey, t, radius);
-                }
-                T = _mm512_set1_epi64(hs_mthr(t, radius, bits));
-            }
-        }
+        hs_bucket_z1(h, j, rho, lo, hi, qx, qkey, t, radius, 1);
         return;
     }
     if (W == 2) {
@@ -323,7 +329,7 @@ HS_T_AVX512 static void hs_bucket_z(const hs_mih *h, int j, int rho, uint32_t lo
                                             (long long)qx[0], (long long)qx[1], (long long)qx[0],
                                             (long long)qx[1], (long long)qx[0]);
         const __m512i even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
-        __m512i T = _mm512_set1_epi64(hs_mthr(t, radius, bits));
+        __m512i T = hs_z_thr(t, radius, bits, 1);
         for (uint32_t i = lo; i < hi; i += 8) {
             const uint32_t r = hi - i >= 8 ? 8 : hi - i, nw = 2 * r;
             const __mmask8 lm = (__mmask8)((1u << r) - 1);
@@ -336,14 +342,8 @@ HS_T_AVX512 static void hs_bucket_z(const hs_mih *h, int j, int rho, uint32_t lo
             __m512i d = _mm512_permutex2var_epi64(p0, even, p1);
             unsigned m = _mm512_mask_cmple_epu64_mask(lm, d, T);
             if (HS_UNLIKELY(m != 0)) {
-                uint64_t tmp[8];
-                _mm512_storeu_si512((void *)tmp, d);
-                while (m) {
-                    int b = __builtin_ctz(m);
-                    m &= m - 1;
-                    hs_mih_take(h, j, rho, (int64_t)i + b, (int32_t)tmp[b], qkey, t, radius);
-                }
-                T = _mm512_set1_epi64(hs_mthr(t, radius, bits));
+                hs_z_take(h, j, rho, i, d, m, 1, qkey, t, radius);
+                T = hs_z_thr(t, radius, bits, 1);
             }
         }
         return;

@@ -51,6 +51,12 @@ static int hs_check_db(const Py_buffer *db, const Py_buffer *removed, int64_t be
     return 0;
 }
 
+/* None, or NULL with MemoryError when err */
+static PyObject *hs_done(int err) {
+    if (err) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static void hs_set_db(hs_db *d, const Py_buffer *db, const Py_buffer *rm, int64_t begin,
                       int64_t end, int lane, int W, int bits) {
     d->db = (const uint8_t *)db->buf;
@@ -124,13 +130,8 @@ static PyObject *py_flat_topk(PyObject *self, PyObject *args) {
         err = hs_flat_topk(&d, scan, (const uint8_t *)qb.buf, nq, k, T, (int32_t *)od.buf,
                            (int64_t *)op.buf);
         Py_END_ALLOW_THREADS
-        if (err) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        ret = hs_done(err);
     }
-    ret = Py_None;
-    Py_INCREF(ret);
 done:
     PyBuffer_Release(&db);
     PyBuffer_Release(&rm);
@@ -180,6 +181,14 @@ done:
     return ret;
 }
 
+static void hs_mih_geometry(hs_mih *h, int lane, int W, int bits, long long n0) {
+    memset(h, 0, sizeof(*h));
+    h->lane = lane;
+    h->W = W;
+    h->bits = bits;
+    h->n0 = n0;
+}
+
 static int hs_parse_subs(hs_mih *h, const Py_buffer *so, const Py_buffer *sl, int m) {
     if (m < 1 || m > HS_MAX_M || (int64_t)so->len < m * 4 || (int64_t)sl->len < m * 4 ||
         hs_mih_set_subs(h, (const int32_t *)so->buf, (const int32_t *)sl->buf, m) < 0) {
@@ -202,11 +211,7 @@ static PyObject *py_mih_build(PyObject *self, PyObject *args) {
     Py_buffer empty;
     memset(&empty, 0, sizeof(empty));
     hs_mih h;
-    memset(&h, 0, sizeof(h));
-    h.lane = lane;
-    h.W = W;
-    h.bits = bits;
-    h.n0 = n0;
+    hs_mih_geometry(&h, lane, W, bits, n0);
     if (hs_check_db(&db, &empty, 0, n0, lane, W, bits) < 0) goto done;
     if (n0 >= ((int64_t)1 << 32) - 1) {
         PyErr_SetString(PyExc_ValueError, "multi-index hashing holds fewer than 2**32 codes");
@@ -226,13 +231,8 @@ static PyObject *py_mih_build(PyObject *self, PyObject *args) {
         err = hs_mih_build(&h, (const uint8_t *)db.buf, (uint32_t *)oo.buf, (uint32_t *)op.buf,
                            (uint8_t *)oc.buf, T);
         Py_END_ALLOW_THREADS
-        if (err) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        ret = hs_done(err);
     }
-    ret = Py_None;
-    Py_INCREF(ret);
 done:
     PyBuffer_Release(&db);
     PyBuffer_Release(&so);
@@ -243,80 +243,82 @@ done:
     return ret;
 }
 
-static int hs_parse_mih(hs_mih *h, const Py_buffer *oo, const Py_buffer *op, const Py_buffer *oc,
-                        const Py_buffer *rm, long long n0, int lane, int W, int bits,
-                        const Py_buffer *so, const Py_buffer *sl, int m) {
-    memset(h, 0, sizeof(*h));
-    h->lane = lane;
-    h->W = W;
-    h->bits = bits;
-    h->n0 = n0;
+/* the buffers mih_topk and mih_range share */
+typedef struct {
+    Py_buffer oo, op, oc, so, sl, rm, qb; /* offsets, perm, codes, sub_off, sub_len, removed, queries */
+    long long n0, nq, budget;
+    int lane, W, bits, m, T;
+} hs_mih_args;
+
+static void hs_mih_release(hs_mih_args *a) {
+    PyBuffer_Release(&a->oo);
+    PyBuffer_Release(&a->op);
+    PyBuffer_Release(&a->oc);
+    PyBuffer_Release(&a->so);
+    PyBuffer_Release(&a->sl);
+    PyBuffer_Release(&a->rm);
+    PyBuffer_Release(&a->qb);
+}
+
+/* Check the tables and queries of a; T clamped to [1, nq]. */
+static int hs_parse_mih(hs_mih *h, hs_mih_args *a) {
+    const long long n0 = a->n0;
+    const int lane = a->lane, W = a->W, m = a->m;
+    hs_mih_geometry(h, lane, W, a->bits, n0);
     if (lane != 4 && lane != 8) goto bad;
-    if (W < 1 || W > HS_MAX_W || (lane == 4 && W != 1) || bits < 1 || bits > W * lane * 8) goto bad;
-    if (n0 < 0 || n0 >= ((int64_t)1 << 32) - 1) goto bad;
-    if (hs_parse_subs(h, so, sl, m) < 0) return -1;
-    if ((int64_t)oo->len < hs_mih_offsets_len(h) * 4 || (int64_t)op->len < m * n0 * 4 ||
-        (int64_t)oc->len < m * n0 * W * lane)
+    if (W < 1 || W > HS_MAX_W || (lane == 4 && W != 1) || a->bits < 1 || a->bits > W * lane * 8)
         goto bad;
-    if (rm->len != 0 && (int64_t)rm->len < n0) goto bad;
-    h->offsets = (const uint32_t *)oo->buf;
-    h->perm = (const uint32_t *)op->buf;
-    h->codes = (const uint8_t *)oc->buf;
-    h->removed = rm->len ? (const uint8_t *)rm->buf : NULL;
+    if (n0 < 0 || n0 >= ((int64_t)1 << 32) - 1) goto bad;
+    if (hs_parse_subs(h, &a->so, &a->sl, m) < 0) return -1;
+    if ((int64_t)a->oo.len < hs_mih_offsets_len(h) * 4 || (int64_t)a->op.len < m * n0 * 4 ||
+        (int64_t)a->oc.len < m * n0 * W * lane)
+        goto bad;
+    if (a->rm.len != 0 && (int64_t)a->rm.len < n0) goto bad;
+    h->offsets = (const uint32_t *)a->oo.buf;
+    h->perm = (const uint32_t *)a->op.buf;
+    h->codes = (const uint8_t *)a->oc.buf;
+    h->removed = a->rm.len ? (const uint8_t *)a->rm.buf : NULL;
     if (hs_mih_check_tables(h) < 0) goto bad;
+    if (a->T < 1) a->T = 1;
+    if (a->T > a->nq) a->T = a->nq > 0 ? (int)a->nq : 1;
     return 0;
 bad:
     PyErr_SetString(PyExc_ValueError, "bad multi-index tables");
     return -1;
 }
 
-static int hs_mih_threads(int T, long long nq) {
-    if (T < 1) T = 1;
-    if (T > nq) T = nq > 0 ? (int)nq : 1;
-    return T;
-}
-
 /* mih_topk(offsets, perm, codes, n0, lane, W, bits, sub_off, sub_len, m, removed, queries, nq,
  *          k, budget, out_d, out_pos, out_status, threads) */
 static PyObject *py_mih_topk(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer oo, op, oc, so, sl, rm, qb, od, opos, ost;
-    long long n0, nq, k, budget;
-    int lane, W, bits, m, T;
-    if (!PyArg_ParseTuple(args, "y*y*y*Liiiy*y*iy*y*LLLw*w*w*i", &oo, &op, &oc, &n0, &lane, &W,
-                          &bits, &so, &sl, &m, &rm, &qb, &nq, &k, &budget, &od, &opos, &ost, &T))
+    hs_mih_args a;
+    Py_buffer od, opos, ost;
+    long long k;
+    if (!PyArg_ParseTuple(args, "y*y*y*Liiiy*y*iy*y*LLLw*w*w*i", &a.oo, &a.op, &a.oc, &a.n0,
+                          &a.lane, &a.W, &a.bits, &a.so, &a.sl, &a.m, &a.rm, &a.qb, &a.nq, &k,
+                          &a.budget, &od, &opos, &ost, &a.T))
         return NULL;
     PyObject *ret = NULL;
+    const long long nq = a.nq;
     hs_mih h;
-    if (hs_parse_mih(&h, &oo, &op, &oc, &rm, n0, lane, W, bits, &so, &sl, m) < 0) goto done;
-    if (nq < 0 || k < 1 || (int64_t)qb.len < nq * W * lane || (int64_t)od.len < nq * k * 4 ||
+    if (hs_parse_mih(&h, &a) < 0) goto done;
+    if (nq < 0 || k < 1 || (int64_t)a.qb.len < nq * a.W * a.lane || (int64_t)od.len < nq * k * 4 ||
         (int64_t)opos.len < nq * k * 8 || (int64_t)ost.len < nq) {
         PyErr_SetString(PyExc_ValueError, "bad query/output buffers");
         goto done;
     }
     {
         const int isa = hs_isa;
-        T = hs_mih_threads(T, nq);
         int err;
         Py_BEGIN_ALLOW_THREADS
-        err = hs_mih_search(&h, isa, (const uint8_t *)qb.buf, nq, k, 0, budget, (int32_t *)od.buf,
-                            (int64_t *)opos.buf, (uint8_t *)ost.buf, NULL, NULL, T);
+        err = hs_mih_search(&h, isa, (const uint8_t *)a.qb.buf, nq, k, 0, a.budget,
+                            (int32_t *)od.buf, (int64_t *)opos.buf, (uint8_t *)ost.buf, NULL, NULL,
+                            a.T);
         Py_END_ALLOW_THREADS
-        if (err) {
-            PyErr_NoMemory();
-            goto done;
-        }
+        ret = hs_done(err);
     }
-    ret = Py_None;
-    Py_INCREF(ret);
 done:
-    PyBuffer_Release(&oo);
-    PyBuffer_Release(&op);
-    PyBuffer_Release(&oc);
-    PyBuffer_Release(&so);
-    PyBuffer_Release(&sl);
-    PyBuffer_Release(&rm);
-    PyBuffer_Release(&qb);
+    hs_mih_release(&a);
     PyBuffer_Release(&od);
     PyBuffer_Release(&opos);
     PyBuffer_Release(&ost);
@@ -327,20 +329,22 @@ done:
  *           radius, budget, out_status, threads) -> (lims, D, I); queries with status 1 are empty */
 static PyObject *py_mih_range(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer oo, op, oc, so, sl, rm, qb, ost;
-    long long n0, nq, budget;
-    int lane, W, bits, m, radius, T;
-    if (!PyArg_ParseTuple(args, "y*y*y*Liiiy*y*iy*y*LiLw*i", &oo, &op, &oc, &n0, &lane, &W, &bits,
-                          &so, &sl, &m, &rm, &qb, &nq, &radius, &budget, &ost, &T))
+    hs_mih_args a;
+    Py_buffer ost;
+    int radius;
+    if (!PyArg_ParseTuple(args, "y*y*y*Liiiy*y*iy*y*LiLw*i", &a.oo, &a.op, &a.oc, &a.n0, &a.lane,
+                          &a.W, &a.bits, &a.so, &a.sl, &a.m, &a.rm, &a.qb, &a.nq, &radius,
+                          &a.budget, &ost, &a.T))
         return NULL;
     PyObject *ret = NULL;
+    const long long nq = a.nq;
     hs_mih h;
-    if (hs_parse_mih(&h, &oo, &op, &oc, &rm, n0, lane, W, bits, &so, &sl, m) < 0) goto done;
-    if (nq < 0 || (int64_t)qb.len < nq * W * lane || (int64_t)ost.len < nq) {
+    if (hs_parse_mih(&h, &a) < 0) goto done;
+    if (nq < 0 || (int64_t)a.qb.len < nq * a.W * a.lane || (int64_t)ost.len < nq) {
         PyErr_SetString(PyExc_ValueError, "bad query/output buffers");
         goto done;
     }
-    if (radius > bits) radius = bits;
+    if (radius > a.bits) radius = a.bits;
     {
         uint64_t **lists = (uint64_t **)calloc((size_t)(nq + 1), sizeof(uint64_t *));
         int64_t *lens = (int64_t *)calloc((size_t)(nq + 1), sizeof(int64_t));
@@ -351,12 +355,11 @@ static PyObject *py_mih_range(PyObject *self, PyObject *args) {
             goto done;
         }
         const int isa = hs_isa;
-        T = hs_mih_threads(T, nq);
         int err = 0;
         if (radius >= 0) {
             Py_BEGIN_ALLOW_THREADS
-            err = hs_mih_search(&h, isa, (const uint8_t *)qb.buf, nq, 0, radius, budget, NULL,
-                                NULL, (uint8_t *)ost.buf, lists, lens, T);
+            err = hs_mih_search(&h, isa, (const uint8_t *)a.qb.buf, nq, 0, radius, a.budget, NULL,
+                                NULL, (uint8_t *)ost.buf, lists, lens, a.T);
             Py_END_ALLOW_THREADS
         } else {
             memset(ost.buf, 0, (size_t)nq);
@@ -366,13 +369,7 @@ static PyObject *py_mih_range(PyObject *self, PyObject *args) {
         hs_free_lists(lists, lens, nq);
     }
 done:
-    PyBuffer_Release(&oo);
-    PyBuffer_Release(&op);
-    PyBuffer_Release(&oc);
-    PyBuffer_Release(&so);
-    PyBuffer_Release(&sl);
-    PyBuffer_Release(&rm);
-    PyBuffer_Release(&qb);
+    hs_mih_release(&a);
     PyBuffer_Release(&ost);
     return ret;
 }

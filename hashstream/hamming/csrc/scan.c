@@ -18,41 +18,24 @@ HS_INLINE int32_t hs_scalar_dist(const uint8_t *p, const void *q, int W, int lan
     return d;
 }
 
-#define HS_VEC int32_t
-#define HS_NV 1
-#define HS_G 1
-#define HS_PAIR 0
-#define HS_DIST(p, q, W) hs_scalar_dist(p, q, W, HS_LANE)
-#define HS_THR(D) (D)
-#define HS_LT(d, T) ((unsigned)((d) < (T)))
-#define HS_STORE(tmp, d) ((tmp)[0] = (d))
+#define HS_SCALAR_VEC int32_t
+#define HS_SCALAR_NV 1
+#define HS_SCALAR_G 1
+#define HS_SCALAR_PAIR 0
+#define HS_SCALAR_DIST(p, q, W) hs_scalar_dist(p, q, W, HS_LANE)
+#define HS_SCALAR_THR(D) (D)
+#define HS_SCALAR_LT(d, T) ((unsigned)((d) < (T)))
+#define HS_SCALAR_STORE(tmp, d) ((tmp)[0] = (d))
 
 #define HS_ISA scalar
 #define HS_TARGET
-#define HS_LANE 4
+#define HS_OPS HS_SCALAR
 #include "scan.h"
-#define HS_LANE 8
-#include "scan.h"
-#undef HS_ISA
-#undef HS_TARGET
 
 #define HS_ISA popcnt
 #define HS_TARGET HS_T_POPCNT
-#define HS_LANE 4
+#define HS_OPS HS_SCALAR
 #include "scan.h"
-#define HS_LANE 8
-#include "scan.h"
-#undef HS_ISA
-#undef HS_TARGET
-
-#undef HS_VEC
-#undef HS_NV
-#undef HS_G
-#undef HS_PAIR
-#undef HS_DIST
-#undef HS_THR
-#undef HS_LT
-#undef HS_STORE
 
 #if HS_X86
 /* ------------------------------------------------------------------------------------------ */
@@ -80,32 +63,21 @@ HS_T_AVX2 HS_INLINE __m256i hs_avx2_dist(const uint8_t *p, const void *q, int W,
     return _mm256_madd_epi16(_mm256_maddubs_epi16(acc, _mm256_set1_epi8(1)), _mm256_set1_epi16(1));
 }
 
-#define HS_ISA avx2
-#define HS_TARGET HS_T_AVX2
-#define HS_VEC __m256i
-#define HS_NV (32 / HS_LANE)
-#define HS_G 1
-#define HS_PAIR 0
-#define HS_DIST(p, q, W) hs_avx2_dist(p, q, W, HS_LANE)
-#define HS_THR(D) (HS_LANE == 8 ? _mm256_set1_epi64x(D) : _mm256_set1_epi32(D))
-#define HS_LT(d, T)                                                                            \
+#define HS_AVX2_VEC __m256i
+#define HS_AVX2_NV (32 / HS_LANE)
+#define HS_AVX2_G 1
+#define HS_AVX2_PAIR 0
+#define HS_AVX2_DIST(p, q, W) hs_avx2_dist(p, q, W, HS_LANE)
+#define HS_AVX2_THR(D) (HS_LANE == 8 ? _mm256_set1_epi64x(D) : _mm256_set1_epi32(D))
+#define HS_AVX2_LT(d, T)                                                                       \
     (HS_LANE == 8 ? (unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpgt_epi64(T, d))) \
                   : (unsigned)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(T, d))))
-#define HS_STORE(tmp, d) _mm256_storeu_si256((__m256i *)(void *)(tmp), d)
-#define HS_LANE 4
+#define HS_AVX2_STORE(tmp, d) _mm256_storeu_si256((__m256i *)(void *)(tmp), d)
+
+#define HS_ISA avx2
+#define HS_TARGET HS_T_AVX2
+#define HS_OPS HS_AVX2
 #include "scan.h"
-#define HS_LANE 8
-#include "scan.h"
-#undef HS_ISA
-#undef HS_TARGET
-#undef HS_VEC
-#undef HS_NV
-#undef HS_G
-#undef HS_PAIR
-#undef HS_DIST
-#undef HS_THR
-#undef HS_LT
-#undef HS_STORE
 
 /* ------------------------------------------------------------------------------------------ */
 /* AVX-512 with VPOPCNTQ/VPOPCNTD: 8 x 64-bit (16 x 32-bit) codes per instruction, 4 queries    */
@@ -125,21 +97,20 @@ HS_T_AVX512 HS_INLINE __m512i hs_z_dist(const uint8_t *p, const void *q, int W, 
     return acc;
 }
 
+#define HS_Z_VEC __m512i
+#define HS_Z_NV (64 / HS_LANE)
+#define HS_Z_G 4
+#define HS_Z_PAIR 1
+#define HS_Z_DIST(p, q, W) hs_z_dist(p, q, W, HS_LANE)
+#define HS_Z_THR(D) (HS_LANE == 8 ? _mm512_set1_epi64(D) : _mm512_set1_epi32(D))
+#define HS_Z_LT(d, T) \
+    (HS_LANE == 8 ? (unsigned)_mm512_cmplt_epu64_mask(d, T) : (unsigned)_mm512_cmplt_epu32_mask(d, T))
+#define HS_Z_MIN(a, b) (HS_LANE == 8 ? _mm512_min_epu64(a, b) : _mm512_min_epu32(a, b))
+#define HS_Z_STORE(tmp, d) _mm512_storeu_si512((void *)(tmp), d)
+
 #define HS_ISA avx512
 #define HS_TARGET HS_T_AVX512
-#define HS_VEC __m512i
-#define HS_NV (64 / HS_LANE)
-#define HS_G 4
-#define HS_PAIR 1
-#define HS_DIST(p, q, W) hs_z_dist(p, q, W, HS_LANE)
-#define HS_THR(D) (HS_LANE == 8 ? _mm512_set1_epi64(D) : _mm512_set1_epi32(D))
-#define HS_LT(d, T) \
-    (HS_LANE == 8 ? (unsigned)_mm512_cmplt_epu64_mask(d, T) : (unsigned)_mm512_cmplt_epu32_mask(d, T))
-#define HS_MIN(a, b) (HS_LANE == 8 ? _mm512_min_epu64(a, b) : _mm512_min_epu32(a, b))
-#define HS_STORE(tmp, d) _mm512_storeu_si512((void *)(tmp), d)
-#define HS_LANE 4
-#include "scan.h"
-#define HS_LANE 8
+#define HS_OPS HS_Z
 #include "scan.h"
 #endif /* HS_X86 */
 

@@ -1,28 +1,63 @@
-/* The flat-scan template: one body for every lane width and instruction set (no include guard:
- * scan.c includes it once per (ISA, lane) pair).  Before each inclusion define
+/* The flat-scan template: one body for every lane width and instruction set (no include guard).
+ * scan.c includes it once per instruction set after defining
  *
- *   HS_ISA           name token of the instruction set (functions are named x_<ISA>_<LANE>)
- *   HS_TARGET        its target attribute (empty for plain C)
- *   HS_LANE          4 (codes of at most 32 bits, one word) or 8 (W 64-bit words)
- *   HS_VEC           type holding the distances of HS_NV codes (also the threshold type)
- *   HS_NV            codes per vector: the store holds word w of 64 / HS_LANE codes in 64 bytes,
- *                    a block has 64 / (HS_NV * HS_LANE) vectors
- *   HS_G             queries per pass over a block (each load serves HS_G chains)
- *   HS_PAIR          1: two blocks per step, one compare of the lane-wise minimum per query
+ *   HS_ISA      name token of the instruction set (functions are named x_<ISA>_<LANE>)
+ *   HS_TARGET   its target attribute (empty for plain C)
+ *   HS_OPS      prefix P of its operations, macros P_<NAME> (so that no ISA's need undefining):
+ *     VEC            type holding the distances of NV codes (also the threshold type)
+ *     NV             codes per vector: the store holds word w of 64 / HS_LANE codes in 64 bytes,
+ *                    so a block has 64 / (NV * HS_LANE) vectors
+ *     G              queries per pass over a block (each load serves G chains)
+ *     PAIR           1: two blocks per step, one compare of the lane-wise minimum per query
  *                    (needs one vector per block)
- *   HS_DIST(p, q, W) distances of the HS_NV codes whose word 0 starts at p (word w at
- *                    p + 64 w) to the query words q (HS_WORD[W])
- *   HS_THR(D)        the threshold D broadcast;  HS_LT(d, T): bit mask of lanes with d < T
- *   HS_MIN(a, b)     lane-wise minimum (HS_PAIR only);  HS_STORE(tmp, d): d to HS_WORD[HS_NV]
- *
- * HS_LANE is undefined at the end; the ISA's macros stay for the next lane.
+ *     DIST(p, q, W)  distances of the NV codes whose word 0 starts at p (word w at p + 64 w) to
+ *                    the query words q (HS_WORD[W])
+ *     THR(D)         the threshold D broadcast;  LT(d, T): bit mask of the lanes with d < T
+ *     MIN(a, b)      lane-wise minimum (PAIR only);  STORE(tmp, d): d to HS_WORD[NV]
+ * (they may test HS_LANE, a constant).  The first inclusion (HS_LANE undefined) instantiates
+ * the body below for HS_LANE = 4 and 8 by including this file again, then clears HS_ISA,
+ * HS_TARGET and HS_OPS.
  *
  * Result: static void hs_scan_<ISA>_<LANE>(db, Q, q0, q1, tk), an hs_scan_fn.  It walks the
- * blocks overlapping [db->begin, db->end) tile by tile; per tile, queries in groups of HS_G;
- * per group, blocks in order and vectors in order, so each query sees positions in increasing
+ * blocks overlapping [db->begin, db->end) tile by tile; per tile, queries in groups of G; per
+ * group, blocks in order and vectors in order, so each query sees positions in increasing
  * order.  A lane under the query's threshold goes to hs_consider, which re-checks the current D
  * (it may have dropped while earlier lanes were pushed), the range and the removal mask.
  */
+#ifndef HS_LANE
+#define HS_OP_(ops, name) ops##_##name
+#define HS_OP2(ops, name) HS_OP_(ops, name)
+#define HS_OP(name) HS_OP2(HS_OPS, name)
+#define HS_VEC HS_OP(VEC)
+#define HS_NV HS_OP(NV)
+#define HS_G HS_OP(G)
+#define HS_PAIR HS_OP(PAIR)
+#define HS_DIST HS_OP(DIST)
+#define HS_THR HS_OP(THR)
+#define HS_LT HS_OP(LT)
+#define HS_MIN HS_OP(MIN)
+#define HS_STORE HS_OP(STORE)
+#define HS_LANE 4
+#include "scan.h"
+#define HS_LANE 8
+#include "scan.h"
+#undef HS_OP_
+#undef HS_OP2
+#undef HS_OP
+#undef HS_VEC
+#undef HS_NV
+#undef HS_G
+#undef HS_PAIR
+#undef HS_DIST
+#undef HS_THR
+#undef HS_LT
+#undef HS_MIN
+#undef HS_STORE
+#undef HS_ISA
+#undef HS_TARGET
+#undef HS_OPS
+#else /* one lane */
+
 #if HS_LANE == 8
 #define HS_WORD uint64_t
 #else
@@ -62,6 +97,9 @@ HS_TARGET HS_INLINE void HS_FN(hs_pass)(const hs_db *db, const HS_WORD *Q, int64
     }
     int64_t b = t0;
 #if HS_PAIR
+#if HS_VPB != 1
+#error "HS_PAIR needs one vector per block"
+#endif
     /* (the compare shares port 5 with VPOPCNTQ; the minimum does not) */
     for (; b + 2 <= t1; b += 2) {
         const uint8_t *blk = db->db + b * bstride;
@@ -149,3 +187,4 @@ HS_TARGET static void HS_FN(hs_scan)(const hs_db *db, const uint8_t *Q, int64_t 
 #undef HS_VPB
 #undef HS_VBYTES
 #undef HS_LANE
+#endif

@@ -15,19 +15,21 @@ void hs_topk_compact(hs_topk *t) {
     t->len = j;
 }
 
+int hs_grow_keys(uint64_t **buf, int64_t *cap) {
+    int64_t ncap = *cap * 2 + 64;
+    uint64_t *nb = (uint64_t *)realloc(*buf, (size_t)ncap * sizeof(uint64_t));
+    if (nb == NULL) return -1;
+    *buf = nb;
+    *cap = ncap;
+    return 0;
+}
+
 void hs_topk_full(hs_topk *t) {
     if (t->k > 0) {
         hs_topk_compact(t);
         return;
     }
-    int64_t ncap = t->cap * 2 + 64;
-    uint64_t *nb = (uint64_t *)realloc(t->buf, (size_t)ncap * sizeof(uint64_t));
-    if (nb == NULL) {
-        t->err = 1;
-        return;
-    }
-    t->buf = nb;
-    t->cap = ncap;
+    if (hs_grow_keys(&t->buf, &t->cap) < 0) t->err = 1;
 }
 
 typedef struct {
@@ -88,6 +90,18 @@ static hs_topk *hs_alloc_states(int64_t count, int64_t k, int32_t D, int bits, i
     return st;
 }
 
+/* The context of a flat search and its T * nq result sets (threshold D); -1: out of memory. */
+static int hs_flat_init(hs_flat_ctx *c, const hs_db *db, hs_scan_fn scan, const uint8_t *Q,
+                        int64_t nq, int64_t k, int32_t D, int T, int32_t **cnt) {
+    c->db = *db;
+    c->Q = Q;
+    c->nq = nq;
+    c->scan = scan;
+    c->T = T;
+    c->states = hs_alloc_states((int64_t)T * nq, k, D, db->bits, db->end - db->begin, cnt);
+    return c->states == NULL ? -1 : 0;
+}
+
 /* Stable counting sort of the threads' lists of query qi by distance -> (distance, position)
  * order; writes at most `limit` keys to out; returns the number written. */
 static int64_t hs_gather(hs_topk *st, int T, int64_t nq, int64_t qi, int bits, int64_t *hist,
@@ -114,15 +128,9 @@ int hs_flat_topk(const hs_db *db, hs_scan_fn scan, const uint8_t *Q, int64_t nq,
                  int32_t *outd, int64_t *outp) {
     const int bits = db->bits;
     hs_flat_ctx c;
-    c.db = *db;
-    c.Q = Q;
-    c.nq = nq;
-    c.scan = scan;
-    c.T = T;
     int32_t *cnt = NULL;
     int err = 0;
-    c.states = hs_alloc_states((int64_t)T * nq, k, bits + 1, bits, db->end - db->begin, &cnt);
-    if (c.states == NULL) return -1;
+    if (hs_flat_init(&c, db, scan, Q, nq, k, bits + 1, T, &cnt) < 0) return -1;
     hs_parallel(T, hs_flat_task, &c);
     int64_t *hist = (int64_t *)malloc(sizeof(int64_t) * (size_t)(bits + 2));
     uint64_t *keys = (uint64_t *)malloc(sizeof(uint64_t) * (size_t)k);
@@ -154,14 +162,9 @@ int hs_flat_range(const hs_db *db, hs_scan_fn scan, const uint8_t *Q, int64_t nq
                   int T, uint64_t ***lists_out, int64_t **lens_out) {
     const int bits = db->bits;
     hs_flat_ctx c;
-    c.db = *db;
-    c.Q = Q;
-    c.nq = nq;
-    c.scan = scan;
-    c.T = T;
     int32_t *cnt = NULL;
     int err = 0;
-    c.states = hs_alloc_states((int64_t)T * nq, 0, radius + 1, bits, db->end - db->begin, &cnt);
+    hs_flat_init(&c, db, scan, Q, nq, 0, radius + 1, T, &cnt); /* c.states NULL: no memory */
     uint64_t **lists = (uint64_t **)calloc((size_t)(nq + 1), sizeof(uint64_t *));
     int64_t *lens = (int64_t *)calloc((size_t)(nq + 1), sizeof(int64_t));
     int64_t *hist = (int64_t *)malloc(sizeof(int64_t) * (size_t)(bits + 2));

@@ -25,6 +25,8 @@ typedef struct {
     int err; /* out of memory in range mode */
 } hs_topk;
 
+/* Grow a key buffer (realloc, to 2 cap + 64); -1 when out of memory (the buffer is kept). */
+HS_HIDDEN int hs_grow_keys(uint64_t **buf, int64_t *cap);
 /* Keep every d < D and the first (k - below) entries at d == D (buffer in position order). */
 HS_HIDDEN void hs_topk_compact(hs_topk *t);
 /* The buffer is full: compact it (top-k mode) or grow it (range mode; t->err when out of memory). */
