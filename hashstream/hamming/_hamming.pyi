@@ -1,4 +1,4 @@
-"""Type stub of the compiled Hamming kernels (_hamming.c). Buffers are C-contiguous arrays."""
+"""Type stub of the compiled Hamming kernels (csrc/). Buffers are C-contiguous arrays."""
 
 from typing import Any, TypeAlias
 

@@ -18,11 +18,12 @@ Ids
     drops them, keeping insertion order.
 
 Compute
-    ``backend="native"`` uses the compiled kernels of ``_hamming.c`` (AVX-512 VPOPCNTQ, AVX2 or
+    ``backend="native"`` uses the compiled kernels of ``csrc/`` (AVX-512 VPOPCNTQ, AVX2 or
     scalar, picked at import for this CPU; a tiled flat scan that keeps only items under each
     query's running k-th distance, and multi-index hashing for large databases);
-    ``backend="numpy"`` is a pure NumPy fallback (``np.bitwise_count`` on the code words) with
-    identical results, used automatically when the extension cannot be imported.
+    ``backend="numpy"`` is a pure NumPy fallback (``np.bitwise_count`` on the code words,
+    :mod:`~hashstream.hamming.numpy_scan`) with identical results, used automatically when the
+    extension cannot be imported.
 
 Search paths (``mode``)
     ``"flat"`` scans every code. ``"mih"`` is multi-index hashing (Norouzi et al.): substring
@@ -42,10 +43,8 @@ the GIL and may overlap each other.
 
 from __future__ import annotations
 
-import math
 import os
 import threading
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -55,6 +54,11 @@ try:
     from hashstream.hamming import _hamming as _native
 except ImportError:  # pragma: no cover - the extension is built by `pip install -e .`
     _native = None  # type: ignore[assignment]
+
+from hashstream.hamming import mih as _mih_tables
+from hashstream.hamming.mih import MIHTables
+from hashstream.hamming.numpy_scan import Layout, numpy_range, numpy_topk
+from hashstream.hamming.ranges import concat_ranges, split_ranges
 
 __all__ = [
     "MIH_MAX_BITS",
@@ -106,48 +110,6 @@ def _default_threads() -> int:
     return max(1, min(n, 16))
 
 
-def split_ranges(
-    lims: NDArray[np.int64], distances: NDArray[np.int32], ids: NDArray[np.int64]
-) -> list[tuple[NDArray[np.int32], NDArray[np.int64]]]:
-    """``range_search``'s triple as one (distances, ids) pair per query."""
-    return [(distances[lims[i]:lims[i + 1]], ids[lims[i]:lims[i + 1]])
-            for i in range(len(lims) - 1)]
-
-
-@dataclass
-class _MIH:
-    """Multi-index hashing tables over positions [0, n0) (see _hamming.c)."""
-
-    n0: int
-    sub_off: NDArray[np.int32]
-    sub_len: NDArray[np.int32]
-    offsets: NDArray[np.uint32]
-    perm: NDArray[np.uint32]
-    codes: NDArray[np.uint8]
-
-    @property
-    def m(self) -> int:
-        return int(self.sub_len.size)
-
-    def nbytes(self) -> int:
-        return int(self.offsets.nbytes + self.perm.nbytes + self.codes.nbytes)
-
-
-def _substrings(bits: int, n: int, sub_bits: int | None) -> tuple[list[int], list[int]]:
-    """Cut ``bits`` into m near-equal substrings of about log2(n) - 7 bits (8 to 24).
-
-    Norouzi et al. take log2(n) bits (buckets of ~1 code); here a probe is a cache miss while
-    a bucket is scanned 8 codes per instruction, so buckets of ~128 codes balance the two
-    (measured in bench/hamming.py)."""
-    target = sub_bits if sub_bits is not None else round(math.log2(max(n, 2))) - 7
-    target = int(min(max(target, 8), 24, bits))
-    m = max(1, round(bits / target), math.ceil(bits / 24))
-    base, extra = divmod(bits, m)
-    lengths = [base + (1 if j < extra else 0) for j in range(m)]
-    offsets = [sum(lengths[:j]) for j in range(m)]
-    return offsets, lengths
-
-
 class HammingIndex:
     """Exact k-NN and range search by Hamming distance over packed codes (module docstring)."""
 
@@ -173,6 +135,7 @@ class HammingIndex:
         self._words = -(-self.code_bytes // self._lane)
         self._per_block = 64 // self._lane
         self._wdtype = np.dtype(np.uint32 if self._lane == 4 else np.uint64)
+        self._layout = Layout(self.bits, self._words, self._per_block, self._wdtype)
         self._lock = threading.RLock()
         self._n = 0
         self._n_removed = 0
@@ -183,7 +146,7 @@ class HammingIndex:
         self._main_pos = np.zeros(0, dtype=np.int64)
         self._tail_ids = np.zeros(0, dtype=np.int64)
         self._tail_pos = np.zeros(0, dtype=np.int64)
-        self._mih: _MIH | None = None
+        self._mih: MIHTables | None = None
         self._mih_skip = 0  # auto mode: searches left before MIH is tried again
         self._mih_fallbacks = 0  # queries MIH handed to the flat scan (statistics)
 
@@ -373,7 +336,8 @@ class HammingIndex:
         if self.native:
             d, pos = self._native_topk(qw, kk, snap, mih)
         else:
-            d, pos = self._numpy_topk(qw, kk, snap)
+            store, removed, _, n, n_removed = snap
+            d, pos = numpy_topk(self._layout, store, removed, n, n_removed, qw, kk)
         ids = snap[2]
         out_d[:, :kk] = d
         out_i[:, :kk] = np.where(pos >= 0, ids[np.maximum(pos, 0)], _POS_PAD)
@@ -394,7 +358,8 @@ class HammingIndex:
         if self.native:
             lims, d, pos = self._native_range(qw, radius, snap, mih)
         else:
-            lims, d, pos = self._numpy_range(qw, radius, snap)
+            store, removed, _, n, n_removed = snap
+            lims, d, pos = numpy_range(self._layout, store, removed, n, n_removed, qw, radius)
         return lims, d, snap[2][pos]
 
     # ------------------------------------------------------------------ native paths
@@ -420,7 +385,7 @@ class HammingIndex:
                               qw[q0:q1], q1 - q0, k, d[q0:q1], pos[q0:q1], threads)
         return d, pos
 
-    def _native_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], mih: _MIH | None
+    def _native_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], mih: MIHTables | None
                      ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         assert _native is not None
         store, removed, _, n, n_removed = snap
@@ -449,7 +414,7 @@ class HammingIndex:
         return d, pos
 
     def _native_range(self, qw: NDArray[Any], radius: int, snap: tuple[Any, ...],
-                      mih: _MIH | None
+                      mih: MIHTables | None
                       ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         assert _native is not None
         store, removed, _, n, n_removed = snap
@@ -480,22 +445,20 @@ class HammingIndex:
         redo = np.flatnonzero(status)
         if redo.size:
             parts.append((*flat(np.ascontiguousarray(qw[redo]), 0, n), redo))
-        return _concat_ranges(parts, nq)
+        return concat_ranges(parts, nq)
 
-    def _budget(self, mih: _MIH, nq: int) -> int:
-        """MIH work per query before it falls back; a batch of a few queries gets up to 4x:
-        its flat scan is bound by memory, not by the popcounts, and costs more per query."""
+    def _budget(self, mih: MIHTables, nq: int) -> int:
+        """MIH work per query before it falls back (:func:`mih.query_budget`)."""
         if self.mode == "mih":
-            return 1 << 62
-        scale = min(4, max(1, 16 // max(nq, 1)))
-        return max(_MIN_BUDGET, int(MIH_BUDGET * scale * mih.n0 * self._words))
+            return _mih_tables.UNLIMITED
+        return _mih_tables.query_budget(mih, self._words, nq, MIH_BUDGET, _MIN_BUDGET)
 
     def _note_fallbacks(self, status: NDArray[np.uint8]) -> None:
         self._mih_fallbacks += int(status.sum())
-        if self.mode == "auto" and status.size and 2 * int(status.sum()) > status.size:
+        if self.mode == "auto" and _mih_tables.mostly_fell_back(status):
             self._mih_skip = 16  # most queries fell back: scan flat for a while
 
-    def _mih_for_search(self) -> _MIH | None:
+    def _mih_for_search(self) -> MIHTables | None:
         """Tables to search with (built or rebuilt here when due), or None for the flat scan."""
         if not self.native or self.mode == "flat":
             return None
@@ -509,90 +472,11 @@ class HammingIndex:
         if n == 0:
             return None
         mih = self._mih
-        if mih is None or n - mih.n0 > mih.n0 // 4:
-            mih = self._build_mih()
+        if mih is None or _mih_tables.stale(mih, n):
+            mih = _mih_tables.build_tables(_native, self._store, n, self._lane, self._words,
+                                           self.bits, self.mih_substring_bits, self.threads)
             self._mih = mih
         return mih
-
-    def _build_mih(self) -> _MIH:
-        assert _native is not None
-        n0 = self._n
-        offs, lens = _substrings(self.bits, n0, self.mih_substring_bits)
-        sub_off = np.array(offs, dtype=np.int32)
-        sub_len = np.array(lens, dtype=np.int32)
-        offsets = np.empty(sum((1 << s) + 1 for s in lens), dtype=np.uint32)
-        perm = np.empty(len(lens) * n0, dtype=np.uint32)
-        codes = np.empty(len(lens) * n0 * self._words * self._lane, dtype=np.uint8)
-        _native.mih_build(self._store, n0, self._lane, self._words, self.bits, sub_off, sub_len,
-                          len(lens), offsets, perm, codes, self.threads)
-        return _MIH(n0, sub_off, sub_len, offsets, perm, codes)
-
-    # ------------------------------------------------------------------ NumPy fallback
-
-    def _distances(self, store: NDArray[np.uint8], qw: NDArray[Any], begin: int, end: int
-                   ) -> NDArray[np.int32]:
-        """(q × (end - begin)) Hamming distances of positions [begin, end)."""
-        B, W = self._per_block, self._words
-        blk0, blk1 = begin // B, -(-end // B)
-        words = store[blk0:blk1].view(self._wdtype).reshape(blk1 - blk0, W, B)
-        x = np.bitwise_xor(words[None, :, :, :], qw[:, None, :, None])
-        d: NDArray[np.int32] = np.bitwise_count(x).sum(axis=2, dtype=np.int32)
-        return d.reshape(qw.shape[0], -1)[:, begin - blk0 * B:end - blk0 * B]
-
-    def _chunks(self, nq: int) -> tuple[int, int]:
-        qc = max(1, min(nq, 64))
-        pc = max(self._per_block, (1 << 22) // (qc * self._words) // self._per_block
-                 * self._per_block)
-        return qc, pc
-
-    def _numpy_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...]
-                    ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
-        store, removed, _, n, n_removed = snap
-        nq = qw.shape[0]
-        qc, pc = self._chunks(nq)
-        invalid = np.int64(((self.bits + 1) << 40) | ((1 << 40) - 1))
-        out_d = np.empty((nq, k), dtype=np.int32)
-        out_p = np.empty((nq, k), dtype=np.int64)
-        for q0 in range(0, nq, qc):
-            q = qw[q0:q0 + qc]
-            best = np.full((q.shape[0], 0), invalid, dtype=np.int64)
-            for p0 in range(0, n, pc):
-                p1 = min(n, p0 + pc)
-                d = self._distances(store, q, p0, p1).astype(np.int64)
-                keys = (d << 40) | np.arange(p0, p1, dtype=np.int64)[None, :]
-                if n_removed:
-                    keys[:, removed[p0:p1] != 0] = invalid
-                cat = np.concatenate([best, keys], axis=1)
-                if cat.shape[1] > k:
-                    cat = np.partition(cat, k - 1, axis=1)[:, :k]
-                best = cat
-            best.sort(axis=1)
-            best = best[:, :k]
-            valid = best != invalid
-            out_d[q0:q0 + qc] = np.where(valid, best >> 40, self.bits + 1)
-            out_p[q0:q0 + qc] = np.where(valid, best & ((1 << 40) - 1), _POS_PAD)
-        return out_d, out_p
-
-    def _numpy_range(self, qw: NDArray[Any], radius: int, snap: tuple[Any, ...]
-                     ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
-        store, removed, _, n, n_removed = snap
-        nq = qw.shape[0]
-        qc, pc = self._chunks(nq)
-        qs, ds, ps = [], [], []
-        for q0 in range(0, nq, qc):
-            q = qw[q0:q0 + qc]
-            for p0 in range(0, n, pc):
-                p1 = min(n, p0 + pc)
-                d = self._distances(store, q, p0, p1)
-                hit = d <= radius
-                if n_removed:
-                    hit &= (removed[p0:p1] == 0)[None, :]
-                qi, pi = np.nonzero(hit)
-                qs.append(qi + q0)
-                ds.append(d[qi, pi])
-                ps.append(pi.astype(np.int64) + p0)
-        return _sort_ranges(np.concatenate(qs), np.concatenate(ds).astype(np.int32),
-                            np.concatenate(ps), nq)
 
     # ------------------------------------------------------------------ storage helpers
 
@@ -700,23 +584,3 @@ def _merge_sorted(a_ids: NDArray[np.int64], a_pos: NDArray[np.int64], b_ids: NDA
     ids[from_a], pos[from_a] = a_ids, a_pos
     return ids, pos
 
-
-def _sort_ranges(qidx: NDArray[Any], d: NDArray[np.int32], pos: NDArray[np.int64], nq: int
-                 ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
-    order = np.lexsort((pos, d, qidx))
-    lims = np.zeros(nq + 1, dtype=np.int64)
-    np.cumsum(np.bincount(qidx, minlength=nq), out=lims[1:])
-    return lims, d[order], pos[order]
-
-
-def _concat_ranges(parts: list[tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64],
-                                     NDArray[Any]]], nq: int
-                   ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
-    """Merge range results given per part as (lims, D, positions, query numbers of its rows)."""
-    qs, ds, ps = [], [], []
-    for lims, d, pos, which in parts:
-        counts = np.diff(lims)
-        qs.append(np.repeat(np.asarray(which, dtype=np.int64), counts))
-        ds.append(d)
-        ps.append(pos)
-    return _sort_ranges(np.concatenate(qs), np.concatenate(ds), np.concatenate(ps), nq)
