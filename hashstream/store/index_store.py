@@ -334,8 +334,15 @@ class IndexStore:
 
     def record_failure(self, name: str, chunk_ids: list[str], error: dict[str, Any],
                        keep: int = 10) -> None:
-        """Append ``error`` to each chunk's failure history (the newest ``keep`` are kept)."""
+        """Append ``error`` to the failure history of each chunk still queued (the newest
+        ``keep`` are kept)."""
         k = self.keys(name)
+        # A commit that wrote and then raised (a connection lost after EXEC) has acknowledged
+        # its chunks: only those still in the stream get a history, or it would never be freed.
+        pipe = self.r.pipeline(transaction=False)
+        for cid in chunk_ids:
+            pipe.xrange(k.stream, cid, cid)
+        chunk_ids = [cid for cid, found in zip(chunk_ids, pipe.execute(), strict=True) if found]
         if not chunk_ids:
             return
         for cid, raw in zip(chunk_ids, self.r.hmget(k.attempt_errors, chunk_ids), strict=True):

@@ -277,9 +277,6 @@ def test_failing_max_attempts_times_dead_letters_the_chunk_and_the_index_recover
     assert_exactly_once(index, faulty)
 
 
-@pytest.mark.xfail(strict=False, reason="known: after a commit that wrote but raised, the "
-                   "worker records the failure of chunks already committed, and that history "
-                   "is never cleaned (the chunk ids are gone from the stream)")
 def test_failure_after_exec_leaves_no_failure_history_behind(index: Index,
                                                              redis_client: redis.Redis) -> None:
     faulty = FaultyStore(index.store).fail_after_exec()
