@@ -11,40 +11,14 @@ within one modality.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from hashstream.service.errors import InvalidInput
+from hashstream.solver.ecmh.settings import CrossModalSettings
 
-TextKind = Literal["dense", "tokens"]
-
-
-@dataclass(frozen=True)
-class CrossModalSettings:
-    """Per-index settings of the deep path (network shape and training budget)."""
-
-    text_kind: TextKind = "dense"
-    text_dim: int = 0
-    image_hidden: tuple[int, ...] = (512,)
-    text_hidden: tuple[int, ...] = (512,)
-    embed_dim: int = 128
-    epochs: int = 60
-    extend_epochs: int = 30
-    warmup_epochs: int = 10
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CrossModalSettings:
-        d = dict(data)
-        for key in ("image_hidden", "text_hidden"):
-            if key in d:
-                d[key] = tuple(int(w) for w in d[key])
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+__all__ = ["CrossModalSettings", "dense_text", "pad_tokens", "validate_text"]
 
 
 def pad_tokens(rows: Any, field: str = "tokens") -> np.ndarray[Any, Any]:

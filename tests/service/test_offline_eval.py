@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hashstream.cli import main as cli
 from hashstream.eval.online_hashing import (
     Dataset,
     DatasetError,
@@ -19,7 +20,6 @@ from hashstream.eval.online_hashing import (
     run_eval,
     split_stream,
 )
-from hashstream.cli import main as cli
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
