@@ -1,12 +1,7 @@
-"""Cross-modal indexes: image–text pairs hashed by the deep ECMH path (paper: ``ecmh.txt``).
+"""Cross-modal indexes at the service's edge: parsing and validating the text side of pairs.
 
-The first round trains INet and TNet from scratch (Algorithm 1); a later round whose chunk
-brings classes never seen extends the model with that chunk alone (Algorithm 2) and becomes a
-new model version; other rounds encode their pairs with the current model. Stored codes are
-never rewritten: each keeps the model version that made it (forward compatibility is what the
-extension's distillation buys). A pair is stored under three codes: the unified sign(F + G)
-(what image→text and text→image queries rank against) and sign(F), sign(G) for searches
-within one modality.
+The rounds themselves are the "ecmh" method (:mod:`hashstream.solver.ecmh.method`); its
+per-index settings, :class:`CrossModalSettings`, live beside it in the solver.
 """
 
 from __future__ import annotations

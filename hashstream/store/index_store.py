@@ -1,11 +1,11 @@
 """Everything an index persists in Redis, and the atomic commit of a round.
 
-Arrays go through :mod:`hashstream.store.codec` (no pickle). A round's commit is one
-MULTI/EXEC guarded by WATCH on the version key: the new state, P of the new version, the round's
-Y in the hash-center memory, the round's code-store segment, the round record, the version swap
-and the acknowledgement (XACK + XDEL) of the chunks it learned become visible together or not at
-all. A worker whose lock expired while it computed (a zombie) fails its EXEC instead of
-committing a chunk twice.
+Arrays go through :mod:`hashstream.store.codec` (no pickle). A round's commit (a
+:class:`RoundCommit`) is one MULTI/EXEC guarded by WATCH on the version key: the new state, a
+new model version, P of the new version, the round's Y in the hash-center memory, the round's
+code-store segment, the round record, the version swap and the acknowledgement (XACK + XDEL) of
+the chunks it learned become visible together or not at all. A worker whose lock expired while
+it computed (a zombie) fails its EXEC instead of committing a chunk twice.
 """
 
 from __future__ import annotations
