@@ -45,8 +45,14 @@ class CreateIndex(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     max_classes: int = Field(default=5_000, ge=1, le=100_000,
                              description="most distinct class labels the index accepts")
+    method: Literal["sdoh-hc", "ecmh", "lsh"] | None = Field(
+        default=None, description="hashing method: sdoh-hc (default), ecmh (image–text pairs, "
+        "as kind 'cross-modal') or lsh (random projections, the baseline)")
     # cross-modal (ECMH) indexes: dim is the image feature dimension
     kind: Literal["sdoh-hc", "cross-modal"] = "sdoh-hc"
+    loss: Literal["ecmh", "dhd", "idcwh"] | None = Field(
+        default=None, description="cross-modal: the objective of the hash networks (ECMH's "
+        "own, Deep Hash Distillation's proxies or IDCWH's class centers)")
     text_kind: Literal["dense", "tokens"] = "dense"
     text_dim: int | None = Field(default=None, ge=1, le=1_000_000,
                                  description="dense text feature dimension (cross-modal)")
@@ -57,10 +63,14 @@ class CreateIndex(BaseModel):
     extend_epochs: int | None = Field(default=None, ge=1, le=10_000)
 
     _CROSS = ("text_kind", "text_dim", "image_hidden", "text_hidden", "embed_dim", "epochs",
-              "extend_epochs")
+              "extend_epochs", "loss")
+
+    def method_name(self) -> str | None:
+        """The method asked for: ``method``, or "ecmh" for ``kind='cross-modal'``."""
+        return self.method or ("ecmh" if self.kind == "cross-modal" else None)
 
     def solver_settings(self) -> dict[str, Any]:
-        skip = {"name", "dim", "kind", "max_classes", *self._CROSS}
+        skip = {"name", "dim", "kind", "method", "max_classes", *self._CROSS}
         return {k: v for k, v in self.model_dump(exclude=skip).items() if v is not None}
 
     def cross_modal_settings(self) -> dict[str, Any]:
@@ -73,6 +83,7 @@ class CreateIndex(BaseModel):
 class IndexInfo(BaseModel):
     name: str
     kind: str
+    method: str
     dim: int
     bits: int
     settings: dict[str, Any]

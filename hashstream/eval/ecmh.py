@@ -211,18 +211,10 @@ class Codes:
 
 def encode_items(model: ECMHModel, data: CrossModalData, idx: Array) -> Codes:
     """Codes of items ``idx`` under ``model`` (sign(0) = +1)."""
-    from hashstream.solver.ecmh.networks import (
-        image_representations,
-        sign,
-        text_representations,
-    )
-    from hashstream.solver.ecmh.train import paired_data
+    from hashstream.solver.ecmh.networks import encode_pairs
 
-    pairs = paired_data(model.config, data.image[idx], data.text[idx], data.labels[idx],
-                        model.device)
-    f = image_representations(model, pairs.image)
-    g = text_representations(model, pairs.text)
-    return Codes(*(sign(v).cpu().numpy() for v in (f, g, f + g)))
+    codes = encode_pairs(model, data.image[idx], data.text[idx])
+    return Codes(codes["image"], codes["text"], codes["pairs"])
 
 
 def _score(queries: Codes, q_labels: Array, database: Codes, db_labels: Array,

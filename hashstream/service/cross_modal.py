@@ -1,50 +1,19 @@
-"""Cross-modal indexes: image–text pairs hashed by the deep ECMH path (paper: ``ecmh.txt``).
+"""Cross-modal indexes at the service's edge: parsing and validating the text side of pairs.
 
-The first round trains INet and TNet from scratch (Algorithm 1); a later round whose chunk
-brings classes never seen extends the model with that chunk alone (Algorithm 2) and becomes a
-new model version; other rounds encode their pairs with the current model. Stored codes are
-never rewritten: each keeps the model version that made it (forward compatibility is what the
-extension's distillation buys). A pair is stored under three codes: the unified sign(F + G)
-(what image→text and text→image queries rank against) and sign(F), sign(G) for searches
-within one modality.
+The rounds themselves are the "ecmh" method (:mod:`hashstream.solver.ecmh.method`); its
+per-index settings, :class:`CrossModalSettings`, live beside it in the solver.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from hashstream.service.errors import InvalidInput
+from hashstream.solver.ecmh.settings import CrossModalSettings
 
-TextKind = Literal["dense", "tokens"]
-
-
-@dataclass(frozen=True)
-class CrossModalSettings:
-    """Per-index settings of the deep path (network shape and training budget)."""
-
-    text_kind: TextKind = "dense"
-    text_dim: int = 0
-    image_hidden: tuple[int, ...] = (512,)
-    text_hidden: tuple[int, ...] = (512,)
-    embed_dim: int = 128
-    epochs: int = 60
-    extend_epochs: int = 30
-    warmup_epochs: int = 10
-    seed: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CrossModalSettings:
-        d = dict(data)
-        for key in ("image_hidden", "text_hidden"):
-            if key in d:
-                d[key] = tuple(int(w) for w in d[key])
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+__all__ = ["CrossModalSettings", "dense_text", "pad_tokens", "validate_text"]
 
 
 def pad_tokens(rows: Any, field: str = "tokens") -> np.ndarray[Any, Any]:

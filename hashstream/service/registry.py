@@ -26,18 +26,22 @@ from hashstream.store.keys import INDEX_NAME
 __all__ = ["ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService", "OldSimilarity",
            "OldWeight"]
 
-IndexKind = Literal["sdoh-hc", "cross-modal"]
+IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
+MethodName = Literal["sdoh-hc", "ecmh", "lsh"]
 DEFAULT_MAX_CLASSES = 5_000
 MAX_CLASSES_LIMIT = 100_000
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """Immutable settings of an index: its kind, feature (image) dimension and settings.
+    """Immutable settings of an index: its method, feature (image) dimension and settings.
 
-    ``settings.bits`` is the code length of either kind; ``cross_modal`` holds the deep path's
-    settings for ``kind='cross-modal'``; ``max_classes`` bounds the classes the index learns
-    (the solver's state grows with classes × bits).
+    ``method`` is the registered hashing method ("sdoh-hc", "ecmh", "lsh"); ``kind`` is what
+    the API shows ("cross-modal" for ECMH, else the method's name). ``settings.bits`` is the
+    code length of every method (SDOH-HC reads all of ``settings``, LSH its bits and seed);
+    ``cross_modal`` holds ECMH's settings; ``max_classes`` bounds the classes the index learns
+    (the solver's state grows with classes × bits). ``created`` tells a deleted and re-created
+    index apart.
     """
 
     name: str
@@ -46,21 +50,58 @@ class IndexConfig:
     kind: IndexKind = "sdoh-hc"
     cross_modal: CrossModalSettings | None = None
     max_classes: int = DEFAULT_MAX_CLASSES
+    method: MethodName = "sdoh-hc"
+    created: float = 0.0
+
+    @property
+    def bits(self) -> int:
+        return self.settings.bits
+
+    def method_settings(self) -> dict[str, Any]:
+        """The settings the method's factory takes (JSON, with ``bits``)."""
+        if self.method == "ecmh":
+            cm = self.cross_modal or CrossModalSettings()
+            return {"bits": self.bits, **cm.as_dict()}
+        if self.method == "lsh":
+            return {"bits": self.bits, "seed": self.settings.seed}
+        return self.settings.as_dict()
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
-               "kind": self.kind, "max_classes": self.max_classes, "created": time.time()}
+               "kind": self.kind, "method": self.method, "max_classes": self.max_classes,
+               "created": self.created or time.time()}
         if self.cross_modal is not None:
             out["cross_modal"] = self.cross_modal.as_dict()
         return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndexConfig:
+        """Decode a stored config; configs written before ``method`` existed name it by their
+        kind ("cross-modal" → "ecmh", else "sdoh-hc")."""
         cm = data.get("cross_modal")
-        kind: IndexKind = "cross-modal" if data.get("kind") == "cross-modal" else "sdoh-hc"
+        stored = data.get("method")
+        method: MethodName = (stored if stored in ("sdoh-hc", "ecmh", "lsh")
+                              else "ecmh" if data.get("kind") == "cross-modal" else "sdoh-hc")
+        kind: IndexKind = "cross-modal" if method == "ecmh" else method
         return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]),
                    kind, None if cm is None else CrossModalSettings.from_dict(cm),
-                   int(data.get("max_classes", DEFAULT_MAX_CLASSES)))
+                   int(data.get("max_classes", DEFAULT_MAX_CLASSES)), method,
+                   float(data.get("created", 0.0)))
+
+
+class ConfigCache:
+    """Decoded configs keyed by index name and creation stamp: a config is immutable, so it
+    is decoded once per index (a deleted and re-created index has another stamp)."""
+
+    def __init__(self) -> None:
+        self._configs: dict[str, IndexConfig] = {}
+
+    def decode(self, name: str, raw: dict[str, Any]) -> IndexConfig:
+        created = float(raw.get("created", 0.0))
+        cached = self._configs.get(name)
+        if cached is None or cached.created != created:
+            cached = self._configs[name] = IndexConfig.from_json(raw)
+        return cached
 
 
 def check_name(name: str) -> None:
@@ -74,30 +115,46 @@ class IndexService:
 
     def __init__(self, store: IndexStore) -> None:
         self.store = store
+        self._configs = ConfigCache()
 
     def create(self, name: str, dim: int, settings: SDOHSettings,
                cross_modal: CrossModalSettings | None = None,
-               max_classes: int = DEFAULT_MAX_CLASSES) -> IndexConfig:
+               max_classes: int = DEFAULT_MAX_CLASSES, method: str | None = None
+               ) -> IndexConfig:
+        """Create an index; ``method`` defaults to "ecmh" with ``cross_modal`` settings and to
+        "sdoh-hc" without."""
         check_name(name)
         if dim < 1 or dim > 1_000_000:
             raise InvalidInput("dim must be between 1 and 1,000,000", "dim")
         if not 1 <= max_classes <= MAX_CLASSES_LIMIT:
             raise InvalidInput(f"max_classes must be between 1 and {MAX_CLASSES_LIMIT:,}",
                                "max_classes")
+        chosen = method or ("ecmh" if cross_modal is not None else "sdoh-hc")
+        if chosen not in ("sdoh-hc", "ecmh", "lsh"):
+            raise InvalidInput(f"method must be 'sdoh-hc', 'ecmh' or 'lsh', not {chosen!r}",
+                               "method")
+        if chosen == "ecmh" and cross_modal is None:
+            cross_modal = CrossModalSettings()
+        if chosen != "ecmh" and cross_modal is not None:
+            raise InvalidInput(f"method {chosen!r} does not take cross-modal settings "
+                               "(kind 'cross-modal' is method 'ecmh')", "method")
         if cross_modal is not None and cross_modal.text_kind == "dense" \
                 and not 1 <= cross_modal.text_dim <= 1_000_000:
             raise InvalidInput("a cross-modal index with dense text needs text_dim ≥ 1",
                                "text_dim")
+        mname: MethodName = "ecmh" if chosen == "ecmh" else "lsh" if chosen == "lsh" \
+            else "sdoh-hc"
         config = IndexConfig(name, dim, settings,
-                             "sdoh-hc" if cross_modal is None else "cross-modal", cross_modal,
-                             max_classes)
+                             "cross-modal" if mname == "ecmh" else mname, cross_modal,
+                             max_classes, mname, time.time())
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config
 
     def create_from_request(self, name: str, dim: int, solver: dict[str, Any],
                             cross_modal: dict[str, Any] | None,
-                            max_classes: int = DEFAULT_MAX_CLASSES) -> IndexConfig:
+                            max_classes: int = DEFAULT_MAX_CLASSES,
+                            method: str | None = None) -> IndexConfig:
         """``create`` from the settings of a request (422 naming ``settings`` when invalid)."""
         try:
             settings = SDOHSettings.from_dict(solver)
@@ -105,7 +162,7 @@ class IndexService:
                      else CrossModalSettings.from_dict(cross_modal))
         except (ValueError, TypeError) as exc:
             raise InvalidInput(str(exc), "settings") from exc
-        return self.create(name, dim, settings, cross, max_classes)
+        return self.create(name, dim, settings, cross, max_classes, method)
 
     def rounds(self, name: str, since: int = 0) -> dict[str, Any]:
         """Round records after round ``since``, with the queue depth."""
@@ -144,7 +201,7 @@ class IndexService:
         raw = self.store.config(name)
         if raw is None:
             raise NotFound(f"no index named {name!r}", "name")
-        return IndexConfig.from_json(raw)
+        return self._configs.decode(name, raw)
 
     def names(self) -> list[str]:
         return self.store.list_indexes()
@@ -152,10 +209,11 @@ class IndexService:
     def describe(self, name: str) -> dict[str, Any]:
         config = self.config(name)
         version, depth, last = self.store.status(name)
-        settings = (config.settings.as_dict() if config.cross_modal is None
-                    else {"bits": config.settings.bits, **config.cross_modal.as_dict()})
+        settings = (config.method_settings() if config.method != "sdoh-hc"
+                    else config.settings.as_dict())
         return {
-            "name": name, "kind": config.kind, "dim": config.dim, "bits": config.settings.bits,
+            "name": name, "kind": config.kind, "method": config.method, "dim": config.dim,
+            "bits": config.settings.bits,
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
             "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
             "n_items": last["n_database"] if last else 0,
@@ -172,7 +230,7 @@ class IndexService:
         (the short routes' default index)."""
         raw = self.store.config(name)
         if raw is not None:
-            return IndexConfig.from_json(raw)
+            return self._configs.decode(name, raw)
         try:
             return self.create(name, dim, SDOHSettings())
         except Conflict:  # created concurrently by another request

@@ -1,4 +1,6 @@
-"""The worker: turns queued chunks into committed SDOH-HC rounds, one index at a time.
+"""The worker: turns queued chunks into committed rounds of each index's method, one index at
+a time. Every method takes the same path: merge the round's chunks, ``Method.learn``, score the
+held-out queries with the new state's encoder, commit a :class:`RoundCommit`.
 
 For each index it holds a Redis lock (with expiry, renewed every pass), reads the stream's
 pending entries first (those a killed worker left unacknowledged) and then new ones, merges
@@ -28,22 +30,15 @@ from typing import Any
 import numpy as np
 
 from hashstream.service.chunks import Chunk
-from hashstream.service.cross_modal_runner import (
-    DeepCache,
-    load_cache,
-    pad_token_rows,
-    run_round,
-)
+from hashstream.service.methods import IndexMethods, decode_state
 from hashstream.service.registry import IndexConfig
 from hashstream.service.replicas import hamming_kernel
-from hashstream.service.round_budget import estimate_round_bytes
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.metrics import evaluate, pack_codes
-from hashstream.solver.sdoh_hc.round import encode, learn_chunk
-from hashstream.solver.sdoh_hc.state import SDOHState
+from hashstream.solver.method import PAIRS, Encoder, LearnResult, Method, stack_rows, target_field
+from hashstream.solver.metrics import evaluate
 from hashstream.store.codec import CodecError
-from hashstream.store.index_store import IndexStore
+from hashstream.store.index_store import IndexStore, RoundCommit
 
 log = logging.getLogger("hashstream.worker")
 CONSUMER = "runner"  # one consumer name: the lock makes it one process at a time
@@ -56,13 +51,19 @@ def log_event(event: str, **fields: Any) -> None:
 
 @dataclass
 class _IndexCache:
-    """What the worker keeps between rounds of one index (valid for ``version`` only)."""
+    """What the worker keeps between rounds of one index (valid for ``version`` only): the
+    method's state, the database's "pairs" codes and labels (to score held-out queries) and
+    the held-out query chunks."""
 
     version: int = -1
-    state: SDOHState | None = None
+    state: Any = None
     db_codes: list[np.ndarray[Any, Any]] = field(default_factory=list)
     db_labels: list[ClassLists] = field(default_factory=list)
     queries: dict[str, dict[str, np.ndarray[Any, Any]]] = field(default_factory=dict)
+
+    @property
+    def n_database(self) -> int:
+        return int(sum(len(c) for c in self.db_codes))
 
 
 def query_labels(arrays: dict[str, np.ndarray[Any, Any]]) -> ClassLists:
@@ -100,7 +101,7 @@ class RoundRunner:
         self.max_attempts = max_attempts
         self.max_round_bytes = max_round_bytes
         self.cache: dict[str, _IndexCache] = {}
-        self.deep_cache: dict[str, DeepCache] = {}
+        self.methods = IndexMethods(self.backend)
         # What this worker runs: logged at start and carried by every heartbeat (/readyz).
         self.info = {"backend": self.backend.name, "hamming_kernel": hamming_kernel()}
 
@@ -132,7 +133,7 @@ class RoundRunner:
         raw_config = self.store.config(name)
         if raw_config is None:
             return False
-        config = IndexConfig.from_json(raw_config)
+        config, method = self.methods.get(name, raw_config)
         entries = self.store.read_chunks(name, CONSUMER, 1000, new=False)
         entries += self.store.read_chunks(name, CONSUMER, 1000, new=True)
         if not entries:
@@ -162,7 +163,7 @@ class RoundRunner:
                 dead += self._dead_letter(name, eid, fields, f"{used[eid]} rounds with this "
                                           "chunk failed or did not finish")
                 continue
-            if train and (used[eid] or used[train[0][0]]) and rows > config.settings.bits:
+            if train and (used[eid] or used[train[0][0]]) and rows > config.bits:
                 continue  # a chunk that failed before runs alone, so its fault stays its own
             if train and rows + chunk.n > self.max_round_items:
                 continue
@@ -176,21 +177,17 @@ class RoundRunner:
                 continue
             train.append((eid, chunk))
             rows += chunk.n
-        if rows <= config.settings.bits:
+        if rows <= config.bits:
             train = []  # wait for more items: a round needs more rows than bits
         if not train and not queries:
             return dead > 0
-        return self._round(name, config, train, queries)
+        return self._round(name, config, method, train, queries)
 
     def _round_bytes(self, config: IndexConfig, chunks: list[Chunk]) -> int:
-        s = config.settings
-        n = sum(c.n for c in chunks)
-        m = s.n_anchors if s.feature_map == "rbf" else config.dim
-        return estimate_round_bytes(
-            n=n, dim=config.dim, features_mapped=m, bits=s.bits,
-            labels=sum(c.labels.nnz for c in chunks),
-            classes=max([config.max_classes, *(c.labels.n_classes for c in chunks)]),
-            exemplars=s.n1 + s.n2)
+        """The method's estimate of a round's peak memory over ``chunks``."""
+        return self.methods.method(config).round_bytes(
+            sum(c.n for c in chunks), sum(c.labels.nnz for c in chunks),
+            max([config.max_classes, *(c.labels.n_classes for c in chunks)]))
 
     def _dead_letter(self, name: str, eid: str, fields: dict[bytes, bytes], reason: str) -> int:
         moved = self.store.dead_letter(name, eid, fields, reason)
@@ -199,30 +196,30 @@ class RoundRunner:
                       reason=reason)
         return 1
 
-    def _load_cache(self, name: str, version: int) -> _IndexCache:
+    def _load_cache(self, name: str, method: Method, version: int) -> _IndexCache:
         cache = self.cache.get(name)
         if cache is not None and cache.version == version:
             return cache
         cache = _IndexCache(version=version)
         if version > 0:
-            cache.state = SDOHState.from_arrays(self.store.load_state(name))
+            cache.state = decode_state(self.store, name, method)
             for v in range(1, version + 1):
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
-                cache.db_labels.append(ClassLists(seg["label_indptr"], seg["label_indices"],
-                                                  cache.state.n_classes))
+                classes = seg["label_indices"]
+                cache.db_labels.append(ClassLists(seg["label_indptr"], classes,
+                                                  int(classes.max()) + 1 if classes.size else 0))
         cache.queries = self.store.load_queries(name)
         self.cache[name] = cache
         return cache
 
-    def _round(self, name: str, config: IndexConfig, train: list[tuple[str, Chunk]],
-               queries: dict[str, Chunk]) -> bool:
+    def _round(self, name: str, config: IndexConfig, method: Method,
+               train: list[tuple[str, Chunk]], queries: dict[str, Chunk]) -> bool:
         version = self.store.version(name)
         query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
         if not train:  # only held-out queries to store
-            ok = self.store.commit_round(name, version, state=None, projection=None,
-                                         centers=None, segment=None, record=None,
-                                         ack_ids=list(queries), query_chunks=query_arrays)
+            ok = self.store.commit_round(name, version, RoundCommit(
+                ack_ids=list(queries), query_chunks=query_arrays))
             if ok:
                 if name in self.cache:
                     self.cache[name].queries.update(query_arrays)
@@ -230,11 +227,8 @@ class RoundRunner:
             return ok
         chunk_ids = [eid for eid, _ in train]
         self.store.start_attempt(name, chunk_ids)
-        started = time.perf_counter()
         try:
-            if config.cross_modal is not None:
-                return self._deep_round(name, config, version, train, query_arrays)
-            return self._sdoh_round(name, config, version, train, query_arrays, started)
+            return self._learn_round(name, config, method, version, train, query_arrays)
         except Exception as exc:  # noqa: BLE001 - counted against the chunks, then retried
             self.store.record_failure(name, chunk_ids, {
                 "ts": round(time.time(), 3), "worker": self.id, "round": version + 1,
@@ -242,125 +236,118 @@ class RoundRunner:
             log_event("round_failed", index=name, round=version + 1, chunks=chunk_ids,
                       error=repr(exc))
             self.cache.pop(name, None)
-            self.deep_cache.pop(name, None)
             return True
 
-    def _sdoh_round(self, name: str, config: IndexConfig, version: int,
-                    train: list[tuple[str, Chunk]],
-                    query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]],
-                    started: float) -> bool:
-        cache = self._load_cache(name, version)
+    def _learn_round(self, name: str, config: IndexConfig, method: Method, version: int,
+                     train: list[tuple[str, Chunk]],
+                     query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
+        """One round of any method: learn, score, commit."""
+        started = time.perf_counter()
+        cache = self._load_cache(name, method, version)
         chunk_ids = [eid for eid, _ in train]
         features = np.concatenate([c.features for _, c in train])
         labels = ClassLists.concat([c.labels for _, c in train])
         ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
+        text_blocks = [c.text for _, c in train if c.text is not None]
+        text = stack_rows(text_blocks) if text_blocks else None
         new_version = version + 1
         log_event("round_start", index=name, round=new_version, chunks=chunk_ids,
-                  items=int(len(ids)), worker=self.id)
-        result = learn_chunk(cache.state, features, labels, config.settings, self.backend)
-        state = result.state.to_host(self.backend)
-        codes = pack_codes(result.codes)
-        segment = {"codes": codes, "ids": ids, "label_indptr": labels.indptr,
-                   "label_indices": labels.classes, "version": np.asarray(new_version)}
+                  items=int(len(ids)), kind=config.kind, method=config.method, worker=self.id)
+        result = method.learn(cache.state, features, labels, text=text, ids=ids)
         learn_seconds = time.perf_counter() - started
-        record = self._record(new_version, chunk_ids, state, result, cache, codes, labels,
+        segment: dict[str, np.ndarray[Any, Any]] = {
+            target_field(t): result.codes[t] for t in method.targets}
+        segment.update(ids=ids, label_indptr=labels.indptr, label_indices=labels.classes,
+                       version=np.asarray(new_version))
+        model = None
+        if "model_version" in result.state_arrays:
+            model_version = int(result.state_arrays["model_version"])
+            segment["model_version"] = np.full(len(ids), model_version, dtype=np.int32)
+            if result.model is not None:
+                model = (model_version, result.model)
+        record = self._record(new_version, chunk_ids, method, result, cache, labels,
                               query_arrays)
         record["seconds"] = {**{k: round(v, 6) for k, v in result.seconds.items()},
                              "learn": round(learn_seconds, 6)}
         t = time.perf_counter()
-        ok = self.store.commit_round(
-            name, version, state=state.to_arrays(), projection=state.projection,
-            centers=state.teacher, segment=segment, record=record,
-            ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays)
+        ok = self.store.commit_round(name, version, RoundCommit(
+            ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
+            state=result.state_arrays, segment=segment, record=record, model=model,
+            projection=result.projection, centers=result.centers))
         commit_s = time.perf_counter() - t
         if not ok:
             log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids)
             self.cache.pop(name, None)
             return False
         self.store.record_commit_seconds(name, new_version, commit_s)
-        cache.version, cache.state = new_version, state
-        cache.db_codes.append(codes)
+        cache.version, cache.state = new_version, result.state
+        cache.db_codes.append(result.codes[PAIRS])
         cache.db_labels.append(labels)
         cache.queries.update(query_arrays)
+        extra = {"action": record["action"]} if "action" in record else {}
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
                   items=int(len(ids)), map=record.get("map"), learn_s=round(learn_seconds, 4),
-                  commit_s=round(commit_s, 4), worker=self.id)
+                  commit_s=round(commit_s, 4), model_version=record["model_version"],
+                  **extra, worker=self.id)
         return True
 
-    def _deep_round(self, name: str, config: IndexConfig, version: int,
-                    train: list[tuple[str, Chunk]],
-                    query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
-        """A round of a cross-modal (ECMH) index."""
-        assert config.cross_modal is not None
-        cache = self.deep_cache.get(name)
-        if cache is None or cache.version != version:
-            cache = load_cache(self.store, name, version)
-        stored = {**self.store.load_queries(name), **query_arrays}
-        queries = [(q["features"], q.get("text", np.zeros((len(q["features"]), 0))),
-                    query_labels(q)) for q in stored.values()]
-        chunk_ids = [eid for eid, _ in train]
-        text_blocks = [c.text for _, c in train if c.text is not None]
-        if config.cross_modal.text_kind == "tokens":
-            text = pad_token_rows(text_blocks)
-        else:
-            text = np.concatenate(text_blocks)
-        ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
-        log_event("round_start", index=name, round=version + 1, chunks=chunk_ids,
-                  items=int(len(ids)), kind="cross-modal", worker=self.id)
-        result = run_round(cache, config.cross_modal, config.settings.bits, config.dim,
-                           np.concatenate([c.features for _, c in train]), text,
-                           ClassLists.concat([c.labels for _, c in train]), ids, queries)
-        result.record["chunks"] = chunk_ids
-        t = time.perf_counter()
-        ok = self.store.commit_round(
-            name, version, state=result.state, projection=None, centers=None,
-            segment=result.segment, record=result.record,
-            ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
-            deep_model=result.deep_model)
-        if not ok:
-            log_event("round_lost_race", index=name, round=version + 1, chunks=chunk_ids)
-            self.deep_cache.pop(name, None)
-            return False
-        self.store.record_commit_seconds(name, version + 1, time.perf_counter() - t)
-        self.deep_cache[name] = result.cache
-        log_event("round_commit", index=name, round=version + 1, chunks=chunk_ids,
-                  items=int(len(ids)), map=result.record.get("map"),
-                  action=result.record["action"], model_version=result.record["model_version"],
-                  worker=self.id)
-        return True
-
-    def _record(self, version: int, chunk_ids: list[str], state: SDOHState, result: Any,
-                cache: _IndexCache, codes: np.ndarray[Any, Any], labels: ClassLists,
+    def _record(self, version: int, chunk_ids: list[str], method: Method, result: LearnResult,
+                cache: _IndexCache, labels: ClassLists,
                 new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]) -> dict[str, Any]:
-        """The round record: metrics on held-out queries, loss terms, sizes, memory health."""
-        c = state.n_classes
-        b = result.codes
-        ex_classes = state.exemplar_labels.classes
-        # Sizes come from what the state already sums; the whole database is gathered only
-        # below, when there are held-out queries to rank against it.
+        """The round record: metrics on held-out queries, loss terms, sizes, bit balance, and
+        the method's own fields (``LearnResult.record``)."""
+        codes = result.codes[PAIRS]
+        db_labels = ClassLists.concat([*cache.db_labels, labels])
+        n_classes = int(np.unique(db_labels.classes).size)
+        bits = np.unpackbits(codes, axis=1)[:, :method.bits]
         record: dict[str, Any] = {
             "round": version, "model_version": version, "chunks": chunk_ids,
-            "n_items": int(b.shape[0]), "n_database": state.n_seen,
-            "n_classes": int((np.asarray(state.label_sum) > 0).sum()), "ts": time.time(),
+            "n_items": int(codes.shape[0]), "n_database": cache.n_database + len(codes),
+            "n_classes": n_classes, "ts": time.time(),
             "loss": {k: float(v) for k, v in result.loss.items()},
-            "bit_balance": ((b > 0).mean(axis=0)).round(4).tolist(),
-            "exemplar_histogram": np.bincount(ex_classes, minlength=c).astype(int).tolist(),
+            "bit_balance": bits.mean(axis=0).round(4).tolist() if len(bits) else [],
             "map": None, "precision_r2": None, "n_queries": 0, "worker": self.id,
+            **result.record,
         }
         all_queries = {**cache.queries, **new_queries}
         if all_queries:
-            db_codes = np.concatenate([*cache.db_codes, codes])
-            db_labels = ClassLists.concat([*cache.db_labels, labels])
-            qf = np.concatenate([q["features"] for q in all_queries.values()])
-            ql = ClassLists.concat([query_labels(q) for q in all_queries.values()])
-            if len(qf) > self.eval_queries:  # a fixed, seeded sample keeps the curve comparable
-                pick = np.sort(np.random.default_rng(0).choice(len(qf), self.eval_queries,
-                                                               replace=False))
-                qf, ql = qf[pick], ql.take(pick)
-            width = max(ql.n_classes, db_labels.n_classes)
-            qcodes = encode(state, qf, self.backend)
-            scores = evaluate(pack_codes(qcodes), ql.widen(width), db_codes,
-                              db_labels.widen(width), bits=state.bits)
-            record.update(map=scores.map, precision_r2=scores.precision_r2,
-                          n_queries=int(len(qf)), pr_curve=scores.as_dict()["pr_curve"])
+            record.update(self._scores(method, result.encoder,
+                                       np.concatenate([*cache.db_codes, codes]), db_labels,
+                                       list(all_queries.values())))
         return record
+
+    def _scores(self, method: Method, encoder: Encoder, db_codes: np.ndarray[Any, Any],
+                db_labels: ClassLists, queries: list[dict[str, np.ndarray[Any, Any]]]
+                ) -> dict[str, Any]:
+        """mAP of the held-out queries against the database's "pairs" codes, per query
+        modality the encoder takes (a fixed, seeded sample of at most ``eval_queries``): one
+        modality gives ``map``; image and text give ``map_i2t``, ``map_t2i`` and their mean."""
+        n = sum(len(q["features"]) for q in queries)
+        pick = (np.sort(np.random.default_rng(0).choice(n, self.eval_queries, replace=False))
+                if n > self.eval_queries else None)
+        ql = ClassLists.concat([query_labels(q) for q in queries])
+        if pick is not None:
+            ql = ql.take(pick)
+        width = max(ql.n_classes, db_labels.n_classes)
+        ql, db_labels = ql.widen(width), db_labels.widen(width)
+        scores = {}
+        for modality in encoder.modalities:
+            key = "features" if modality == "image" else modality
+            if not all(key in q for q in queries):
+                continue
+            rows = stack_rows([q[key] for q in queries])
+            if pick is not None:
+                rows = rows[pick]
+            scores[modality] = evaluate(encoder.encode(rows, modality), ql, db_codes,
+                                        db_labels, bits=method.bits)
+        out: dict[str, Any] = {"n_queries": int(ql.n)}
+        if not scores:
+            return out
+        if len(encoder.modalities) > 1:
+            for modality, tag in (("image", "map_i2t"), ("text", "map_t2i")):
+                out[tag] = scores[modality].map if modality in scores else None
+        first = next(iter(scores.values()))
+        out.update(map=float(np.mean([s.map for s in scores.values()])),
+                   precision_r2=float(np.mean([s.precision_r2 for s in scores.values()])),
+                   pr_curve=first.as_dict()["pr_curve"])
+        return out

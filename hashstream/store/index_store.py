@@ -1,17 +1,18 @@
 """Everything an index persists in Redis, and the atomic commit of a round.
 
-Arrays go through :mod:`hashstream.store.codec` (no pickle). A round's commit is one
-MULTI/EXEC guarded by WATCH on the version key: the new state, P of the new version, the round's
-Y in the hash-center memory, the round's code-store segment, the round record, the version swap
-and the acknowledgement (XACK + XDEL) of the chunks it learned become visible together or not at
-all. A worker whose lock expired while it computed (a zombie) fails its EXEC instead of
-committing a chunk twice.
+Arrays go through :mod:`hashstream.store.codec` (no pickle). A round's commit (a
+:class:`RoundCommit`) is one MULTI/EXEC guarded by WATCH on the version key: the new state, a
+new model version, P of the new version, the round's Y in the hash-center memory, the round's
+code-store segment, the round record, the version swap and the acknowledgement (XACK + XDEL) of
+the chunks it learned become visible together or not at all. A worker whose lock expired while
+it computed (a zombie) fails its EXEC instead of committing a chunk twice.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -65,6 +66,31 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+@dataclass(frozen=True)
+class RoundCommit:
+    """Everything one round makes visible at once (``IndexStore.commit_round``).
+
+    ``ack_ids``: the stream entries the round consumed (acknowledged and deleted);
+    ``query_chunks``: held-out query chunks to keep (chunk id → arrays);
+    ``state``: the method's state arrays (replace the stored state; None keeps it);
+    ``segment``: the round's code-store segment (codes per target, ids, labels): with one the
+    version moves to ``expected_version + 1``, without one the commit only stores queries and
+    acknowledges; ``record``: the round record (JSON);
+    ``model``: (model version, arrays) of a new, immutable model version;
+    ``projection``: P of the new version (methods with a projection);
+    ``centers``: the round's hash centers Y (into the hash-center memory).
+    """
+
+    ack_ids: list[str] = field(default_factory=list)
+    query_chunks: dict[str, Arrays] = field(default_factory=dict)
+    state: Arrays | None = None
+    segment: Arrays | None = None
+    record: dict[str, Any] | None = None
+    model: tuple[int, Arrays] | None = None
+    projection: np.ndarray[Any, Any] | None = None
+    centers: np.ndarray[Any, Any] | None = None
 
 
 class ClassMapError(ValueError):
@@ -204,8 +230,8 @@ class IndexStore:
     def load_queries(self, name: str) -> dict[str, Arrays]:
         """Held-out query chunks: chunk id → {features, labels}."""
         out: dict[str, Arrays] = {}
-        for field, value in self.r.hgetall(self.keys(name).queries).items():
-            chunk_id, _, array = field.decode().rpartition(":")
+        for key, value in self.r.hgetall(self.keys(name).queries).items():
+            chunk_id, _, array = key.decode().rpartition(":")
             out.setdefault(chunk_id, {})[array] = decode_array(value)
         return out
 
@@ -225,16 +251,11 @@ class IndexStore:
 
 
     # --- the round's commit ---------------------------------------------------------------
-    def commit_round(self, name: str, expected_version: int, *, state: Arrays | None,
-                     projection: np.ndarray[Any, Any] | None, centers: np.ndarray[Any, Any] | None,
-                     segment: Arrays | None, record: dict[str, Any] | None, ack_ids: list[str],
-                     query_chunks: dict[str, Arrays],
-                     deep_model: tuple[int, Arrays] | None = None) -> bool:
+    def commit_round(self, name: str, expected_version: int, commit: RoundCommit) -> bool:
         """Commit a round atomically; False when the version moved (another worker won).
 
-        A ``segment`` makes a new version (the round's codes); without one only the query
-        chunks are stored and the chunks acknowledged. ``deep_model`` = (model version,
-        arrays) stores a new ECMH model of a cross-modal index.
+        A ``commit.segment`` makes a new version (the round's codes); without one only the
+        query chunks are stored and the chunks acknowledged.
         """
         k = self.keys(name)
         with self.r.pipeline(transaction=True) as pipe:
@@ -245,34 +266,36 @@ class IndexStore:
                     return False
                 pipe.multi()
                 new_version = expected_version + 1
-                if state is not None:
+                if commit.state is not None:
                     pipe.delete(k.state)
-                    pipe.hset(k.state, mapping=encode_arrays(state))
-                if projection is not None:
-                    pipe.set(k.projection(new_version), encode_array(projection))
-                if centers is not None:
-                    pipe.hset(k.center_memory, str(new_version), encode_array(centers))
-                if deep_model is not None:
-                    pipe.hset(k.deep_model(deep_model[0]), mapping=encode_arrays(deep_model[1]))
-                if segment is not None:
-                    pipe.hset(k.segment(new_version), mapping=encode_arrays(segment))
+                    pipe.hset(k.state, mapping=encode_arrays(commit.state))
+                if commit.projection is not None:
+                    pipe.set(k.projection(new_version), encode_array(commit.projection))
+                if commit.centers is not None:
+                    pipe.hset(k.center_memory, str(new_version), encode_array(commit.centers))
+                if commit.model is not None:
+                    model_version, arrays = commit.model
+                    pipe.hset(k.deep_model(model_version), mapping=encode_arrays(arrays))
+                if commit.segment is not None:
+                    pipe.hset(k.segment(new_version), mapping=encode_arrays(commit.segment))
                     pipe.set(k.version, new_version)
-                for chunk_id, arrays in query_chunks.items():
+                for chunk_id, arrays in commit.query_chunks.items():
                     pipe.hset(k.queries, mapping={f"{chunk_id}:{a}": encode_array(v)
                                                   for a, v in arrays.items()})
-                if record is not None:
-                    pipe.rpush(k.rounds, json.dumps(record))
-                if ack_ids:
-                    pipe.xack(k.stream, GROUP, *ack_ids)
-                    pipe.xdel(k.stream, *ack_ids)
-                    pipe.hdel(k.attempts, *ack_ids)
-                    pipe.hdel(k.attempt_errors, *ack_ids)
+                if commit.record is not None:
+                    pipe.rpush(k.rounds, json.dumps(commit.record))
+                if commit.ack_ids:
+                    pipe.xack(k.stream, GROUP, *commit.ack_ids)
+                    pipe.xdel(k.stream, *commit.ack_ids)
+                    pipe.hdel(k.attempts, *commit.ack_ids)
+                    pipe.hdel(k.attempt_errors, *commit.ack_ids)
                 pipe.execute()
                 return True
             except redis.WatchError:
                 return False
 
     def load_deep_model(self, name: str, model_version: int) -> Arrays:
+        """The arrays of one stored model version of a method that keeps one ({} if none)."""
         return decode_arrays(self.r.hgetall(self.keys(name).deep_model(model_version)))
 
     # --- class map -----------------------------------------------------------------------

@@ -859,6 +859,8 @@ def test_reported_version_is_the_searched_version(api: Any, hs: Any, redis_url: 
     holding twice the items), while the API is still ranking against version 1."""
     import redis
 
+    from hashstream.store.index_store import RoundCommit
+
     dim, n = 16, 6000
     api.create_index(index_name, dim)
     data = hs.Clusters(seed=6, dim=dim, n_classes=4)
@@ -905,10 +907,9 @@ def test_reported_version_is_the_searched_version(api: Any, hs: Any, redis_url: 
                 if not committed and text.startswith(("GET", "MGET")):
                     committed = True
                     try:
-                        assert commit_store.commit_round(
-                            index_name, 1, state=state, projection=projection,
-                            centers=np.zeros((1, 16)), segment=segment, record=record,
-                            ack_ids=[], query_chunks={})
+                        assert commit_store.commit_round(index_name, 1, RoundCommit(
+                            state=state, projection=projection, centers=np.zeros((1, 16)),
+                            segment=segment, record=record))
                     except BaseException as exc:  # reported by the test thread below
                         failures.append(exc)
         finally:

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 from hashstream.solver.ecmh.networks import build_model
 from hashstream.solver.ecmh.settings import NetworkConfig
 from hashstream.solver.ecmh.state_io import from_arrays, same_state, to_arrays
-from hashstream.store.index_store import IndexStore
+from hashstream.store.index_store import IndexStore, RoundCommit
 
 SMALL = {"kind": "cross-modal", "bits": 16, "text_dim": 6, "epochs": 15, "extend_epochs": 8,
          "image_hidden": [32], "text_hidden": [32]}
@@ -103,12 +104,109 @@ def test_deep_model_round_trips_through_redis(redis_client: Any, session_prefix:
     config = NetworkConfig(bits=16, image_dim=5, text_kind="tokens", vocab_blocks=(40, 7),
                            embed_dim=8, image_hidden=(9,), text_hidden=(11,))
     model = build_model(config, seed=5)
-    assert store.commit_round(name, 0, state=None, projection=None, centers=None,
-                              segment={"ids": np.arange(3)}, record=None, ack_ids=[],
-                              query_chunks={}, deep_model=(1, to_arrays(model)))
+    assert store.commit_round(name, 0, RoundCommit(segment={"ids": np.arange(3)},
+                                                   model=(1, to_arrays(model))))
     back = store.load_deep_model(name, 1)
     original = to_arrays(model)
     assert back.keys() == original.keys()
     for key, value in original.items():
         assert back[key].dtype == value.dtype and back[key].tobytes() == value.tobytes(), key
     assert same_state(from_arrays(back), model)
+
+
+@pytest.mark.parametrize("loss", ["dhd", "idcwh"])
+def test_dhd_and_idcwh_indexes_train_extend_search_across_a_restart(
+        start_server: Any, store_for: Any, hs: Any, loss: str) -> None:
+    """A cross-modal index with another objective: round 1 trains (proxies or centers stored
+    with model 1), the worker restarts, round 2 extends from the stored model and head: the
+    model version it stores is exactly what the method makes from the stored arrays."""
+    from hashstream.solver import method as methods
+    from hashstream.solver.class_lists import ClassLists
+    from hashstream.solver.method import MethodSpec
+
+    tag = f"xm-{loss}"
+    server = start_server(tag, workers=1)
+    store: IndexStore = store_for(tag)
+    name = hs.unique(loss)
+    r = server.http.post("/indexes", json={"name": name, "dim": 20, **SMALL, "loss": loss})
+    assert r.status_code == 201, r.text
+    assert r.json()["settings"]["loss"] == loss and r.json()["method"] == "ecmh"
+    data = Pairs(seed=5)
+    assert server.http.post(f"/indexes/{name}/ingest",
+                            json=data.body(120, list(range(6)), "query")).status_code == 202
+    assert server.http.post(f"/indexes/{name}/ingest",
+                            json=data.body(200, [0, 1, 2])).status_code == 202
+    wait_version(server, name, 1, hs)
+    model1 = store.load_deep_model(name, 1)
+    assert "head.blocks.0" in model1 and model1["head.blocks.0"].shape == (3, 16)
+    state1 = store.load_state(name)
+    server.stop()
+
+    server = start_server(tag, workers=1)  # a fresh worker: only Redis carries the head over
+    second = data.body(200, [3, 4, 5])
+    assert server.http.post(f"/indexes/{name}/ingest", json=second).status_code == 202
+    wait_version(server, name, 2, hs)
+    rounds = server.http.get(f"/indexes/{name}/rounds").json()["rounds"]
+    assert [r["action"] for r in rounds] == ["train", "extend"]
+    assert [r["model_version"] for r in rounds] == [1, 2]
+    model2 = store.load_deep_model(name, 2)
+    assert model2["head.blocks.1"].shape == (3, 16)  # grown by rows for the new classes
+
+    config = store.config(name)
+    assert config is not None
+    method = methods.create("ecmh", MethodSpec(20, {"bits": 16, **config["cross_modal"]}))
+    seg = store.load_segment(name, 2)
+    labels = ClassLists(seg["label_indptr"], seg["label_indices"],
+                        int(seg["label_indices"].max()) + 1)
+    expected = method.learn(method.state_from_arrays(state1, model1),
+                            np.asarray(second["image"], np.float32), labels,
+                            text=np.asarray(second["text"], np.float32))
+    assert expected.model is not None and expected.model.keys() == model2.keys()
+    for key, value in expected.model.items():
+        assert value.tobytes() == model2[key].tobytes(), key
+    assert np.array_equal(expected.codes["pairs"], seg["codes"])
+
+    probe = data.body(4, [4])
+    for payload in ({"image": probe["image"]}, {"text": probe["text"]},
+                    {"text": probe["text"], "target": "text"}):
+        res = server.http.post(f"/indexes/{name}/search", json={**payload, "k": 5})
+        assert res.status_code == 200, res.text
+        assert len(res.json()["results"]) == 4 and res.json()["model_version"] == 2
+    server.stop()
+
+
+def test_lsh_index_end_to_end(api: Any, hs: Any, store_for: Any) -> None:
+    """An index of the third method: created by name, learned by the same worker path,
+    searched by the same replica; its stored codes are its encoder's codes."""
+    name = hs.unique("lsh")
+    r = api.http.post("/indexes", json={"name": name, "dim": 20, "bits": 32,
+                                        "method": "lsh"})
+    assert r.status_code == 201, r.text
+    assert r.json()["method"] == "lsh" and r.json()["kind"] == "lsh"
+    assert r.json()["settings"] == {"bits": 32, "seed": 0}
+    data = Pairs(seed=7)
+    body = data.body(200, list(range(6)))
+    text_refused = api.http.post(f"/indexes/{name}/ingest", json=body)
+    hs.assert_problem(text_refused, 422, "text")
+    plain = {"features": body["image"], "labels": body["labels"]}
+    assert api.http.post(f"/indexes/{name}/ingest", json=plain).status_code == 202
+    assert api.http.post(f"/indexes/{name}/ingest", json={
+        **{"features": data.body(50, [0])["image"], "labels": [[0]] * 50},
+        "role": "query"}).status_code == 202
+    wait_version(api, name, 1, hs)
+    [record] = api.http.get(f"/indexes/{name}/rounds").json()["rounds"]
+    assert record["n_items"] == 200 and record["map"] is not None
+    store: IndexStore = store_for("api")
+    assert set(store.load_state(name)) == {"mean", "weights"}
+    seg = store.load_segment(name, 1)
+    first = int(seg["ids"][0])
+    res = api.http.post(f"/indexes/{name}/search", json={"features": body["image"][:1],
+                                                         "k": 3})
+    assert res.status_code == 200, res.text
+    assert res.json()["results"][0][0] == {"id": first, "distance": 0,
+                                           "labels": body["labels"][0]}
+    hs.assert_problem(api.http.post(f"/indexes/{name}/search", json={
+        "features": body["image"][:1], "target": "text"}), 422, "target")
+    hs.assert_problem(api.http.post("/indexes", json={
+        "name": hs.unique("bad"), "dim": 20, "kind": "cross-modal", "text_dim": 6,
+        "method": "lsh"}), 422, "method")

@@ -18,7 +18,7 @@ import redis
 
 from hashstream.cli.embedded_redis import EmbeddedRedis
 from hashstream.store.codec import decode_array, encode_array
-from hashstream.store.index_store import GROUP, IndexStore
+from hashstream.store.index_store import GROUP, IndexStore, RoundCommit
 
 
 @pytest.fixture
@@ -47,6 +47,11 @@ def _keys_of(client: redis.Redis, store: IndexStore, name: str) -> dict[bytes, b
             value = client.dump(key) or b""
         out[key] = value
     return out
+
+
+def _commit(store: IndexStore, name: str, expected: int, **parts: Any) -> bool:
+    """``commit_round`` of a :class:`RoundCommit` made of ``parts``."""
+    return store.commit_round(name, expected, RoundCommit(**parts))
 
 
 def _round(version: int, seed: int = 0, n: int = 5) -> dict[str, Any]:
@@ -99,9 +104,9 @@ def test_delete_removes_every_key(store: IndexStore, redis_client: redis.Redis,
                                   name: str) -> None:
     _enqueue(store, name, 1)
     eid = store.read_chunks(name, "runner", 10, new=True)[0][0]
-    assert store.commit_round(name, 0, **_round(1), ack_ids=[eid], query_chunks={
+    assert _commit(store, name, 0, **_round(1), ack_ids=[eid], query_chunks={
         "q-1": {"features": np.ones((2, 4)), "labels": np.ones((2, 1))}})
-    assert store.commit_round(name, 1, **_round(2), ack_ids=[], query_chunks={})
+    assert _commit(store, name, 1, **_round(2), ack_ids=[], query_chunks={})
     _enqueue(store, name, 2)
     store.next_ids(name, 10)
     assert store.acquire_lock(name, "w", 60_000)
@@ -134,11 +139,11 @@ def test_ack_in_commit_removes_entries(store: IndexStore, redis_client: redis.Re
                                        name: str) -> None:
     e1, e2 = _enqueue(store, name, 1), _enqueue(store, name, 2)
     store.read_chunks(name, "runner", 10, new=True)
-    assert store.commit_round(name, 0, **_round(1), ack_ids=[e1], query_chunks={})
+    assert _commit(store, name, 0, **_round(1), ack_ids=[e1], query_chunks={})
     assert store.queue_depth(name) == 1
     assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e2]
     assert redis_client.xpending(store.keys(name).stream, GROUP)["pending"] == 1
-    assert store.commit_round(name, 1, state=None, projection=None, centers=None,
+    assert _commit(store, name, 1, state=None, projection=None, centers=None,
                               segment=None, record=None, ack_ids=[e2], query_chunks={})
     assert store.queue_depth(name) == 0 and store.version(name) == 1
     assert redis_client.xpending(store.keys(name).stream, GROUP)["pending"] == 0
@@ -189,7 +194,7 @@ def test_commit_round_writes_everything(store: IndexStore, redis_client: redis.R
     store.read_chunks(name, "runner", 10, new=True)
     r = _round(1, seed=3)
     queries = {"0-1": {"features": np.ones((2, 4), np.float32), "labels": np.eye(2)}}
-    assert store.commit_round(name, 0, **r, ack_ids=[eid], query_chunks=queries)
+    assert _commit(store, name, 0, **r, ack_ids=[eid], query_chunks=queries)
     assert store.version(name) == 1
     state = store.load_state(name)
     assert set(state) == set(r["state"])
@@ -212,7 +217,7 @@ def test_commit_round_writes_everything(store: IndexStore, redis_client: redis.R
 
     # The next round keeps P and the segment of version 1 (immutable), replaces the state.
     r2 = _round(2, seed=4)
-    assert store.commit_round(name, 1, **r2, ack_ids=[], query_chunks={})
+    assert _commit(store, name, 1, **r2, ack_ids=[], query_chunks={})
     np.testing.assert_array_equal(store.load_projection(name, 1), r["projection"])
     np.testing.assert_array_equal(store.load_projection(name, 2), r2["projection"])
     np.testing.assert_array_equal(store.load_state(name)["accumulator"],
@@ -225,13 +230,13 @@ def test_commit_round_writes_everything(store: IndexStore, redis_client: redis.R
 @pytest.mark.parametrize("expected", [0, 2, 7], ids=["behind", "ahead", "far-ahead"])
 def test_commit_with_stale_version_writes_nothing(store: IndexStore, redis_client: redis.Redis,
                                                   name: str, expected: int) -> None:
-    assert store.commit_round(name, 0, **_round(1), ack_ids=[], query_chunks={})
+    assert _commit(store, name, 0, **_round(1), ack_ids=[], query_chunks={})
     eid = _enqueue(store, name, 5)
     store.read_chunks(name, "runner", 10, new=True)
     before = _keys_of(redis_client, store, name)
-    assert not store.commit_round(name, expected, **_round(expected + 1, seed=9),
+    assert not _commit(store, name, expected, **_round(expected + 1, seed=9),
                                   ack_ids=[eid], query_chunks={"x": {"f": np.ones(2)}})
-    assert not store.commit_round(name, expected, state=None, projection=None, centers=None,
+    assert not _commit(store, name, expected, state=None, projection=None, centers=None,
                                   segment=None, record=None, ack_ids=[eid],
                                   query_chunks={"x": {"f": np.ones(2)}})
     assert _keys_of(redis_client, store, name) == before
@@ -254,7 +259,7 @@ class _BumpWhileEncoding:
 
 def test_watch_race_loses_and_writes_nothing(store: IndexStore, redis_url: str,
                                              redis_client: redis.Redis, name: str) -> None:
-    assert store.commit_round(name, 0, **_round(1), ack_ids=[], query_chunks={})
+    assert _commit(store, name, 0, **_round(1), ack_ids=[], query_chunks={})
     x, y = _enqueue(store, name, 1), _enqueue(store, name, 2)
     store.read_chunks(name, "runner", 10, new=True)
     other_client = redis.Redis.from_url(redis_url)
@@ -263,12 +268,12 @@ def test_watch_race_loses_and_writes_nothing(store: IndexStore, redis_url: str,
     won: list[bool] = []
 
     def race() -> None:
-        won.append(other.commit_round(name, 1, **winner, ack_ids=[y], query_chunks={}))
+        won.append(_commit(other, name, 1, **winner, ack_ids=[y], query_chunks={}))
 
     loser = _round(2, seed=22)
     loser["state"]["accumulator"] = _BumpWhileEncoding(loser["state"]["accumulator"], race)
     try:
-        ok = store.commit_round(name, 1, **loser, ack_ids=[x],
+        ok = _commit(store, name, 1, **loser, ack_ids=[x],
                                 query_chunks={"lost": {"f": np.ones(3)}})
     finally:
         other_client.close()
@@ -295,7 +300,7 @@ def test_concurrent_commits_of_one_version_one_wins(store: IndexStore, redis_url
         try:
             s = IndexStore(c, store.prefix)
             barrier.wait()
-            results.append(s.commit_round(name, 0, **_round(1, seed=seed), ack_ids=[],
+            results.append(_commit(s, name, 0, **_round(1, seed=seed), ack_ids=[],
                                           query_chunks={}))
         finally:
             c.close()
@@ -360,7 +365,7 @@ def test_embedded_redis_persists_across_restart(tmp_path: Path) -> None:
     c = redis.Redis.from_url(server.url)
     s = IndexStore(c, "persist")
     assert s.create_index("p", {"dim": 4})
-    assert s.commit_round("p", 0, **_round(1), ack_ids=[], query_chunks={})
+    assert _commit(s, "p", 0, **_round(1), ack_ids=[], query_chunks={})
     c.close()
     server.process.kill()  # type: ignore[union-attr]
     server.process.wait()  # type: ignore[union-attr]

@@ -15,9 +15,11 @@ router = APIRouter(tags=["indexes"])
 
 @router.post("/indexes", status_code=201, response_model=IndexInfo, summary="Create an index")
 async def create_index(body: CreateIndex, indexes: IndexesDep) -> dict[str, Any]:
-    cross = body.cross_modal_settings() if body.kind == "cross-modal" else None
+    method = body.method_name()
+    cross = (body.cross_modal_settings() if method == "ecmh" or body.kind == "cross-modal"
+             else None)
     await run_in_threadpool(indexes.create_from_request, body.name, body.dim,
-                            body.solver_settings(), cross, body.max_classes)
+                            body.solver_settings(), cross, body.max_classes, method)
     return await run_in_threadpool(indexes.describe, body.name)
 
 

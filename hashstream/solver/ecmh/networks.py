@@ -222,3 +222,31 @@ def text_representations(model: ECMHModel, text: Tensor) -> Tensor:
 def sign(x: Tensor) -> Tensor:
     """sign with sign(0) = +1, as int8 ±1 (a zero would be no bit at all)."""
     return torch.where(x >= 0, 1, -1).to(torch.int8)
+
+
+def encode_modality(model: ECMHModel, rows: np.ndarray[Any, Any], modality: str
+                    ) -> np.ndarray[Any, Any]:
+    """±1 int8 codes of one modality's rows: sign(INet(x)) for "image", sign(TNet(y)) for
+    "text" (word ids or dense features, as the model's config says)."""
+    if modality == "image":
+        rep = image_representations(model, image_tensor(rows, model.device))
+    elif modality == "text":
+        rep = text_representations(model, text_tensor(model.config, rows, model.device))
+    else:
+        raise ValueError(f"modality must be 'image' or 'text', not {modality!r}")
+    return sign(rep).cpu().numpy()
+
+
+def encode_pairs(model: ECMHModel, image: np.ndarray[Any, Any], text: np.ndarray[Any, Any]
+                 ) -> dict[str, np.ndarray[Any, Any]]:
+    """The three codes of image–text pairs (±1 int8, n × L; sign(0) = +1): "image" sign(F),
+    "text" sign(G) and "pairs" the unified sign(F + G) (Eq. 8), F = INet(image),
+    G = TNet(text). The one place pairs are encoded: rounds, the service and the offline
+    protocol all call it."""
+    if image.shape[0] != text.shape[0]:
+        raise ValueError(f"{image.shape[0]} images but {text.shape[0]} texts")
+    f = image_representations(model, image_tensor(image, model.device))
+    g = text_representations(model, text_tensor(model.config, text, model.device))
+    return {"pairs": sign(f + g).cpu().numpy(), "image": sign(f).cpu().numpy(),
+            "text": sign(g).cpu().numpy()}
+

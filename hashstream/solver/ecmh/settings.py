@@ -224,3 +224,44 @@ class TrainSettings:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CrossModalSettings:
+    """Per-index settings of the ECMH method in the service (network shape, training budget
+    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``)."""
+
+    text_kind: TextKind = "dense"
+    text_dim: int = 0
+    image_hidden: tuple[int, ...] = (512,)
+    text_hidden: tuple[int, ...] = (512,)
+    embed_dim: int = 128
+    epochs: int = 60
+    extend_epochs: int = 30
+    warmup_epochs: int = 10
+    seed: int = 0
+    loss: Objective = "ecmh"
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("ecmh", "dhd", "idcwh"):
+            raise ValueError(f"loss must be 'ecmh', 'dhd' or 'idcwh', not {self.loss!r}")
+        if self.text_kind not in ("dense", "tokens"):
+            raise ValueError(f"text_kind must be 'dense' or 'tokens', not {self.text_kind!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CrossModalSettings:
+        d = dict(data)
+        for key in ("image_hidden", "text_hidden"):
+            if key in d:
+                d[key] = tuple(int(w) for w in d[key])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def train_settings(self) -> TrainSettings:
+        """The training settings of this index's rounds (on the CPU)."""
+        return TrainSettings(epochs=self.epochs, extend_epochs=self.extend_epochs,
+                             warmup_epochs=self.warmup_epochs, seed=self.seed, device="cpu",
+                             loss=self.loss)
+

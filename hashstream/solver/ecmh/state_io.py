@@ -2,8 +2,11 @@
 
 Keys are ``inet.<state_dict name>`` and ``tnet.<state_dict name>`` (parameters and buffers,
 e.g. ``tnet.embedding.blocks.1`` for the second vocabulary block) plus ``config_json``: the
-:class:`NetworkConfig` as UTF-8 JSON bytes in a uint8 array. The memory layer's codec stores
-each array as raw bytes with dtype and shape, which is all a model needs to be rebuilt.
+:class:`NetworkConfig` as UTF-8 JSON bytes in a uint8 array. An objective head (DHD's proxies,
+IDCWH's centers: trained with the networks, needed to extend them) is stored beside them as
+``head.blocks.<i>`` (its row blocks, in the order they were added) by :func:`head_to_arrays`.
+The memory layer's codec stores each array as raw bytes with dtype and shape, which is all a
+model needs to be rebuilt.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
+from hashstream.solver.ecmh.dhd import DHDHead
+from hashstream.solver.ecmh.idcwh import IDCWHHead
+from hashstream.solver.ecmh.losses import ObjectiveHead
 from hashstream.solver.ecmh.networks import ECMHModel, build_model
-from hashstream.solver.ecmh.settings import NetworkConfig
+from hashstream.solver.ecmh.settings import NetworkConfig, TrainSettings
 
 CONFIG_KEY = "config_json"
+HEAD_PREFIX = "head.blocks."
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -77,3 +85,42 @@ def same_state(a: ECMHModel, b: ECMHModel) -> bool:
     ta, tb = _named_tensors(a), _named_tensors(b)
     return a.config == b.config and ta.keys() == tb.keys() and all(
         ta[k].dtype == tb[k].dtype and torch.equal(ta[k].cpu(), tb[k].cpu()) for k in ta)
+
+
+def split_head(arrays: Arrays) -> tuple[Arrays, Arrays]:
+    """(the model's arrays, the head's ``head.*`` arrays) of one stored model version."""
+    head = {k: v for k, v in arrays.items() if k.startswith("head.")}
+    return {k: v for k, v in arrays.items() if not k.startswith("head.")}, head
+
+
+def head_to_arrays(head: ObjectiveHead | None) -> Arrays:
+    """The head's row blocks as ``head.blocks.<i>`` (float32 host copies); {} for no head."""
+    if head is None:
+        return {}
+    return {f"{HEAD_PREFIX}{i}": p.detach().cpu().numpy().copy()
+            for i, p in enumerate(head.blocks)}
+
+
+def head_from_arrays(arrays: Arrays, settings: TrainSettings,
+                     device: torch.device | None = None) -> ObjectiveHead | None:
+    """Inverse of :func:`head_to_arrays` for ``settings.loss`` (None when it is 'ecmh' or no
+    head was stored: a fresh one is made when training continues)."""
+    count = sum(1 for k in arrays if k.startswith(HEAD_PREFIX))
+    if settings.loss == "ecmh" or count == 0:
+        return None
+    try:
+        blocks = [np.asarray(arrays[f"{HEAD_PREFIX}{i}"]) for i in range(count)]
+    except KeyError as exc:
+        raise StateError(f"head blocks are not numbered 0..{count - 1}: {exc}") from exc
+    rows, bits = blocks[0].shape
+    head: ObjectiveHead
+    if settings.loss == "dhd":  # the init bound depends on the first block, as when trained
+        head = DHDHead(rows, bits, settings.dhd)
+    else:
+        head = IDCWHHead(rows, bits, settings.idcwh)
+    if any(b.ndim != 2 or b.shape[1] != bits for b in blocks):
+        raise StateError(f"head blocks must all be k × {bits}")
+    head.blocks = nn.ParameterList([nn.Parameter(torch.from_numpy(np.array(b, copy=True)))
+                                    for b in blocks])
+    return head.to(device or torch.device("cpu"))
+

@@ -20,6 +20,7 @@ from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.dcc import dcc
 from hashstream.solver.feature_map import (
+    FeatureMapParams,
     apply_feature_map,
     fit_feature_map,
     l2_normalize_rows,
@@ -137,8 +138,14 @@ def grow_classes(state: SDOHState, n_classes: int, seed: int, backend: Backend) 
 
 def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
     """Codes of new items under the current model: sgn(φ(X) P), ±1 int8, n × r (host)."""
-    phi = apply_feature_map(state.feature_map, features, backend)
-    z = phi @ backend.asarray(state.projection, dtype=backend.dtype)
+    return encode_with(state.feature_map, state.projection, features, backend)
+
+
+def encode_with(feature_map: FeatureMapParams, projection: Any, features: Any,
+                backend: Backend) -> np.ndarray[Any, Any]:
+    """sgn(φ(X) P) from φ's parameters and P alone (what a search replica holds)."""
+    phi = apply_feature_map(feature_map, features, backend)
+    z = phi @ backend.asarray(projection, dtype=backend.dtype)
     return backend.to_numpy(sign(z, backend.xp)).astype(np.int8)
 
 

@@ -45,6 +45,20 @@ def resize_label_gram(gram: sp.csr_array, n_classes: int) -> sp.csr_array:
     return sp.csr_array((gram.data, gram.indices, indptr), shape=(n_classes, n_classes))
 
 
+FEATURE_MAP_FIELDS = ("feature_map_kind", "feature_map_anchors", "feature_map_sigma",
+                      "feature_map_mean")
+
+
+def feature_map_from_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> FeatureMapParams:
+    """φ's parameters from state arrays (the ``FEATURE_MAP_FIELDS``)."""
+    kind = bytes(np.asarray(arrays["feature_map_kind"], dtype=np.uint8)).decode()
+    if kind not in ("identity", "rbf"):
+        raise ValueError(f"unknown feature map kind {kind!r} in stored state")
+    fm_kind: FeatureMapKind = "identity" if kind == "identity" else "rbf"
+    return FeatureMapParams(fm_kind, arrays["feature_map_anchors"],
+                            float(arrays["feature_map_sigma"]), arrays["feature_map_mean"])
+
+
 @dataclass(frozen=True)
 class SDOHState:
     """Model state after ``round`` rounds over ``n_seen`` items (arrays may live on a GPU)."""
@@ -108,12 +122,7 @@ class SDOHState:
     def from_arrays(cls, arrays: dict[str, np.ndarray[Any, Any]]) -> SDOHState:
         """Inverse of :meth:`to_arrays`; also reads states stored before labels became sparse
         (a dense c × c ``label_gram`` and a dense nq × c ``exemplar_labels``)."""
-        kind = bytes(np.asarray(arrays["feature_map_kind"], dtype=np.uint8)).decode()
-        if kind not in ("identity", "rbf"):
-            raise ValueError(f"unknown feature map kind {kind!r} in stored state")
-        fm_kind: FeatureMapKind = "identity" if kind == "identity" else "rbf"
-        fm = FeatureMapParams(fm_kind, arrays["feature_map_anchors"],
-                              float(arrays["feature_map_sigma"]), arrays["feature_map_mean"])
+        fm = feature_map_from_arrays(arrays)
         c = int(np.asarray(arrays["centers"]).shape[1])
         if all(k in arrays for k in LABEL_GRAM_KEYS):
             gram = sp.csr_array((np.asarray(arrays["label_gram_data"], dtype=np.float64),

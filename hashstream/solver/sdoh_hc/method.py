@@ -1,0 +1,99 @@
+"""SDOH-HC as a :class:`~hashstream.solver.method.Method` ("sdoh-hc").
+
+A round is :func:`~hashstream.solver.sdoh_hc.round.learn_chunk`; the state is
+:class:`~hashstream.solver.sdoh_hc.state.SDOHState` and its arrays; the encoder is sgn(φ(q)P)
+(:func:`~hashstream.solver.sdoh_hc.round.encode_with`), built from φ's parameters and P.
+
+The codes a round stores are the chunk's learned B, not sgn(φ(X)P) of the same features: B is
+the discrete solution of the round's objective and P is fitted to it afterwards by ridge
+regression, so the two agree on most bits but not all (by design: the paper stores B).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hashstream.solver.backend import Backend
+from hashstream.solver.class_lists import ClassLists
+from hashstream.solver.feature_map import FeatureMapParams
+from hashstream.solver.method import PAIRS, Arrays, LearnResult, MethodSpec, register
+from hashstream.solver.metrics import pack_codes
+from hashstream.solver.sdoh_hc.budget import estimate_round_bytes
+from hashstream.solver.sdoh_hc.round import encode_with, learn_chunk
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import (
+    FEATURE_MAP_FIELDS,
+    SDOHState,
+    feature_map_from_arrays,
+)
+
+
+class SDOHEncoder:
+    """sgn(φ(q)P) as packed codes."""
+
+    modalities: tuple[str, ...] = ("image",)
+
+    def __init__(self, feature_map: FeatureMapParams, projection: np.ndarray[Any, Any],
+                 backend: Backend) -> None:
+        self.feature_map = feature_map
+        self.projection = projection
+        self.backend = backend
+        self.bits = int(np.asarray(projection).shape[1])
+
+    def encode(self, queries: np.ndarray[Any, Any], modality: str = "image"
+               ) -> np.ndarray[Any, Any]:
+        if modality != "image":
+            raise ValueError(f"sdoh-hc encodes feature vectors only, not {modality!r}")
+        return pack_codes(encode_with(self.feature_map, self.projection, queries,
+                                      self.backend))
+
+
+class SDOHMethod:
+    """SDOH-HC with fixed settings on one backend."""
+
+    name: str = "sdoh-hc"
+    targets: tuple[str, ...] = (PAIRS,)
+    modalities: tuple[str, ...] = ("image",)
+    encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection")
+    fixed_fields: tuple[str, ...] = FEATURE_MAP_FIELDS
+
+    def __init__(self, settings: SDOHSettings, dim: int, backend: Backend) -> None:
+        self.settings = settings
+        self.dim = dim
+        self.backend = backend
+        self.bits = settings.bits
+
+    def learn(self, state: SDOHState | None, features: np.ndarray[Any, Any],
+              labels: ClassLists, text: np.ndarray[Any, Any] | None = None,
+              ids: np.ndarray[Any, Any] | None = None) -> LearnResult:
+        result = learn_chunk(state, features, labels, self.settings, self.backend)
+        new = result.state.to_host(self.backend)
+        ex_classes = new.exemplar_labels.classes
+        return LearnResult(
+            codes={PAIRS: pack_codes(result.codes)}, state=new, state_arrays=new.to_arrays(),
+            encoder=SDOHEncoder(new.feature_map, new.projection, self.backend),
+            projection=new.projection, centers=new.teacher,
+            loss={k: float(v) for k, v in result.loss.items()}, seconds=dict(result.seconds),
+            record={"model_version": new.round, "exemplar_histogram": np.bincount(
+                ex_classes, minlength=new.n_classes).astype(int).tolist()})
+
+    def state_from_arrays(self, state: Arrays, model: Arrays | None = None) -> SDOHState:
+        return SDOHState.from_arrays(state)
+
+    def encoder(self, state: Arrays, model: Arrays | None = None) -> SDOHEncoder:
+        return SDOHEncoder(feature_map_from_arrays(state), state["projection"], self.backend)
+
+    def round_bytes(self, n: int, label_pairs: int, n_classes: int) -> int:
+        s = self.settings
+        return estimate_round_bytes(
+            n=n, dim=self.dim, features_mapped=s.n_anchors if s.feature_map == "rbf" else self.dim,
+            bits=s.bits, labels=label_pairs, classes=n_classes, exemplars=s.n1 + s.n2)
+
+
+def _factory(spec: MethodSpec) -> SDOHMethod:
+    return SDOHMethod(SDOHSettings.from_dict(dict(spec.settings)), spec.dim, spec.backend)
+
+
+register("sdoh-hc", _factory)
