@@ -28,7 +28,7 @@ from hashstream.service.chunks import ClientLabels, ParsedChunk
 from hashstream.service.registry import IndexService
 from hashstream.service.worker import RoundRunner
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
-from hashstream.store.index_store import IndexStore
+from hashstream.store.index_store import IndexStore, RoundCommit
 
 FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, seed=0)
 DIM = 8
@@ -160,10 +160,9 @@ def test_failure_after_exec_is_committed_once_and_a_redo_is_refused(index: Index
     assert index.store.version(NAME) == 1 and index.round_chunks() == [[a, b]]
     assert index.store.queue_depth(NAME) == 0
     # the commit redone with the same arguments sees the version moved and writes nothing
-    assert faulty.inner.commit_round(
-        NAME, call.expected_version, state={"x": np.zeros(1)}, projection=None, centers=None,
-        segment={"ids": np.arange(3)}, record={"round": 1, "chunks": call.ack_ids},
-        ack_ids=call.ack_ids, query_chunks={}) is False
+    assert faulty.inner.commit_round(NAME, call.expected_version, RoundCommit(
+        ack_ids=call.ack_ids, state={"x": np.zeros(1)}, segment={"ids": np.arange(3)},
+        record={"round": 1, "chunks": call.ack_ids})) is False
     assert index.store.version(NAME) == 1 and index.round_chunks() == [[a, b]]
     # the runner goes on from the stored version, not from what it had in memory
     drain(index.store, runner)

@@ -124,11 +124,12 @@ class FaultyStore:
         return counts
 
     def commit_round(self, name: str, expected_version: int, *args: Any, **kwargs: Any) -> bool:
-        is_round = kwargs.get("segment") is not None
+        commit = args[0] if args else kwargs.get("commit")
+        is_round = getattr(commit, "segment", None) is not None
         fault = self._commit_faults.pop(0) if is_round and self._commit_faults else None
         if not is_round:
             return bool(self.inner.commit_round(name, expected_version, *args, **kwargs))
-        call = CommitCall(name, expected_version, list(kwargs.get("ack_ids") or []),
+        call = CommitCall(name, expected_version, list(getattr(commit, "ack_ids", None) or []),
                           fault.kind if fault else None)
         self.calls.append(call)
         if fault is not None and fault.kind == "before":
