@@ -1,4 +1,7 @@
-"""Typed errors of the service; the API maps each to one HTTP status with problem+json."""
+"""Typed errors of the service; the API maps each to one HTTP status with problem+json.
+
+The subclasses below are declarations (a status and a title each), alike by design: one class
+per HTTP status the service answers, so routes raise by meaning, not by number."""
 
 from __future__ import annotations
 

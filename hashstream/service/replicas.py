@@ -14,6 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from hashstream.hamming.index import HammingIndex, native_isa
+from hashstream.service.cross_modal import pad_tokens
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.service.methods import IndexMethods, load_state
 from hashstream.service.registry import IndexConfig
@@ -180,6 +181,44 @@ class SearchService:
     def _check_k(self, k: int) -> None:
         if k < 1 or k > self.max_k:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", "k")
+
+    def _config(self, name: str) -> IndexConfig:
+        raw = self.store.config(name)
+        if raw is None:
+            raise NotFound(f"no index named {name!r}", "name")
+        return self.methods.get(name, raw)[0]
+
+    def search_vector_text(self, name: str, vector: str, k: int, modality: str = "image",
+                           target: str = "pairs") -> tuple[int, list[list[dict[str, Any]]]]:
+        """A search by one vector given as ``v1,v2,…`` (GET); its width is checked against the
+        index's dimension of that modality."""
+        config = self._config(name)
+        try:
+            values = [float(v) for v in vector.split(",")]
+        except ValueError as exc:
+            raise InvalidInput("vector must be comma-separated numbers", "vector") from exc
+        dim = config.dim if modality == "image" else (
+            config.cross_modal.text_dim if config.cross_modal is not None else config.dim)
+        return self.search_vectors(name, np.asarray([values], dtype=np.float32), k, dim,
+                                   modality, target)
+
+    def search_rows(self, name: str, field_name: str, rows: list[list[Any]], k: int,
+                    target: str = "pairs") -> tuple[int, list[list[dict[str, Any]]]]:
+        """A batch search (POST): ``field_name`` says what the rows are — ``features`` or
+        ``image`` vectors, dense ``text`` vectors, or word-id ``tokens`` (padded here)."""
+        modality = "text" if field_name in ("text", "tokens") else "image"
+        config = self._config(name)
+        if field_name == "tokens":
+            queries, dim = pad_tokens(rows), None
+        else:
+            try:
+                queries = np.asarray(rows, dtype=np.float32)
+            except ValueError as exc:
+                raise InvalidInput(f"{field_name} must be equal-length vectors",
+                                   field_name) from exc
+            dim = config.dim if modality == "image" else (
+                config.cross_modal.text_dim if config.cross_modal is not None else None)
+        return self.search_vectors(name, queries, k, dim, modality, target)
 
     def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
                        dim: int | None, modality: str = "image", target: str = "pairs"

@@ -4,28 +4,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-import numpy as np
 from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
-from hashstream.api.deps import IndexesDep, SearchDep, SettingsDep, require_json
+from hashstream.api.deps import SearchDep, SettingsDep, require_json
 from hashstream.api.schemas import SearchRequest, SearchResponse
-from hashstream.service.cross_modal import pad_tokens
 from hashstream.service.errors import InvalidInput
 
 router = APIRouter(tags=["search"])
 
 
-def _parse_vector(text: str) -> np.ndarray[Any, Any]:
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise InvalidInput("vector must be comma-separated numbers", "vector") from exc
-    return np.asarray([values], dtype=np.float32)
-
-
-def _get(name: str, indexes: Any, search: Any, vector: str | None, item: int | None,
-         k: int, modality: str = "image", target: str = "pairs") -> dict[str, Any]:
+def _get(name: str, search: Any, vector: str | None, item: int | None, k: int,
+         modality: str = "image", target: str = "pairs") -> dict[str, Any]:
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     if item is not None:
@@ -33,16 +23,11 @@ def _get(name: str, indexes: Any, search: Any, vector: str | None, item: int | N
         results = [hits]
     else:
         assert vector is not None
-        config = indexes.config(name)
-        dim = config.dim if modality == "image" else (
-            config.cross_modal.text_dim if config.cross_modal is not None else config.dim)
-        version, results = search.search_vectors(name, _parse_vector(vector), k, dim,
-                                                 modality, target)
+        version, results = search.search_vector_text(name, vector, k, modality, target)
     return {"index": name, "model_version": version, "results": results}
 
 
-def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
-          max_batch: int) -> dict[str, Any]:
+def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[str, Any]:
     given = {f: getattr(body, f) for f in ("features", "image", "text", "tokens")
              if getattr(body, f) is not None}
     if len(given) != 1:
@@ -50,24 +35,13 @@ def _post(name: str, indexes: Any, search: Any, body: SearchRequest,
     field_name, rows = next(iter(given.items()))
     if len(rows) > max_batch:
         raise InvalidInput(f"at most {max_batch} query vectors per request", field_name)
-    config = indexes.config(name)
-    modality = "text" if field_name in ("text", "tokens") else "image"
-    if field_name == "tokens":
-        queries, dim = pad_tokens(rows), None
-    else:
-        try:
-            queries = np.asarray(rows, dtype=np.float32)
-        except ValueError as exc:
-            raise InvalidInput(f"{field_name} must be equal-length vectors", field_name) from exc
-        dim = config.dim if modality == "image" else (
-            config.cross_modal.text_dim if config.cross_modal is not None else None)
-    version, results = search.search_vectors(name, queries, body.k, dim, modality, body.target)
+    version, results = search.search_rows(name, field_name, rows, body.k, body.target)
     return {"index": name, "model_version": version, "results": results}
 
 
 @router.get("/indexes/{name}/search", response_model=SearchResponse,
             summary="k nearest items of one vector or one stored item")
-async def search_get(name: str, indexes: IndexesDep, search: SearchDep,
+async def search_get(name: str, search: SearchDep,
                      vector: str | None = Query(None, description="v1,v2,… (d numbers)"),
                      item: int | None = Query(None, description="id of a stored item"),
                      k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
@@ -76,31 +50,31 @@ async def search_get(name: str, indexes: IndexesDep, search: SearchDep,
                      target: Literal["pairs", "image", "text"] = Query(
                          "pairs", description="cross-modal: which codes of the pairs to rank"),
                      ) -> dict[str, Any]:
-    return await run_in_threadpool(_get, name, indexes, search, vector, item, k, modality,
+    return await run_in_threadpool(_get, name, search, vector, item, k, modality,
                                    target)
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse,
              dependencies=[Depends(require_json)],
              summary="k nearest items of each vector of a batch")
-async def search_post(name: str, body: SearchRequest, indexes: IndexesDep, search: SearchDep,
+async def search_post(name: str, body: SearchRequest, search: SearchDep,
                       settings: SettingsDep) -> dict[str, Any]:
-    return await run_in_threadpool(_post, name, indexes, search, body,
+    return await run_in_threadpool(_post, name, search, body,
                                    settings.max_batch_queries)
 
 
 @router.get("/search", response_model=SearchResponse, summary="Search the default index")
-async def search_default_get(indexes: IndexesDep, search: SearchDep, settings: SettingsDep,
+async def search_default_get(search: SearchDep, settings: SettingsDep,
                              vector: str | None = Query(None), item: int | None = Query(None),
                              k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K")
                              ) -> dict[str, Any]:
-    return await run_in_threadpool(_get, settings.default_index, indexes, search, vector,
+    return await run_in_threadpool(_get, settings.default_index, search, vector,
                                    item, k)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",
              dependencies=[Depends(require_json)])
-async def search_default_post(body: SearchRequest, indexes: IndexesDep, search: SearchDep,
+async def search_default_post(body: SearchRequest, search: SearchDep,
                               settings: SettingsDep) -> dict[str, Any]:
-    return await run_in_threadpool(_post, settings.default_index, indexes, search, body,
+    return await run_in_threadpool(_post, settings.default_index, search, body,
                                    settings.max_batch_queries)

@@ -132,7 +132,7 @@ static PyObject *py_flat_topk(PyObject *self, PyObject *args) {
         Py_END_ALLOW_THREADS
         ret = hs_done(err);
     }
-done:
+done: /* every entry point ends by releasing the buffers it parsed (CPython's rule) */
     PyBuffer_Release(&db);
     PyBuffer_Release(&rm);
     PyBuffer_Release(&qb);

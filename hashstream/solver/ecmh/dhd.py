@@ -140,6 +140,8 @@ class DHDHead(ObjectiveHead):
 
     def __init__(self, n_classes: int, bits: int, settings: DHDSettings,
                  generator: torch.Generator | None = None) -> None:
+        # Same opening as IDCWHHead.__init__: each head checks its size, keeps its settings,
+        # then lets ObjectiveHead draw the first block of class rows by its own _block.
         super().__init__()
         if n_classes < 1 or bits < 1:
             raise ValueError("a DHD head needs at least one class and one bit")
