@@ -154,8 +154,23 @@ class IndexService:
     def create_from_request(self, name: str, dim: int, solver: dict[str, Any],
                             cross_modal: dict[str, Any] | None,
                             max_classes: int = DEFAULT_MAX_CLASSES,
-                            method: str | None = None) -> IndexConfig:
-        """``create`` from the settings of a request (422 naming ``settings`` when invalid)."""
+                            method: str | None = None, kind: str = "sdoh-hc") -> IndexConfig:
+        """``create`` from the settings of a request (422 naming ``settings`` when invalid, or
+        the setting that the method does not take: nothing is ignored silently)."""
+        chosen = method or ("ecmh" if kind == "cross-modal" else "sdoh-hc")
+        if kind == "cross-modal" and chosen != "ecmh":
+            raise InvalidInput(f"kind 'cross-modal' is method 'ecmh', not {chosen!r}", "method")
+        cross_given = sorted(k for k, v in (cross_modal or {}).items()
+                             if k != "seed" and not (k == "text_kind" and v == "dense"))
+        if chosen != "ecmh" and cross_given:
+            raise InvalidInput(f"{cross_given[0]} is a setting of cross-modal (ecmh) indexes, "
+                               f"not of method {chosen}", cross_given[0])
+        lsh_extra = sorted(k for k in solver if k not in ("bits", "seed"))
+        if chosen == "lsh" and lsh_extra:
+            raise InvalidInput(f"{lsh_extra[0]} is not a setting of method lsh (it takes bits "
+                               "and seed)", lsh_extra[0])
+        if chosen != "ecmh":
+            cross_modal = None
         try:
             settings = SDOHSettings.from_dict(solver)
             cross = (None if cross_modal is None

@@ -58,3 +58,18 @@ def test_limits_and_errors_in_process(app_and_store: Any, hs: Any) -> None:
     hs.assert_problem(client.get("/indexes/nope/dead-letters"), 404, "name")
     body = client.get("/indexes/lim/dead-letters").json()
     assert body == {"index": "lim", "total": 0, "dead_letters": []}
+
+
+@pytest.mark.parametrize("body,field", [
+    ({"method": "lsh", "n_anchors": 64}, "n_anchors"),      # an SDOH-HC setting on LSH
+    ({"method": "lsh", "loss": "dhd"}, "loss"),
+    ({"loss": "idcwh"}, "loss"),                             # a cross-modal setting on SDOH-HC
+    ({"text_dim": 8}, "text_dim"),
+    ({"text_kind": "tokens"}, "text_kind"),
+])
+def test_settings_a_method_does_not_take_are_refused(app_and_store: Any, hs: Any,
+                                                      body: dict[str, Any], field: str) -> None:
+    client, store = app_and_store
+    r = client.post("/indexes", json={"name": "m", "dim": 4, **body})
+    hs.assert_problem(r, 422, field)
+    assert store.list_indexes() == []

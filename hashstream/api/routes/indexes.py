@@ -16,10 +16,9 @@ router = APIRouter(tags=["indexes"])
 @router.post("/indexes", status_code=201, response_model=IndexInfo, summary="Create an index")
 async def create_index(body: CreateIndex, indexes: IndexesDep) -> dict[str, Any]:
     method = body.method_name()
-    cross = (body.cross_modal_settings() if method == "ecmh" or body.kind == "cross-modal"
-             else None)
     await run_in_threadpool(indexes.create_from_request, body.name, body.dim,
-                            body.solver_settings(), cross, body.max_classes, method)
+                            body.solver_settings(), body.cross_modal_settings(),
+                            body.max_classes, method, body.kind)
     return await run_in_threadpool(indexes.describe, body.name)
 
 
