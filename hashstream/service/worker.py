@@ -51,11 +51,13 @@ def log_event(event: str, **fields: Any) -> None:
 
 @dataclass
 class _IndexCache:
-    """What the worker keeps between rounds of one index (valid for ``version`` only): the
-    method's state, the database's "pairs" codes and labels (to score held-out queries) and
-    the held-out query chunks."""
+    """What the worker keeps between rounds of one index (valid for ``version`` of the index
+    created at ``created`` only: a deleted and re-created index is another): the method's
+    state, the database's "pairs" codes and labels (to score held-out queries) and the
+    held-out query chunks."""
 
     version: int = -1
+    created: float = -1.0
     state: Any = None
     db_codes: list[np.ndarray[Any, Any]] = field(default_factory=list)
     db_labels: list[ClassLists] = field(default_factory=list)
@@ -196,11 +198,12 @@ class RoundRunner:
                       reason=reason)
         return 1
 
-    def _load_cache(self, name: str, method: Method, version: int) -> _IndexCache:
+    def _load_cache(self, name: str, method: Method, version: int,
+                    created: float) -> _IndexCache:
         cache = self.cache.get(name)
-        if cache is not None and cache.version == version:
+        if cache is not None and cache.version == version and cache.created == created:
             return cache
-        cache = _IndexCache(version=version)
+        cache = _IndexCache(version=version, created=created)
         if version > 0:
             cache.state = decode_state(self.store, name, method)
             for v in range(1, version + 1):
@@ -243,7 +246,7 @@ class RoundRunner:
                      query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
         """One round of any method: learn, score, commit."""
         started = time.perf_counter()
-        cache = self._load_cache(name, method, version)
+        cache = self._load_cache(name, method, version, config.created)
         chunk_ids = [eid for eid, _ in train]
         features = np.concatenate([c.features for _, c in train])
         labels = ClassLists.concat([c.labels for _, c in train])

@@ -175,3 +175,22 @@ def test_dead_letters_survive_a_restart_and_can_be_requeued(start_server: Any, s
     assert back["chunk_id"] != poison_id and back["attempts"] == 2
     assert server.http.delete(f"/indexes/{name}/dead-letters/{back['id']}").status_code == 204
     assert dead() == [] and server.info(name)["n_items"] == 400
+
+
+def test_a_recreated_index_never_reuses_the_old_ones_cache(store: IndexStore) -> None:
+    """Worker A caches index "r" at version 1; "r" is deleted and made again, and worker B
+    commits its round 1; A's next round must build on B's state, not its cached one."""
+    service = IndexService(store)
+    service.create("r", DIM, FAST)
+    service.ingest("r", _parsed(11, n=200))
+    a, b = RoundRunner(store), RoundRunner(store)
+    assert a.step("r") and store.version("r") == 1
+    store.release_lock("r", a.id)
+    service.delete("r")
+    service.create("r", DIM, FAST)
+    service.ingest("r", _parsed(12, n=120))
+    assert b.step("r") and store.version("r") == 1
+    store.release_lock("r", b.id)
+    service.ingest("r", _parsed(13, n=130))
+    assert a.step("r") and store.version("r") == 2
+    assert [r["n_database"] for r in store.rounds("r")] == [120, 250]
