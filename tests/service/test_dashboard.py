@@ -4,32 +4,21 @@ Prometheus /metrics parsed by prometheus_client's own parser."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from support.browser import chromium
 
 from hashstream.store.keys import IndexKeys
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "bench" / "screenshots"
 CHARTS = ["chart-map", "chart-loss", "chart-seconds", "chart-size", "chart-exemplars",
           "chart-bits", "chart-queue", "chart-pr", "heat-latest", "heat-previous"]
-
-
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium)")
-    return path
 
 
 def browse(url: str, tmp_path: Path, *, screenshot: Path | None = None,

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+from support.browser import chromium
 
 ROOT = Path(__file__).resolve().parents[2]
 # What a wheel build needs from the tree; build outputs and in-place .so files stay behind.
@@ -167,17 +168,8 @@ def test_installed_service_serves_dashboard_docs_and_kernel(served: Any) -> None
         assert kernel == "numpy", kernel
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed (.ci/run installs Debian's chromium)")
-        pytest.skip("chromium is not installed (apt-get install chromium; CI installs it)")
-    return path
-
-
 def test_docs_render_offline_in_chromium(served: Any, tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = chromium()
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",

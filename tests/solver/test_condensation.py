@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.sdoh_round import assert_non_increasing, run_stream
 
 from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
@@ -193,23 +194,6 @@ def test_cli_and_api_accept_condensed() -> None:
 # --------------------------------------------------------------------------- in the round
 
 
-def _run(chunks: list[tuple[Any, Any]], cfg: SDOHSettings, backend: Backend
-         ) -> list[Any]:
-    state: SDOHState | None = None
-    out = []
-    for x, lab in chunks:
-        res = learn_chunk(state, x, CL(lab), cfg, backend, trace=True)
-        state = res.state
-        out.append(res)
-    return out
-
-
-def _assert_non_increasing(trace: list[tuple[str, float]]) -> None:
-    values = [j for _, j in trace]
-    for k in range(1, len(values)):
-        assert values[k] <= values[k - 1] + RTOL * max(abs(values[k - 1]), 1.0), trace
-
-
 def test_rounds_with_condensed_memory(np_backend: Backend, make_stream: Any) -> None:
     """End to end on a class-incremental stream: the objective trace never rises, the memory
     holds min(n1, old) kept exemplars plus the synthetic ones (one-hot labels, codes = this
@@ -218,10 +202,10 @@ def test_rounds_with_condensed_memory(np_backend: Backend, make_stream: Any) -> 
     copies = [(x.copy(), lab.copy()) for x, lab in stream.chunks]
     cfg = SDOHSettings(bits=16, n1=15, n2=12, exemplar_policy="condensed",
                        condensed_steps=20, feature_map="rbf", n_anchors=30, seed=11)
-    results = _run(stream.chunks, cfg, np_backend)
+    results = run_stream(stream.chunks, cfg, np_backend)
     size = 0
     for rnd, ((_x, lab), res) in enumerate(zip(stream.chunks, results, strict=True), start=1):
-        _assert_non_increasing(res.trace)
+        assert_non_increasing(res.trace)
         assert len(res.trace) == 3 * cfg.iterations
         mem = res.state
         kept = min(cfg.n1, size)
@@ -249,8 +233,8 @@ def test_condensed_round_is_deterministic_and_state_round_trips(np_backend: Back
     stream = make_stream(12, n_classes=4, dim=10, n_chunks=3, chunk=70, n_queries=0)
     cfg = SDOHSettings(bits=8, n1=10, n2=10, exemplar_policy="condensed", condensed_steps=10,
                        feature_map="identity", seed=12)
-    a = _run(stream.chunks, cfg, np_backend)
-    b = _run(stream.chunks, cfg, np_backend)
+    a = run_stream(stream.chunks, cfg, np_backend)
+    b = run_stream(stream.chunks, cfg, np_backend)
     for ra, rb in zip(a, b, strict=True):
         np.testing.assert_array_equal(ra.codes, rb.codes)
         aa, bb = ra.state.to_arrays(), rb.state.to_arrays()
@@ -277,8 +261,8 @@ def test_trace_never_increases_with_condensed(np_backend: Backend, make_stream: 
     cfg = SDOHSettings(bits=bits, n1=20, n2=n2, exemplar_policy="condensed",
                        condensed_per_class=per_class, condensed_steps=5,
                        feature_map=feature_map, n_anchors=30, seed=seed)
-    for res in _run(stream.chunks, cfg, np_backend):
-        _assert_non_increasing(res.trace)
+    for res in run_stream(stream.chunks, cfg, np_backend):
+        assert_non_increasing(res.trace)
         assert set(np.unique(res.state.exemplar_codes)) <= {-1, 1}
 
 
