@@ -165,10 +165,10 @@ class IndexService:
         if chosen != "ecmh" and cross_given:
             raise InvalidInput(f"{cross_given[0]} is a setting of cross-modal (ecmh) indexes, "
                                f"not of method {chosen}", cross_given[0])
-        lsh_extra = sorted(k for k in solver if k not in ("bits", "seed"))
-        if chosen == "lsh" and lsh_extra:
-            raise InvalidInput(f"{lsh_extra[0]} is not a setting of method lsh (it takes bits "
-                               "and seed)", lsh_extra[0])
+        sdoh_only = sorted(k for k in solver if k not in ("bits", "seed"))
+        if chosen != "sdoh-hc" and sdoh_only:
+            raise InvalidInput(f"{sdoh_only[0]} is a setting of method sdoh-hc, not of "
+                               f"{chosen}", sdoh_only[0])
         if chosen != "ecmh":
             cross_modal = None
         try:

@@ -63,6 +63,7 @@ def test_limits_and_errors_in_process(app_and_store: Any, hs: Any) -> None:
 @pytest.mark.parametrize("body,field", [
     ({"method": "lsh", "n_anchors": 64}, "n_anchors"),      # an SDOH-HC setting on LSH
     ({"method": "lsh", "loss": "dhd"}, "loss"),
+    ({"kind": "cross-modal", "text_dim": 4, "n1": 10}, "n1"),  # an SDOH-HC setting on ECMH
     ({"loss": "idcwh"}, "loss"),                             # a cross-modal setting on SDOH-HC
     ({"text_dim": 8}, "text_dim"),
     ({"text_kind": "tokens"}, "text_kind"),
