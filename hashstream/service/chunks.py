@@ -120,10 +120,10 @@ class Chunk:
                 # an entry queued before labels became class lists: dense 0/1 rows whose
                 # column j is class j (the index's class map was seeded as the identity)
                 legacy = ClassLists.from_dense(decode_array(fields[b"labels"]))
-                fields = {**fields, b"label_indptr": encode_array(legacy.indptr),
-                          b"label_classes": encode_array(legacy.classes)}
-            indptr = decode_array(fields[b"label_indptr"])
-            classes = decode_array(fields[b"label_classes"])
+                indptr, classes = legacy.indptr, legacy.classes
+            else:
+                indptr = decode_array(fields[b"label_indptr"])
+                classes = decode_array(fields[b"label_classes"])
             ids = decode_array(fields[b"ids"]) if b"ids" in fields else None
             text = decode_array(fields[b"text"]) if b"text" in fields else None
         except KeyError as exc:
@@ -137,8 +137,7 @@ class Chunk:
         if role == "train" and (ids is None or ids.shape != (features.shape[0],)):
             raise CodecError("stream entry's ids do not match its features")
         try:
-            width = int(classes.max()) + 1 if classes.size else 0
-            labels = ClassLists(indptr, classes, width)
+            labels = ClassLists.of(indptr, classes)
         except ValueError as exc:
             raise CodecError(f"stream entry's labels are invalid: {exc}") from exc
         return cls(features, labels, ids, "query" if role == "query" else "train", text)

@@ -38,9 +38,6 @@ class IndexMethods:
             cached = self._methods[config.name] = (config, methods.create(config.method, spec))
         return cached[1]
 
-    def forget(self, name: str) -> None:
-        self._methods.pop(name, None)
-
 
 def load_state(store: IndexStore, name: str, method: Method,
                fields: list[str] | None = None) -> tuple[Arrays, Arrays | None]:

@@ -295,6 +295,4 @@ class IndexService:
             numbers = self.store.map_classes(name, texts, labels.kind, config.max_classes)
         except ClassMapError as exc:
             raise InvalidInput(str(exc), "labels") from exc
-        classes = np.asarray(numbers, dtype=np.int64)[inverse]
-        return ClassLists(labels.indptr, classes,
-                          int(classes.max()) + 1 if classes.size else 0)
+        return ClassLists.of(labels.indptr, np.asarray(numbers, dtype=np.int64)[inverse])

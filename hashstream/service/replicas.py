@@ -18,6 +18,7 @@ from hashstream.service.cross_modal import pad_tokens
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.service.methods import IndexMethods, load_state
 from hashstream.service.registry import IndexConfig
+from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.method import PAIRS, Encoder, Method, target_field
 from hashstream.store.index_store import IndexStore
 
@@ -48,8 +49,7 @@ class Replica:
     fixed: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     codes: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
     ids: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int64))
-    label_indptr: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(1, np.int64))
-    label_indices: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int32))
+    labels: ClassLists = field(default_factory=ClassLists.empty)
     row_of_id: dict[int, int] = field(default_factory=dict)
     # client label of each internal class number (int or str, as the client sent them)
     class_labels: list[int | str] = field(default_factory=list)
@@ -58,8 +58,7 @@ class Replica:
 
     def labels_of(self, row: int) -> list[int | str]:
         """The item's labels as the client sent them."""
-        classes = self.label_indices[self.label_indptr[row]:self.label_indptr[row + 1]]
-        return [self.class_labels[c] for c in classes.tolist()]
+        return [self.class_labels[c] for c in self.labels.row(row).tolist()]
 
 
 class SearchService:
@@ -119,17 +118,14 @@ class SearchService:
         rep = Replica(uid=uid) if base is None else base
         blocks: dict[str, list[np.ndarray[Any, Any]]] = {
             t: [rep.codes.get(t, _empty_codes())] for t in method.targets}
-        ids, indptrs, indices = [rep.ids], [rep.label_indptr], [rep.label_indices]
-        offset = int(rep.label_indptr[-1])
+        ids, labels = [rep.ids], [rep.labels]
         for v in range(rep.version + 1, version + 1):
             seg = self.store.load_segment(name, v)
             for t in method.targets:
                 if target_field(t) in seg:
                     blocks[t].append(seg[target_field(t)])
             ids.append(seg["ids"])
-            indptrs.append(seg["label_indptr"][1:] + offset)
-            offset += int(seg["label_indptr"][-1])
-            indices.append(seg["label_indices"])
+            labels.append(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
         encoder, key, fixed = self._encoder(name, method, rep, version)
         # The class map only grows (classes are registered before their chunk is queued), so
         # the labels after the ones already held cover every class of these segments.
@@ -148,8 +144,7 @@ class SearchService:
         fresh = Replica(
             version=version, uid=uid, config=config, encoder=encoder, encoder_key=key,
             fixed=fixed, codes={t: stack(b) for t, b in blocks.items()}, ids=all_ids,
-            label_indptr=np.concatenate(indptrs), label_indices=np.concatenate(indices),
-            row_of_id=row_of_id, class_labels=class_labels)
+            labels=ClassLists.concat(labels), row_of_id=row_of_id, class_labels=class_labels)
         # A new index per version: searches still running on the previous replica keep
         # scanning exactly the previous version's codes.
         # An id stored twice is an upsert: its latest item replaces the earlier one (as the

@@ -73,9 +73,7 @@ def query_labels(arrays: dict[str, np.ndarray[Any, Any]]) -> ClassLists:
     became class lists)."""
     if "label_classes" not in arrays:
         return ClassLists.from_dense(arrays["labels"])
-    classes = arrays["label_classes"]
-    return ClassLists(arrays["label_indptr"], classes,
-                      int(classes.max()) + 1 if classes.size else 0)
+    return ClassLists.of(arrays["label_indptr"], arrays["label_classes"])
 
 
 def _query_arrays(chunk: Chunk) -> dict[str, np.ndarray[Any, Any]]:
@@ -209,9 +207,7 @@ class RoundRunner:
             for v in range(1, version + 1):
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
-                classes = seg["label_indices"]
-                cache.db_labels.append(ClassLists(seg["label_indptr"], classes,
-                                                  int(classes.max()) + 1 if classes.size else 0))
+                cache.db_labels.append(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
         cache.queries = self.store.load_queries(name)
         self.cache[name] = cache
         return cache

@@ -48,8 +48,13 @@ class ClassLists:
         np.cumsum(lengths, out=indptr[1:])
         classes = np.fromiter((c for r in rows for c in sorted(r)), dtype=np.int64,
                               count=int(indptr[-1]))
-        width = int(classes.max()) + 1 if classes.size else 0
-        return cls(indptr, classes, max(width, n_classes or 0))
+        return cls.of(indptr, classes).widen(n_classes or 0)
+
+    @classmethod
+    def of(cls, indptr: np.ndarray[Any, Any], classes: np.ndarray[Any, Any]) -> ClassLists:
+        """From CSR arrays stored without their width: ``n_classes`` = largest class + 1."""
+        classes = np.asarray(classes)
+        return cls(indptr, classes, int(classes.max()) + 1 if classes.size else 0)
 
     @classmethod
     def from_dense(cls, labels: np.ndarray[Any, Any]) -> ClassLists:
