@@ -62,10 +62,27 @@ class _IndexCache:
     db_codes: list[np.ndarray[Any, Any]] = field(default_factory=list)
     db_labels: list[ClassLists] = field(default_factory=list)
     queries: dict[str, dict[str, np.ndarray[Any, Any]]] = field(default_factory=dict)
+    # which class numbers the database holds: kept up to date per round, so a round's record
+    # does not gather the whole database's labels to count them
+    classes_seen: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, bool))
 
     @property
     def n_database(self) -> int:
         return int(sum(len(c) for c in self.db_codes))
+
+    def add_labels(self, labels: ClassLists) -> None:
+        self.db_labels.append(labels)
+        self.classes_seen = self._marked(labels)
+
+    def n_classes_with(self, labels: ClassLists) -> int:
+        """Distinct classes in the database once ``labels`` are added (nothing is changed)."""
+        return int(self._marked(labels).sum())
+
+    def _marked(self, labels: ClassLists) -> np.ndarray[Any, Any]:
+        seen = np.zeros(max(len(self.classes_seen), labels.n_classes), dtype=bool)
+        seen[:len(self.classes_seen)] = self.classes_seen
+        seen[labels.classes] = True
+        return seen
 
 
 def query_labels(arrays: dict[str, np.ndarray[Any, Any]]) -> ClassLists:
@@ -207,7 +224,7 @@ class RoundRunner:
             for v in range(1, version + 1):
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
-                cache.db_labels.append(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
+                cache.add_labels(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
         cache.queries = self.store.load_queries(name)
         self.cache[name] = cache
         return cache
@@ -281,7 +298,7 @@ class RoundRunner:
         self.store.record_commit_seconds(name, new_version, commit_s)
         cache.version, cache.state = new_version, result.state
         cache.db_codes.append(result.codes[PAIRS])
-        cache.db_labels.append(labels)
+        cache.add_labels(labels)
         cache.queries.update(query_arrays)
         extra = {"action": record["action"]} if "action" in record else {}
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
@@ -296,8 +313,7 @@ class RoundRunner:
         """The round record: metrics on held-out queries, loss terms, sizes, bit balance, and
         the method's own fields (``LearnResult.record``)."""
         codes = result.codes[PAIRS]
-        db_labels = ClassLists.concat([*cache.db_labels, labels])
-        n_classes = int(np.unique(db_labels.classes).size)
+        n_classes = cache.n_classes_with(labels)
         bits = np.unpackbits(codes, axis=1)[:, :method.bits]
         record: dict[str, Any] = {
             "round": version, "model_version": version, "chunks": chunk_ids,
@@ -309,9 +325,10 @@ class RoundRunner:
             **result.record,
         }
         all_queries = {**cache.queries, **new_queries}
-        if all_queries:
+        if all_queries:  # only now is the whole database gathered
             record.update(self._scores(method, result.encoder,
-                                       np.concatenate([*cache.db_codes, codes]), db_labels,
+                                       np.concatenate([*cache.db_codes, codes]),
+                                       ClassLists.concat([*cache.db_labels, labels]),
                                        list(all_queries.values())))
         return record
 
