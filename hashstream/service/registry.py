@@ -277,22 +277,26 @@ class IndexService:
 
     def _seed_legacy_class_map(self, name: str) -> None:
         """An index made before labels were mapped has rounds but no class map: its class
-        numbers were the client's integer ids, so the map starts as the identity over them."""
-        if self.store.label_kind(name) is not None or self.store.version(name) == 0:
-            return
+        numbers were the client's integer ids, so the map starts as the identity over them
+        (the store asks for this on the index's first ingest after the upgrade)."""
         state = self.store.load_state(name, ["centers", "known_classes"])
         known = (int(state["centers"].shape[1]) if "centers" in state
                  else len(state.get("known_classes", ())))
         self.store.map_classes(name, [str(c) for c in range(known)], "int",
-                               max(known, MAX_CLASSES_LIMIT))
+                               max(known, MAX_CLASSES_LIMIT), seed=True)
 
     def map_labels(self, name: str, config: IndexConfig, labels: ClientLabels) -> ClassLists:
         """The client's labels as internal class numbers (new classes registered at once, all
         or nothing)."""
         texts, inverse = labels.distinct()
-        self._seed_legacy_class_map(name)
         try:
-            numbers = self.store.map_classes(name, texts, labels.kind, config.max_classes)
+            try:
+                numbers = self.store.map_classes(name, texts, labels.kind, config.max_classes)
+            except ClassMapError as exc:
+                if exc.reason != "unseeded":
+                    raise
+                self._seed_legacy_class_map(name)
+                numbers = self.store.map_classes(name, texts, labels.kind, config.max_classes)
         except ClassMapError as exc:
             raise InvalidInput(str(exc), "labels") from exc
         return ClassLists.of(labels.indptr, np.asarray(numbers, dtype=np.int64)[inverse])

@@ -37,28 +37,55 @@ return 0
 """
 # Map a chunk's distinct client labels to internal class numbers, all or nothing: the label
 # kind must match the index's (set by the first chunk), and new classes must fit max_classes.
-# KEYS: label_kind, class_numbers, class_labels; ARGV: kind, max_classes, label…
-# Returns {0, number…}, {1, stored kind} (kind mismatch) or {2, known, new} (too many classes).
+# An index with rounds but no label kind predates class maps: {3} asks the caller to seed its
+# map (ARGV seed = 1 is that seeding call, which skips the check).
+# KEYS: label_kind, class_numbers, class_labels, version; ARGV: kind, max_classes, seed, label…
+# Returns {0, number…}, {1, stored kind} (kind mismatch), {2, known, new} (too many classes)
+# or {3} (not seeded).
 _MAP_CLASSES = """
 local kind = redis.call('GET', KEYS[1])
 if kind and kind ~= ARGV[1] then return {1, kind} end
+if not kind and ARGV[3] ~= '1' and tonumber(redis.call('GET', KEYS[4]) or '0') > 0 then
+  return {3}
+end
 local numbers, missing = {}, 0
-for i = 3, #ARGV do
+for i = 4, #ARGV do
   local n = redis.call('HGET', KEYS[2], ARGV[i])
-  if n then numbers[i - 2] = tonumber(n) else numbers[i - 2] = false; missing = missing + 1 end
+  if n then numbers[i - 3] = tonumber(n) else numbers[i - 3] = false; missing = missing + 1 end
 end
 local known = redis.call('LLEN', KEYS[3])
 if known + missing > tonumber(ARGV[2]) then return {2, known, missing} end
 if not kind then redis.call('SET', KEYS[1], ARGV[1]) end
-for i = 3, #ARGV do
-  if not numbers[i - 2] then
+for i = 4, #ARGV do
+  if not numbers[i - 3] then
     local n = redis.call('RPUSH', KEYS[3], ARGV[i]) - 1
     redis.call('HSET', KEYS[2], ARGV[i], n)
-    numbers[i - 2] = n
+    numbers[i - 3] = n
   end
 end
 table.insert(numbers, 1, 0)
 return numbers
+"""
+# Move one chunk from the ingest stream to the dead letters with its error history, if it is
+# still there (a script: no WATCH on a stream every ingest writes to).
+# KEYS: stream, dead_letters, attempts, attempt_errors; ARGV: group, chunk id, reason, ts,
+# then the entry's field/value pairs. Returns the dead letter's id, or false.
+_DEAD_LETTER = """
+local id = ARGV[2]
+if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end
+local entry = {}
+for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
+for _, pair in ipairs({{'dl:chunk_id', id}, {'dl:reason', ARGV[3]},
+    {'dl:attempts', redis.call('HGET', KEYS[3], id) or '0'},
+    {'dl:history', redis.call('HGET', KEYS[4], id) or '[]'}, {'dl:ts', ARGV[4]}}) do
+  entry[#entry + 1] = pair[1]; entry[#entry + 1] = pair[2]
+end
+local dead = redis.call('XADD', KEYS[2], '*', unpack(entry))
+redis.call('XACK', KEYS[1], ARGV[1], id)
+redis.call('XDEL', KEYS[1], id)
+redis.call('HDEL', KEYS[3], id)
+redis.call('HDEL', KEYS[4], id)
+return dead
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -111,6 +138,7 @@ class IndexStore:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._map_classes = client.register_script(_MAP_CLASSES)
+        self._dead_letter = client.register_script(_DEAD_LETTER)
 
     def keys(self, name: str) -> IndexKeys:
         return IndexKeys(self.prefix, name)
@@ -299,17 +327,22 @@ class IndexStore:
         return decode_arrays(self.r.hgetall(self.keys(name).deep_model(model_version)))
 
     # --- class map -----------------------------------------------------------------------
-    def map_classes(self, name: str, labels: list[str], kind: str, max_classes: int) -> list[int]:
+    def map_classes(self, name: str, labels: list[str], kind: str, max_classes: int,
+                    seed: bool = False) -> list[int]:
         """Internal class numbers of ``labels`` (distinct, as text), new ones assigned in order.
 
-        Atomic: on :class:`ClassMapError` (another label kind, or more than ``max_classes``
-        classes) nothing is written."""
+        Atomic: on :class:`ClassMapError` (another label kind, more than ``max_classes``
+        classes, or — reason "unseeded" — an index from before class maps whose map must first
+        be seeded by a call with ``seed=True``) nothing is written."""
         if not labels:
             return []
         k = self.keys(name)
-        reply = self._map_classes(keys=[k.label_kind, k.class_numbers, k.class_labels],
-                                  args=[kind, max_classes, *labels])
+        reply = self._map_classes(keys=[k.label_kind, k.class_numbers, k.class_labels,
+                                        k.version],
+                                  args=[kind, max_classes, int(seed), *labels])
         status = int(reply[0])
+        if status == 3:
+            raise ClassMapError("the index predates class maps; seed its map first", "unseeded")
         if status == 1:
             stored = reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1])
             raise ClassMapError(f"this index's labels are {stored} values; this chunk sends "
@@ -319,11 +352,6 @@ class IndexStore:
                                 f"{int(reply[2])}: more than max_classes = {max_classes}",
                                 "capacity")
         return [int(v) for v in reply[1:]]
-
-    def label_kind(self, name: str) -> str | None:
-        """``int`` or ``str`` once the index's first chunk fixed it, else None."""
-        raw = self.r.get(self.keys(name).label_kind)
-        return None if raw is None else str(raw.decode())
 
     def class_labels(self, name: str, start: int = 0) -> tuple[str | None, list[bytes]]:
         """The label kind and the client labels of internal classes ``start`` onwards."""
@@ -368,35 +396,22 @@ class IndexStore:
         chunk_ids = [cid for cid, found in zip(chunk_ids, pipe.execute(), strict=True) if found]
         if not chunk_ids:
             return
-        for cid, raw in zip(chunk_ids, self.r.hmget(k.attempt_errors, chunk_ids), strict=True):
-            history = [] if raw is None else list(json.loads(raw))
-            self.r.hset(k.attempt_errors, cid, json.dumps((history + [error])[-keep:]))
+        histories = [[] if raw is None else list(json.loads(raw))
+                     for raw in self.r.hmget(k.attempt_errors, chunk_ids)]
+        self.r.hset(k.attempt_errors, mapping={
+            cid: json.dumps((history + [error])[-keep:])
+            for cid, history in zip(chunk_ids, histories, strict=True)})
 
     def dead_letter(self, name: str, chunk_id: str, fields: dict[bytes, bytes],
                     reason: str) -> str | None:
         """Move a chunk from the ingest stream to the dead-letter stream with its error and
         history, in one MULTI; None when the chunk was no longer pending (committed)."""
         k = self.keys(name)
-        with self.r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(k.stream)
-                if not pipe.xrange(k.stream, chunk_id, chunk_id):
-                    return None
-                attempts = pipe.hget(k.attempts, chunk_id)
-                history = pipe.hget(k.attempt_errors, chunk_id)
-                pipe.multi()
-                meta = {b"dl:chunk_id": chunk_id.encode(), b"dl:reason": reason.encode(),
-                        b"dl:attempts": attempts or b"0", b"dl:history": history or b"[]",
-                        b"dl:ts": f"{time.time():.3f}".encode()}
-                pipe.xadd(k.dead_letters, {**fields, **meta})
-                pipe.xack(k.stream, GROUP, chunk_id)
-                pipe.xdel(k.stream, chunk_id)
-                pipe.hdel(k.attempts, chunk_id)
-                pipe.hdel(k.attempt_errors, chunk_id)
-                reply = pipe.execute()
-                return str(reply[0].decode())
-            except redis.WatchError:
-                return self.dead_letter(name, chunk_id, fields, reason)
+        pairs = [part for item in fields.items() for part in item]
+        moved = self._dead_letter(
+            keys=[k.stream, k.dead_letters, k.attempts, k.attempt_errors],
+            args=[GROUP, chunk_id, reason, f"{time.time():.3f}", *pairs])
+        return None if moved is None else str(moved.decode())
 
     def dead_letters(self, name: str, count: int = 100,
                      after: str = "-") -> list[tuple[str, dict[bytes, bytes]]]:
