@@ -144,7 +144,18 @@ class Chunk:
 
 
 # --- labels -------------------------------------------------------------------------------
-def _class_lists_json(rows: Any, limits: ChunkLimits) -> ClientLabels:
+def _within_item_limit(labels: ClientLabels, limits: ChunkLimits, field: str) -> ClientLabels:
+    """``labels``, once no item has more classes than ``limits.max_labels_per_item`` (every
+    label form goes through here)."""
+    counts = np.diff(labels.indptr)
+    if counts.size and int(counts.max()) > limits.max_labels_per_item:
+        i = int(counts.argmax())
+        raise InvalidInput(f"{field}[{i}] has {int(counts[i])} classes; at most "
+                           f"{limits.max_labels_per_item} per item", field)
+    return labels
+
+
+def _class_lists_json(rows: Any) -> ClientLabels:
     """``[[label…], …]`` with int or string labels (one type per chunk)."""
     if not isinstance(rows, list):
         raise InvalidInput("labels must be a list of lists of class labels", "labels")
@@ -154,9 +165,6 @@ def _class_lists_json(rows: Any, limits: ChunkLimits) -> ClientLabels:
     for i, row in enumerate(rows):
         if not isinstance(row, list):
             raise InvalidInput(f"labels[{i}] must be a list of class labels", "labels")
-        if len(row) > limits.max_labels_per_item:
-            raise InvalidInput(f"labels[{i}] has {len(row)} classes; at most "
-                               f"{limits.max_labels_per_item} per item", "labels")
         for value in row:
             if isinstance(value, bool) or not isinstance(value, int | str):
                 raise InvalidInput(f"labels[{i}] holds {value!r}; a class label is an integer "
@@ -203,8 +211,8 @@ def _label_matrix_json(rows: Any) -> ClientLabels:
                         "label_matrix")
 
 
-def _label_csr_npz(indptr: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], n: int,
-                   limits: ChunkLimits) -> ClientLabels:
+def _label_csr_npz(indptr: np.ndarray[Any, Any], classes: np.ndarray[Any, Any],
+                   n: int) -> ClientLabels:
     if indptr.ndim != 1 or indptr.dtype.kind not in "iu" or indptr.shape[0] != n + 1:
         raise InvalidInput(f"label_indptr must be n + 1 = {n + 1} integers", "label_indptr")
     indptr = indptr.astype(np.int64)
@@ -212,9 +220,6 @@ def _label_csr_npz(indptr: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], 
     if indptr[0] != 0 or (counts < 0).any() or indptr[-1] != classes.shape[0]:
         raise InvalidInput("label_indptr must start at 0, never decrease and end at "
                            "len(label_classes)", "label_indptr")
-    if counts.size and int(counts.max()) > limits.max_labels_per_item:
-        raise InvalidInput(f"an item has {int(counts.max())} classes; at most "
-                           f"{limits.max_labels_per_item} per item", "label_classes")
     if classes.ndim != 1:
         raise InvalidInput("label_classes must be 1-D", "label_classes")
     if classes.dtype.kind in "iu":
@@ -292,8 +297,9 @@ def parse_json_chunk(body: bytes, default_role: Role = "train",
     if role not in ("train", "query"):
         raise InvalidInput("role must be 'train' or 'query'", "role")
     features = _features(payload["features"], limits)
-    labels = (_class_lists_json(payload["labels"], limits) if "labels" in payload
-              else _label_matrix_json(payload["label_matrix"]))
+    labels = (_within_item_limit(_class_lists_json(payload["labels"]), limits, "labels")
+              if "labels" in payload else _within_item_limit(
+                  _label_matrix_json(payload["label_matrix"]), limits, "label_matrix"))
     text = None
     if "tokens" in payload:
         text = pad_tokens(payload["tokens"])
@@ -326,14 +332,11 @@ def parse_npz_chunk(body: bytes, role: Role = "train",
         if "label_indptr" not in arrays or "label_classes" not in arrays:
             missing = "label_classes" if "label_indptr" in arrays else "label_indptr"
             raise InvalidInput(f"{missing} is required with the other", missing)
-        labels = _label_csr_npz(arrays["label_indptr"], arrays["label_classes"], n, limits)
-    else:
-        labels = _from_matrix(arrays["labels"], "labels")
-        if labels.n != n:
-            raise InvalidInput(f"labels has {labels.n} rows but features has {n}", "labels")
-        if labels.n and int(np.diff(labels.indptr).max()) > limits.max_labels_per_item:
-            raise InvalidInput(f"an item has more than {limits.max_labels_per_item} classes",
-                               "labels")
+        labels = _within_item_limit(
+            _label_csr_npz(arrays["label_indptr"], arrays["label_classes"], n), limits,
+            "label_classes")
+    else:  # its row count is checked with the index's checks (validate_chunk)
+        labels = _within_item_limit(_from_matrix(arrays["labels"], "labels"), limits, "labels")
     ids = arrays.get("ids")
     if ids is not None and (ids.ndim != 1 or ids.dtype.kind not in "iu"):
         raise InvalidInput("ids must be a 1-D integer array", "ids")

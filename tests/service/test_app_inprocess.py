@@ -20,7 +20,8 @@ from hashstream.store.index_store import IndexStore
 def app_and_store(redis_url: str, redis_client: Any, session_prefix: str,
                   hs: Any) -> Iterator[tuple[TestClient, IndexStore]]:
     prefix = f"{session_prefix}-{hs.unique('inproc')}"
-    settings = Settings(redis_url=redis_url, key_prefix=prefix, max_chunk_items=500)
+    settings = Settings(redis_url=redis_url, key_prefix=prefix, max_chunk_items=500,
+                        max_labels_per_item=2)
     with TestClient(create_app(settings)) as client:
         yield client, IndexStore(redis_client, prefix)
 
@@ -53,6 +54,15 @@ def test_limits_and_errors_in_process(app_and_store: Any, hs: Any) -> None:
     r = client.post("/indexes/lim/ingest", json={"features": [[0, 1]] * 501,
                                                  "labels": [[0]] * 501})
     hs.assert_problem(r, 413, "features")
+    # the classes-per-item limit holds for every label form
+    for body, field in (({"labels": [[1], [1, 2, 3]]}, "labels"),
+                        ({"label_matrix": [[1, 0, 0], [1, 1, 1]]}, "label_matrix")):
+        r = client.post("/indexes/lim/ingest", json={"features": [[0, 1]] * 2, **body})
+        assert f"{field}[1] has 3 classes" in hs.assert_problem(r, 422, field)["detail"]
+    r = client.post("/indexes/lim/ingest", headers={"Content-Type": "application/octet-stream"},
+                    content=hs.npz_bytes(features=np.ones((2, 2)), label_indptr=np.array([0, 1, 4]),
+                                         label_classes=np.arange(4)))
+    hs.assert_problem(r, 422, "label_classes")
     hs.assert_problem(client.get("/indexes/lim/dead-letters/1-0/requeue"), 405)
     hs.assert_problem(client.post("/indexes/lim/dead-letters/1-0/requeue"), 404, "id")
     hs.assert_problem(client.get("/indexes/nope/dead-letters"), 404, "name")
