@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from hashstream.service.errors import InvalidInput, NotFound
-from hashstream.store.codec import CodecError, decode_array
+from hashstream.store.codec import CodecError, array_shape
 from hashstream.store.index_store import IndexStore
 
 _ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -28,7 +28,7 @@ def describe_entry(entry_id: str, fields: dict[bytes, bytes]) -> dict[str, Any]:
         return fields.get(key, default.encode()).decode(errors="replace")
 
     try:
-        items: int | None = int(decode_array(fields[b"features"]).shape[0])
+        items: int | None = int(array_shape(fields[b"features"])[0])
     except (KeyError, CodecError, IndexError):
         items = None
     try:

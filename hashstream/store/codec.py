@@ -34,9 +34,13 @@ def encode_array(array: Any) -> bytes:
                      np.ascontiguousarray(le).reshape(-1).view(np.uint8).data))
 
 
-def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
-    """Inverse of :func:`encode_array`; the result owns its memory and is writeable."""
-    buf = memoryview(data)
+def array_shape(data: bytes | memoryview) -> tuple[int, ...]:
+    """The shape of an encoded array, read from its header alone (no data decoded)."""
+    return _header(memoryview(data))[1]
+
+
+def _header(buf: memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int]:
+    """dtype, shape and data offset of an encoded array, validated."""
     if len(buf) < 8 or bytes(buf[:4]) != MAGIC:
         raise CodecError("not an encoded array (bad magic)")
     (hlen,) = struct.unpack("<I", buf[4:8])
@@ -54,8 +58,15 @@ def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
     shape = tuple(raw_shape)
     if dtype.kind not in _ALLOWED_KINDS or dtype.hasobject:
         raise CodecError(f"bad array header: dtype {dtype}")
+    return dtype, shape, 8 + hlen
+
+
+def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
+    """Inverse of :func:`encode_array`; the result owns its memory and is writeable."""
+    buf = memoryview(data)
+    dtype, shape, offset = _header(buf)
     count = math.prod(shape)
-    body = buf[8 + hlen:]
+    body = buf[offset:]
     if len(body) != count * dtype.itemsize:
         raise CodecError(f"array body has {len(body)} bytes, expected {count * dtype.itemsize}")
     out = np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
