@@ -137,8 +137,9 @@ def _serve_parser(sub: Any) -> None:
 def _worker_parser(sub: Any) -> None:
     p = sub.add_parser("worker", help="run a round worker against REDIS_URL")
     p.add_argument("--log-level", default="info")
-    p.add_argument("--worker-id", default=None, help="this worker's id (its lock owner and "
-                   "heartbeat); default: host-pid-random. `serve` sets it for its children")
+    p.add_argument("--worker-id", default=None, help="this worker's id (its stream consumer, "
+                   "lease owner and heartbeat); default: host-pid-random. `serve` sets it for "
+                   "its children")
 
 
 def _configure_logging(level: str) -> None:
@@ -151,11 +152,10 @@ def _run_worker(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    import redis
-
     from hashstream.service.settings import get_settings
     from hashstream.service.worker import RoundRunner
     from hashstream.solver.backend import get_backend
+    from hashstream.store.connection import RedisURLError, connect
     from hashstream.store.index_store import IndexStore
 
     _configure_logging(args.log_level)
@@ -163,8 +163,13 @@ def _run_worker(args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("hashstream worker: REDIS_URL is not set", file=sys.stderr)
         return 2
-    store = IndexStore(redis.Redis.from_url(settings.redis_url), settings.key_prefix)
-    runner = RoundRunner(store, lock_ttl_ms=settings.lock_ttl_ms,
+    try:
+        client = connect(settings.redis_url)
+    except RedisURLError as exc:
+        print(f"hashstream worker: REDIS_URL: {exc}", file=sys.stderr)
+        return 2
+    store = IndexStore(client, settings.key_prefix)
+    runner = RoundRunner(store, lease_ttl_ms=settings.lease_ttl_ms,
                          max_round_items=settings.max_round_items,
                          eval_queries=settings.eval_queries, poll_ms=settings.poll_ms,
                          backend=get_backend(settings.backend),  # type: ignore[arg-type]
@@ -185,13 +190,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     from pathlib import Path
     from types import FrameType
 
-    import redis
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     from hashstream.cli.embedded_redis import EmbeddedRedis, _die_with_parent
     from hashstream.cli.supervisor import WorkerSupervisor
     from hashstream.service.settings import get_settings
+    from hashstream.store.connection import RedisURLError, connect
     from hashstream.store.index_store import IndexStore
 
     _configure_logging(args.log_level)
@@ -212,7 +217,14 @@ def _run_serve(args: argparse.Namespace) -> int:
                                  "--log-level", args.log_level, "--worker-id", worker_id],
                                 env=env, preexec_fn=_die_with_parent)  # noqa: PLW1509
 
-    store = IndexStore(redis.Redis.from_url(env["REDIS_URL"]), get_settings().key_prefix)
+    try:
+        client = connect(env["REDIS_URL"])
+    except RedisURLError as exc:
+        print(f"hashstream serve: REDIS_URL: {exc}", file=sys.stderr)
+        if embedded is not None:
+            embedded.stop()
+        return 2
+    store = IndexStore(client, get_settings().key_prefix)
     supervisor = WorkerSupervisor(store, spawn, args.workers)
 
     class Server(uvicorn.Server):

@@ -4,9 +4,9 @@ Each child runs ``hashstream worker --worker-id ID`` with an id the supervisor c
 child exits while `serve` is running (OOM kill, kill -9, a crash) the supervisor knows exactly
 what it left behind and, at once:
 
-1. deletes its heartbeat key, so ``/readyz`` stops counting it now instead of when it expires;
-2. releases every index lock it held (compare-and-delete on its id), so the replacement redoes
-   the interrupted round now instead of after the lock TTL;
+1. drops its heartbeat, so ``/readyz`` stops counting it now instead of when it expires;
+2. releases every round lease it held (compare-and-delete on its id), so another worker redoes
+   the interrupted round now instead of after the lease TTL;
 3. counts the restart in Redis (``/metrics``: ``hashstream_worker_restarts_total``);
 4. logs one JSON line ``{"event": "worker_restart", "worker", "exit_code", "restarts",
    "backoff_s", …}`` and starts a replacement with a new id after the backoff
@@ -160,12 +160,12 @@ class WorkerSupervisor:
         error = None
         try:
             self.store.drop_heartbeat(worker_id)
-            released = self.store.release_locks_of(worker_id)
+            released = self.store.release_leases_of(worker_id)
             restarts = self.store.count_restart()
         except Exception as exc:  # noqa: BLE001 - Redis down: restart anyway, the TTLs expire
             error = repr(exc)
         log_event("worker_restart", worker=worker_id, exit_code=code, restarts=restarts,
-                  backoff_s=delay, lived_s=round(lived, 3), locks_released=released,
+                  backoff_s=delay, lived_s=round(lived, 3), leases_released=released,
                   **({"error": error} if error else {}))
 
     def _terminate_all(self) -> None:

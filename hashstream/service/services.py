@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-import redis
+from typing import Any, Literal
 
 from hashstream.service.dead_letters import DeadLetters
 from hashstream.service.registry import IndexService
 from hashstream.service.replicas import SearchService
+from hashstream.store.connection import connect
 from hashstream.store.index_store import IndexStore
 
 
@@ -17,7 +16,7 @@ from hashstream.store.index_store import IndexStore
 class Services:
     """Registry and ingest, search replicas, and dead letters over one store."""
 
-    client: redis.Redis
+    client: Any  # redis.Redis or RedisCluster (store.connection)
     indexes: IndexService
     search: SearchService
     dead_letters: DeadLetters
@@ -25,7 +24,7 @@ class Services:
     @classmethod
     def open(cls, redis_url: str, key_prefix: str, *, max_k: int,
              scan_backend: Literal["auto", "native", "numpy"]) -> Services:
-        client = redis.Redis.from_url(redis_url, health_check_interval=30)
+        client = connect(redis_url, health_check_interval=30)
         store = IndexStore(client, key_prefix)
         return cls(client, IndexService(store), SearchService(store, max_k, scan_backend),
                    DeadLetters(store))

@@ -43,7 +43,12 @@ class Settings(BaseSettings):
     backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
     search_backend: Literal["auto", "native", "numpy"] = Field(
         default="auto", description="Hamming scan: compiled kernels (auto/native) or NumPy")
-    lock_ttl_ms: int = Field(default=30_000, description="worker lock expiry; renewed per round")
+    lease_ttl_ms: int = Field(
+        default=5_000, ge=200, validation_alias=AliasChoices(
+            "HASHSTREAM_LEASE_TTL_MS", "HASHSTREAM_LOCK_TTL_MS"),
+        description="a round's lease on its index expires this long after its worker stops "
+        "renewing it (renewed every third of it): a killed worker's round is taken over "
+        "within about this time")
     poll_ms: int = Field(default=200, description="worker wait for new chunks")
     max_round_items: int = Field(default=20_000,
                                  description="pending chunks merge into one round up to this")

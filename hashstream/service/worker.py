@@ -2,12 +2,18 @@
 a time. Every method takes the same path: merge the round's chunks, ``Method.learn``, score the
 held-out queries with the new state's encoder, commit a :class:`RoundCommit`.
 
-For each index it holds a Redis lock (with expiry, renewed every pass), reads the stream's
-pending entries first (those a killed worker left unacknowledged) and then new ones, merges
+Workers form a pool: each round of an index runs under that index's **lease** (a Redis key
+with a short TTL and a fencing token), taken for the round and given back after it, so every
+live worker takes rounds of every index and a worker that joins gets work at its next pass. A
+background keeper renews the lease (and the worker's heartbeat) while the round runs. Under
+the lease the worker reads the index's version, then claims every chunk another consumer left
+pending (a worker that lost its lease or died), reads new ones as its own consumer, merges
 training chunks into one round up to ``max_round_items`` (and the round memory budget), runs
 the round, scores the held-out queries, and commits everything with the acknowledgement in one
-MULTI/EXEC. A kill -9 at any point loses nothing: before EXEC the chunks are still pending and
-the round is redone; after it they are committed and acknowledged together.
+MULTI/EXEC that WATCHes the version and the lease: a worker whose lease lapsed can never
+commit, so no chunk is committed twice. A kill -9 at any point loses nothing: before EXEC the
+chunks are still pending and the next lease holder redoes the round (within the lease TTL, at
+once under ``serve``'s supervisor); after it they are committed and acknowledged together.
 
 Poison never stops an index: every round start is counted per chunk before the round runs, so
 a round that raises and a worker that dies mid-round both use up an attempt. A chunk that
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -38,10 +45,9 @@ from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.method import PAIRS, Encoder, LearnResult, Method, stack_rows, target_field
 from hashstream.solver.metrics import evaluate
 from hashstream.store.codec import CodecError
-from hashstream.store.index_store import IndexStore, RoundCommit
+from hashstream.store.index_store import IndexStore, Lease, RoundCommit
 
 log = logging.getLogger("hashstream.worker")
-CONSUMER = "runner"  # one consumer name: the lock makes it one process at a time
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -101,16 +107,65 @@ def _query_arrays(chunk: Chunk) -> dict[str, np.ndarray[Any, Any]]:
     return out
 
 
-class RoundRunner:
-    """Runs rounds for every index in the store."""
+class LeaseKeeper:
+    """A daemon thread that keeps a worker's heartbeat and its current round's lease alive
+    (every third of the lease TTL), whatever the round's main thread is doing."""
 
-    def __init__(self, store: IndexStore, *, lock_ttl_ms: int = 30_000,
+    def __init__(self, store: IndexStore, worker_id: str, ttl_ms: int,
+                 info: dict[str, Any]) -> None:
+        self.store, self.worker_id, self.ttl_ms, self.info = store, worker_id, ttl_ms, info
+        self.interval = max(0.05, min(1.0, ttl_ms / 3000))
+        self._lease: Lease | None = None
+        self._lost: set[int] = set()
+        self._mutex = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def hold(self, lease: Lease | None) -> None:
+        """Renew ``lease`` from now on (None: nothing to renew)."""
+        with self._mutex:
+            self._lease = lease
+
+    def beat(self) -> None:
+        # the heartbeat outlives a few missed beats, never a dead worker by long
+        self.store.heartbeat(self.worker_id, ttl_s=max(3.0, 3 * self.interval),
+                             info=self.info)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+                with self._mutex:
+                    lease = self._lease
+                if lease is not None and not self.store.renew_lease(lease):
+                    if lease.token not in self._lost:
+                        self._lost.add(lease.token)
+                        log_event("lease_lost", index=lease.name, lease_token=lease.token,
+                                  worker=self.worker_id)
+            except Exception as exc:  # noqa: BLE001 - Redis away: try again next beat
+                log_event("keeper_error", worker=self.worker_id, error=repr(exc))
+
+
+class RoundRunner:
+    """Runs rounds for every index in the store, one lease at a time."""
+
+    def __init__(self, store: IndexStore, *, lease_ttl_ms: int = 5_000,
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
                  backend: Backend | None = None, max_attempts: int = 3,
                  max_round_bytes: int = 4 << 30, worker_id: str | None = None) -> None:
         self.store = store
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.lock_ttl_ms = lock_ttl_ms
+        self.lease_ttl_ms = lease_ttl_ms
         self.max_round_items = max_round_items
         self.eval_queries = eval_queries
         self.poll_ms = poll_ms
@@ -120,39 +175,65 @@ class RoundRunner:
         self.cache: dict[str, _IndexCache] = {}
         self.methods = IndexMethods(self.backend)
         # What this worker runs: logged at start and carried by every heartbeat (/readyz).
-        self.info = {"backend": self.backend.name, "hamming_kernel": hamming_kernel()}
+        self.info = {"backend": self.backend.name, "hamming_kernel": hamming_kernel(),
+                     "started": round(time.time(), 3)}
+        self.keeper: LeaseKeeper | None = None
+        self.rounds_committed = 0
 
     def run_forever(self, stop: threading.Event) -> None:
-        log_event("worker_start", worker=self.id, **self.info)
+        log_event("worker_start", worker=self.id, lease_ttl_ms=self.lease_ttl_ms, **self.info)
+        self.keeper = LeaseKeeper(self.store, self.id, self.lease_ttl_ms, self.info).start()
+        turn = random.randrange(1 << 16)  # workers start their passes at different indexes
         try:
             while not stop.is_set():
-                self.store.heartbeat(self.id, ttl_s=max(5, self.lock_ttl_ms // 1000),
-                                     info=self.info)
                 did_work = False
-                for name in self.store.list_indexes():
+                names = self.store.list_indexes()
+                turn += 1
+                for name in names[turn % max(1, len(names)):] + names[:turn % max(1, len(names))]:
+                    if stop.is_set():
+                        break
                     try:
                         did_work |= self.step(name)
                     except Exception as exc:  # noqa: BLE001 - keep serving other indexes
-                        log_event("round_error", index=name, error=repr(exc))
+                        log_event("round_error", index=name, error=repr(exc), worker=self.id)
                         self.cache.pop(name, None)
                 if not did_work:
                     stop.wait(self.poll_ms / 1000)
         finally:
-            for name in list(self.cache):
-                self.store.release_lock(name, self.id)
-            log_event("worker_stop", worker=self.id)
+            self.keeper.stop()
+            self.store.drop_heartbeat(self.id)
+            log_event("worker_stop", worker=self.id, rounds=self.rounds_committed)
 
     # --- one pass over one index ----------------------------------------------------------
     def step(self, name: str) -> bool:
-        """Run at most one round (or store query chunks) for ``name``; True if work was done."""
-        if not self.store.acquire_lock(name, self.id, self.lock_ttl_ms):
+        """Run at most one round (or store query chunks) for ``name`` under its lease; True if
+        work was done. False at once when nothing is queued or another worker holds the
+        lease."""
+        if self.store.queue_depth(name) == 0:
             return False
+        lease = self.store.take_lease(name, self.id, self.lease_ttl_ms)
+        if lease is None:
+            return False
+        if self.keeper is not None:
+            self.keeper.hold(lease)
+        try:
+            return self._step_leased(name, lease)
+        finally:
+            if self.keeper is not None:
+                self.keeper.hold(None)
+            self.store.release_lease(lease)
+
+    def _step_leased(self, name: str, lease: Lease) -> bool:
         raw_config = self.store.config(name)
         if raw_config is None:
             return False
         config, method = self.methods.get(name, raw_config)
-        entries = self.store.read_chunks(name, CONSUMER, 1000, new=False)
-        entries += self.store.read_chunks(name, CONSUMER, 1000, new=True)
+        # The version first: a commit by anyone after this read fails ours (WATCH).
+        version = self.store.version(name)
+        # Chunks read by a worker that lost its lease (or died) are ours now.
+        self.store.claim_stale(name, self.id, idle_ms=0)
+        entries = self.store.read_chunks(name, self.id, 1000, new=False)
+        entries += self.store.read_chunks(name, self.id, 1000, new=True)
         if not entries:
             return False
         dead = 0
@@ -161,10 +242,10 @@ class RoundRunner:
             try:
                 chunk = Chunk.from_fields(fields)
             except CodecError as exc:
-                dead += self._dead_letter(name, eid, fields, f"corrupt stream entry: {exc}")
+                dead += self._dead_letter(lease, eid, fields, f"corrupt stream entry: {exc}")
                 continue
             if chunk.features.shape[1] != config.dim:
-                dead += self._dead_letter(name, eid, fields, f"features have dimension "
+                dead += self._dead_letter(lease, eid, fields, f"features have dimension "
                                           f"{chunk.features.shape[1]}, the index {config.dim}")
                 continue
             decoded.append((eid, fields, chunk))
@@ -177,7 +258,7 @@ class RoundRunner:
                 queries[eid] = chunk
                 continue
             if used[eid] >= self.max_attempts:  # its rounds failed, or killed their worker
-                dead += self._dead_letter(name, eid, fields, f"{used[eid]} rounds with this "
+                dead += self._dead_letter(lease, eid, fields, f"{used[eid]} rounds with this "
                                           "chunk failed or did not finish")
                 continue
             if train and (used[eid] or used[train[0][0]]) and rows > config.bits:
@@ -188,7 +269,7 @@ class RoundRunner:
             if need > self.max_round_bytes:
                 if not train:
                     dead += self._dead_letter(
-                        name, eid, fields, f"a round with this chunk needs ~{need / 2**30:.1f} "
+                        lease, eid, fields, f"a round with this chunk needs ~{need / 2**30:.1f} "
                         f"GiB, over HASHSTREAM_MAX_ROUND_BYTES ({self.max_round_bytes / 2**30:.1f}"
                         " GiB)")
                 continue
@@ -198,7 +279,7 @@ class RoundRunner:
             train = []  # wait for more items: a round needs more rows than bits
         if not train and not queries:
             return dead > 0
-        return self._round(name, config, method, train, queries)
+        return self._round(name, config, method, version, lease, train, queries)
 
     def _round_bytes(self, config: IndexConfig, chunks: list[Chunk]) -> int:
         """The method's estimate of a round's peak memory over ``chunks``."""
@@ -206,11 +287,12 @@ class RoundRunner:
             sum(c.n for c in chunks), sum(c.labels.nnz for c in chunks),
             max([config.max_classes, *(c.labels.n_classes for c in chunks)]))
 
-    def _dead_letter(self, name: str, eid: str, fields: dict[bytes, bytes], reason: str) -> int:
-        moved = self.store.dead_letter(name, eid, fields, reason)
+    def _dead_letter(self, lease: Lease, eid: str, fields: dict[bytes, bytes],
+                     reason: str) -> int:
+        moved = self.store.dead_letter(lease.name, eid, fields, reason, lease=lease)
         if moved is not None:
-            log_event("chunk_dead_lettered", index=name, chunk=eid, dead_letter=moved,
-                      reason=reason)
+            log_event("chunk_dead_lettered", index=lease.name, chunk=eid, dead_letter=moved,
+                      reason=reason, worker=self.id)
         return 1
 
     def _load_cache(self, name: str, method: Method, version: int,
@@ -229,13 +311,12 @@ class RoundRunner:
         self.cache[name] = cache
         return cache
 
-    def _round(self, name: str, config: IndexConfig, method: Method,
+    def _round(self, name: str, config: IndexConfig, method: Method, version: int, lease: Lease,
                train: list[tuple[str, Chunk]], queries: dict[str, Chunk]) -> bool:
-        version = self.store.version(name)
         query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
         if not train:  # only held-out queries to store
             ok = self.store.commit_round(name, version, RoundCommit(
-                ack_ids=list(queries), query_chunks=query_arrays))
+                ack_ids=list(queries), query_chunks=query_arrays), lease=lease)
             if ok:
                 if name in self.cache:
                     self.cache[name].queries.update(query_arrays)
@@ -244,7 +325,8 @@ class RoundRunner:
         chunk_ids = [eid for eid, _ in train]
         self.store.start_attempt(name, chunk_ids)
         try:
-            return self._learn_round(name, config, method, version, train, query_arrays)
+            return self._learn_round(name, config, method, version, lease, train,
+                                     query_arrays)
         except Exception as exc:  # noqa: BLE001 - counted against the chunks, then retried
             self.store.record_failure(name, chunk_ids, {
                 "ts": round(time.time(), 3), "worker": self.id, "round": version + 1,
@@ -255,7 +337,7 @@ class RoundRunner:
             return True
 
     def _learn_round(self, name: str, config: IndexConfig, method: Method, version: int,
-                     train: list[tuple[str, Chunk]],
+                     lease: Lease, train: list[tuple[str, Chunk]],
                      query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
         """One round of any method: learn, score, commit."""
         started = time.perf_counter()
@@ -268,7 +350,8 @@ class RoundRunner:
         text = stack_rows(text_blocks) if text_blocks else None
         new_version = version + 1
         log_event("round_start", index=name, round=new_version, chunks=chunk_ids,
-                  items=int(len(ids)), kind=config.kind, method=config.method, worker=self.id)
+                  items=int(len(ids)), kind=config.kind, method=config.method, worker=self.id,
+                  lease_token=lease.token)
         result = method.learn(cache.state, features, labels, text=text, ids=ids)
         learn_seconds = time.perf_counter() - started
         segment: dict[str, np.ndarray[Any, Any]] = {
@@ -283,18 +366,21 @@ class RoundRunner:
                 model = (model_version, result.model)
         record = self._record(new_version, chunk_ids, method, result, cache, labels,
                               query_arrays)
+        record["lease_token"] = lease.token
         record["seconds"] = {**{k: round(v, 6) for k, v in result.seconds.items()},
                              "learn": round(learn_seconds, 6)}
         t = time.perf_counter()
         ok = self.store.commit_round(name, version, RoundCommit(
             ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
             state=result.state_arrays, segment=segment, record=record, model=model,
-            projection=result.projection, centers=result.centers))
+            projection=result.projection, centers=result.centers), lease=lease)
         commit_s = time.perf_counter() - t
         if not ok:
-            log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids)
+            log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids,
+                      worker=self.id, lease_token=lease.token)
             self.cache.pop(name, None)
             return False
+        self.rounds_committed += 1
         self.store.record_commit_seconds(name, new_version, commit_s)
         cache.version, cache.state = new_version, result.state
         cache.db_codes.append(result.codes[PAIRS])
@@ -304,7 +390,7 @@ class RoundRunner:
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
                   items=int(len(ids)), map=record.get("map"), learn_s=round(learn_seconds, 4),
                   commit_s=round(commit_s, 4), model_version=record["model_version"],
-                  **extra, worker=self.id)
+                  **extra, worker=self.id, lease_token=lease.token)
         return True
 
     def _record(self, version: int, chunk_ids: list[str], method: Method, result: LearnResult,

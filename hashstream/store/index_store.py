@@ -11,6 +11,7 @@ it computed (a zombie) fails its EXEC instead of committing a chunk twice.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,8 @@ from hashstream.store.keys import (
     IndexKeys,
     registry_key,
     supervisor_restarts_key,
-    worker_key,
+    workers_alive_key,
+    workers_info_key,
 )
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -34,6 +36,60 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"""
+# Take an index's round lease if nobody holds it: a new fencing token (INCR) names it.
+# KEYS: lease, lease_token; ARGV: worker id, ttl ms. Returns the token, or false.
+_TAKE_LEASE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return false end
+local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
+return token
+"""
+# Drop a lease if the given worker holds it (whatever its token): a dead worker's leases.
+_RELEASE_OF = """
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, string.find(v, ':', 1, true) + 1) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# Create an index on its slot in one step: config, version 0, the stream and its group.
+# KEYS: config, version, stream; ARGV: config JSON, group. Returns 1, or 0 if it exists.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], 0)
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[2], '0', 'MKSTREAM')
+end
+return 1
+"""
+# A heartbeat: the worker's expiry (server time + ttl) and info, and expired workers dropped.
+# KEYS: alive (zset), info (hash); ARGV: worker id, ttl ms, info JSON (empty: drop the worker).
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, w in ipairs(dead) do redis.call('HDEL', KEYS[2], w) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[3] == '' then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+return 1
+"""
+# Live workers: those whose expiry is after the server's now, with their info.
+_LIVE_WORKERS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
+  out[#out + 1] = w
+  out[#out + 1] = redis.call('HGET', KEYS[2], w) or '{}'
+end
+return out
 """
 # Map a chunk's distinct client labels to internal class numbers, all or nothing: the label
 # kind must match the index's (set by the first chunk), and new classes must fit max_classes.
@@ -68,13 +124,16 @@ return numbers
 """
 # Move one chunk from the ingest stream to the dead letters with its error history, if it is
 # still there (a script: no WATCH on a stream every ingest writes to).
-# KEYS: stream, dead_letters, attempts, attempt_errors; ARGV: group, chunk id, reason, ts,
-# then the entry's field/value pairs. Returns the dead letter's id, or false.
+# Fenced like a commit: only the holder of the lease (ARGV lease value) moves chunks.
+# KEYS: stream, dead_letters, attempts, attempt_errors, lease; ARGV: group, chunk id, reason,
+# ts, lease value ('' = unfenced), then the entry's field/value pairs. Returns the dead
+# letter's id, or false.
 _DEAD_LETTER = """
 local id = ARGV[2]
+if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[5] then return false end
 if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end
 local entry = {}
-for i = 5, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
 for _, pair in ipairs({{'dl:chunk_id', id}, {'dl:reason', ARGV[3]},
     {'dl:attempts', redis.call('HGET', KEYS[3], id) or '0'},
     {'dl:history', redis.call('HGET', KEYS[4], id) or '[]'}, {'dl:ts', ARGV[4]}}) do
@@ -93,6 +152,23 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+@dataclass
+class Lease:
+    """An index's round lease held by ``worker`` under fencing token ``token`` (strictly
+    increasing per index). Only the holder's commits and dead-letterings go through; ``guard``
+    keeps a renewal (PEXPIRE, which a WATCH sees as a change) out of a commit's WATCH…EXEC."""
+
+    name: str
+    worker: str
+    token: int
+    ttl_ms: int
+    guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def value(self) -> str:
+        return f"{self.token}:{self.worker}"
 
 
 @dataclass(frozen=True)
@@ -137,6 +213,11 @@ class IndexStore:
         self.prefix = prefix
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._take_lease = client.register_script(_TAKE_LEASE)
+        self._release_of = client.register_script(_RELEASE_OF)
+        self._create = client.register_script(_CREATE)
+        self._heartbeat = client.register_script(_HEARTBEAT)
+        self._live_workers = client.register_script(_LIVE_WORKERS)
         self._map_classes = client.register_script(_MAP_CLASSES)
         self._dead_letter = client.register_script(_DEAD_LETTER)
 
@@ -145,20 +226,15 @@ class IndexStore:
 
     # --- registry -------------------------------------------------------------------------
     def create_index(self, name: str, config: dict[str, Any]) -> bool:
-        """Store the config; False when the index already exists."""
+        """Create the index (config, version 0, stream and group in one script on its slot),
+        then list it in the registry; False when it exists already. A create that died between
+        the two left an index nobody lists: the next create of the name lists it (and answers
+        False: it exists, with its first config)."""
         k = self.keys(name)
-        if not self.r.set(k.config, json.dumps(config), nx=True):
-            return False
-        pipe = self.r.pipeline()
-        pipe.sadd(registry_key(self.prefix), name)
-        pipe.set(k.version, 0, nx=True)
-        pipe.execute()
-        try:
-            self.r.xgroup_create(k.stream, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:  # BUSYGROUP: the group exists already
-            if "BUSYGROUP" not in str(exc):
-                raise
-        return True
+        created = bool(self._create(keys=[k.config, k.version, k.stream],
+                                    args=[json.dumps(config), GROUP]))
+        self.r.sadd(registry_key(self.prefix), name)  # last: listed once complete
+        return created
 
     def list_indexes(self) -> list[str]:
         return sorted(m.decode() for m in self.r.smembers(registry_key(self.prefix)))
@@ -167,18 +243,32 @@ class IndexStore:
         raw = self.r.get(self.keys(name).config)
         return None if raw is None else dict(json.loads(raw))
 
-    def delete_index(self, name: str) -> bool:
+    def delete_index(self, name: str, partitions: int = 1) -> bool:
+        """Unlist the index first, then remove its keys: those on its own slot in one MULTI,
+        then each partition's segment parts on their slots. A worker mid-round fails its
+        commit (the version and the lease it WATCHes are gone)."""
         k = self.keys(name)
+        removed = bool(self.r.srem(registry_key(self.prefix), name))
+        writes = [m.decode() for m in self.r.smembers(k.partition_writes)]
         version = self.version(name)
         doomed = k.all() + [k.projection(v) for v in range(1, version + 1)]
         doomed += [k.segment(v) for v in range(1, version + 1)]
         doomed += [k.deep_model(v) for v in range(1, version + 1)]
-        pipe = self.r.pipeline()
-        pipe.srem(registry_key(self.prefix), name)
-        for i in range(0, len(doomed), 512):
-            pipe.delete(*doomed[i:i + 512])
-        removed = pipe.execute()
-        return bool(removed[0])
+        with self.r.pipeline(transaction=True) as pipe:  # one slot: one MULTI
+            for i in range(0, len(doomed), 512):
+                pipe.delete(*doomed[i:i + 512])
+            existed = pipe.execute()
+        parts: dict[int, list[str]] = {}
+        for write in writes:
+            v, _, token = write.partition(":")
+            for p in range(partitions):
+                parts.setdefault(p, []).append(k.partition_segment(p, int(v), int(token)))
+        for keys in parts.values():
+            for i in range(0, len(keys), 512):
+                with self.r.pipeline(transaction=True) as pipe:
+                    pipe.delete(*keys[i:i + 512])
+                    pipe.execute()
+        return removed or any(existed)
 
     # --- ingest queue ---------------------------------------------------------------------
     def enqueue(self, name: str, fields: dict[str, bytes]) -> str:
@@ -194,10 +284,19 @@ class IndexStore:
             return []
         return [(eid.decode(), fields) for eid, fields in reply[0][1] if fields]
 
-    def claim_stale(self, name: str, consumer: str, idle_ms: int) -> None:
-        """Take over entries another (dead) consumer read but never acknowledged."""
-        self.r.xautoclaim(self.keys(name).stream, GROUP, consumer, idle_ms, start_id="0-0",
-                          count=1000)
+    def claim_stale(self, name: str, consumer: str, idle_ms: int, limit: int = 100_000) -> int:
+        """Take over entries other consumers read but never acknowledged (idle at least
+        ``idle_ms``), up to ``limit``; how many were claimed. The lease holder claims with
+        ``idle_ms=0``: whoever read them before lost the lease and can no longer commit."""
+        start, claimed = "0-0", 0
+        while claimed < limit:
+            reply = self.r.xautoclaim(self.keys(name).stream, GROUP, consumer, idle_ms,
+                                      start_id=start, count=min(1000, limit - claimed))
+            claimed += len(reply[1])
+            start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
+            if start == "0-0":
+                break
+        return claimed
 
     def queue_depth(self, name: str) -> int:
         """Chunks accepted and not yet committed (acked entries are deleted)."""
@@ -279,19 +378,34 @@ class IndexStore:
 
 
     # --- the round's commit ---------------------------------------------------------------
-    def commit_round(self, name: str, expected_version: int, commit: RoundCommit) -> bool:
-        """Commit a round atomically; False when the version moved (another worker won).
+    def commit_round(self, name: str, expected_version: int, commit: RoundCommit,
+                     lease: Lease | None = None) -> bool:
+        """Commit a round atomically; False when the version moved (another worker won) or,
+        with a ``lease``, when the lease is no longer the caller's (fencing: it lapsed and
+        another worker may hold it). Workers always pass their lease; ``None`` is for tools
+        and tests that write an index nobody else runs.
 
         A ``commit.segment`` makes a new version (the round's codes); without one only the
         query chunks are stored and the chunks acknowledged.
         """
+        if lease is None:
+            return self._commit(name, expected_version, commit, None)
+        with lease.guard:
+            return self._commit(name, expected_version, commit, lease)
+
+    def _commit(self, name: str, expected_version: int, commit: RoundCommit,
+                lease: Lease | None) -> bool:
         k = self.keys(name)
         with self.r.pipeline(transaction=True) as pipe:
             try:
-                pipe.watch(k.version)
+                pipe.watch(*([k.version, k.lease] if lease is not None else [k.version]))
                 current = pipe.get(k.version)
                 if (int(current) if current is not None else 0) != expected_version:
                     return False
+                if lease is not None:
+                    holder = pipe.get(k.lease)
+                    if holder is None or holder.decode() != lease.value:
+                        return False
                 pipe.multi()
                 new_version = expected_version + 1
                 if commit.state is not None:
@@ -403,14 +517,16 @@ class IndexStore:
             for cid, history in zip(chunk_ids, histories, strict=True)})
 
     def dead_letter(self, name: str, chunk_id: str, fields: dict[bytes, bytes],
-                    reason: str) -> str | None:
+                    reason: str, lease: Lease | None = None) -> str | None:
         """Move a chunk from the ingest stream to the dead-letter stream with its error and
-        history, in one MULTI; None when the chunk was no longer pending (committed)."""
+        history, atomically; None when the chunk was no longer pending (committed) or the
+        ``lease`` is no longer the caller's."""
         k = self.keys(name)
         pairs = [part for item in fields.items() for part in item]
         moved = self._dead_letter(
-            keys=[k.stream, k.dead_letters, k.attempts, k.attempt_errors],
-            args=[GROUP, chunk_id, reason, f"{time.time():.3f}", *pairs])
+            keys=[k.stream, k.dead_letters, k.attempts, k.attempt_errors, k.lease],
+            args=[GROUP, chunk_id, reason, f"{time.time():.3f}",
+                  lease.value if lease is not None else "", *pairs])
         return None if moved is None else str(moved.decode())
 
     def dead_letters(self, name: str, count: int = 100,
@@ -445,35 +561,50 @@ class IndexStore:
     def delete_dead_letter(self, name: str, entry_id: str) -> bool:
         return bool(self.r.xdel(self.keys(name).dead_letters, entry_id))
 
-    # --- worker lock and liveness ---------------------------------------------------------
-    def acquire_lock(self, name: str, owner: str, ttl_ms: int) -> bool:
-        k = self.keys(name).lock
-        if self.r.set(k, owner, nx=True, px=ttl_ms):
-            return True
-        return bool(self._renew(keys=[k], args=[owner, ttl_ms]))
+    # --- round leases and worker liveness -------------------------------------------------
+    def take_lease(self, name: str, worker: str, ttl_ms: int) -> Lease | None:
+        """The index's round lease with a new fencing token, or None while another holds it."""
+        token = self._take_lease(keys=[self.keys(name).lease, self.keys(name).lease_token],
+                                 args=[worker, ttl_ms])
+        return None if token is None else Lease(name, worker, int(token), ttl_ms)
 
-    def release_lock(self, name: str, owner: str) -> None:
-        self._release(keys=[self.keys(name).lock], args=[owner])
+    def renew_lease(self, lease: Lease) -> bool:
+        """Extend the lease by its TTL if still held; False once it was lost."""
+        with lease.guard:
+            return bool(self._renew(keys=[self.keys(lease.name).lease],
+                                    args=[lease.value, lease.ttl_ms]))
 
-    def release_locks_of(self, owner: str) -> list[str]:
-        """Release every index lock ``owner`` holds (compare-and-delete, as ``release_lock``);
-        the names of the indexes whose lock it held."""
-        names = self.list_indexes()
-        if not names:
-            return []
-        pipe = self.r.pipeline(transaction=False)  # one script call per index: one slot each
-        for name in names:
-            self._release(keys=[self.keys(name).lock], args=[owner], client=pipe)
-        released = pipe.execute()
-        return [name for name, n in zip(names, released, strict=True) if n]
+    def release_lease(self, lease: Lease) -> None:
+        """Give the lease back (compare-and-delete: never someone else's)."""
+        with lease.guard:
+            self._release(keys=[self.keys(lease.name).lease], args=[lease.value])
 
-    def heartbeat(self, worker_id: str, ttl_s: int, info: dict[str, Any] | None = None) -> None:
-        """Mark the worker alive for ``ttl_s``; ``info`` (its kernel, backend) rides along."""
-        self.r.set(worker_key(self.prefix, worker_id), json.dumps(info or {}), ex=ttl_s)
+    def lease_holder(self, name: str) -> tuple[int, str] | None:
+        """(token, worker) of the index's current lease, or None."""
+        raw = self.r.get(self.keys(name).lease)
+        if raw is None:
+            return None
+        token, _, worker = raw.decode().partition(":")
+        return int(token), worker
+
+    def release_leases_of(self, worker: str) -> list[str]:
+        """Drop every lease ``worker`` holds (a worker known dead); the indexes it held.
+        One script call per index: each lease is on its index's slot."""
+        return [name for name in self.list_indexes()
+                if self._release_of(keys=[self.keys(name).lease], args=[worker])]
+
+    def heartbeat(self, worker_id: str, ttl_s: float, info: dict[str, Any] | None = None
+                  ) -> None:
+        """Mark the worker alive for ``ttl_s`` (server time); ``info`` (its kernel, backend)
+        rides along. Expired workers are dropped on the way."""
+        self._heartbeat(keys=[workers_alive_key(self.prefix), workers_info_key(self.prefix)],
+                        args=[worker_id, int(ttl_s * 1000), json.dumps(info or {})])
 
     def drop_heartbeat(self, worker_id: str) -> bool:
         """Forget a worker known to be dead at once (its heartbeat would last its TTL)."""
-        return bool(self.r.delete(worker_key(self.prefix, worker_id)))
+        return bool(self._heartbeat(keys=[workers_alive_key(self.prefix),
+                                          workers_info_key(self.prefix)],
+                                    args=[worker_id, 0, ""]))
 
     def count_restart(self) -> int:
         """Count one worker restart; the new total."""
@@ -485,21 +616,17 @@ class IndexStore:
         return int(raw) if raw is not None else 0
 
     def workers_alive(self) -> int:
-        return sum(1 for _ in self.r.scan_iter(match=worker_key(self.prefix, "*"), count=100))
+        return len(self.workers())
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        """Live workers: id → the info of its last heartbeat."""
-        keys = list(self.r.scan_iter(match=worker_key(self.prefix, "*"), count=100))
-        if not keys:
-            return {}
-        start = len(worker_key(self.prefix, ""))
+        """Live workers: id → the info of its last heartbeat (one slot, no SCAN)."""
+        flat = self._live_workers(keys=[workers_alive_key(self.prefix),
+                                        workers_info_key(self.prefix)])
         out: dict[str, dict[str, Any]] = {}
-        for key, raw in zip(keys, self.r.mget(keys), strict=True):
-            if raw is None:
-                continue  # expired between SCAN and MGET
+        for worker, raw in zip(flat[::2], flat[1::2], strict=True):
             try:
                 info = json.loads(raw)
             except ValueError:
                 info = {}
-            out[key.decode()[start:]] = info if isinstance(info, dict) else {}
+            out[worker.decode()] = info if isinstance(info, dict) else {}
         return out

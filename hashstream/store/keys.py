@@ -53,8 +53,16 @@ class IndexKeys:
 
     def segment(self, version: int) -> str:
         """Hash: the code-store segment written by one model version (packed codes, ids,
-        labels as class-id lists in CSR form)."""
+        labels as class-id lists in CSR form); for a partitioned index its manifest (the
+        lease token that names the partitions' parts, and their sizes)."""
         return self._k(f"segment:{version}")
+
+    def partition_segment(self, partition: int, version: int, token: int) -> str:
+        """Hash: one partition's part of a segment of a partitioned index, on the partition's
+        own hash tag (``{name#p}``, so partitions spread over shards). Named by the lease token
+        of the round that wrote it: a round that loses its lease never overwrites the winner's
+        part."""
+        return f"{self.prefix}:{{{self.name}#{partition}}}:segment:{version}:{token}"
 
     @property
     def queries(self) -> str:
@@ -77,9 +85,21 @@ class IndexKeys:
         return self._k("ingest")
 
     @property
-    def lock(self) -> str:
-        """The worker lock: one round runner per index at a time."""
-        return self._k("lock")
+    def lease(self) -> str:
+        """The round lease: ``<token>:<worker id>`` of the one worker that may commit the
+        index's next round (expires unless renewed)."""
+        return self._k("lease")
+
+    @property
+    def lease_token(self) -> str:
+        """Counter: the fencing token of the latest lease taken (strictly increasing)."""
+        return self._k("lease_token")
+
+    @property
+    def partition_writes(self) -> str:
+        """Set of ``<version>:<lease token>`` whose partition segments were written (committed
+        or not): what deleting the index must remove on the partitions' slots."""
+        return self._k("partition_writes")
 
     @property
     def next_id(self) -> str:
@@ -119,19 +139,26 @@ class IndexKeys:
     def all(self) -> list[str]:
         """Fixed keys (projections are found by pattern)."""
         return [self.config, self.version, self.state, self.center_memory, self.queries,
-                self.rounds, self.commit_seconds, self.stream, self.lock, self.next_id,
-                self.label_kind, self.class_numbers, self.class_labels, self.attempts,
-                self.attempt_errors, self.dead_letters]
+                self.rounds, self.commit_seconds, self.stream, self.lease, self.lease_token,
+                self.next_id, self.label_kind, self.class_numbers, self.class_labels,
+                self.attempts, self.attempt_errors, self.dead_letters, self.partition_writes]
 
 
 def registry_key(prefix: str) -> str:
-    """Set of index names."""
+    """Set of index names: written last on create, removed first on delete (an index exists
+    when its config does; the set is what lists it)."""
     return f"{prefix}:indexes"
 
 
-def worker_key(prefix: str, worker_id: str) -> str:
-    """Set with an expiry by a live worker; /readyz counts them."""
-    return f"{prefix}:worker:{worker_id}"
+def workers_alive_key(prefix: str) -> str:
+    """Sorted set: worker id → the server time (ms) its heartbeat expires. One hash-tagged key
+    with :func:`workers_info_key`, so liveness is read from one slot, never by SCAN."""
+    return f"{prefix}:{{workers}}:alive"
+
+
+def workers_info_key(prefix: str) -> str:
+    """Hash: worker id → JSON of its last heartbeat (kernel, backend, start time)."""
+    return f"{prefix}:{{workers}}:info"
 
 
 def supervisor_restarts_key(prefix: str) -> str:

@@ -185,12 +185,10 @@ def test_a_recreated_index_never_reuses_the_old_ones_cache(store: IndexStore) ->
     service.ingest("r", _parsed(11, n=200))
     a, b = RoundRunner(store), RoundRunner(store)
     assert a.step("r") and store.version("r") == 1
-    store.release_lock("r", a.id)
     service.delete("r")
     service.create("r", DIM, FAST)
     service.ingest("r", _parsed(12, n=120))
     assert b.step("r") and store.version("r") == 1
-    store.release_lock("r", b.id)
     service.ingest("r", _parsed(13, n=130))
     assert a.step("r") and store.version("r") == 2
     assert [r["n_database"] for r in store.rounds("r")] == [120, 250]

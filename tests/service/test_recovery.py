@@ -3,7 +3,7 @@
 
 The API runs with ``--workers 0`` and the test starts `hashstream worker` processes itself, so it
 can read their JSON event lines (``round_start``, ``round_commit``) and kill one at the right
-moment. The lock TTL is short so a restarted worker does not wait 30 s for a dead one's lock.
+moment. The lease TTL is short so a restarted worker takes a dead one's round over quickly.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ DIM, CLASSES = 64, 8
 # Heavy enough that a round lasts well past its round_start line (many iterations, 1,024
 # anchors): the kills below must land inside a round; the version checks verify they did.
 SETTINGS = {"n_anchors": 1024, "n1": 200, "n2": 200, "iterations": 20, "sweeps": 3}
-LOCK_TTL_MS = 1500
+LEASE_TTL_MS = 1500
 
 
 def _stream_pending(redis_client: Any, store: Any, name: str) -> int:
@@ -29,7 +29,7 @@ def _stream_pending(redis_client: Any, store: Any, name: str) -> int:
 def test_worker_killed_mid_round_commits_every_chunk_once(start_server: Any, start_worker: Any,
                                                           store_for: Any, redis_client: Any,
                                                           hs: Any) -> None:
-    server = start_server("rec", workers=0, lock_ttl_ms=LOCK_TTL_MS)
+    server = start_server("rec", workers=0, lease_ttl_ms=LEASE_TTL_MS)
     store = store_for("rec")
     name = hs.unique("rec")
     server.create_index(name, DIM, **SETTINGS)
@@ -44,7 +44,7 @@ def test_worker_killed_mid_round_commits_every_chunk_once(start_server: Any, sta
         return str(out["chunk_id"])
 
     def worker() -> Any:
-        w = start_worker("rec", lock_ttl_ms=LOCK_TTL_MS)
+        w = start_worker("rec", lease_ttl_ms=LEASE_TTL_MS)
         workers.append(w)
         return w
 
@@ -118,7 +118,8 @@ def test_worker_killed_mid_round_commits_every_chunk_once(start_server: Any, sta
 
 def test_two_workers_one_index_each_round_once(start_server: Any, start_worker: Any,
                                                 hs: Any) -> None:
-    """Two live workers on one index: the lock lets one run its rounds; nothing is doubled."""
+    """Two live workers on one index: leases let both run rounds, one at a time; nothing is
+    doubled."""
     server = start_server("two", workers=0)
     name = hs.unique("two")
     server.create_index(name, 16)
@@ -196,7 +197,7 @@ def test_serve_kill9_with_embedded_redis_keeps_every_round(start_server: Any, hs
                                                            tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = start_server("emb", workers=1, embedded=True, data_dir=data_dir,
-                         lock_ttl_ms=LOCK_TTL_MS)
+                         lease_ttl_ms=LEASE_TTL_MS)
     line = first.log.wait_for(lambda text: "embedded Redis at" in text, 30)
     port = int(re.search(r"redis://127\.0\.0\.1:(\d+)", line).group(1))  # type: ignore[union-attr]
     redis_pids = _redis_server_pids(port)
@@ -227,7 +228,7 @@ def test_serve_kill9_with_embedded_redis_keeps_every_round(start_server: Any, hs
     assert not port_open(port)
 
     second = start_server("emb", workers=1, embedded=True, data_dir=data_dir,
-                          lock_ttl_ms=LOCK_TTL_MS)
+                          lease_ttl_ms=LEASE_TTL_MS)
     info = second.wait_idle(name, 2)
     after = second.rounds(name)
     keep = ("round", "chunks", "n_database", "n_classes", "map", "loss")

@@ -1,5 +1,5 @@
-"""`serve` supervises its worker children: a killed worker is replaced at once, its lock and
-heartbeat are cleared so the interrupted round is redone without waiting out the lock TTL, and
+"""`serve` supervises its worker children: a killed worker is replaced at once, its leases and
+heartbeat are cleared so the interrupted round is redone without waiting out the lease TTL, and
 the restart is counted (/metrics). The backoff policy is tested as the pure class it is."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from typing import Any
 import psutil
 
 from hashstream.cli.supervisor import Backoff
-from hashstream.store.keys import worker_key
 
 DIM, CLASSES = 64, 8
 # A round on 6,000 rows that lasts well past its round_start line (~1 s here; the version check
@@ -38,20 +37,21 @@ def test_backoff_custom_base_and_cap() -> None:
     assert b.next_delay(10.0) == 0
 
 
-# --- the store's side: a dead worker's locks, heartbeat and the restart counter ------------
+# --- the store's side: a dead worker's leases, heartbeat and the restart counter -----------
 
-def test_release_locks_of_a_dead_owner_only(store_for: Any, redis_client: Any, hs: Any) -> None:
-    store = store_for("locks")
+def test_release_leases_of_a_dead_owner_only(store_for: Any, redis_client: Any,
+                                             hs: Any) -> None:
+    store = store_for("leases")
     names = [hs.unique("lk") for _ in range(3)]
     for name in names:
         store.create_index(name, {"name": name})
-    assert store.acquire_lock(names[0], "dead", 30_000)
-    assert store.acquire_lock(names[1], "alive", 30_000)
-    assert store.acquire_lock(names[2], "dead", 30_000)
-    assert sorted(store.release_locks_of("dead")) == sorted([names[0], names[2]])
-    assert store.release_locks_of("dead") == []
-    assert redis_client.get(store.keys(names[1]).lock) == b"alive"  # not its lock: kept
-    assert store.acquire_lock(names[0], "next", 30_000)  # free at once, no TTL wait
+    assert store.take_lease(names[0], "dead", 30_000) is not None
+    alive = store.take_lease(names[1], "alive", 30_000)
+    assert store.take_lease(names[2], "dead", 30_000) is not None
+    assert sorted(store.release_leases_of("dead")) == sorted([names[0], names[2]])
+    assert store.release_leases_of("dead") == []
+    assert store.lease_holder(names[1]) == (alive.token, "alive")  # not its lease: kept
+    assert store.take_lease(names[0], "next", 30_000) is not None  # free at once, no TTL wait
 
     store.heartbeat("dead", ttl_s=30)
     store.heartbeat("alive", ttl_s=30)
@@ -88,7 +88,8 @@ def _restarts_metric(server: Any) -> float:
 
 def test_killed_worker_is_replaced_and_its_round_redone_within_20s(
         start_server: Any, store_for: Any, redis_client: Any, hs: Any) -> None:
-    server = start_server("sup", workers=1)  # the default lock TTL (30 s)
+    # a long lease TTL: the round is redone because the supervisor released the lease
+    server = start_server("sup", workers=1, lease_ttl_ms=30_000)
     store = store_for("sup")
     assert _restarts_metric(server) == 0
     name = hs.unique("sup")
@@ -103,7 +104,7 @@ def test_killed_worker_is_replaced_and_its_round_redone_within_20s(
     server.log.wait_event("round_start", 90, 0, lambda e: e.get("index") == name
                           and e.get("chunks") == [chunk])
     assert store.version(name) == 0
-    assert redis_client.get(store.keys(name).lock) == old_id.encode()
+    assert store.lease_holder(name)[1] == old_id
     mark = len(server.log.lines)
     killed_at = time.monotonic()
     os.kill(old_pid, signal.SIGKILL)
@@ -128,8 +129,8 @@ def test_killed_worker_is_replaced_and_its_round_redone_within_20s(
     restart = server.log.wait_event("worker_restart", 30, mark)
     assert restart["worker"] == old_id and restart["exit_code"] == -signal.SIGKILL
     assert restart["restarts"] == 1 and restart["backoff_s"] == 0
-    assert restart["locks_released"] == [name]  # released by the supervisor, not the TTL
-    assert not redis_client.exists(worker_key(store.prefix, old_id))
+    assert restart["leases_released"] == [name]  # released by the supervisor, not the TTL
+    assert old_id not in store.workers()
 
     commit = server.log.wait_event("round_commit", 60, mark,
                                    lambda e: e.get("index") == name and chunk in e["chunks"])
@@ -165,7 +166,7 @@ class _FakeStore:
         self.dropped.append(worker_id)
         return True
 
-    def release_locks_of(self, owner: str) -> list[str]:
+    def release_leases_of(self, owner: str) -> list[str]:
         self.released.append(owner)
         return []
 

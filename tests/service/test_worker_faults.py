@@ -186,41 +186,63 @@ def test_every_commit_failing_after_exec_still_commits_each_chunk_once(index: In
     assert_exactly_once(index, faulty)
 
 
-# --- the lock lost mid-round --------------------------------------------------------------
+# --- the lease lost mid-round -------------------------------------------------------------
+
+def _thief(index: Index, redis_client: redis.Redis) -> tuple[FaultyStore, RoundRunner]:
+    store = FaultyStore(IndexStore(redis_client, index.store.prefix))  # logs only
+    return store, RoundRunner(store, worker_id="thief", max_attempts=3)
+
 
 @pytest.mark.parametrize("at", ["round_start", "commit"])
-def test_lock_lost_mid_round_another_runner_commits_and_the_first_does_not(
+def test_lease_lost_mid_round_another_runner_commits_and_the_first_cannot(
         index: Index, redis_client: redis.Redis, at: str) -> None:
     victim_store = FaultyStore(index.store)
-    thief_store = FaultyStore(IndexStore(redis_client, index.store.prefix))  # logs only
+    thief_store, thief = _thief(index, redis_client)
     victim = RoundRunner(victim_store, worker_id="victim", max_attempts=3)
-    thief = RoundRunner(thief_store, worker_id="thief", max_attempts=3)
-    victim_store.lose_lock(thief.step, at=at)
+    victim_store.lose_lease(thief.step, at=at)
     a, b = index.send(1), index.send(2)
     step(victim)
     [theft] = victim_store.thefts
-    assert theft.owner_before == "victim" and theft.owner_after == "thief"
-    assert redis_client.get(index.store.keys(NAME).lock) == b"thief"
+    assert theft.owner_before is not None and theft.owner_before.endswith(":victim")
+    assert theft.thief_result is True  # the thief took a lease of its own and ran a round
+    assert theft.owner_after is None  # … and gave it back
     # the thief committed (the chunks the victim had started count as failed once, so they
-    # run alone); the victim's own commit, if it tried one, wrote nothing
+    # run alone); the victim's commit, if it tried one, was fenced off and wrote nothing
     thief_chunks = [cid for c in thief_store.commits_written for cid in c.ack_ids]
     assert thief_chunks and set(thief_chunks) <= {a, b}
     assert victim_store.commits_written == []
-    assert all(r["worker"] == "thief" for r in index.store.rounds(NAME))
-
-    # the thief holds the lock now: the victim steps without effect, the thief goes on
+    assert [r["worker"] for r in index.store.rounds(NAME)] == ["thief"]
+    victim_token = int(theft.owner_before.split(":")[0])
+    assert index.store.rounds(NAME)[0]["lease_token"] > victim_token
+    # both go on: every lease is per round, so either may take the next ones
     c = index.send(3)
     drain(index.store, victim, thief)
     assert sorted(cid for r in index.round_chunks() for cid in r) == sorted([a, b, c])
-    assert all(r["worker"] == "thief" for r in index.store.rounds(NAME))
-    # the lock comes back to the victim: it builds on the thief's rounds, not its stale memory
-    index.store.release_lock(NAME, "thief")
-    d = index.send(4)
-    drain(index.store, victim)
-    assert index.round_chunks()[-1] == [d]
-    assert index.store.rounds(NAME)[-1]["worker"] == "victim"
-    assert victim_store.commits_written[-1].ack_ids == [d]
+    tokens = [r["lease_token"] for r in index.store.rounds(NAME)]
+    assert tokens == sorted(set(tokens))  # each commit under a newer lease
     assert_exactly_once(index, victim_store, thief_store)
+
+
+def test_lapsed_lease_race_the_zombie_commits_between_the_new_holders_reads_and_commit(
+        index: Index, redis_client: redis.Redis) -> None:
+    """The interleaving that committed a chunk twice before fencing: A's lease lapses
+    mid-round; B takes the lease, reads the version and the chunks A had read; A commits now
+    (refused: B holds the lease); B commits. Then A's own commit goes out too (refused)."""
+    a_store = FaultyStore(index.store)
+    b_store, b = _thief(index, redis_client)
+    a = RoundRunner(a_store, worker_id="A", max_attempts=3)
+    zombie_results: list[bool] = []
+    b_store.on_round_start(lambda _name: zombie_results.append(a_store.commit_now()))
+    a_store.lose_lease(b.step, at="commit")
+    chunk = index.send(1, n=400)
+    assert step(a) is False  # A's round was not committed
+    assert zombie_results == [False]  # A's commit inside B's round: fenced off
+    assert [c.outcome for c in a_store.calls] == ["refused", "refused"]
+    assert [c.outcome for c in b_store.calls] == ["committed"]
+    [record] = index.store.rounds(NAME)
+    assert record["chunks"] == [chunk] and record["worker"] == "thief"
+    assert record["n_database"] == 400  # 400 items sent, 400 in the database (not 800)
+    assert_exactly_once(index, a_store, b_store)
 
 
 # --- failures, then recovery --------------------------------------------------------------

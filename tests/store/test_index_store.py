@@ -18,7 +18,8 @@ import redis
 
 from hashstream.cli.embedded_redis import EmbeddedRedis
 from hashstream.store.codec import decode_array, encode_array
-from hashstream.store.index_store import GROUP, IndexStore, RoundCommit
+from hashstream.store.index_store import GROUP, IndexStore, Lease, RoundCommit
+from hashstream.store.keys import workers_info_key
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def _keys_of(client: redis.Redis, store: IndexStore, name: str) -> dict[bytes, b
     pattern = f"{store.prefix}:{{{name}}}:*".replace("{", "\\{").replace("}", "\\}")
     out = {}
     for key in client.scan_iter(match=pattern, count=1000):
-        if key.endswith(b":lock"):
+        if key.endswith((b":lease", b":lease_token")):
             continue
         kind = client.type(key)
         if kind == b"stream":
@@ -109,7 +110,7 @@ def test_delete_removes_every_key(store: IndexStore, redis_client: redis.Redis,
     assert _commit(store, name, 1, **_round(2), ack_ids=[], query_chunks={})
     _enqueue(store, name, 2)
     store.next_ids(name, 10)
-    assert store.acquire_lock(name, "w", 60_000)
+    assert store.take_lease(name, "w", 60_000) is not None
     assert _keys_of(redis_client, store, name)
     assert store.delete_index(name)
     pattern = f"{store.prefix}:{{{name}}}:*".replace("{", "\\{").replace("}", "\\}")
@@ -314,34 +315,62 @@ def test_concurrent_commits_of_one_version_one_wins(store: IndexStore, redis_url
     assert store.version(name) == 1 and len(store.rounds(name)) == 1
 
 
-# --- lock and liveness ---------------------------------------------------------------------
+# --- leases and liveness -------------------------------------------------------------------
 
-def test_lock_acquire_renew_release_by_owner_only(store: IndexStore, redis_client: redis.Redis,
-                                                  name: str) -> None:
-    key = store.keys(name).lock
-    assert store.acquire_lock(name, "A", 10_000)
-    assert not store.acquire_lock(name, "B", 10_000)
+def test_lease_taken_by_one_renewed_and_released_by_its_holder_only(
+        store: IndexStore, redis_client: redis.Redis, name: str) -> None:
+    key = store.keys(name).lease
+    a = store.take_lease(name, "A", 10_000)
+    assert a is not None and store.take_lease(name, "B", 10_000) is None
+    assert redis_client.get(key) == f"{a.token}:A".encode()
+    assert store.lease_holder(name) == (a.token, "A")
     redis_client.pexpire(key, 1_000)
-    assert store.acquire_lock(name, "A", 10_000)  # the owner renews
-    assert redis_client.pttl(key) > 5_000
-    store.release_lock(name, "B")  # not the owner: no effect
-    assert redis_client.get(key) == b"A"
-    assert not store.acquire_lock(name, "B", 10_000)
-    store.release_lock(name, "A")
-    assert redis_client.get(key) is None
-    assert store.acquire_lock(name, "B", 10_000)
-    assert not store.acquire_lock(name, "A", 10_000)
-    store.release_lock(name, "B")
+    assert store.renew_lease(a) and redis_client.pttl(key) > 5_000
+    stranger = Lease(name, "B", a.token, 10_000)  # same token, another worker: not the holder
+    assert not store.renew_lease(stranger)
+    store.release_lease(stranger)
+    assert redis_client.get(key) == f"{a.token}:A".encode()
+    store.release_lease(a)
+    assert redis_client.get(key) is None and not store.renew_lease(a)
+    b = store.take_lease(name, "B", 10_000)
+    assert b is not None and b.token > a.token  # fencing tokens only grow
+    assert store.take_lease(name, "A", 10_000) is None
 
 
-def test_lock_expires(store: IndexStore, name: str) -> None:
-    assert store.acquire_lock(name, "A", 150)
-    assert not store.acquire_lock(name, "B", 150)
+def test_lease_expires_and_the_next_holder_gets_a_larger_token(store: IndexStore,
+                                                               name: str) -> None:
+    a = store.take_lease(name, "A", 150)
+    assert a is not None and store.take_lease(name, "B", 150) is None
     deadline = time.monotonic() + 10
-    while not store.acquire_lock(name, "B", 10_000):
-        assert time.monotonic() < deadline, "the lock never expired"
+    while (b := store.take_lease(name, "B", 10_000)) is None:
+        assert time.monotonic() < deadline, "the lease never expired"
         time.sleep(0.02)
-    assert not store.acquire_lock(name, "A", 10_000)
+    assert b.token == a.token + 1 and not store.renew_lease(a)
+
+
+def test_commit_is_fenced_by_the_lease(store: IndexStore, name: str) -> None:
+    """A commit with a lease goes through only while that lease is the index's current one."""
+    a = store.take_lease(name, "A", 10_000)
+    assert a is not None
+    store.release_lease(a)  # as if it lapsed
+    assert not store.commit_round(name, 0, RoundCommit(**_round(1)), lease=a)
+    b = store.take_lease(name, "B", 10_000)
+    assert b is not None
+    assert not store.commit_round(name, 0, RoundCommit(**_round(1)), lease=a)  # B holds it
+    assert store.version(name) == 0
+    assert store.commit_round(name, 0, RoundCommit(**_round(1)), lease=b)
+    assert store.version(name) == 1 and store.rounds(name)[0]["round"] == 1
+
+
+def test_release_leases_of_a_dead_worker_only(store: IndexStore, name: str) -> None:
+    other = f"{name}-2"
+    store.create_index(other, {"dim": 4})
+    assert store.take_lease(name, "dead", 60_000) is not None
+    assert store.take_lease(other, "alive", 60_000) is not None
+    assert store.release_leases_of("dead") == [name]
+    assert store.release_leases_of("dead") == []
+    assert store.lease_holder(name) is None and store.lease_holder(other) is not None
+    store.delete_index(other)
 
 
 def test_heartbeat_counts_live_workers(store: IndexStore, redis_client: redis.Redis,
@@ -357,6 +386,10 @@ def test_heartbeat_counts_live_workers(store: IndexStore, redis_client: redis.Re
     while own.workers_alive() != 1:
         assert time.monotonic() < deadline, "the heartbeat never expired"
         time.sleep(0.05)
+    own.heartbeat("w1", ttl_s=30)  # a beat drops the expired worker's info too
+    assert redis_client.hkeys(workers_info_key(own.prefix)) == [b"w1"]
+    assert own.drop_heartbeat("w1") and not own.drop_heartbeat("w1")
+    assert own.workers() == {}
 
 
 def test_embedded_redis_persists_across_restart(tmp_path: Path) -> None:

@@ -11,12 +11,17 @@ real store). It intercepts two public methods only:
     reaching Redis: nothing is written (a connection lost before EXEC).
   * ``fail_after_exec(n)``: the next ``n`` round commits run for real and then raise: the round
     is written and acknowledged, but the caller sees an error (EXEC ran, its reply was lost).
-  * ``lose_lock(thief, at="commit")``: before the next round commit, the index's lock key is
-    deleted (as its expiry would) and ``thief(name)`` runs, typically another runner's
-    ``step``, which takes the lock; then the commit runs for real.
+  * ``lose_lease(thief, at="commit")``: before the next round commit, the index's lease key
+    is deleted (as its expiry would) and ``thief(name)`` runs, typically another runner's
+    ``step``, which takes a new lease; then the commit runs for real.
 
-- ``start_attempt``: ``lose_lock(thief, at="round_start")`` fires right after the round's
-  attempts were counted instead, so the whole round runs without the lock.
+  While the thief runs, :meth:`FaultyStore.commit_now` sends the interrupted commit for real
+  (and logs it): how a test makes the victim's commit land *inside* the thief's round.
+
+- ``start_attempt``: ``lose_lease(thief, at="round_start")`` fires right after the round's
+  attempts were counted instead, so the whole round runs without the lease;
+  ``on_round_start(hook)`` just runs ``hook(name)`` there (the round has read its version
+  and its chunks), taking nothing away.
 
 Every round commit is logged in ``calls`` (:class:`CommitCall`: expected version, chunk ids,
 the fault, and what really happened), so a test can count the commits that wrote. With
@@ -60,14 +65,15 @@ class CommitCall:
 
 @dataclass
 class _Fault:
-    kind: str  # "before", "after", "lose-lock"
+    kind: str  # "before", "after", "lose-lease"
     thief: Callable[[str], Any] | None = None
     at: str = "commit"
 
 
 @dataclass
-class LockTheft:
-    """What ``lose_lock`` did: the lock's owner before, the thief's return, the owner after."""
+class LeaseTheft:
+    """What ``lose_lease`` did: the lease (``token:worker``) before, the thief's return, the
+    lease after."""
 
     name: str
     owner_before: str | None
@@ -81,9 +87,10 @@ class FaultyStore:
     def __init__(self, inner: IndexStore) -> None:
         self.inner = inner
         self.calls: list[CommitCall] = []
-        self.thefts: list[LockTheft] = []
+        self.thefts: list[LeaseTheft] = []
         self._commit_faults: list[_Fault] = []
         self._start_faults: list[_Fault] = []
+        self._interrupted: tuple[CommitCall, tuple[Any, ...], dict[str, Any]] | None = None
 
     def __getattr__(self, attr: str) -> Any:  # everything not intercepted: the real store
         return getattr(self.inner, attr)
@@ -97,15 +104,31 @@ class FaultyStore:
         self._commit_faults += [_Fault("after") for _ in range(times)]
         return self
 
-    def lose_lock(self, thief: Callable[[str], Any] | None = None,
-                  at: str = "commit") -> FaultyStore:
-        """Delete the lock (``at`` the next round commit, or right after the next round start)
-        and let ``thief(name)`` run before the caller carries on."""
+    def lose_lease(self, thief: Callable[[str], Any] | None = None,
+                   at: str = "commit") -> FaultyStore:
+        """Delete the lease (``at`` the next round commit, or right after the next round
+        start) and let ``thief(name)`` run before the caller carries on."""
         if at not in ("commit", "round_start"):
-            raise ValueError(f"lose_lock at {at!r}: 'commit' or 'round_start'")
-        fault = _Fault("lose-lock", thief, at)
+            raise ValueError(f"lose_lease at {at!r}: 'commit' or 'round_start'")
+        fault = _Fault("lose-lease", thief, at)
         (self._commit_faults if at == "commit" else self._start_faults).append(fault)
         return self
+
+    def on_round_start(self, hook: Callable[[str], Any]) -> FaultyStore:
+        """Run ``hook(name)`` right after the next round's attempts are counted."""
+        self._start_faults.append(_Fault("hook", hook, "round_start"))
+        return self
+
+    def commit_now(self) -> bool:
+        """Send the commit interrupted by a ``lose_lease`` at commit for real, now (once)."""
+        assert self._interrupted is not None, "no commit is interrupted"
+        call, args, kwargs = self._interrupted
+        self._interrupted = None
+        ok = bool(self.inner.commit_round(call.name, call.expected_version, *args, **kwargs))
+        early = CommitCall(call.name, call.expected_version, call.ack_ids, "commit-now",
+                           "committed" if ok else "refused")
+        self.calls.append(early)
+        return ok
 
     @property
     def armed(self) -> int:
@@ -120,7 +143,12 @@ class FaultyStore:
     def start_attempt(self, name: str, chunk_ids: list[str]) -> dict[str, int]:
         counts = self.inner.start_attempt(name, chunk_ids)
         if chunk_ids and self._start_faults:
-            self._steal_lock(name, self._start_faults.pop(0).thief)
+            fault = self._start_faults.pop(0)
+            if fault.kind == "hook":
+                assert fault.thief is not None
+                fault.thief(name)
+            else:
+                self._steal_lease(name, fault.thief)
         return counts
 
     def commit_round(self, name: str, expected_version: int, *args: Any, **kwargs: Any) -> bool:
@@ -135,8 +163,10 @@ class FaultyStore:
         if fault is not None and fault.kind == "before":
             call.outcome, call.raised = "not-sent", True
             raise InjectedFault("injected: the connection dropped before EXEC")
-        if fault is not None and fault.kind == "lose-lock":
-            self._steal_lock(name, fault.thief)
+        if fault is not None and fault.kind == "lose-lease":
+            self._interrupted = (call, args, kwargs)
+            self._steal_lease(name, fault.thief)
+            self._interrupted = None
         try:
             ok = bool(self.inner.commit_round(name, expected_version, *args, **kwargs))
         except Exception:
@@ -148,12 +178,12 @@ class FaultyStore:
             raise InjectedFault("injected: EXEC ran but its reply was lost")
         return ok
 
-    def _steal_lock(self, name: str, thief: Callable[[str], Any] | None) -> None:
-        key = self.inner.keys(name).lock
+    def _steal_lease(self, name: str, thief: Callable[[str], Any] | None) -> None:
+        key = self.inner.keys(name).lease
         before = self.inner.r.get(key)
         self.inner.r.delete(key)  # what its expiry does
         result = thief(name) if thief is not None else None
         after = self.inner.r.get(key)
-        self.thefts.append(LockTheft(name, before.decode() if before else None, result,
+        self.thefts.append(LeaseTheft(name, before.decode() if before else None, result,
                                      after.decode() if after else None))
 

@@ -106,6 +106,11 @@ class RedisClusterNodes:
         """A URL of one node (``RedisCluster.from_url`` discovers the rest)."""
         return f"redis://{self.host}:{self.ports[0]}/0"
 
+    @property
+    def cluster_url(self) -> str:
+        """The service's cluster URL: every master as a startup node."""
+        return "redis+cluster://" + ",".join(f"{self.host}:{p}" for p in self.ports)
+
     def client(self, **kwargs: object) -> RedisCluster:
         return RedisCluster(startup_nodes=self.startup_nodes, **kwargs)  # type: ignore[arg-type]
 
