@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     search_backend: Literal["auto", "native", "numpy"] = Field(
         default="auto", description="Hamming scan: compiled kernels (auto/native) or NumPy")
     lease_ttl_ms: int = Field(
-        default=5_000, ge=200, validation_alias=AliasChoices(
+        default=3_000, ge=200, validation_alias=AliasChoices(
             "HASHSTREAM_LEASE_TTL_MS", "HASHSTREAM_LOCK_TTL_MS"),
         description="a round's lease on its index expires this long after its worker stops "
         "renewing it (renewed every third of it): a killed worker's round is taken over "

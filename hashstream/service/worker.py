@@ -159,7 +159,7 @@ class LeaseKeeper:
 class RoundRunner:
     """Runs rounds for every index in the store, one lease at a time."""
 
-    def __init__(self, store: IndexStore, *, lease_ttl_ms: int = 5_000,
+    def __init__(self, store: IndexStore, *, lease_ttl_ms: int = 3_000,
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
                  backend: Backend | None = None, max_attempts: int = 3,
                  max_round_bytes: int = 4 << 30, worker_id: str | None = None) -> None:
