@@ -45,6 +45,10 @@ class CreateIndex(BaseModel):
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     max_classes: int = Field(default=5_000, ge=1, le=100_000,
                              description="most distinct class labels the index accepts")
+    partitions: int = Field(default=1, ge=1, le=64, description="code-store partitions: each "
+                            "on its own Redis Cluster hash slot, so a large index spreads over "
+                            "shards; searches scatter over them and merge the exact top-k "
+                            "(ties by id). The model stays one per index")
     method: Literal["sdoh-hc", "ecmh", "lsh"] | None = Field(
         default=None, description="hashing method: sdoh-hc (default), ecmh (image–text pairs, "
         "as kind 'cross-modal') or lsh (random projections, the baseline)")
@@ -70,7 +74,7 @@ class CreateIndex(BaseModel):
         return self.method or ("ecmh" if self.kind == "cross-modal" else None)
 
     def solver_settings(self) -> dict[str, Any]:
-        skip = {"name", "dim", "kind", "method", "max_classes", *self._CROSS}
+        skip = {"name", "dim", "kind", "method", "max_classes", "partitions", *self._CROSS}
         return {k: v for k, v in self.model_dump(exclude=skip).items() if v is not None}
 
     def cross_modal_settings(self) -> dict[str, Any]:
@@ -89,6 +93,7 @@ class IndexInfo(BaseModel):
     settings: dict[str, Any]
     model_version: int
     max_classes: int
+    partitions: int
     queue_depth: int
     dead_letters: int = Field(description="chunks in the dead-letter stream")
     n_items: int

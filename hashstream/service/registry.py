@@ -30,6 +30,7 @@ IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
 MethodName = Literal["sdoh-hc", "ecmh", "lsh"]
 DEFAULT_MAX_CLASSES = 5_000
 MAX_CLASSES_LIMIT = 100_000
+MAX_PARTITIONS = 64
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class IndexConfig:
     code length of every method (SDOH-HC reads all of ``settings``, LSH its bits and seed);
     ``cross_modal`` holds ECMH's settings; ``max_classes`` bounds the classes the index learns
     (the solver's state grows with classes × bits). ``created`` tells a deleted and re-created
-    index apart.
+    index apart. ``partitions``: how many hash slots the code store is split over.
     """
 
     name: str
@@ -52,6 +53,7 @@ class IndexConfig:
     max_classes: int = DEFAULT_MAX_CLASSES
     method: MethodName = "sdoh-hc"
     created: float = 0.0
+    partitions: int = 1
 
     @property
     def bits(self) -> int:
@@ -69,7 +71,7 @@ class IndexConfig:
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
                "kind": self.kind, "method": self.method, "max_classes": self.max_classes,
-               "created": self.created or time.time()}
+               "created": self.created or time.time(), "partitions": self.partitions}
         if self.cross_modal is not None:
             out["cross_modal"] = self.cross_modal.as_dict()
         return out
@@ -86,7 +88,7 @@ class IndexConfig:
         return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]),
                    kind, None if cm is None else CrossModalSettings.from_dict(cm),
                    int(data.get("max_classes", DEFAULT_MAX_CLASSES)), method,
-                   float(data.get("created", 0.0)))
+                   float(data.get("created", 0.0)), int(data.get("partitions", 1)))
 
 
 class ConfigCache:
@@ -119,8 +121,8 @@ class IndexService:
 
     def create(self, name: str, dim: int, settings: SDOHSettings,
                cross_modal: CrossModalSettings | None = None,
-               max_classes: int = DEFAULT_MAX_CLASSES, method: str | None = None
-               ) -> IndexConfig:
+               max_classes: int = DEFAULT_MAX_CLASSES, method: str | None = None,
+               partitions: int = 1) -> IndexConfig:
         """Create an index; ``method`` defaults to "ecmh" with ``cross_modal`` settings and to
         "sdoh-hc" without."""
         check_name(name)
@@ -129,6 +131,9 @@ class IndexService:
         if not 1 <= max_classes <= MAX_CLASSES_LIMIT:
             raise InvalidInput(f"max_classes must be between 1 and {MAX_CLASSES_LIMIT:,}",
                                "max_classes")
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise InvalidInput(f"partitions must be between 1 and {MAX_PARTITIONS}",
+                               "partitions")
         chosen = method or ("ecmh" if cross_modal is not None else "sdoh-hc")
         if chosen not in ("sdoh-hc", "ecmh", "lsh"):
             raise InvalidInput(f"method must be 'sdoh-hc', 'ecmh' or 'lsh', not {chosen!r}",
@@ -146,7 +151,7 @@ class IndexService:
             else "sdoh-hc"
         config = IndexConfig(name, dim, settings,
                              "cross-modal" if mname == "ecmh" else mname, cross_modal,
-                             max_classes, mname, time.time())
+                             max_classes, mname, time.time(), partitions)
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config
@@ -154,7 +159,8 @@ class IndexService:
     def create_from_request(self, name: str, dim: int, solver: dict[str, Any],
                             cross_modal: dict[str, Any] | None,
                             max_classes: int = DEFAULT_MAX_CLASSES,
-                            method: str | None = None, kind: str = "sdoh-hc") -> IndexConfig:
+                            method: str | None = None, kind: str = "sdoh-hc",
+                            partitions: int = 1) -> IndexConfig:
         """``create`` from the settings of a request (422 naming ``settings`` when invalid, or
         the setting that the method does not take: nothing is ignored silently)."""
         chosen = method or ("ecmh" if kind == "cross-modal" else "sdoh-hc")
@@ -177,7 +183,7 @@ class IndexService:
                      else CrossModalSettings.from_dict(cross_modal))
         except (ValueError, TypeError) as exc:
             raise InvalidInput(str(exc), "settings") from exc
-        return self.create(name, dim, settings, cross, max_classes, method)
+        return self.create(name, dim, settings, cross, max_classes, method, partitions)
 
     def rounds(self, name: str, since: int = 0) -> dict[str, Any]:
         """Round records after round ``since``, with the queue depth."""
@@ -230,6 +236,7 @@ class IndexService:
             "name": name, "kind": config.kind, "method": config.method, "dim": config.dim,
             "bits": config.settings.bits,
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
+            "partitions": config.partitions,
             "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
             "n_items": last["n_database"] if last else 0,
             "n_classes": last["n_classes"] if last else 0,
@@ -237,7 +244,9 @@ class IndexService:
 
     def delete(self, name: str) -> None:
         check_name(name)
-        if not self.store.delete_index(name):
+        raw = self.store.config(name)
+        partitions = int(raw.get("partitions", 1)) if raw is not None else 1
+        if not self.store.delete_index(name, partitions):
             raise NotFound(f"no index named {name!r}", "name")
 
     def ensure(self, name: str, dim: int) -> IndexConfig:

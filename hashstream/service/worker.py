@@ -373,7 +373,8 @@ class RoundRunner:
         ok = self.store.commit_round(name, version, RoundCommit(
             ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
             state=result.state_arrays, segment=segment, record=record, model=model,
-            projection=result.projection, centers=result.centers), lease=lease)
+            projection=result.projection, centers=result.centers), lease=lease,
+            partitions=config.partitions)
         commit_s = time.perf_counter() - t
         if not ok:
             log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids,

@@ -27,6 +27,7 @@ from hashstream.store.keys import (
     workers_alive_key,
     workers_info_key,
 )
+from hashstream.store.partitions import join_parts, split_segment
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 GROUP = "workers"
@@ -341,7 +342,25 @@ class IndexStore:
         return None if raw is None else decode_array(raw)
 
     def load_segment(self, name: str, round_: int) -> Arrays:
-        return decode_arrays(self.r.hgetall(self.keys(name).segment(round_)))
+        """The code-store segment of one version; a partitioned index's parts joined."""
+        raw = decode_arrays(self.r.hgetall(self.keys(name).segment(round_)))
+        if "partitions" not in raw:
+            return raw
+        return join_parts(list(self.load_segment_parts(name, round_, manifest=raw).values()))
+
+    def load_segment_parts(self, name: str, round_: int, partitions: list[int] | None = None,
+                           manifest: Arrays | None = None) -> dict[int, Arrays]:
+        """Partition → its part of one version's segment (``partitions``: only these). An
+        unpartitioned index has one partition, 0, holding the whole segment."""
+        k = self.keys(name)
+        if manifest is None:
+            manifest = decode_arrays(self.r.hgetall(k.segment(round_)))
+        if "partitions" not in manifest:
+            return {0: manifest} if partitions is None or 0 in partitions else {}
+        token = int(manifest["lease_token"])
+        wanted = range(int(manifest["partitions"])) if partitions is None else partitions
+        return {p: decode_arrays(self.r.hgetall(k.partition_segment(p, round_, token)))
+                for p in wanted}
 
     def load_center_memory(self, name: str) -> dict[int, np.ndarray[Any, Any]]:
         raw = self.r.hgetall(self.keys(name).center_memory)
@@ -379,19 +398,46 @@ class IndexStore:
 
     # --- the round's commit ---------------------------------------------------------------
     def commit_round(self, name: str, expected_version: int, commit: RoundCommit,
-                     lease: Lease | None = None) -> bool:
+                     lease: Lease | None = None, partitions: int = 1) -> bool:
         """Commit a round atomically; False when the version moved (another worker won) or,
         with a ``lease``, when the lease is no longer the caller's (fencing: it lapsed and
         another worker may hold it). Workers always pass their lease; ``None`` is for tools
         and tests that write an index nobody else runs.
 
         A ``commit.segment`` makes a new version (the round's codes); without one only the
-        query chunks are stored and the chunks acknowledged.
+        query chunks are stored and the chunks acknowledged. With ``partitions`` > 1 the
+        segment's parts are written first, each on its partition's slot under the lease's
+        token (they are invisible until the commit's manifest names that token), and the
+        commit writes the manifest in the segment's place.
         """
+        if commit.segment is not None and partitions > 1:
+            commit = self._write_parts(name, expected_version + 1, commit, partitions,
+                                       lease.token if lease is not None else 0)
         if lease is None:
             return self._commit(name, expected_version, commit, None)
         with lease.guard:
             return self._commit(name, expected_version, commit, lease)
+
+    def _write_parts(self, name: str, version: int, commit: RoundCommit, partitions: int,
+                     token: int) -> RoundCommit:
+        k = self.keys(name)
+        assert commit.segment is not None
+        # recorded before the parts exist, so deleting the index finds even a loser's parts
+        self.r.sadd(k.partition_writes, f"{version}:{token}")
+        parts = split_segment(commit.segment, partitions)
+        for p, part in parts.items():
+            key = k.partition_segment(p, version, token)
+            with self.r.pipeline(transaction=True) as pipe:  # the part's slot
+                pipe.delete(key)
+                pipe.hset(key, mapping=encode_arrays(part))
+                pipe.execute()
+        manifest = {"partitions": np.asarray(partitions), "lease_token": np.asarray(token),
+                    "counts": np.asarray([len(parts[p]["ids"]) for p in range(partitions)]),
+                    "version": np.asarray(version)}
+        return RoundCommit(ack_ids=commit.ack_ids, query_chunks=commit.query_chunks,
+                           state=commit.state, segment=manifest, record=commit.record,
+                           model=commit.model, projection=commit.projection,
+                           centers=commit.centers)
 
     def _commit(self, name: str, expected_version: int, commit: RoundCommit,
                 lease: Lease | None) -> bool:

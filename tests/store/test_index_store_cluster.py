@@ -148,3 +148,49 @@ def test_two_runners_share_indexes_on_a_cluster_each_chunk_once(
         workers.update(r["worker"] for r in records)
         assert all(isinstance(r["lease_token"], int) for r in records)
     assert set(workers) == {"A", "B"}, workers  # both took rounds
+
+
+def test_a_partitioned_segment_spreads_over_slots_joins_back_and_is_deleted_whole(
+        redis_cluster: RedisClusterNodes, cluster_store: IndexStore) -> None:
+    store, name, parts = cluster_store, "big", 3
+    store.create_index(name, {"dim": 4, "partitions": parts})
+    rng = np.random.default_rng(0)
+    n = 100
+    lengths = rng.integers(0, 4, n)
+    segment = {"codes": rng.integers(0, 256, (n, 8), dtype=np.uint8),
+               "ids": np.arange(n, dtype=np.int64) + 1000,
+               "label_indptr": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+               "label_indices": rng.integers(0, 50, int(lengths.sum())).astype(np.int64),
+               "version": np.asarray(1)}
+    lease = store.take_lease(name, "w", 10_000)
+    assert lease is not None
+    # a loser first: its parts are written under its token, its commit is fenced off
+    loser = store.take_lease(name, "x", 10_000)
+    assert loser is None
+    stale = type(lease)(name, "zombie", lease.token - 1 if lease.token > 1 else 999, 10_000)
+    assert not store.commit_round(name, 0, RoundCommit(segment=segment, record={"round": 1}),
+                                  lease=stale, partitions=parts)
+    assert store.commit_round(name, 0, RoundCommit(segment=segment, record={"round": 1}),
+                              lease=lease, partitions=parts)
+    by_part = store.load_segment_parts(name, 1)
+    assert sorted(by_part) == [0, 1, 2]
+    slots = {key_slot(store.keys(name).partition_segment(p, 1, lease.token).encode())
+             for p in range(parts)}
+    assert len(slots) == 3  # three hash tags
+    for p, part in by_part.items():
+        assert (part["ids"] % parts == p).all()
+        for row, item in enumerate(part["ids"]):
+            i = int(item) - 1000
+            lo, hi = part["label_indptr"][row], part["label_indptr"][row + 1]
+            want = segment["label_indices"][segment["label_indptr"][i]:segment["label_indptr"][i + 1]]
+            np.testing.assert_array_equal(part["label_indices"][lo:hi], want)
+            np.testing.assert_array_equal(part["codes"][row], segment["codes"][i])
+    joined = store.load_segment(name, 1)
+    assert sorted(joined["ids"].tolist()) == segment["ids"].tolist()
+    assert len(joined["label_indices"]) == len(segment["label_indices"])
+    assert store.load_segment_parts(name, 1, partitions=[2]).keys() == {2}
+    assert store.delete_index(name, parts)
+    client = store.r
+    for token in (lease.token, stale.token):  # the winner's parts and the loser's orphans
+        for p in range(parts):
+            assert not client.exists(store.keys(name).partition_segment(p, 1, token))
