@@ -182,7 +182,8 @@ def test_a_partitioned_segment_spreads_over_slots_joins_back_and_is_deleted_whol
         for row, item in enumerate(part["ids"]):
             i = int(item) - 1000
             lo, hi = part["label_indptr"][row], part["label_indptr"][row + 1]
-            want = segment["label_indices"][segment["label_indptr"][i]:segment["label_indptr"][i + 1]]
+            indptr = segment["label_indptr"]
+            want = segment["label_indices"][indptr[i]:indptr[i + 1]]
             np.testing.assert_array_equal(part["label_indices"][lo:hi], want)
             np.testing.assert_array_equal(part["codes"][row], segment["codes"][i])
     joined = store.load_segment(name, 1)
