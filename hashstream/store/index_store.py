@@ -287,8 +287,11 @@ class IndexStore:
 
     def claim_stale(self, name: str, consumer: str, idle_ms: int, limit: int = 100_000) -> int:
         """Take over entries other consumers read but never acknowledged (idle at least
-        ``idle_ms``), up to ``limit``; how many were claimed. The lease holder claims with
-        ``idle_ms=0``: whoever read them before lost the lease and can no longer commit."""
+        ``idle_ms``), up to ``limit``; how many pending entries are now ``consumer``'s (its
+        own included). The lease holder claims with
+        ``idle_ms=0``: whoever read them before lost the lease and can no longer commit.
+        The consumers left with nothing pending are dropped then (one per dead worker would
+        otherwise stay in the group for good)."""
         start, claimed = "0-0", 0
         while claimed < limit:
             reply = self.r.xautoclaim(self.keys(name).stream, GROUP, consumer, idle_ms,
@@ -297,6 +300,12 @@ class IndexStore:
             start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
             if start == "0-0":
                 break
+        if claimed:  # someone left chunks behind: forget consumers with nothing pending
+            stream = self.keys(name).stream
+            for info in self.r.xinfo_consumers(stream, GROUP):
+                who = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+                if who != consumer and int(info["pending"]) == 0:
+                    self.r.xgroup_delconsumer(stream, GROUP, who)
         return claimed
 
     def queue_depth(self, name: str) -> int:

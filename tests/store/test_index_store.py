@@ -164,9 +164,20 @@ def test_claim_stale_takes_over_a_dead_consumers_entries(store: IndexStore, name
     e1 = _enqueue(store, name, 1)
     store.read_chunks(name, "dead", 10, new=True)
     assert store.read_chunks(name, "runner", 10, new=False) == []
-    store.claim_stale(name, "runner", idle_ms=0)
+    assert store.claim_stale(name, "runner", idle_ms=0) == 1
     assert [eid for eid, _ in store.read_chunks(name, "runner", 10, new=False)] == [e1]
-    assert store.read_chunks(name, "dead", 10, new=False) == []
+    # the dead consumer, left with nothing pending, is dropped from the group
+    consumers = [c["name"] for c in store.r.xinfo_consumers(store.keys(name).stream, GROUP)]
+    assert consumers == [b"runner"]
+    assert store.claim_stale(name, "runner", idle_ms=0) == 1  # its own, still pending
+
+
+def test_claim_stale_pages_through_many_entries(store: IndexStore, name: str) -> None:
+    eids = [_enqueue(store, name, i) for i in range(2500)]
+    store.read_chunks(name, "dead", 3000, new=True)
+    assert store.claim_stale(name, "runner", idle_ms=0) == 2500
+    got = store.read_chunks(name, "runner", 3000, new=False)
+    assert [eid for eid, _ in got] == eids
 
 
 def test_next_ids_never_overlap(store: IndexStore, name: str) -> None:
