@@ -244,7 +244,8 @@ class SearchService:
         self._check_k(k)
         rep = self._ready(name, min_version)
         view = rep.views.get(PAIRS)
-        pos = view.positions([item]) if view is not None else np.full(1, -1)
+        storable = 0 <= item < 2**63  # ids are int64: any other number is no stored item
+        pos = view.positions([item]) if view is not None and storable else np.full(1, -1)
         if view is None or pos[0] < 0:
             raise NotFound(f"no stored item with id {item} (items are searchable once their "
                            "round has committed)", "item")
