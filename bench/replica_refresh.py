@@ -191,9 +191,12 @@ def main() -> None:
         search.replica(NAME)
         live = search.replicas[NAME]
         n = len(live.labels)
+        index = live.indexes["pairs"]
+        tables = index.tables_bytes()
         log(f"in-process first load of {n:,} items: {time.perf_counter() - t:.2f} s; arrays "
-            f"{live.memory_bytes() / n:.1f} B/item (index {live.indexes['pairs'].memory_bytes() / n:.1f}, "
-            f"labels {live.labels.nbytes() / n:.1f})")
+            f"{(live.memory_bytes() - tables) / n:.1f} B/item without MIH tables (index "
+            f"{(index.memory_bytes() - tables) / n:.1f}, labels {live.labels.nbytes() / n:.1f})"
+            f", MIH tables {tables / n:.1f} B/item")
         del search, live
 
         port = free_port()

@@ -221,6 +221,10 @@ class HammingIndex:
                  + self._lookup.nbytes())
         return int(total + (self._mih.nbytes() if self._mih is not None else 0))
 
+    def tables_bytes(self) -> int:
+        """Bytes of the MIH tables alone (part of :meth:`memory_bytes`)."""
+        return self._mih.nbytes() if self._mih is not None else 0
+
     # ------------------------------------------------------------------ updates
 
     def add(self, codes: ArrayLike, ids: ArrayLike) -> None:

@@ -247,3 +247,20 @@ def test_results_equal_brute_force_after_many_appends_and_upserts(gated: GatedSt
             assert all(h["labels"] == label_of[h["id"]] for h in hits)
         assert len(rep.views["pairs"]) == len(order)
     assert compactions >= 1, "the pool was meant to force a compaction"
+
+
+def test_replica_arrays_stay_within_two_code_widths_per_item(gated: GatedStore) -> None:
+    """Service-assigned (increasing) ids, one class each, 64-bit codes: the replica's arrays
+    (codes, ids, removal mask, lookups, labels, spare capacity) take at most 2 × (8 + 8) bytes
+    an item, and no sorted id copy exists."""
+    search = SearchService(gated)
+    rng = np.random.default_rng(6)
+    for first in range(100, 300_100, 50_000):
+        v = commit(gated, random_codes(rng, 50_000), np.arange(first, first + 50_000),
+                   rng.integers(0, 3, 50_000))
+    search.replica(NAME, min_version=v)
+    live = search.replicas[NAME]
+    n = len(live.labels)
+    assert n == SEED_ITEMS + 300_000
+    assert live.indexes["pairs"].tables_bytes() == 0  # below MIH_MIN_ITEMS: none built
+    assert live.memory_bytes() <= 2 * (BITS // 8 + 8) * n, live.memory_bytes() / n
