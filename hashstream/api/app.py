@@ -31,7 +31,9 @@ PROBLEM = "application/problem+json"
 
 _ERRORS = {400: "Malformed body", 401: "Missing or invalid API key", 404: "Not found",
            409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
-           422: "Invalid input (the field is named)", 503: "Redis unreachable"}
+           422: "Invalid input (the field is named)",
+           503: "Redis unreachable, or (field min_version, with Retry-After) this replica did "
+                "not reach a search's min_version within HASHSTREAM_REPLICA_WAIT_MS"}
 # Every route may answer these, always as problem+json: documented once for the whole schema.
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {PROBLEM: {"schema": Problem.model_json_schema()}}}
@@ -124,7 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise RuntimeError("REDIS_URL is not set; `hashstream serve` starts an embedded "
                                "Redis and sets it")
         services = Services.open(settings.redis_url, settings.key_prefix, max_k=settings.max_k,
-                                 scan_backend=settings.search_backend)
+                                 scan_backend=settings.search_backend,
+                                 replica_wait_ms=settings.replica_wait_ms)
         app.state.settings = settings
         app.state.indexes = services.indexes
         app.state.dead_letters = services.dead_letters
@@ -154,6 +157,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = problem(exc.status, exc.title, exc.message, exc.field)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hashstream"'
+        if exc.retry_after is not None:
+            response.headers["Retry-After"] = str(exc.retry_after)
         return response
 
     @app.exception_handler(RequestValidationError)

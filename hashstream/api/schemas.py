@@ -109,6 +109,14 @@ class IngestAccepted(BaseModel):
                                        description="[first, stop) of service-assigned ids")
 
 
+MIN_VERSION = (
+    "read-your-writes: search a version at least this one (e.g. the model_version a round "
+    "or an earlier search reported); waits up to HASHSTREAM_REPLICA_WAIT_MS for this "
+    "process's replica, then 503 (field min_version, Retry-After). 409 when it is ahead of the "
+    "index's committed version. Without it, a search answers at once from the version held "
+    "(a newer commit is loaded in the background).")
+
+
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -124,6 +132,7 @@ class SearchRequest(BaseModel):
         default="pairs", description="cross-modal: rank the pairs' unified codes, or the "
         "codes of their image or text side (search within a modality)")
     k: int = Field(default=10, description="neighbours per query, 1..HASHSTREAM_MAX_K")
+    min_version: int | None = Field(default=None, ge=0, description=MIN_VERSION)
 
 
 class Hit(BaseModel):

@@ -34,17 +34,24 @@ Search paths (``mode``)
     falls back to the flat scan, and ``auto`` stops trying MIH while most queries fall back
     (retrying now and then). Tables cover the codes present when they were built; later adds
     are scanned flat until they exceed a quarter of the tables, when the tables are rebuilt (at
-    the next search).
+    the next search; with ``build_tables_on_search=False`` only when the owner calls
+    :meth:`HammingIndex.build_tables`, e.g. off the search path after appending).
+
+Views
+    :meth:`HammingIndex.view` is a read-only snapshot of the index at that moment: later adds,
+    upserts and removals do not change what it finds (adds write past its size, a removal
+    copies the removal mask first, compaction and table builds make new arrays).
 
 Persistence: :meth:`HammingIndex.to_arrays` / :meth:`HammingIndex.from_arrays` (plain NumPy
 arrays, no pickle). Thread safety: one writer at a time (writes take a lock); searches release
-the GIL and may overlap each other.
+the GIL and may overlap each other and the writer.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -56,6 +63,7 @@ except ImportError:  # pragma: no cover - the extension is built by `pip install
     _native = None  # type: ignore[assignment]
 
 from hashstream.hamming import mih as _mih_tables
+from hashstream.hamming.id_lookup import IdLookup
 from hashstream.hamming.mih import MIHTables
 from hashstream.hamming.numpy_scan import Layout, numpy_range, numpy_topk
 from hashstream.hamming.ranges import concat_ranges, split_ranges
@@ -64,6 +72,7 @@ __all__ = [
     "MIH_MAX_BITS",
     "MIH_MIN_ITEMS",
     "HammingIndex",
+    "HammingView",
     "native_available",
     "native_isa",
     "split_ranges",
@@ -85,7 +94,6 @@ _MIN_BUDGET = 1 << 12
 _POS_PAD = -1
 _MAX_BITS = 1024
 _MIN_PARALLEL_WORK = 1 << 22  # code words x queries below which one thread is used
-_TAIL_MERGE_MIN = 4096
 _QUERY_CHUNK = 4096  # queries per call of the flat kernel
 
 
@@ -110,11 +118,30 @@ def _default_threads() -> int:
     return max(1, min(n, 16))
 
 
+@dataclass(frozen=True)
+class _Snapshot:
+    """What a search reads, taken under the writer's lock: positions [0, n) of these arrays
+    never change afterwards."""
+
+    store: NDArray[np.uint8]
+    removed: NDArray[np.uint8]
+    ids: NDArray[np.int64]
+    n: int
+    n_removed: int
+    lookup: IdLookup
+    mih: MIHTables | None
+
+
 class HammingIndex:
-    """Exact k-NN and range search by Hamming distance over packed codes (module docstring)."""
+    """Exact k-NN and range search by Hamming distance over packed codes (module docstring).
+
+    ``build_tables_on_search=False``: searches use the MIH tables they find and never build
+    them (the owner calls :meth:`build_tables`); ``auto_compact=False``: removed entries stay
+    until the owner calls :meth:`compact` (positions then stay stable between compactions)."""
 
     def __init__(self, bits: int, *, backend: Backend = "auto", mode: Mode = "auto",
-                 threads: int | None = None, mih_substring_bits: int | None = None) -> None:
+                 threads: int | None = None, mih_substring_bits: int | None = None,
+                 build_tables_on_search: bool = True, auto_compact: bool = True) -> None:
         if not isinstance(bits, int | np.integer) or bits % 8 or not 8 <= bits <= _MAX_BITS:
             raise ValueError(f"bits must be a multiple of 8 in [8, {_MAX_BITS}], got {bits}")
         if backend not in ("auto", "native", "numpy"):
@@ -131,6 +158,8 @@ class HammingIndex:
         self.mode: Mode = mode
         self.threads = max(1, threads) if threads is not None else _default_threads()
         self.mih_substring_bits = mih_substring_bits
+        self.build_tables_on_search = build_tables_on_search
+        self.auto_compact = auto_compact
         self._lane = 4 if self.bits <= 32 else 8
         self._words = -(-self.code_bytes // self._lane)
         self._per_block = 64 // self._lane
@@ -142,10 +171,7 @@ class HammingIndex:
         self._store = np.zeros((0, self._words * 64), dtype=np.uint8)
         self._ids = np.zeros(0, dtype=np.int64)
         self._removed = np.zeros(0, dtype=np.uint8)
-        self._main_ids = np.zeros(0, dtype=np.int64)  # sorted by (id, position)
-        self._main_pos = np.zeros(0, dtype=np.int64)
-        self._tail_ids = np.zeros(0, dtype=np.int64)
-        self._tail_pos = np.zeros(0, dtype=np.int64)
+        self._lookup = IdLookup()
         self._mih: MIHTables | None = None
         self._mih_skip = 0  # auto mode: searches left before MIH is tried again
         self._mih_fallbacks = 0  # queries MIH handed to the flat scan (statistics)
@@ -192,9 +218,12 @@ class HammingIndex:
     def memory_bytes(self) -> int:
         """Bytes held by the index's arrays (allocated capacity included)."""
         total = (self._store.nbytes + self._ids.nbytes + self._removed.nbytes
-                 + self._main_ids.nbytes + self._main_pos.nbytes + self._tail_ids.nbytes
-                 + self._tail_pos.nbytes)
+                 + self._lookup.nbytes())
         return int(total + (self._mih.nbytes() if self._mih is not None else 0))
+
+    def tables_bytes(self) -> int:
+        """Bytes of the MIH tables alone (part of :meth:`memory_bytes`)."""
+        return self._mih.nbytes() if self._mih is not None else 0
 
     # ------------------------------------------------------------------ updates
 
@@ -214,25 +243,14 @@ class HammingIndex:
         if b == 0:
             return
         with self._lock:
-            old = self._positions(ids_a)
-            old = old[old >= 0]
-            if old.size:
-                self._removed[old] = 1
-                self._n_removed += int(old.size)
+            self._mark_removed(self._positions(ids_a))
             p0 = self._n
             self._reserve(p0 + b)
             self._write_codes(p0, self._to_words(codes_a))
             self._ids[p0:p0 + b] = ids_a
             self._removed[p0:p0 + b] = 0
+            self._lookup = self._lookup.appended(self._ids, p0, ids_a)
             self._n = p0 + b
-            new_pos = order.astype(np.int64) + p0
-            self._tail_ids, self._tail_pos = _merge_sorted(self._tail_ids, self._tail_pos,
-                                                           new_ids, new_pos)
-            if self._tail_ids.size > max(_TAIL_MERGE_MIN, self._main_ids.size // 8):
-                self._main_ids, self._main_pos = _merge_sorted(
-                    self._main_ids, self._main_pos, self._tail_ids, self._tail_pos)
-                self._tail_ids = self._tail_ids[:0]
-                self._tail_pos = self._tail_pos[:0]
             self._maybe_compact()
 
     def remove(self, ids: ArrayLike) -> int:
@@ -240,15 +258,30 @@ class HammingIndex:
         ids_a = np.sort(self._as_ids(ids))
         ids_a = ids_a[np.concatenate([[True], ids_a[1:] != ids_a[:-1]])] if ids_a.size else ids_a
         with self._lock:
-            pos = self._positions(ids_a)
-            pos = pos[pos >= 0]
-            self._removed[pos] = 1
-            self._n_removed += int(pos.size)
+            removed = self._mark_removed(self._positions(ids_a))
             self._maybe_compact()
+        return removed
+
+    def _mark_removed(self, pos: NDArray[np.int64]) -> int:
+        """Mark the live entries at ``pos`` (-1: none) removed in a copy of the removal mask, so
+        that views and searches in flight keep the mask of their moment."""
+        pos = pos[pos >= 0]
+        if pos.size:
+            removed = self._removed.copy()
+            removed[pos] = 1
+            self._removed = removed
+            self._n_removed += int(pos.size)
         return int(pos.size)
 
-    def compact(self) -> None:
-        """Drop removed entries from storage (insertion order kept); rebuilds the lookups."""
+    @property
+    def removed_count(self) -> int:
+        """Removed entries still held (until :meth:`compact`)."""
+        return self._n_removed
+
+    def compact(self) -> NDArray[np.int64]:
+        """Drop removed entries from storage (insertion order kept); rebuilds the lookups.
+        Returns the old positions of the entries kept, in their new order (entry i now was at
+        position ``kept[i]`` before)."""
         with self._lock:
             n = self._n
             live = np.flatnonzero(self._removed[:n] == 0)
@@ -263,15 +296,13 @@ class HammingIndex:
             self._write_codes(0, words)
             self._ids[:live.size] = ids
             self._n = int(live.size)
-            order = np.argsort(ids, kind="stable")
-            self._main_ids = ids[order]
-            self._main_pos = order.astype(np.int64)
-            self._tail_ids = self._tail_ids[:0]
-            self._tail_pos = self._tail_pos[:0]
+            self._lookup = IdLookup.build(ids)
             self._mih = None
+            out: NDArray[np.int64] = live.astype(np.int64)
+            return out
 
     def _maybe_compact(self) -> None:
-        if self._n_removed > max(1024, self._n // 4):
+        if self.auto_compact and self._n_removed > max(1024, self._n // 4):
             self.compact()
 
     # ------------------------------------------------------------------ persistence
@@ -300,9 +331,7 @@ class HammingIndex:
             raise ValueError("codes, ids and removed must have one row per entry")
         if ids.size and ids.min() < 0:
             raise ValueError("ids must be non-negative")
-        live = np.flatnonzero(~removed)
-        order = np.argsort(ids[live], kind="stable")
-        live_sorted = ids[live][order]
+        live_sorted = np.sort(ids[~removed])
         if (live_sorted[1:] == live_sorted[:-1]).any():
             raise ValueError("an id is live in more than one entry")
         n = ids.size
@@ -312,55 +341,92 @@ class HammingIndex:
         index._removed[:n] = removed
         index._n = n
         index._n_removed = int(removed.sum())
-        index._main_ids = live_sorted
-        index._main_pos = live[order].astype(np.int64)
+        index._lookup = IdLookup.build(ids, ~removed)
         return index
 
     # ------------------------------------------------------------------ search
 
     def search(self, queries: ArrayLike, k: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         """Exact k nearest: (distances int32 q × k, ids int64 q × k), see the module docstring."""
+        return self._search_in(self._snapshot(self.build_tables_on_search), queries, k)
+
+    def view(self) -> HammingView:
+        """A read-only snapshot of the index as it is now (module docstring, Views)."""
+        return HammingView(self, self._snapshot(False))
+
+    def tables_due(self) -> bool:
+        """Whether :meth:`build_tables` would build (mode, size and staleness allow tables)."""
+        with self._lock:
+            return self._tables_wanted(self._n) and _mih_tables.stale(self._mih, self._n)
+
+    def build_tables(self) -> bool:
+        """Build (or rebuild) the MIH tables over every code stored now, when due; the build
+        runs outside the writer's lock. Returns whether tables were built."""
+        with self._lock:
+            if not (self._tables_wanted(self._n) and _mih_tables.stale(self._mih, self._n)):
+                return False
+            store, n = self._store, self._n
+        mih = _mih_tables.build_tables(_native, store, n, self._lane, self._words, self.bits,
+                                       self.mih_substring_bits, self.threads)
+        with self._lock:
+            if self._store is not store or (self._mih is not None and self._mih.n0 >= n):
+                return False  # compacted meanwhile (positions moved), or newer tables exist
+            self._mih = mih
+        return True
+
+    def _snapshot(self, build_tables: bool) -> _Snapshot:
+        with self._lock:
+            mih = self._mih_for_search() if build_tables else self._mih
+            return _Snapshot(self._store, self._removed, self._ids, self._n, self._n_removed,
+                             self._lookup, mih)
+
+    def _search_in(self, snap: _Snapshot, queries: ArrayLike, k: int
+                   ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         if k < 0:
             raise ValueError("k must be >= 0")
         qw = self._query_words(queries)
         nq = qw.shape[0]
         out_d = np.full((nq, k), self.bits + 1, dtype=np.int32)
         out_i = np.full((nq, k), _POS_PAD, dtype=np.int64)
-        with self._lock:
-            n_live = len(self)
-            mih = self._mih_for_search()
-            snap = (self._store, self._removed, self._ids, self._n, self._n_removed)
-        kk = min(k, n_live)
+        kk = min(k, snap.n - snap.n_removed)
         if kk == 0 or nq == 0:
             return out_d, out_i
+        mih = self._usable_tables(snap)
         if self.native:
             d, pos = self._native_topk(qw, kk, snap, mih)
         else:
-            store, removed, _, n, n_removed = snap
-            d, pos = numpy_topk(self._layout, store, removed, n, n_removed, qw, kk)
-        ids = snap[2]
+            d, pos = numpy_topk(self._layout, snap.store, snap.removed, snap.n, snap.n_removed,
+                                qw, kk)
         out_d[:, :kk] = d
-        out_i[:, :kk] = np.where(pos >= 0, ids[np.maximum(pos, 0)], _POS_PAD)
+        out_i[:, :kk] = np.where(pos >= 0, snap.ids[np.maximum(pos, 0)], _POS_PAD)
         return out_d, out_i
+
+    def _usable_tables(self, snap: _Snapshot) -> MIHTables | None:
+        """The snapshot's tables unless this search should scan flat (auto mode's skip)."""
+        if snap.mih is None or not self._tables_wanted(snap.n):
+            return None
+        if self.mode == "auto" and self._mih_skip > 0:
+            self._mih_skip -= 1
+            return None
+        return snap.mih
 
     def range_search(self, queries: ArrayLike, radius: int
                      ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         """All items within Hamming distance ``radius``: (lims, distances, ids), see module."""
         qw = self._query_words(queries)
         nq = qw.shape[0]
-        with self._lock:
-            mih = self._mih_for_search()
-            snap = (self._store, self._removed, self._ids, self._n, self._n_removed)
-        if radius < 0 or snap[3] == 0 or nq == 0:
+        snap = self._snapshot(self.build_tables_on_search)
+        if radius < 0 or snap.n == 0 or nq == 0:
             return (np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
                     np.zeros(0, dtype=np.int64))
         radius = min(int(radius), self.bits)
+        mih = self._usable_tables(snap)
         if self.native:
             lims, d, pos = self._native_range(qw, radius, snap, mih)
         else:
-            store, removed, _, n, n_removed = snap
-            lims, d, pos = numpy_range(self._layout, store, removed, n, n_removed, qw, radius)
-        return lims, d, snap[2][pos]
+            lims, d, pos = numpy_range(self._layout, snap.store, snap.removed, snap.n,
+                                       snap.n_removed, qw, radius)
+        return lims, d, snap.ids[pos]
 
     # ------------------------------------------------------------------ native paths
 
@@ -370,10 +436,10 @@ class HammingIndex:
     def _removed_buf(self, removed: NDArray[np.uint8], n_removed: int) -> NDArray[np.uint8]:
         return removed if n_removed else removed[:0]
 
-    def _native_flat_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], begin: int,
+    def _native_flat_topk(self, qw: NDArray[Any], k: int, snap: _Snapshot, begin: int,
                           end: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         assert _native is not None
-        store, removed, _, _, n_removed = snap
+        store, removed, n_removed = snap.store, snap.removed, snap.n_removed
         nq = qw.shape[0]
         d = np.empty((nq, k), dtype=np.int32)
         pos = np.empty((nq, k), dtype=np.int64)
@@ -385,10 +451,10 @@ class HammingIndex:
                               qw[q0:q1], q1 - q0, k, d[q0:q1], pos[q0:q1], threads)
         return d, pos
 
-    def _native_topk(self, qw: NDArray[Any], k: int, snap: tuple[Any, ...], mih: MIHTables | None
+    def _native_topk(self, qw: NDArray[Any], k: int, snap: _Snapshot, mih: MIHTables | None
                      ) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         assert _native is not None
-        store, removed, _, n, n_removed = snap
+        removed, n, n_removed = snap.removed, snap.n, snap.n_removed
         if mih is None:
             return self._native_flat_topk(qw, k, snap, 0, n)
         nq = qw.shape[0]
@@ -413,11 +479,11 @@ class HammingIndex:
             pos[redo] = rp
         return d, pos
 
-    def _native_range(self, qw: NDArray[Any], radius: int, snap: tuple[Any, ...],
+    def _native_range(self, qw: NDArray[Any], radius: int, snap: _Snapshot,
                       mih: MIHTables | None
                       ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         assert _native is not None
-        store, removed, _, n, n_removed = snap
+        store, removed, n, n_removed = snap.store, snap.removed, snap.n, snap.n_removed
         rm = self._removed_buf(removed, n_removed)
         nq = qw.shape[0]
 
@@ -458,19 +524,19 @@ class HammingIndex:
         if self.mode == "auto" and _mih_tables.mostly_fell_back(status):
             self._mih_skip = 16  # most queries fell back: scan flat for a while
 
+    def _tables_wanted(self, n: int) -> bool:
+        """Whether the mode and size call for MIH tables over n codes."""
+        if not self.native or self.mode == "flat" or n == 0:
+            return False
+        return self.mode == "mih" or (self.bits <= MIH_MAX_BITS and n >= MIH_MIN_ITEMS)
+
     def _mih_for_search(self) -> MIHTables | None:
         """Tables to search with (built or rebuilt here when due), or None for the flat scan."""
-        if not self.native or self.mode == "flat":
-            return None
         n = self._n
-        if self.mode == "auto":
-            if self.bits > MIH_MAX_BITS or n < MIH_MIN_ITEMS:
-                return None
-            if self._mih_skip > 0:
-                self._mih_skip -= 1
-                return None
-        if n == 0:
+        if not self._tables_wanted(n):
             return None
+        if self.mode == "auto" and self._mih_skip > 0:
+            return self._mih  # this search scans flat (_usable_tables); no build now
         mih = self._mih
         if mih is None or _mih_tables.stale(mih, n):
             mih = _mih_tables.build_tables(_native, self._store, n, self._lane, self._words,
@@ -545,42 +611,61 @@ class HammingIndex:
             blk = (p0 + head) // B
             view[blk:blk + full] = words[mid0:mid1].reshape(full, B, -1).transpose(0, 2, 1)
 
-    def _words_at(self, pos: NDArray[np.int64]) -> NDArray[Any]:
+    def _words_at(self, pos: NDArray[np.int64], store: NDArray[np.uint8] | None = None
+                  ) -> NDArray[Any]:
         B = self._per_block
-        return np.ascontiguousarray(self._blocked()[pos // B, :, pos % B])
+        blocked = (self._store if store is None else store).view(self._wdtype).reshape(
+            -1, self._words, B)
+        return np.ascontiguousarray(blocked[pos // B, :, pos % B])
 
     def _codes_at(self, pos: NDArray[np.int64]) -> NDArray[np.uint8]:
-        words = self._words_at(pos).reshape(pos.size, self._words)
+        return self._codes_in(self._store, pos)
+
+    def _codes_in(self, store: NDArray[np.uint8], pos: NDArray[np.int64]) -> NDArray[np.uint8]:
+        words = self._words_at(pos, store).reshape(pos.size, self._words)
         return np.ascontiguousarray(words.view(np.uint8)[:, :self.code_bytes])
 
     def _positions(self, ids: NDArray[np.int64]) -> NDArray[np.int64]:
         """Position of each id's live entry, -1 where it is absent or removed."""
-        res = np.full(ids.shape, -1, dtype=np.int64)
-        if ids.size == 0:
-            return res
-        for sid, spos in ((self._main_ids, self._main_pos), (self._tail_ids, self._tail_pos)):
-            if sid.size == 0:
-                continue
-            j = np.searchsorted(sid, ids, side="right") - 1  # last (latest) entry of the id
-            jc = np.maximum(j, 0)
-            hit = (j >= 0) & (sid[jc] == ids)
-            res = np.maximum(res, np.where(hit, spos[jc], -1))
-        found = res >= 0
-        res[found] = np.where(self._removed[res[found]] == 0, res[found], -1)
-        return res
+        return _live_positions(self._lookup, self._ids, self._removed, self._n, ids)
 
 
-def _merge_sorted(a_ids: NDArray[np.int64], a_pos: NDArray[np.int64], b_ids: NDArray[np.int64],
-                  b_pos: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Merge two (id, position)-sorted lookups; b's positions all come after a's."""
-    if a_ids.size == 0:
-        return b_ids.copy(), b_pos.copy()
-    at = np.searchsorted(a_ids, b_ids, side="right") + np.arange(b_ids.size)
-    from_a = np.ones(a_ids.size + b_ids.size, dtype=bool)
-    from_a[at] = False
-    ids = np.empty(from_a.size, dtype=np.int64)
-    pos = np.empty(from_a.size, dtype=np.int64)
-    ids[at], pos[at] = b_ids, b_pos
-    ids[from_a], pos[from_a] = a_ids, a_pos
-    return ids, pos
+def _live_positions(lookup: IdLookup, ids_by_pos: NDArray[np.int64], removed: NDArray[np.uint8],
+                    n: int, ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    res = lookup.latest(ids, ids_by_pos, n)
+    found = res >= 0
+    res[found] = np.where(removed[res[found]] == 0, res[found], -1)
+    return res
+
+
+class HammingView:
+    """A read-only snapshot of a :class:`HammingIndex` (:meth:`HammingIndex.view`): searches and
+    lookups see exactly the entries of that moment, whatever the index does afterwards."""
+
+    def __init__(self, index: HammingIndex, snap: _Snapshot) -> None:
+        self._index = index
+        self._snap = snap
+        self.bits = index.bits
+        self.code_bytes = index.code_bytes
+
+    def __len__(self) -> int:
+        return self._snap.n - self._snap.n_removed
+
+    @property
+    def size(self) -> int:
+        """Entries held, removed ones included: positions are 0 … size − 1."""
+        return self._snap.n
+
+    def search(self, queries: ArrayLike, k: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
+        """Exact k nearest, as :meth:`HammingIndex.search`."""
+        return self._index._search_in(self._snap, queries, k)
+
+    def positions(self, ids: ArrayLike) -> NDArray[np.int64]:
+        """Position of each id's live entry, -1 where it is absent or removed."""
+        s = self._snap
+        return _live_positions(s.lookup, s.ids, s.removed, s.n, self._index._as_ids(ids))
+
+    def codes_at(self, positions: NDArray[np.int64]) -> NDArray[np.uint8]:
+        """Packed codes at positions (all below :attr:`size`)."""
+        return self._index._codes_in(self._snap.store, positions)
 

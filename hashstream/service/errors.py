@@ -11,6 +11,7 @@ class ServiceError(Exception):
 
     status = 400
     title = "Bad request"
+    retry_after: int | None = None  # seconds, sent as Retry-After when set
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)
@@ -46,6 +47,12 @@ class PayloadTooLarge(ServiceError):
 class Unavailable(ServiceError):
     status = 503
     title = "Service unavailable"
+
+
+class ReplicaBehind(Unavailable):
+    """The replica did not reach a search's ``min_version`` in time; retrying soon works."""
+
+    retry_after = 1
 
 
 class UnsupportedMediaType(ServiceError):

@@ -1,26 +1,40 @@
 """Search: each API process keeps a replica of every index it serves (the model that encodes
 queries and the database codes) and refreshes it from Redis when a new version commits.
 
+A search never waits for a load: one that finds the committed version ahead of its replica
+starts a background load (one in flight per index, :mod:`~hashstream.service.index_replica`
+appends only the new segments) and answers from the version it holds. Only an index's first
+load is synchronous. ``min_version`` (read-your-writes) waits, at most
+``HASHSTREAM_REPLICA_WAIT_MS``, for the replica to reach that version: past the bound the
+search fails with 503 (:class:`ReplicaBehind`, with Retry-After), and a ``min_version`` beyond
+the committed version is a 409 at once (nothing the replica can wait for).
+
 A replica moves from version v to v' only after loading P of v' and the segments up to v'; both
 are immutable once committed, so a search sees one consistent version, never half a round.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
-from dataclasses import dataclass, field
+import time
 from typing import Any, Literal
 
 import numpy as np
 
-from hashstream.hamming.index import HammingIndex, native_isa
+from hashstream.hamming.index import native_isa
 from hashstream.service.cross_modal import pad_tokens
-from hashstream.service.errors import Conflict, InvalidInput, NotFound
-from hashstream.service.methods import IndexMethods, load_state
+from hashstream.service.errors import Conflict, InvalidInput, NotFound, ReplicaBehind
+from hashstream.service.index_replica import IndexReplica, Replica
+from hashstream.service.methods import IndexMethods
 from hashstream.service.registry import IndexConfig
-from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.method import PAIRS, Encoder, Method, target_field
+from hashstream.solver.method import PAIRS
 from hashstream.store.index_store import IndexStore
+
+__all__ = ["IndexReplica", "Replica", "SearchService", "hamming_kernel"]
+
+log = logging.getLogger("hashstream.replicas")
 
 
 def hamming_kernel() -> str:
@@ -29,138 +43,119 @@ def hamming_kernel() -> str:
     return native_isa() or "numpy"
 
 
-def _empty_codes() -> np.ndarray[Any, Any]:
-    return np.zeros((0, 0), np.uint8)
-
-
-@dataclass
-class Replica:
-    """One index as this process sees it at ``version``: the method's encoder of that version,
-    the database codes per target ("pairs", and "image"/"text" for a cross-modal method) with a
-    HammingIndex each, the ids and the labels."""
-
-    version: int = 0
-    uid: float = 0.0  # the index's creation stamp: a deleted and re-created index is another
-    config: IndexConfig | None = None
-    encoder: Encoder | None = None
-    # what the encoder was built from: ("model", model version) or ("version", version)
-    encoder_key: tuple[str, int] | None = None
-    # encoder fields that never change once written (Method.fixed_fields), kept
-    fixed: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
-    codes: dict[str, np.ndarray[Any, Any]] = field(default_factory=dict)
-    ids: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, np.int64))
-    labels: ClassLists = field(default_factory=ClassLists.empty)
-    row_of_id: dict[int, int] = field(default_factory=dict)
-    # client label of each internal class number (int or str, as the client sent them)
-    class_labels: list[int | str] = field(default_factory=list)
-    # HammingIndex per target, built on refresh
-    indexes: dict[str, HammingIndex] = field(default_factory=dict)
-
-    def labels_of(self, row: int) -> list[int | str]:
-        """The item's labels as the client sent them."""
-        return [self.class_labels[c] for c in self.labels.row(row).tolist()]
-
-
 class SearchService:
-    """Replicas of the indexes, refreshed on demand; searches are exact flat Hamming scans."""
+    """Replicas of the indexes, refreshed in the background; searches are exact Hamming scans.
+
+    Each index has its own locks (:class:`IndexReplica`); ``_replicas_lock`` only guards the
+    dict of them."""
 
     def __init__(self, store: IndexStore, max_k: int = 10_000,
-                 scan_backend: Literal["auto", "native", "numpy"] = "auto") -> None:
+                 scan_backend: Literal["auto", "native", "numpy"] = "auto",
+                 replica_wait_ms: int = 5000) -> None:
         self.store = store
         self.max_k = max_k
         self.scan_backend: Literal["auto", "native", "numpy"] = scan_backend
-        self.replicas: dict[str, Replica] = {}
-        self._lock = threading.Lock()
+        self.replica_wait_ms = replica_wait_ms
+        self.replicas: dict[str, IndexReplica] = {}
+        self._replicas_lock = threading.Lock()
         self.methods = IndexMethods()
 
-    def replica(self, name: str) -> Replica:
-        """The replica of ``name`` at the latest committed version."""
+    def replica(self, name: str, min_version: int | None = None) -> Replica:
+        """The replica of ``name`` this search uses: the version held (a background load is
+        started when the committed one is ahead), at least ``min_version`` when given."""
         version, raw = self.store.version_and_config(name)
         if raw is None:
-            self.replicas.pop(name, None)
+            with self._replicas_lock:
+                self.replicas.pop(name, None)
             raise NotFound(f"no index named {name!r}", "name")
-        uid = float(raw.get("created", 0.0))
-        current = self.replicas.get(name)
-        if current is not None and current.version == version and current.uid == uid:
-            return current
-        with self._lock:
-            current = self.replicas.get(name)
-            if current is not None and (current.uid != uid or current.version > version):
-                current = None  # deleted and re-created: nothing carries over
-            if current is not None and current.version == version:
-                return current
+        if min_version is not None and min_version > version:
+            raise Conflict(f"min_version {min_version} is ahead of the index's committed "
+                           f"version {version}; use a version a response or round reported",
+                           "min_version")
+        live = self._index_replica(name, float(raw.get("created", 0.0)), version)
+        rep = live.current
+        if rep is None or (rep.version == 0 and version > 0):
+            rep = self._load_now(live, name, raw, version)
+        elif rep.version < version:
+            with live.lock:
+                self._refresh_locked(live, name)
+        if min_version is not None and rep.version < min_version:
+            rep = self._wait_for(live, name, min_version)
+        return rep
+
+    def _index_replica(self, name: str, uid: float, version: int) -> IndexReplica:
+        """This process's IndexReplica of ``name``; a new one when the index was deleted and
+        re-created (another creation stamp) or its version went back."""
+        with self._replicas_lock:
+            live = self.replicas.get(name)
+            if live is None or live.uid != uid or live.held > version:
+                live = self.replicas[name] = IndexReplica(uid, self.scan_backend)
+            return live
+
+    def _load_now(self, live: IndexReplica, name: str, raw: dict[str, Any],
+                  version: int) -> Replica:
+        """A synchronous load: the first one, or the first round of an index held empty
+        (there is nothing to answer from); concurrent searches wait for the one load."""
+        with live.load_lock:
+            if live.current is not None and live.current.version >= version:
+                return live.current
             config, method = self.methods.get(name, raw)
-            fresh = self._load(name, config, method, current, version, uid)
-            self.replicas[name] = fresh
-            return fresh
+            return live.advance(self.store, name, config, method, version)
 
-    def _encoder(self, name: str, method: Method, rep: Replica, version: int
-                 ) -> tuple[Encoder | None, tuple[str, int] | None, dict[str, Any]]:
-        """The encoder of ``version`` (the replica's own when it still applies)."""
-        if version == 0:
-            return None, None, {}
-        projection = self.store.load_projection(name, version)
-        wanted = [f for f in method.encoder_fields if f not in rep.fixed
-                  and not (f == "projection" and projection is not None)]
-        state, model = load_state(self.store, name, method, wanted)
-        key = (("model", int(state["model_version"])) if "model_version" in state
-               else ("version", version))
-        fixed = {**rep.fixed, **{f: state[f] for f in method.fixed_fields if f in state}}
-        if rep.encoder is not None and rep.encoder_key == key:
-            return rep.encoder, key, fixed
-        arrays = {**state, **fixed}
-        if projection is not None:
-            arrays["projection"] = projection
-        return method.encoder(arrays, model), key, fixed
+    def _refresh_locked(self, live: IndexReplica, name: str) -> None:
+        """Start a background load unless one is in flight (the caller holds ``live.lock``)."""
+        if live.loading:
+            return
+        live.loading = True
+        threading.Thread(target=self._refresh, args=(live, name), daemon=True,
+                         name=f"replica-refresh-{name}").start()
 
-    def _load(self, name: str, config: IndexConfig, method: Method, base: Replica | None,
-              version: int, uid: float) -> Replica:
-        rep = Replica(uid=uid) if base is None else base
-        blocks: dict[str, list[np.ndarray[Any, Any]]] = {
-            t: [rep.codes.get(t, _empty_codes())] for t in method.targets}
-        ids, labels = [rep.ids], [rep.labels]
-        for v in range(rep.version + 1, version + 1):
-            seg = self.store.load_segment(name, v)
-            for t in method.targets:
-                if target_field(t) in seg:
-                    blocks[t].append(seg[target_field(t)])
-            ids.append(seg["ids"])
-            labels.append(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
-        encoder, key, fixed = self._encoder(name, method, rep, version)
-        # The class map only grows (classes are registered before their chunk is queued), so
-        # the labels after the ones already held cover every class of these segments.
-        kind, new_labels = self.store.class_labels(name, start=len(rep.class_labels))
-        class_labels = rep.class_labels + [int(b) if kind == "int" else b.decode()
-                                           for b in new_labels]
+    def _refresh(self, live: IndexReplica, name: str) -> None:
+        """Background load: up to the committed version, again while commits keep coming."""
+        try:
+            while True:
+                version, raw = self.store.version_and_config(name)
+                if (raw is None or float(raw.get("created", 0.0)) != live.uid
+                        or version <= live.held):
+                    return
+                config, method = self.methods.get(name, raw)
+                with live.load_lock:
+                    started = time.perf_counter()
+                    held = live.held
+                    if version > held:
+                        live.advance(self.store, name, config, method, version)
+                        log.info(json.dumps({
+                            "event": "replica_refresh", "index": name, "from": held,
+                            "to": version, "seconds": round(time.perf_counter() - started, 4)}))
+        except Exception as exc:  # a later search starts another load
+            log.error(json.dumps({"event": "replica_refresh_failed", "index": name,
+                                  "error": repr(exc)}))
+        finally:
+            with live.lock:
+                live.loading = False
+                live.changed.notify_all()
 
-        def stack(parts: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
-            nonempty = [c for c in parts if c.size]
-            return np.concatenate(nonempty) if nonempty else parts[0]
-
-        all_ids = np.concatenate(ids)
-        row_of_id = dict(rep.row_of_id)
-        start = len(rep.ids)
-        row_of_id.update({int(i): start + j for j, i in enumerate(all_ids[start:])})
-        fresh = Replica(
-            version=version, uid=uid, config=config, encoder=encoder, encoder_key=key,
-            fixed=fixed, codes={t: stack(b) for t, b in blocks.items()}, ids=all_ids,
-            labels=ClassLists.concat(labels), row_of_id=row_of_id, class_labels=class_labels)
-        # A new index per version: searches still running on the previous replica keep
-        # scanning exactly the previous version's codes.
-        # An id stored twice is an upsert: its latest item replaces the earlier one (as the
-        # id → row map does), so only each id's last occurrence is indexed.
-        _, last_from_end = np.unique(all_ids[::-1], return_index=True)
-        live = np.sort(len(all_ids) - 1 - last_from_end)
-        for target, codes_of in fresh.codes.items():
-            if codes_of.size:
-                index = HammingIndex(codes_of.shape[1] * 8, backend=self.scan_backend)
-                index.add(codes_of[live], all_ids[live])
-                fresh.indexes[target] = index
-        return fresh
+    def _wait_for(self, live: IndexReplica, name: str, min_version: int) -> Replica:
+        """Wait (bounded) until the replica reaches ``min_version``; ReplicaBehind past it."""
+        deadline = time.monotonic() + self.replica_wait_ms / 1000
+        with live.lock:
+            while True:
+                rep = live.current
+                if rep is not None and rep.version >= min_version:
+                    return rep
+                self._refresh_locked(live, name)
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    held = rep.version if rep is not None else 0
+                    raise ReplicaBehind(
+                        f"this replica of {name!r} is at version {held}, behind min_version "
+                        f"{min_version} after {self.replica_wait_ms} ms "
+                        "(HASHSTREAM_REPLICA_WAIT_MS); retry", "min_version")
+                live.changed.wait(left)
 
     # --- queries --------------------------------------------------------------------------
-    def _ready(self, name: str) -> Replica:
-        rep = self.replica(name)
+    def _ready(self, name: str, min_version: int | None) -> Replica:
+        rep = self.replica(name, min_version)
         if rep.version == 0 or rep.encoder is None:
             raise Conflict(f"index {name!r} has no committed round yet; ingest training chunks "
                            "and wait for the first round", "name")
@@ -184,7 +179,8 @@ class SearchService:
         return self.methods.get(name, raw)[0]
 
     def search_vector_text(self, name: str, vector: str, k: int, modality: str = "image",
-                           target: str = "pairs") -> tuple[int, list[list[dict[str, Any]]]]:
+                           target: str = "pairs", min_version: int | None = None
+                           ) -> tuple[int, list[list[dict[str, Any]]]]:
         """A search by one vector given as ``v1,v2,…`` (GET); its width is checked against the
         index's dimension of that modality."""
         config = self._config(name)
@@ -195,10 +191,11 @@ class SearchService:
         dim = config.dim if modality == "image" else (
             config.cross_modal.text_dim if config.cross_modal is not None else config.dim)
         return self.search_vectors(name, np.asarray([values], dtype=np.float32), k, dim,
-                                   modality, target)
+                                   modality, target, min_version)
 
     def search_rows(self, name: str, field_name: str, rows: list[list[Any]], k: int,
-                    target: str = "pairs") -> tuple[int, list[list[dict[str, Any]]]]:
+                    target: str = "pairs", min_version: int | None = None
+                    ) -> tuple[int, list[list[dict[str, Any]]]]:
         """A batch search (POST): ``field_name`` says what the rows are — ``features`` or
         ``image`` vectors, dense ``text`` vectors, or word-id ``tokens`` (padded here)."""
         modality = "text" if field_name in ("text", "tokens") else "image"
@@ -213,10 +210,11 @@ class SearchService:
                                    field_name) from exc
             dim = config.dim if modality == "image" else (
                 config.cross_modal.text_dim if config.cross_modal is not None else None)
-        return self.search_vectors(name, queries, k, dim, modality, target)
+        return self.search_vectors(name, queries, k, dim, modality, target, min_version)
 
     def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
-                       dim: int | None, modality: str = "image", target: str = "pairs"
+                       dim: int | None, modality: str = "image", target: str = "pairs",
+                       min_version: int | None = None
                        ) -> tuple[int, list[list[dict[str, Any]]]]:
         """(model version searched, hits per query). ``dim`` None skips the width check
         (token queries). For cross-modal indexes ``modality`` picks the query encoder and
@@ -230,9 +228,9 @@ class SearchService:
                                f"{dim}", field_name)
         if not np.isfinite(features).all():
             raise InvalidInput("query vectors contain NaN or Inf", field_name)
-        rep = self._ready(name)
+        rep = self._ready(name, min_version)
         assert rep.encoder is not None
-        if modality not in rep.encoder.modalities or target not in rep.indexes:
+        if modality not in rep.encoder.modalities or target not in rep.views:
             if len(rep.encoder.modalities) == 1:
                 raise InvalidInput("text queries and targets are for cross-modal indexes",
                                    "target")
@@ -240,29 +238,36 @@ class SearchService:
         return rep.version, self._top_k(rep, self.encode(rep, features, modality), k,
                                         exclude=None, target=target)
 
-    def search_item(self, name: str, item: int, k: int) -> tuple[int, list[dict[str, Any]]]:
+    def search_item(self, name: str, item: int, k: int, min_version: int | None = None
+                    ) -> tuple[int, list[dict[str, Any]]]:
         """(model version searched, hits of the stored item, itself excluded)."""
         self._check_k(k)
-        rep = self._ready(name)
-        row = rep.row_of_id.get(item)
-        if row is None:
+        rep = self._ready(name, min_version)
+        view = rep.views.get(PAIRS)
+        storable = 0 <= item < 2**63  # ids are int64: any other number is no stored item
+        pos = view.positions([item]) if view is not None and storable else np.full(1, -1)
+        if view is None or pos[0] < 0:
             raise NotFound(f"no stored item with id {item} (items are searchable once their "
                            "round has committed)", "item")
-        return rep.version, self._top_k(rep, rep.codes[PAIRS][row:row + 1], k,
-                                        exclude=row)[0]
+        return rep.version, self._top_k(rep, view.codes_at(pos), k, exclude=item)[0]
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
                exclude: int | None, target: str = "pairs") -> list[list[dict[str, Any]]]:
-        """Exact top-k through the replica's HammingIndex (ties by insertion order);
-        ``exclude`` is a row whose own item is left out (search by stored item)."""
-        index = rep.indexes[target]
-        skip = int(rep.ids[exclude]) if exclude is not None else None
-        kk = min(k + (1 if skip is not None else 0), len(index))
-        dist, ids = index.search(queries, kk)
+        """Exact top-k through the replica's view of the target (ties by insertion order);
+        ``exclude`` is an id left out (search by stored item)."""
+        view = rep.views[target]
+        kk = min(k + (1 if exclude is not None else 0), len(view))
+        dist, ids = view.search(queries, kk)
+        found = ids >= 0
+        positions: np.ndarray[Any, Any] = np.full(ids.shape, -1, dtype=np.int64)
+        positions[found] = view.positions(ids[found])
         out: list[list[dict[str, Any]]] = []
-        for drow, irow in zip(dist, ids, strict=True):
-            hits = [{"id": int(i), "distance": int(d),
-                     "labels": rep.labels_of(rep.row_of_id[int(i)])}
-                    for d, i in zip(drow, irow, strict=True) if i >= 0 and i != skip]
+        drows: list[list[int]] = dist.tolist()
+        irows: list[list[int]] = ids.tolist()
+        prows: list[list[int]] = positions.tolist()
+        for drow, irow, prow in zip(drows, irows, prows, strict=True):
+            hits = [{"id": i, "distance": d, "labels": rep.labels_at(p)}
+                    for d, i, p in zip(drow, irow, prow, strict=True)
+                    if i >= 0 and i != exclude]
             out.append(hits[:k])
         return out

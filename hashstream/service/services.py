@@ -23,10 +23,12 @@ class Services:
 
     @classmethod
     def open(cls, redis_url: str, key_prefix: str, *, max_k: int,
-             scan_backend: Literal["auto", "native", "numpy"]) -> Services:
+             scan_backend: Literal["auto", "native", "numpy"],
+             replica_wait_ms: int = 5000) -> Services:
         client = connect(redis_url, health_check_interval=30)
         store = IndexStore(client, key_prefix)
-        return cls(client, IndexService(store), SearchService(store, max_k, scan_backend),
+        return cls(client, IndexService(store),
+                   SearchService(store, max_k, scan_backend, replica_wait_ms),
                    DeadLetters(store))
 
     def close(self) -> None:

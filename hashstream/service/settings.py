@@ -40,6 +40,9 @@ class Settings(BaseSettings):
                               "a chunk moves to the dead letters")
     max_k: int = Field(default=10_000, description="largest k a search may ask for")
     max_batch_queries: int = Field(default=10_000, description="most vectors in one POST search")
+    replica_wait_ms: int = Field(
+        default=5000, ge=0, description="longest a search with min_version waits for this "
+        "process's replica to reach that version (then 503 with Retry-After)")
     backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
     search_backend: Literal["auto", "native", "numpy"] = Field(
         default="auto", description="Hamming scan: compiled kernels (auto/native) or NumPy")

@@ -368,6 +368,62 @@ def test_get_codes_contains_and_upsert(engine: str) -> None:
 
 
 @pytest.mark.parametrize("engine", ["numpy", *ISAS[-1:]], indirect=True)
+def test_views_keep_their_moment(engine: str) -> None:
+    """A view sees the entries of its moment after later adds, upserts, removals and a
+    compaction; lookups switch from the ordered path to sorted arrays on the first id out of
+    order and agree with a reference throughout."""
+    rng = np.random.default_rng(11)
+    index = make_index(64, engine, auto_compact=False)
+    ref = Reference(64)
+    codes = random_codes(rng, 300, 64)
+    index.add(codes, np.arange(300))
+    ref.add(codes, np.arange(300))
+    assert index.memory_bytes() == index._store.nbytes + index._ids.nbytes + index._removed.nbytes
+    before = index.view()
+    queries = random_codes(rng, 4, 64)
+    expected = before.search(queries, 50)
+    again = random_codes(rng, 20, 64)
+    index.add(again, np.arange(100, 120))  # upserts: ids out of order from now on
+    ref.add(again, np.arange(100, 120))
+    index.remove(np.arange(0, 10))
+    ref.remove(np.arange(0, 10))
+    index.add(random_codes(rng, 5, 64), np.arange(1000, 1005))
+    for got, want in zip(before.search(queries, 50), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(before) == 300 and before.positions([0, 105, 1000]).tolist() == [0, 105, -1]
+    np.testing.assert_array_equal(before.codes_at(before.positions([105])), codes[105:106])
+    ref.add(index.get_codes(np.arange(1000, 1005)), np.arange(1000, 1005))
+    kept = index.compact()
+    assert kept.size == len(index) == 300 - 10 + 5
+    for got, want in zip(index.view().search(queries, 40), ref.search(queries, 40), strict=True):
+        np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(index.get_codes([105]), again[5:6])
+
+
+def test_tables_built_by_the_owner_only() -> None:
+    """``build_tables_on_search=False``: searches never build MIH tables; ``build_tables``
+    does, and later adds are scanned flat past the tables (same results as the flat scan)."""
+    if native is None:
+        pytest.skip("MIH needs the compiled kernels")
+    rng = np.random.default_rng(12)
+    owner = HammingIndex(64, backend="native", mode="mih", build_tables_on_search=False)
+    flat = HammingIndex(64, backend="native", mode="flat")
+    codes = random_codes(rng, 3000, 64)
+    for index in (owner, flat):
+        index.add(codes, np.arange(3000))
+    queries = random_codes(rng, 5, 64)
+    owner.search(queries, 10)
+    assert owner.tables_bytes() == 0 and owner.tables_due()
+    assert owner.build_tables() and owner.tables_bytes() > 0 and not owner.tables_due()
+    extra = random_codes(rng, 100, 64)
+    for index in (owner, flat):
+        index.add(extra, np.arange(5000, 5100))
+    assert owner._mih is not None and owner._mih.n0 == 3000
+    for got, want in zip(owner.search(queries, 10), flat.search(queries, 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("engine", ["numpy", *ISAS[-1:]], indirect=True)
 def test_compact_keeps_order_and_results(engine: str) -> None:
     rng = np.random.default_rng(9)
     index = make_index(32, engine, mode="flat")

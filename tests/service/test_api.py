@@ -90,7 +90,8 @@ def test_walkthrough(api: Any, hs: Any, index_name: str) -> None:
     for cls in range(5):
         v = data.vector(cls)
         r = http.get(f"/indexes/{index_name}/search",
-                     params={"vector": ",".join(f"{x:.6f}" for x in v), "k": 10})
+                     params={"vector": ",".join(f"{x:.6f}" for x in v), "k": 10,
+                             "min_version": info["model_version"]})
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["model_version"] == info["model_version"] and body["index"] == index_name
@@ -101,7 +102,8 @@ def test_walkthrough(api: Any, hs: Any, index_name: str) -> None:
 
     # By stored item: the item itself is not among its neighbours; its class dominates.
     item = int(ids1[0])
-    r = http.get(f"/indexes/{index_name}/search", params={"item": item, "k": 8})
+    r = http.get(f"/indexes/{index_name}/search",
+                 params={"item": item, "k": 8, "min_version": info["model_version"]})
     assert r.status_code == 200, r.text
     hits = r.json()["results"][0]
     _check_hits(hits, 8)
@@ -112,7 +114,8 @@ def test_walkthrough(api: Any, hs: Any, index_name: str) -> None:
 
     # Batch search.
     batch = np.stack([data.vector(cls) for cls in range(5)])
-    r = http.post(f"/indexes/{index_name}/search", json={"features": batch.tolist(), "k": 7})
+    r = http.post(f"/indexes/{index_name}/search", json={"features": batch.tolist(), "k": 7,
+                                                         "min_version": info["model_version"]})
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     assert len(results) == 5
@@ -121,7 +124,8 @@ def test_walkthrough(api: Any, hs: Any, index_name: str) -> None:
         assert sum(cls in h["labels"] for h in hits) >= 5
     # k larger than the database: every stored item, once.
     r = http.post(f"/indexes/{index_name}/search", json={"features": batch[:1].tolist(),
-                                                         "k": 5000})
+                                                         "k": 5000,
+                                                         "min_version": info["model_version"]})
     hits = r.json()["results"][0]
     assert len(hits) == 650 and {h["id"] for h in hits} == all_ids
     # Every hit carries its own item's labels (CSR offsets across segments are right)...
@@ -152,11 +156,13 @@ def test_short_routes_use_the_default_index(api: Any, hs: Any) -> None:
     assert info["n_items"] == 120
 
     v = data.vector(1)
-    r = http.get("/search", params={"vector": ",".join(map(str, v.tolist())), "k": 5})
+    r = http.get("/search", params={"vector": ",".join(map(str, v.tolist())), "k": 5,
+                                    "min_version": info["model_version"]})
     assert r.status_code == 200, r.text
     _check_hits(r.json()["results"][0], 5)
     assert r.json()["index"] == "default"
-    r = http.post("/search", json={"features": [v.tolist(), data.vector(2).tolist()], "k": 4})
+    r = http.post("/search", json={"features": [v.tolist(), data.vector(2).tolist()], "k": 4,
+                                   "min_version": info["model_version"]})
     assert r.status_code == 200, r.text
     assert [len(h) for h in r.json()["results"]] == [4, 4]
     hs.assert_problem(http.post("/ingest", json=hs.json_chunk(data.sample(5)[0][:, :8],
@@ -781,7 +787,8 @@ def test_concurrent_ingest_loses_nothing(api: Any, hs: Any, index_name: str) -> 
     assert sorted(committed) == sorted(chunk_ids)  # each chunk exactly once
     assert records[-1]["n_database"] == info["n_items"] == total
     r = api.http.post(f"/indexes/{index_name}/search",
-                      json={"features": [data.vector(0).tolist()], "k": 10_000})
+                      json={"features": [data.vector(0).tolist()], "k": 10_000,
+                            "min_version": info["model_version"]})
     assert r.status_code == 200
     hits = r.json()["results"][0]
     assert sorted(h["id"] for h in hits) == sorted(all_ids)

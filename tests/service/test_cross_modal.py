@@ -70,7 +70,7 @@ def test_train_encode_extend_keeps_old_codes(api: Any, hs: Any, store_for: Any) 
     for payload in ({"image": probe["image"]}, {"text": probe["text"]},
                     {"text": probe["text"], "target": "text"},
                     {"image": probe["image"], "target": "image"}):
-        res = api.http.post(f"/indexes/{name}/search", json={**payload, "k": 5})
+        res = api.http.post(f"/indexes/{name}/search", json={**payload, "k": 5, "min_version": 3})
         assert res.status_code == 200, res.text
         hits = [h["labels"] for q in res.json()["results"] for h in q]
         assert sum(lab == [5] for lab in hits) >= 0.8 * len(hits), (payload.keys(), hits)
@@ -169,7 +169,8 @@ def test_dhd_and_idcwh_indexes_train_extend_search_across_a_restart(
     probe = data.body(4, [4])
     for payload in ({"image": probe["image"]}, {"text": probe["text"]},
                     {"text": probe["text"], "target": "text"}):
-        res = server.http.post(f"/indexes/{name}/search", json={**payload, "k": 5})
+        res = server.http.post(f"/indexes/{name}/search",
+                               json={**payload, "k": 5, "min_version": 2})
         assert res.status_code == 200, res.text
         assert len(res.json()["results"]) == 4 and res.json()["model_version"] == 2
     server.stop()

@@ -61,10 +61,12 @@ def test_multi_label_lists_and_label_matrix_agree(api: Any, hs: Any) -> None:
     api.ingest(name, {"features": x.tolist(), "label_matrix": matrix.tolist(),
                       "ids": list(range(10_000, 10_000 + N))})
     api.wait_idle(name, min_version=1)
-    api.wait_idle(name, min_version=api.info(name)["model_version"])
-    r = api.http.get(f"/indexes/{name}/search", params={"item": 10_000 + 5, "k": 3})
+    version = api.wait_idle(name, min_version=api.info(name)["model_version"])["model_version"]
+    r = api.http.get(f"/indexes/{name}/search",
+                     params={"item": 10_000 + 5, "k": 3, "min_version": version})
     assert r.status_code == 200, r.text
-    r = api.http.post(f"/indexes/{name}/search", json={"features": [x[5].tolist()], "k": 400})
+    r = api.http.post(f"/indexes/{name}/search", json={"features": [x[5].tolist()], "k": 400,
+                                                       "min_version": version})
     by_id = {h["id"]: sorted(h["labels"]) for h in r.json()["results"][0]}
     assert by_id[5] == by_id[10_005] == sorted(lists[5])
 

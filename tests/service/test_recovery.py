@@ -112,7 +112,8 @@ def test_worker_killed_mid_round_commits_every_chunk_once(start_server: Any, sta
                if e.get("event") == "round_commit" and e.get("index") == name]
     assert sorted(e["round"] for e in commits) == [1, 2, 3]
 
-    r = server.http.get(f"/indexes/{name}/search", params={"item": int(ids[0]), "k": 5})
+    r = server.http.get(f"/indexes/{name}/search",
+                        params={"item": int(ids[0]), "k": 5, "min_version": 3})
     assert r.status_code == 200 and len(r.json()["results"][0]) == 5
 
 
@@ -240,8 +241,10 @@ def test_serve_kill9_with_embedded_redis_keeps_every_round(start_server: Any, hs
     assert info["n_items"] == after[-1]["n_database"] == total == 450
     all_ids = {i for x in accepted for i in range(*x["id_range"])}
     r = second.http.post(f"/indexes/{name}/search",
-                         json={"features": [data.vector(0).tolist()], "k": 1000})
+                         json={"features": [data.vector(0).tolist()], "k": 1000,
+                               "min_version": info["model_version"]})
     assert r.status_code == 200
     assert {h["id"] for h in r.json()["results"][0]} == all_ids
-    r = second.http.get(f"/indexes/{name}/search", params={"item": min(all_ids), "k": 5})
+    r = second.http.get(f"/indexes/{name}/search",
+                        params={"item": min(all_ids), "k": 5, "min_version": info["model_version"]})
     assert r.status_code == 200 and len(r.json()["results"][0]) == 5

@@ -8,22 +8,24 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import SearchDep, SettingsDep, require_json
-from hashstream.api.schemas import SearchRequest, SearchResponse
+from hashstream.api.schemas import MIN_VERSION, SearchRequest, SearchResponse
 from hashstream.service.errors import InvalidInput
 
 router = APIRouter(tags=["search"])
 
 
 def _get(name: str, search: Any, vector: str | None, item: int | None, k: int,
-         modality: str = "image", target: str = "pairs") -> dict[str, Any]:
+         modality: str = "image", target: str = "pairs", min_version: int | None = None
+         ) -> dict[str, Any]:
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     if item is not None:
-        version, hits = search.search_item(name, item, k)
+        version, hits = search.search_item(name, item, k, min_version)
         results = [hits]
     else:
         assert vector is not None
-        version, results = search.search_vector_text(name, vector, k, modality, target)
+        version, results = search.search_vector_text(name, vector, k, modality, target,
+                                                     min_version)
     return {"index": name, "model_version": version, "results": results}
 
 
@@ -35,7 +37,8 @@ def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[s
     field_name, rows = next(iter(given.items()))
     if len(rows) > max_batch:
         raise InvalidInput(f"at most {max_batch} query vectors per request", field_name)
-    version, results = search.search_rows(name, field_name, rows, body.k, body.target)
+    version, results = search.search_rows(name, field_name, rows, body.k, body.target,
+                                          body.min_version)
     return {"index": name, "model_version": version, "results": results}
 
 
@@ -49,9 +52,10 @@ async def search_get(name: str, search: SearchDep,
                          "image", description="cross-modal: which network encodes the vector"),
                      target: Literal["pairs", "image", "text"] = Query(
                          "pairs", description="cross-modal: which codes of the pairs to rank"),
+                     min_version: int | None = Query(None, ge=0, description=MIN_VERSION),
                      ) -> dict[str, Any]:
     return await run_in_threadpool(_get, name, search, vector, item, k, modality,
-                                   target)
+                                   target, min_version)
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse,
@@ -66,10 +70,12 @@ async def search_post(name: str, body: SearchRequest, search: SearchDep,
 @router.get("/search", response_model=SearchResponse, summary="Search the default index")
 async def search_default_get(search: SearchDep, settings: SettingsDep,
                              vector: str | None = Query(None), item: int | None = Query(None),
-                             k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K")
+                             k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
+                             min_version: int | None = Query(None, ge=0,
+                                                             description=MIN_VERSION),
                              ) -> dict[str, Any]:
     return await run_in_threadpool(_get, settings.default_index, search, vector,
-                                   item, k)
+                                   item, k, "image", "pairs", min_version)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",

@@ -1,0 +1,157 @@
+"""One index as an API process holds it: long-lived HammingIndexes (one per target) and item
+labels to which each committed segment is appended, and the :class:`Replica` searches read.
+
+Refreshing from version v to v' costs O(items of v + 1 … v'): the new segments are appended
+(an id stored again is an upsert: the index tombstones its old entry), MIH tables are built or
+extended here when due, never inside a search, and a new :class:`Replica` of views is swapped in.
+A search holds one Replica: its encoder and exactly that version's items, whatever the loader
+appends meanwhile (see ``HammingIndex.view``)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from hashstream.hamming.index import HammingIndex, HammingView
+from hashstream.service.item_labels import ItemLabels, ItemLabelsView
+from hashstream.service.methods import load_state
+from hashstream.service.registry import IndexConfig
+from hashstream.solver.class_lists import ClassLists
+from hashstream.solver.method import Encoder, Method, target_field
+from hashstream.store.index_store import IndexStore
+
+Array = np.ndarray[Any, Any]
+ScanBackend = Literal["auto", "native", "numpy"]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One index at ``version`` as searches see it: the method's encoder of that version, a
+    view per target ("pairs", and "image"/"text" for a cross-modal method) and the labels by
+    position. ``class_labels`` is shared and only grows; this version's classes are all in it."""
+
+    version: int
+    config: IndexConfig
+    encoder: Encoder | None
+    views: dict[str, HammingView]
+    labels: ItemLabelsView
+    class_labels: list[int | str]
+
+    def labels_at(self, position: int) -> list[int | str]:
+        """The labels of the item at ``position``, as the client sent them."""
+        return [self.class_labels[c] for c in self.labels.row(position).tolist()]
+
+
+def _last_occurrences(ids: Array) -> Array | None:
+    """Rows to keep so each id appears once (its last occurrence wins); None when all do."""
+    if ids.size < 2 or np.unique(ids).size == ids.size:
+        return None
+    _, last_from_end = np.unique(ids[::-1], return_index=True)
+    kept: Array = np.sort(ids.size - 1 - last_from_end)
+    return kept
+
+
+@dataclass
+class IndexReplica:
+    """The growing structures of one index (created at ``uid``) and the Replica searches use.
+
+    ``lock`` guards ``current`` and ``loading`` (``changed`` is signalled on every swap and
+    when a load ends); ``load_lock`` lets one load at a time append."""
+
+    uid: float
+    scan_backend: ScanBackend = "auto"
+    current: Replica | None = None
+    loading: bool = False
+    held: int = 0  # the version appended so far
+    segments_loaded: int = 0  # segments read from the store, all loads together
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    load_lock: threading.Lock = field(default_factory=threading.Lock)
+    indexes: dict[str, HammingIndex] = field(default_factory=dict)
+    labels: ItemLabels = field(default_factory=ItemLabels)
+    class_labels: list[int | str] = field(default_factory=list)
+    encoder: Encoder | None = None
+    encoder_key: tuple[str, int] | None = None
+    fixed: dict[str, Array] = field(default_factory=dict)  # Method.fixed_fields, kept
+
+    def __post_init__(self) -> None:
+        self.changed = threading.Condition(self.lock)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the per-item arrays (indexes, lookups, labels; capacity included)."""
+        return sum(i.memory_bytes() for i in self.indexes.values()) + self.labels.nbytes()
+
+    # --- loading (the caller holds load_lock) ---------------------------------------------
+    def advance(self, store: IndexStore, name: str, config: IndexConfig, method: Method,
+                version: int) -> Replica:
+        """Append the segments (held, version], refresh encoder and class labels, build what
+        the indexes need off the search path, and swap in the Replica of ``version``."""
+        for v in range(self.held + 1, version + 1):
+            seg = store.load_segment(name, v)
+            if "ids" not in seg:
+                raise LookupError(f"segment {v} of {name!r} is gone (index deleted?)")
+            self.segments_loaded += 1
+            self._append(seg, method)
+            self.held = v
+        encoder = self._encoder(store, name, method, version)
+        kind, new_labels = store.class_labels(name, start=len(self.class_labels))
+        self.class_labels.extend(int(b) if kind == "int" else b.decode() for b in new_labels)
+        self._compact_if_due()
+        for index in self.indexes.values():
+            index.build_tables()
+        fresh = Replica(version, config, encoder,
+                        {t: index.view() for t, index in self.indexes.items()},
+                        self.labels.view(), self.class_labels)
+        with self.lock:
+            self.current = fresh
+            self.changed.notify_all()
+        return fresh
+
+    def _append(self, seg: dict[str, Array], method: Method) -> None:
+        ids = np.asarray(seg["ids"], dtype=np.int64)
+        labels = ClassLists.of(seg["label_indptr"], seg["label_indices"])
+        keep = _last_occurrences(ids)
+        if keep is not None:  # an id twice in one segment: its last item is the one stored
+            ids, labels = ids[keep], labels.take(keep)
+        for target in method.targets:
+            codes = seg.get(target_field(target))
+            if codes is None or not ids.size:
+                continue
+            codes = codes if keep is None else codes[keep]
+            index = self.indexes.get(target)
+            if index is None:
+                index = self.indexes[target] = HammingIndex(
+                    codes.shape[1] * 8, backend=self.scan_backend,
+                    build_tables_on_search=False, auto_compact=False)
+            index.add(codes, ids)
+        self.labels.append(labels)
+
+    def _compact_if_due(self) -> None:
+        """Drop replaced and removed entries once they are a quarter of the indexes, from the
+        indexes and the labels alike (positions stay aligned)."""
+        first = next(iter(self.indexes.values()), None)
+        if first is None or first.removed_count <= max(1024, len(self.labels) // 4):
+            return
+        kept = [index.compact() for index in self.indexes.values()]
+        self.labels.compact(kept[0])
+
+    def _encoder(self, store: IndexStore, name: str, method: Method, version: int
+                 ) -> Encoder | None:
+        """The encoder of ``version`` (the one held when it still applies)."""
+        if version == 0:
+            return None
+        projection = store.load_projection(name, version)
+        wanted = [f for f in method.encoder_fields if f not in self.fixed
+                  and not (f == "projection" and projection is not None)]
+        state, model = load_state(store, name, method, wanted)
+        key = (("model", int(state["model_version"])) if "model_version" in state
+               else ("version", version))
+        self.fixed = {**self.fixed, **{f: state[f] for f in method.fixed_fields if f in state}}
+        if self.encoder is None or self.encoder_key != key:
+            arrays = {**state, **self.fixed}
+            if projection is not None:
+                arrays["projection"] = projection
+            self.encoder, self.encoder_key = method.encoder(arrays, model), key
+        return self.encoder
