@@ -127,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                "Redis and sets it")
         services = Services.open(settings.redis_url, settings.key_prefix, max_k=settings.max_k,
                                  scan_backend=settings.search_backend,
-                                 replica_wait_ms=settings.replica_wait_ms)
+                                 replica_wait_ms=settings.replica_wait_ms,
+                                 serve_partitions=settings.served_partitions())
         app.state.settings = settings
         app.state.indexes = services.indexes
         app.state.dead_letters = services.dead_letters

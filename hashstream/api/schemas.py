@@ -145,6 +145,9 @@ class SearchResponse(BaseModel):
     index: str
     model_version: int
     results: list[list[Hit]]
+    partitions: list[int] | None = Field(
+        default=None, description="partitioned indexes: the partitions this answer covers "
+        "(an API process may serve a subset, HASHSTREAM_SERVE_PARTITIONS)")
 
 
 class Problem(BaseModel):

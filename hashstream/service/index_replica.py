@@ -28,21 +28,46 @@ ScanBackend = Literal["auto", "native", "numpy"]
 
 
 @dataclass(frozen=True)
+class PartitionView:
+    """One partition of the code store at one version: a view per target ("pairs", and
+    "image"/"text" for a cross-modal method) and the labels by position."""
+
+    partition: int
+    views: dict[str, HammingView]
+    labels: ItemLabelsView
+
+
+@dataclass(frozen=True)
 class Replica:
-    """One index at ``version`` as searches see it: the method's encoder of that version, a
-    view per target ("pairs", and "image"/"text" for a cross-modal method) and the labels by
-    position. ``class_labels`` is shared and only grows; this version's classes are all in it."""
+    """One index at ``version`` as searches see it: the method's encoder of that version and
+    the partitions this process serves (one, partition 0, for an unpartitioned index).
+    ``class_labels`` is shared and only grows; this version's classes are all in it."""
 
     version: int
     config: IndexConfig
     encoder: Encoder | None
-    views: dict[str, HammingView]
-    labels: ItemLabelsView
+    parts: list[PartitionView]
     class_labels: list[int | str]
 
-    def labels_at(self, position: int) -> list[int | str]:
-        """The labels of the item at ``position``, as the client sent them."""
-        return [self.class_labels[c] for c in self.labels.row(position).tolist()]
+    @property
+    def partitions(self) -> list[int]:
+        return [p.partition for p in self.parts]
+
+    @property
+    def views(self) -> dict[str, HammingView]:
+        """The views of the first partition served (all of an unpartitioned index's items)."""
+        return self.parts[0].views if self.parts else {}
+
+    def part_of(self, item: int) -> PartitionView | None:
+        """The served partition that would hold ``item`` (None: another replica's)."""
+        wanted = item % self.config.partitions
+        return next((p for p in self.parts if p.partition == wanted), None)
+
+    def labels_at(self, position: int, part: PartitionView | None = None) -> list[int | str]:
+        """The labels of the item at ``position`` of ``part`` (default: the first partition
+        served), as the client sent them."""
+        labels = (part or self.parts[0]).labels
+        return [self.class_labels[c] for c in labels.row(position).tolist()]
 
 
 def _last_occurrences(ids: Array) -> Array | None:
@@ -55,22 +80,32 @@ def _last_occurrences(ids: Array) -> Array | None:
 
 
 @dataclass
+class _Partition:
+    """The growing structures of one partition: a HammingIndex per target, labels by
+    position."""
+
+    indexes: dict[str, HammingIndex] = field(default_factory=dict)
+    labels: ItemLabels = field(default_factory=ItemLabels)
+
+
+@dataclass
 class IndexReplica:
     """The growing structures of one index (created at ``uid``) and the Replica searches use.
 
     ``lock`` guards ``current`` and ``loading`` (``changed`` is signalled on every swap and
-    when a load ends); ``load_lock`` lets one load at a time append."""
+    when a load ends); ``load_lock`` lets one load at a time append. ``serve``: the partitions
+    this process holds (None: all)."""
 
     uid: float
     scan_backend: ScanBackend = "auto"
+    serve: list[int] | None = None
     current: Replica | None = None
     loading: bool = False
     held: int = 0  # the version appended so far
-    segments_loaded: int = 0  # segments read from the store, all loads together
+    segments_loaded: int = 0  # segment parts read from the store, all loads together
     lock: threading.Lock = field(default_factory=threading.Lock)
     load_lock: threading.Lock = field(default_factory=threading.Lock)
-    indexes: dict[str, HammingIndex] = field(default_factory=dict)
-    labels: ItemLabels = field(default_factory=ItemLabels)
+    parts: dict[int, _Partition] = field(default_factory=dict)
     class_labels: list[int | str] = field(default_factory=list)
     encoder: Encoder | None = None
     encoder_key: tuple[str, int] | None = None
@@ -79,37 +114,58 @@ class IndexReplica:
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
 
+    @property
+    def indexes(self) -> dict[str, HammingIndex]:
+        """The HammingIndexes of the first partition held (all of an unpartitioned index)."""
+        first = next(iter(self.parts.values()), None)
+        return first.indexes if first is not None else {}
+
+    @property
+    def labels(self) -> ItemLabels:
+        first = next(iter(self.parts.values()), None)
+        return first.labels if first is not None else ItemLabels()
+
     def memory_bytes(self) -> int:
         """Bytes of the per-item arrays (indexes, lookups, labels; capacity included)."""
-        return sum(i.memory_bytes() for i in self.indexes.values()) + self.labels.nbytes()
+        return sum(sum(i.memory_bytes() for i in part.indexes.values()) + part.labels.nbytes()
+                   for part in self.parts.values())
 
     # --- loading (the caller holds load_lock) ---------------------------------------------
     def advance(self, store: IndexStore, name: str, config: IndexConfig, method: Method,
                 version: int) -> Replica:
         """Append the segments (held, version], refresh encoder and class labels, build what
         the indexes need off the search path, and swap in the Replica of ``version``."""
+        served = (None if self.serve is None or config.partitions == 1
+                  else [p for p in self.serve if p < config.partitions])
+        wanted = list(range(config.partitions)) if served is None else served
+        for p in wanted:
+            self.parts.setdefault(p, _Partition())
         for v in range(self.held + 1, version + 1):
-            seg = store.load_segment(name, v)
-            if "ids" not in seg:
-                raise LookupError(f"segment {v} of {name!r} is gone (index deleted?)")
-            self.segments_loaded += 1
-            self._append(seg, method)
+            by_part = store.load_segment_parts(name, v, served)
+            for p, seg in by_part.items():
+                if "ids" not in seg:
+                    raise LookupError(f"segment {v} of {name!r} is gone (index deleted?)")
+                self.segments_loaded += 1
+                self._append(self.parts[p], seg, method)
             self.held = v
         encoder = self._encoder(store, name, method, version)
         kind, new_labels = store.class_labels(name, start=len(self.class_labels))
         self.class_labels.extend(int(b) if kind == "int" else b.decode() for b in new_labels)
-        self._compact_if_due()
-        for index in self.indexes.values():
-            index.build_tables()
-        fresh = Replica(version, config, encoder,
-                        {t: index.view() for t, index in self.indexes.items()},
-                        self.labels.view(), self.class_labels)
+        views = []
+        for p in wanted:
+            part = self.parts[p]
+            self._compact_if_due(part)
+            for index in part.indexes.values():
+                index.build_tables()
+            views.append(PartitionView(p, {t: index.view() for t, index in part.indexes.items()},
+                                       part.labels.view()))
+        fresh = Replica(version, config, encoder, views, self.class_labels)
         with self.lock:
             self.current = fresh
             self.changed.notify_all()
         return fresh
 
-    def _append(self, seg: dict[str, Array], method: Method) -> None:
+    def _append(self, part: _Partition, seg: dict[str, Array], method: Method) -> None:
         ids = np.asarray(seg["ids"], dtype=np.int64)
         labels = ClassLists.of(seg["label_indptr"], seg["label_indices"])
         keep = _last_occurrences(ids)
@@ -120,22 +176,23 @@ class IndexReplica:
             if codes is None or not ids.size:
                 continue
             codes = codes if keep is None else codes[keep]
-            index = self.indexes.get(target)
+            index = part.indexes.get(target)
             if index is None:
-                index = self.indexes[target] = HammingIndex(
+                index = part.indexes[target] = HammingIndex(
                     codes.shape[1] * 8, backend=self.scan_backend,
                     build_tables_on_search=False, auto_compact=False)
             index.add(codes, ids)
-        self.labels.append(labels)
+        part.labels.append(labels)
 
-    def _compact_if_due(self) -> None:
+    @staticmethod
+    def _compact_if_due(part: _Partition) -> None:
         """Drop replaced and removed entries once they are a quarter of the indexes, from the
         indexes and the labels alike (positions stay aligned)."""
-        first = next(iter(self.indexes.values()), None)
-        if first is None or first.removed_count <= max(1024, len(self.labels) // 4):
+        first = next(iter(part.indexes.values()), None)
+        if first is None or first.removed_count <= max(1024, len(part.labels) // 4):
             return
-        kept = [index.compact() for index in self.indexes.values()]
-        self.labels.compact(kept[0])
+        kept = [index.compact() for index in part.indexes.values()]
+        part.labels.compact(kept[0])
 
     def _encoder(self, store: IndexStore, name: str, method: Method, version: int
                  ) -> Encoder | None:

@@ -51,11 +51,13 @@ class SearchService:
 
     def __init__(self, store: IndexStore, max_k: int = 10_000,
                  scan_backend: Literal["auto", "native", "numpy"] = "auto",
-                 replica_wait_ms: int = 5000) -> None:
+                 replica_wait_ms: int = 5000, serve_partitions: list[int] | None = None
+                 ) -> None:
         self.store = store
         self.max_k = max_k
         self.scan_backend: Literal["auto", "native", "numpy"] = scan_backend
         self.replica_wait_ms = replica_wait_ms
+        self.serve_partitions = serve_partitions
         self.replicas: dict[str, IndexReplica] = {}
         self._replicas_lock = threading.Lock()
         self.methods = IndexMethods()
@@ -89,7 +91,8 @@ class SearchService:
         with self._replicas_lock:
             live = self.replicas.get(name)
             if live is None or live.uid != uid or live.held > version:
-                live = self.replicas[name] = IndexReplica(uid, self.scan_backend)
+                live = self.replicas[name] = IndexReplica(uid, self.scan_backend,
+                                                                self.serve_partitions)
             return live
 
     def _load_now(self, live: IndexReplica, name: str, raw: dict[str, Any],
@@ -152,6 +155,15 @@ class SearchService:
                         f"{min_version} after {self.replica_wait_ms} ms "
                         "(HASHSTREAM_REPLICA_WAIT_MS); retry", "min_version")
                 live.changed.wait(left)
+
+    def partitions_served(self, name: str) -> list[int] | None:
+        """The partitions this process searches of a partitioned index (None: unpartitioned
+        or not loaded)."""
+        live = self.replicas.get(name)
+        rep = live.current if live is not None else None
+        if rep is None or rep.config.partitions == 1:
+            return None
+        return rep.partitions
 
     # --- queries --------------------------------------------------------------------------
     def _ready(self, name: str, min_version: int | None) -> Replica:
@@ -230,7 +242,8 @@ class SearchService:
             raise InvalidInput("query vectors contain NaN or Inf", field_name)
         rep = self._ready(name, min_version)
         assert rep.encoder is not None
-        if modality not in rep.encoder.modalities or target not in rep.views:
+        if modality not in rep.encoder.modalities or all(target not in p.views
+                                                          for p in rep.parts):
             if len(rep.encoder.modalities) == 1:
                 raise InvalidInput("text queries and targets are for cross-modal indexes",
                                    "target")
@@ -243,9 +256,13 @@ class SearchService:
         """(model version searched, hits of the stored item, itself excluded)."""
         self._check_k(k)
         rep = self._ready(name, min_version)
-        view = rep.views.get(PAIRS)
         storable = 0 <= item < 2**63  # ids are int64: any other number is no stored item
-        pos = view.positions([item]) if view is not None and storable else np.full(1, -1)
+        part = rep.part_of(item) if storable else None
+        if part is None and storable and rep.config.partitions > 1:
+            raise NotFound(f"item {item} is in partition {item % rep.config.partitions}, which "
+                           f"this replica does not serve (it serves {rep.partitions})", "item")
+        view = part.views.get(PAIRS) if part is not None else None
+        pos = view.positions([item]) if view is not None else np.full(1, -1)
         if view is None or pos[0] < 0:
             raise NotFound(f"no stored item with id {item} (items are searchable once their "
                            "round has committed)", "item")
@@ -253,21 +270,47 @@ class SearchService:
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
                exclude: int | None, target: str = "pairs") -> list[list[dict[str, Any]]]:
-        """Exact top-k through the replica's view of the target (ties by insertion order);
-        ``exclude`` is an id left out (search by stored item)."""
-        view = rep.views[target]
-        kk = min(k + (1 if exclude is not None else 0), len(view))
-        dist, ids = view.search(queries, kk)
-        found = ids >= 0
+        """Exact top-k through the replica's views of the target, over every partition it
+        serves (ties by insertion order within one partition; across partitions the scatter's
+        lists are merged by (distance, id)); ``exclude`` is an id left out (search by stored
+        item)."""
+        extra = 1 if exclude is not None else 0
+        found = []
+        for part in rep.parts:
+            view = part.views.get(target)
+            if view is None or len(view) == 0:
+                continue
+            dist, ids = view.search(queries, min(k + extra, len(view)))
+            found.append((part, view, dist, ids))
+        nq = queries.shape[0]
+        if not found:
+            return [[] for _ in range(nq)]
+        if len(found) == 1:
+            part, view, dist, ids = found[0]
+            owner = np.zeros(ids.shape, dtype=np.int64)
+        else:  # gather: the exact top-k of the union is within the partitions' top-ks
+            dist = np.concatenate([f[2] for f in found], axis=1)
+            ids = np.concatenate([f[3] for f in found], axis=1)
+            owner = np.concatenate([np.full(f[3].shape, i, dtype=np.int64)
+                                    for i, f in enumerate(found)], axis=1)
+            pad = ids < 0
+            key_d = np.where(pad, np.iinfo(np.int32).max, dist)
+            order = np.lexsort((ids, key_d), axis=1)[:, :k + extra]
+            dist = np.take_along_axis(dist, order, axis=1)
+            ids = np.take_along_axis(ids, order, axis=1)
+            owner = np.take_along_axis(owner, order, axis=1)
         positions: np.ndarray[Any, Any] = np.full(ids.shape, -1, dtype=np.int64)
-        positions[found] = view.positions(ids[found])
+        for i, (_, view, _, _) in enumerate(found):
+            mine = (owner == i) & (ids >= 0)
+            positions[mine] = view.positions(ids[mine])
         out: list[list[dict[str, Any]]] = []
         drows: list[list[int]] = dist.tolist()
         irows: list[list[int]] = ids.tolist()
         prows: list[list[int]] = positions.tolist()
-        for drow, irow, prow in zip(drows, irows, prows, strict=True):
-            hits = [{"id": i, "distance": d, "labels": rep.labels_at(p)}
-                    for d, i, p in zip(drow, irow, prow, strict=True)
+        orows: list[list[int]] = owner.tolist()
+        for drow, irow, prow, orow in zip(drows, irows, prows, orows, strict=True):
+            hits = [{"id": i, "distance": d, "labels": rep.labels_at(p, found[o][0])}
+                    for d, i, p, o in zip(drow, irow, prow, orow, strict=True)
                     if i >= 0 and i != exclude]
             out.append(hits[:k])
         return out

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     replica_wait_ms: int = Field(
         default=5000, ge=0, description="longest a search with min_version waits for this "
         "process's replica to reach that version (then 503 with Retry-After)")
+    serve_partitions: str = Field(
+        default="", pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
+        description="comma-separated partitions of partitioned indexes this API process holds "
+        "and searches (empty: all); its search answers name the partitions they cover")
     backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
     search_backend: Literal["auto", "native", "numpy"] = Field(
         default="auto", description="Hamming scan: compiled kernels (auto/native) or NumPy")
@@ -62,6 +66,11 @@ class Settings(BaseSettings):
                            max_labels_per_item=self.max_labels_per_item,
                            max_decompressed_bytes=self.max_decompressed_bytes
                            or self.max_body_bytes)
+
+    def served_partitions(self) -> list[int] | None:
+        """``serve_partitions`` as numbers (None: all)."""
+        parts = [int(p) for p in self.serve_partitions.split(",") if p.strip()]
+        return sorted(set(parts)) if parts else None
 
     def api_key_list(self) -> list[str]:
         return [k.strip() for k in self.api_keys.split(",") if k.strip()]

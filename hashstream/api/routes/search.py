@@ -26,7 +26,15 @@ def _get(name: str, search: Any, vector: str | None, item: int | None, k: int,
         assert vector is not None
         version, results = search.search_vector_text(name, vector, k, modality, target,
                                                      min_version)
-    return {"index": name, "model_version": version, "results": results}
+    return _answer(name, search, version, results)
+
+
+def _answer(name: str, search: Any, version: int, results: list[Any]) -> dict[str, Any]:
+    out = {"index": name, "model_version": version, "results": results}
+    partitions = search.partitions_served(name)
+    if partitions is not None:
+        out["partitions"] = partitions
+    return out
 
 
 def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[str, Any]:
@@ -39,7 +47,7 @@ def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[s
         raise InvalidInput(f"at most {max_batch} query vectors per request", field_name)
     version, results = search.search_rows(name, field_name, rows, body.k, body.target,
                                           body.min_version)
-    return {"index": name, "model_version": version, "results": results}
+    return _answer(name, search, version, results)
 
 
 @router.get("/indexes/{name}/search", response_model=SearchResponse,
