@@ -297,16 +297,21 @@ class RoundRunner:
 
     def _load_cache(self, name: str, method: Method, version: int,
                     created: float) -> _IndexCache:
+        """The index's cache at ``version``: kept when current, caught up with the segments
+        committed since (another worker of the pool ran those rounds: O(their items), not the
+        whole database), built from scratch otherwise."""
         cache = self.cache.get(name)
         if cache is not None and cache.version == version and cache.created == created:
             return cache
-        cache = _IndexCache(version=version, created=created)
+        if cache is None or cache.created != created or cache.version > version:
+            cache = _IndexCache(version=0, created=created)
         if version > 0:
             cache.state = decode_state(self.store, name, method)
-            for v in range(1, version + 1):
+            for v in range(cache.version + 1, version + 1):
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
                 cache.add_labels(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
+        cache.version = version
         cache.queries = self.store.load_queries(name)
         self.cache[name] = cache
         return cache
