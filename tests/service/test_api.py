@@ -891,6 +891,7 @@ def test_reported_version_is_the_searched_version(api: Any, hs: Any, redis_url: 
     events: list[tuple[int, str]] = []
     failures: list[BaseException] = []
     listening = threading.Event()
+    done_committing = threading.Event()
     sentinel = f"{key}:stop-monitor"
 
     def monitor() -> None:
@@ -919,6 +920,8 @@ def test_reported_version_is_the_searched_version(api: Any, hs: Any, redis_url: 
                             segment=segment, record=record))
                     except BaseException as exc:  # reported by the test thread below
                         failures.append(exc)
+                    finally:
+                        done_committing.set()
         finally:
             m.__exit__(None, None, None)
 
@@ -930,6 +933,9 @@ def test_reported_version_is_the_searched_version(api: Any, hs: Any, redis_url: 
     try:
         r = api.http.get(path, params=params)
     finally:
+        # the search may answer before the commit it triggered is through: the monitor must
+        # see the commit before the sentinel that stops it
+        done_committing.wait(30)
         committer.get(sentinel)
         watcher.join(10)
         committer.close()

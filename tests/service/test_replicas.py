@@ -28,8 +28,9 @@ SEED_ITEMS = 80  # the one real round (ids 0 … 79, classes 0 … 2; a round ne
 
 
 class GatedStore(IndexStore):
-    """A real IndexStore whose ``load_segment`` of one version waits for ``release`` (after
-    setting ``reached``): a refresh stops there, the earlier segments already appended."""
+    """A real IndexStore whose ``load_segment_parts`` of one version (what a replica reads)
+    waits for ``release`` (after setting ``reached``): a refresh stops there, the earlier
+    segments already appended."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -37,11 +38,12 @@ class GatedStore(IndexStore):
         self.reached = threading.Event()
         self.release = threading.Event()
 
-    def load_segment(self, name: str, round_: int) -> dict[str, Any]:
+    def load_segment_parts(self, name: str, round_: int, partitions: list[int] | None = None,
+                           manifest: Any = None) -> dict[int, Any]:
         if round_ == self.gate_version:
             self.reached.set()
             assert self.release.wait(60), "the test never released the gate"
-        return super().load_segment(name, round_)
+        return super().load_segment_parts(name, round_, partitions, manifest)
 
 
 def seeded(store: IndexStore) -> None:

@@ -1,0 +1,143 @@
+"""A partitioned index on a local 3-master Redis Cluster against the same index unpartitioned:
+identical search results, and what the scatter-gather costs.
+
+Seeds two LSH indexes (64 bits) with the same synthetic segments (same codes, same increasing
+ids, as the service assigns them) through ``IndexStore.commit_round``: ``flat`` (one hash slot)
+and ``split`` (``--partitions`` slots, each partition's parts on its own hash tag, so on
+different masters). Then an in-process ``SearchService`` over ``redis+cluster://`` loads both
+(first load timed), checks that ``--queries`` random queries get identical answers (ids,
+distances, labels, order) at k = 10 and 100, and measures single-query latency of each.
+
+    python bench/partitions.py --items 10000000 --partitions 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from support.redis_cluster import start_redis_cluster  # noqa: E402
+
+from hashstream.service.chunks import ClientLabels, ParsedChunk  # noqa: E402
+from hashstream.service.registry import IndexService  # noqa: E402
+from hashstream.service.replicas import SearchService  # noqa: E402
+from hashstream.service.worker import RoundRunner  # noqa: E402
+from hashstream.store.connection import connect  # noqa: E402
+from hashstream.store.index_store import IndexStore, RoundCommit  # noqa: E402
+
+DIM, BITS = 32, 64
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def spread_name(store: IndexStore, partitions: int, masters: int) -> str:
+    """A name whose partitions' hash tags land on as many masters as they can."""
+    for i in range(10_000):
+        name = f"split{i}"
+        owners = {store.r.get_node_from_key(store.keys(name).partition_segment(q, 1, 0)).port
+                  for q in range(partitions)}
+        if len(owners) == min(partitions, masters):
+            return name
+    return "split"
+
+
+def seed(store: IndexStore, split: str, items: int, per_segment: int, partitions: int) -> None:
+    """Both indexes get the same first real round (an encoder and a class map), then the same
+    synthetic segments."""
+    service = IndexService(store)
+    for name, parts in (("flat", 1), (split, partitions)):
+        service.create_from_request(name, DIM, {"bits": BITS, "seed": 3}, None, method="lsh",
+                                    partitions=parts)
+        rng = np.random.default_rng(0)
+        n0 = 200
+        labels = ClientLabels(np.arange(n0 + 1), (np.arange(n0) % 3).astype(np.int64), "int")
+        service.ingest(name, ParsedChunk(rng.standard_normal((n0, DIM)).astype(np.float32),
+                                         labels, np.arange(n0), "train"))
+        assert RoundRunner(store).step(name) and store.version(name) == 1
+    rng = np.random.default_rng(7)
+    next_id = 200
+    while next_id < items:
+        n = min(per_segment, items - next_id)
+        seg = {"codes": rng.integers(0, 256, (n, BITS // 8), dtype=np.uint8),
+               "ids": np.arange(next_id, next_id + n, dtype=np.int64),
+               "label_indptr": np.arange(n + 1, dtype=np.int64),
+               "label_indices": rng.integers(0, 3, n).astype(np.int64)}
+        for name, parts in (("flat", 1), (split, partitions)):
+            version = store.version(name)
+            assert store.commit_round(name, version, RoundCommit(segment=seg), partitions=parts)
+        next_id += n
+        log(f"seeded {next_id:,} / {items:,} items into both indexes")
+
+
+def pct(values: list[float], q: float) -> float:
+    return sorted(values)[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--items", type=int, default=1_000_000)
+    p.add_argument("--partitions", type=int, default=3)
+    p.add_argument("--per-segment", type=int, default=200_000)
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--latency-queries", type=int, default=500)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        nodes = start_redis_cluster(Path(tmp))
+        try:
+            client = connect(nodes.cluster_url)
+            store = IndexStore(client, "bp")
+            split = spread_name(store, args.partitions, len(nodes.ports))
+            t = time.perf_counter()
+            seed(store, split, args.items, args.per_segment, args.partitions)
+            log(f"seeded in {time.perf_counter() - t:.1f}s")
+            owners = {store.r.get_node_from_key(
+                store.keys(split).partition_segment(q, 2, 0)).port
+                for q in range(args.partitions)}
+            search = SearchService(store)
+            loads = {}
+            for name in ("flat", split):
+                t = time.perf_counter()
+                search.replica(name)
+                loads[name] = time.perf_counter() - t
+                log(f"{name}: first load {loads[name]:.1f}s")
+            rng = np.random.default_rng(11)
+            queries = rng.standard_normal((args.queries, DIM)).astype(np.float32)
+            same = {}
+            for k in (10, 100):
+                a = search.search_vectors("flat", queries, k, DIM)[1]
+                b = search.search_vectors(split, queries, k, DIM)[1]
+                same[k] = a == b
+            lat: dict[str, list[float]] = {"flat": [], split: []}
+            for i in range(args.latency_queries):
+                q = rng.standard_normal((1, DIM)).astype(np.float32)
+                for name in ("flat", split) if i % 2 else (split, "flat"):
+                    t = time.perf_counter()
+                    search.search_vectors(name, q, 10, DIM)
+                    lat[name].append(time.perf_counter() - t)
+            print(f"{args.items:,} items, {BITS} bits; `{split}` has {args.partitions} partitions "
+                  f"on {len(owners)} masters; in-process SearchService over redis+cluster://")
+            print(f"identical results on {args.queries} queries: k=10 {same[10]}, "
+                  f"k=100 {same[100]}")
+            print("| index | first load (s) | p50 (ms) | p99 (ms) | mean (ms) |")
+            print("|---|---|---|---|---|")
+            for name in ("flat", split):
+                v = lat[name]
+                print(f"| {name} | {loads[name]:.1f} | {1e3 * statistics.median(v):.2f} | "
+                      f"{1e3 * pct(v, 0.99):.2f} | {1e3 * statistics.fmean(v):.2f} |")
+            client.close()
+        finally:
+            nodes.stop()
+
+
+if __name__ == "__main__":
+    main()
