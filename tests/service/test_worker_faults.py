@@ -1,8 +1,9 @@
 """The worker under store faults: every chunk is committed exactly once, none is lost.
 
-In-process: the real ``RoundRunner`` (driven one ``step`` at a time) on a real Redis, through
+In-process: the real ``RoundRunner`` (driven one ``step`` at a time) on a real Redis and on the
+suite's real 3-master Redis Cluster (every test runs on both), through
 ``support.faulty_store.FaultyStore``, which fails round commits before or after their EXEC and
-takes the index's lock away mid-round. Every test ends on the same check of the state
+takes the index's lease away mid-round. Every test ends on the same check of the state
 (:func:`assert_exactly_once`): each chunk sent is in exactly one round record or in the dead
 letters, the code store holds each item sent exactly once, the last round's database size is
 the number of items committed, nothing is queued and no attempts are left counted.
@@ -17,17 +18,18 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-import redis
 from support.faulty_store import FaultyStore
 
 from hashstream.service.chunks import ClientLabels, ParsedChunk
 from hashstream.service.registry import IndexService
 from hashstream.service.worker import RoundRunner
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.store.connection import connect
 from hashstream.store.index_store import IndexStore, RoundCommit
 
 FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, seed=0)
@@ -71,9 +73,18 @@ class Index:
         return [list(r["chunks"]) for r in self.store.rounds(NAME)]
 
 
-@pytest.fixture
-def index(index_store: IndexStore) -> Index:
-    return Index(index_store)
+@pytest.fixture(params=["redis", "cluster"])
+def index(request: pytest.FixtureRequest, index_store: IndexStore) -> Iterator[Index]:
+    """The index on the single Redis, and on the suite's 3-master Redis Cluster."""
+    if request.param == "redis":
+        yield Index(index_store)
+        return
+    nodes = request.getfixturevalue("redis_cluster")
+    client = connect(nodes.cluster_url)
+    try:
+        yield Index(IndexStore(client, f"{index_store.prefix}-c"))
+    finally:
+        client.close()
 
 
 def step(runner: RoundRunner) -> bool | None:
@@ -188,16 +199,16 @@ def test_every_commit_failing_after_exec_still_commits_each_chunk_once(index: In
 
 # --- the lease lost mid-round -------------------------------------------------------------
 
-def _thief(index: Index, redis_client: redis.Redis) -> tuple[FaultyStore, RoundRunner]:
-    store = FaultyStore(IndexStore(redis_client, index.store.prefix))  # logs only
+def _thief(index: Index) -> tuple[FaultyStore, RoundRunner]:
+    store = FaultyStore(IndexStore(index.store.r, index.store.prefix))  # logs only
     return store, RoundRunner(store, worker_id="thief", max_attempts=3)
 
 
 @pytest.mark.parametrize("at", ["round_start", "commit"])
 def test_lease_lost_mid_round_another_runner_commits_and_the_first_cannot(
-        index: Index, redis_client: redis.Redis, at: str) -> None:
+        index: Index, at: str) -> None:
     victim_store = FaultyStore(index.store)
-    thief_store, thief = _thief(index, redis_client)
+    thief_store, thief = _thief(index)
     victim = RoundRunner(victim_store, worker_id="victim", max_attempts=3)
     victim_store.lose_lease(thief.step, at=at)
     a, b = index.send(1), index.send(2)
@@ -224,12 +235,12 @@ def test_lease_lost_mid_round_another_runner_commits_and_the_first_cannot(
 
 
 def test_lapsed_lease_race_the_zombie_commits_between_the_new_holders_reads_and_commit(
-        index: Index, redis_client: redis.Redis) -> None:
+        index: Index) -> None:
     """The interleaving that committed a chunk twice before fencing: A's lease lapses
     mid-round; B takes the lease, reads the version and the chunks A had read; A commits now
     (refused: B holds the lease); B commits. Then A's own commit goes out too (refused)."""
     a_store = FaultyStore(index.store)
-    b_store, b = _thief(index, redis_client)
+    b_store, b = _thief(index)
     a = RoundRunner(a_store, worker_id="A", max_attempts=3)
     zombie_results: list[bool] = []
     b_store.on_round_start(lambda _name: zombie_results.append(a_store.commit_now()))
@@ -298,10 +309,9 @@ def test_failing_max_attempts_times_dead_letters_the_chunk_and_the_index_recover
     assert_exactly_once(index, faulty)
 
 
-def test_failure_after_exec_leaves_no_failure_history_behind(index: Index,
-                                                             redis_client: redis.Redis) -> None:
+def test_failure_after_exec_leaves_no_failure_history_behind(index: Index) -> None:
     faulty = FaultyStore(index.store).fail_after_exec()
     index.send(1)
     drain(index.store, RoundRunner(faulty))
     assert_exactly_once(index, faulty)
-    assert redis_client.hgetall(index.store.keys(NAME).attempt_errors) == {}
+    assert index.store.r.hgetall(index.store.keys(NAME).attempt_errors) == {}
