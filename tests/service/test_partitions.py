@@ -2,8 +2,9 @@
 the same index unpartitioned answers; a replica serving a subset of partitions answers over
 that subset and says so; deleting the index removes every partition's keys.
 
-Both indexes use the LSH method with one seed (codes are a fixed function of the features), so
-fed the same chunks they store the same codes under the same ids.
+Both indexes use the LSH method with one seed and rounds of one chunk each (LSH centres on its
+first round's mean, so the rounds must match): fed the same chunks they store the same codes
+under the same ids.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def partitioned(redis_cluster: RedisClusterNodes, tmp_path: Path
                 ) -> Iterator[tuple[Server, Server, IndexStore]]:
     """A full replica, a replica of partitions 0 and 2, one worker, and a store client."""
     prefix = f"hsp-{uuid.uuid4().hex[:8]}"
-    env = service_env(redis_cluster.cluster_url, prefix)
+    env = service_env(redis_cluster.cluster_url, prefix, max_round_items=200)
     full = Server(env, tmp_path, workers=0)
     subset = Server({**env, "HASHSTREAM_SERVE_PARTITIONS": "0,2"}, tmp_path, workers=0)
     worker = Proc([sys.executable, "-m", "hashstream", "worker", "--log-level", "info"], env,
@@ -69,9 +70,10 @@ def test_partitioned_index_answers_what_the_unpartitioned_one_does(
         for name in ("flat", "split"):
             full.ingest(name, json_chunk(f, c))
     for name in ("flat", "split"):
-        wait_until(lambda name=name: full.info(name)["model_version"] >= 1
-                   and full.info(name)["queue_depth"] == 0, 120, 0.1, f"{name} learned")
+        wait_until(lambda name=name: full.info(name)["model_version"] >= 3, 120, 0.1,
+                   f"{name} learned")
         assert full.info(name)["n_items"] == 600
+        assert [r["n_items"] for r in full.rounds(name)] == [200, 200, 200]
     version = full.info("split")["model_version"]
     # the parts of every version sit on three hash slots
     manifest = store.load_segment_parts("split", 1)
