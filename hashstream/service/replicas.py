@@ -242,8 +242,9 @@ class SearchService:
             raise InvalidInput("query vectors contain NaN or Inf", field_name)
         rep = self._ready(name, min_version)
         assert rep.encoder is not None
-        if modality not in rep.encoder.modalities or all(target not in p.views
-                                                          for p in rep.parts):
+        targets = ("pairs",) if len(rep.encoder.modalities) == 1 else ("pairs", "image",
+                                                                        "text")
+        if modality not in rep.encoder.modalities or target not in targets:
             if len(rep.encoder.modalities) == 1:
                 raise InvalidInput("text queries and targets are for cross-modal indexes",
                                    "target")
@@ -276,31 +277,29 @@ class SearchService:
         item)."""
         extra = 1 if exclude is not None else 0
         found = []
+        dist = ids = owner = None
         for part in rep.parts:
             view = part.views.get(target)
             if view is None or len(view) == 0:
                 continue
-            dist, ids = view.search(queries, min(k + extra, len(view)))
-            found.append((part, view, dist, ids))
-        nq = queries.shape[0]
-        if not found:
-            return [[] for _ in range(nq)]
-        if len(found) == 1:
-            part, view, dist, ids = found[0]
-            owner = np.zeros(ids.shape, dtype=np.int64)
-        else:  # gather: the exact top-k of the union is within the partitions' top-ks
-            dist = np.concatenate([f[2] for f in found], axis=1)
-            ids = np.concatenate([f[3] for f in found], axis=1)
-            owner = np.concatenate([np.full(f[3].shape, i, dtype=np.int64)
-                                    for i, f in enumerate(found)], axis=1)
-            pad = ids < 0
-            key_d = np.where(pad, np.iinfo(np.int32).max, dist)
+            d, i = view.search(queries, min(k + extra, len(view)))
+            o = np.full(i.shape, len(found), dtype=np.int64)
+            found.append((part, view))
+            if dist is None:
+                dist, ids, owner = d, i, o
+                continue
+            # gather partition by partition (memory stays q × 2(k+1)): the exact top-k of
+            # the union is within the partitions' top-ks; ties by id
+            dist, ids, owner = (np.concatenate(pair, axis=1)
+                                for pair in ((dist, d), (ids, i), (owner, o)))
+            key_d = np.where(ids < 0, np.iinfo(np.int32).max, dist)
             order = np.lexsort((ids, key_d), axis=1)[:, :k + extra]
-            dist = np.take_along_axis(dist, order, axis=1)
-            ids = np.take_along_axis(ids, order, axis=1)
-            owner = np.take_along_axis(owner, order, axis=1)
+            dist, ids, owner = (np.take_along_axis(a, order, axis=1)
+                                for a in (dist, ids, owner))
+        if dist is None or ids is None or owner is None:
+            return [[] for _ in range(queries.shape[0])]
         positions: np.ndarray[Any, Any] = np.full(ids.shape, -1, dtype=np.int64)
-        for i, (_, view, _, _) in enumerate(found):
+        for i, (_, view) in enumerate(found):
             mine = (owner == i) & (ids >= 0)
             positions[mine] = view.positions(ids[mine])
         out: list[list[dict[str, Any]]] = []

@@ -10,8 +10,8 @@ the lease the worker reads the index's version, then claims every chunk another 
 pending (a worker that lost its lease or died), reads new ones as its own consumer, merges
 training chunks into one round up to ``max_round_items`` (and the round memory budget), runs
 the round, scores the held-out queries, and commits everything with the acknowledgement in one
-MULTI/EXEC that WATCHes the version and the lease: a worker whose lease lapsed can never
-commit, so no chunk is committed twice. A kill -9 at any point loses nothing: before EXEC the
+script that checks the version and the lease first: a worker whose lease lapsed can never
+commit, so no chunk is committed twice. A kill -9 at any point loses nothing: before the commit
 chunks are still pending and the next lease holder redoes the round (within the lease TTL, at
 once under ``serve``'s supervisor); after it they are committed and acknowledged together.
 
@@ -228,10 +228,11 @@ class RoundRunner:
         if raw_config is None:
             return False
         config, method = self.methods.get(name, raw_config)
-        # The version first: a commit by anyone after this read fails ours (WATCH).
+        # The version first: a commit by anyone after this read fails ours.
         version = self.store.version(name)
         # Chunks read by a worker that lost its lease (or died) are ours now.
-        self.store.claim_stale(name, self.id, idle_ms=0)
+        if self.store.claim_stale(name, self.id, idle_ms=0, lease=lease) < 0:
+            return False  # the lease lapsed already
         entries = self.store.read_chunks(name, self.id, 1000, new=False)
         entries += self.store.read_chunks(name, self.id, 1000, new=True)
         if not entries:

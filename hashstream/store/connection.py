@@ -34,8 +34,11 @@ def cluster_nodes(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
     if not sep or scheme.lower() not in CLUSTER_SCHEMES:
         raise RedisURLError(f"not a cluster URL: {url!r}")
     # urlsplit understands one host only: split the credentials and the host list by hand.
+    rest, _, query = rest.partition("?")
+    if query:
+        raise RedisURLError("a cluster URL takes no ?options (set them in the environment of "
+                            f"the client instead): {query!r}")
     netloc, _, path = rest.partition("/")
-    path = path.split("?", 1)[0]
     if path not in ("", "0"):
         raise RedisURLError(f"a Redis Cluster has only database 0; the URL names {path!r}")
     creds, at, hosts = netloc.rpartition("@")

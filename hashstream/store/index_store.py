@@ -1,17 +1,17 @@
 """Everything an index persists in Redis, and the atomic commit of a round.
 
 Arrays go through :mod:`hashstream.store.codec` (no pickle). A round's commit (a
-:class:`RoundCommit`) is one MULTI/EXEC guarded by WATCH on the version key: the new state, a
-new model version, P of the new version, the round's Y in the hash-center memory, the round's
-code-store segment, the round record, the version swap and the acknowledgement (XACK + XDEL) of
-the chunks it learned become visible together or not at all. A worker whose lock expired while
-it computed (a zombie) fails its EXEC instead of committing a chunk twice.
+:class:`RoundCommit`) is one script on the index's slot that checks the version (and the
+round's lease) before it writes: the new state, a new model version, P of the new version, the
+round's Y in the hash-center memory, the round's code-store segment, the round record, the
+version swap and the acknowledgement (XACK + XDEL) of the chunks it learned become visible
+together or not at all. A worker whose lease lapsed while it computed (a zombie) has its commit
+refused instead of committing a chunk twice.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,8 +43,57 @@ return 0
 _TAKE_LEASE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token .. ':' .. ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d', token) .. ':' .. ARGV[1], 'PX', ARGV[2])
 return token
+"""
+# A round's commit, all or nothing on the index's slot: the version must be the expected one
+# and (ARGV[2] not empty) the lease must still be the caller's; then the ops run in order.
+# KEYS: version, lease, the keys the ops write; ARGV: expected version, lease value, then
+# ops as (command, key index, n, n arguments). Returns 1, 0 (version moved), -1 (lease lost).
+_COMMIT = """
+if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+local i = 3
+while i <= #ARGV do
+  local n = tonumber(ARGV[i + 2])
+  redis.call(ARGV[i], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + n))
+  i = i + 3 + n
+end
+return 1
+"""
+# The lease holder takes over every entry other consumers left pending (XAUTOCLAIM, ids only)
+# and drops the consumers left with nothing pending, in one step: a consumer that reads new
+# entries in between cannot be dropped with them. Fenced: a zombie claims nothing.
+# KEYS: stream, lease; ARGV: group, consumer, min idle ms, lease value ('' unfenced), limit.
+# Returns the entries now pending for the consumer (its own included), or -1 (lease lost).
+_CLAIM = """
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
+local start, claimed, limit = '0-0', 0, tonumber(ARGV[5])
+repeat
+  local reply = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], start,
+                           'COUNT', 1000, 'JUSTID')
+  start = reply[1]
+  claimed = claimed + #reply[2]
+until start == '0-0' or claimed >= limit
+if claimed > 0 then
+  for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+    local who, pending
+    for j = 1, #c, 2 do
+      if c[j] == 'name' then who = c[j + 1] elseif c[j] == 'pending' then pending = c[j + 1] end
+    end
+    if who ~= ARGV[2] and pending == 0 then
+      redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], who)
+    end
+  end
+end
+return claimed
+"""
+# Note a partitioned round's parts before writing them, if the caller still holds the lease.
+# KEYS: partition_writes, lease; ARGV: "<version>:<token>", lease value ('' unfenced).
+_RECORD_PARTS = """
+if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('SADD', KEYS[1], ARGV[1])
+return 1
 """
 # Drop a lease if the given worker holds it (whatever its token): a dead worker's leases.
 _RELEASE_OF = """
@@ -54,12 +103,16 @@ if v and string.sub(v, string.find(v, ':', 1, true) + 1) == ARGV[1] then
 end
 return 0
 """
-# Create an index on its slot in one step: config, version 0, the stream and its group.
-# KEYS: config, version, stream; ARGV: config JSON, group. Returns 1, or 0 if it exists.
+# Create an index on its slot in one step: config, version 0, the stream and its group, and
+# the lease-token counter seeded from the creation time (a re-created index's tokens stay
+# above every token of the one before).
+# KEYS: config, version, stream, lease_token; ARGV: config JSON, group, token base.
+# Returns 1, or 0 if it exists.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], 0)
+redis.call('SET', KEYS[4], ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('XGROUP', 'CREATE', KEYS[3], ARGV[2], '0', 'MKSTREAM')
 end
@@ -158,14 +211,12 @@ return 0
 @dataclass
 class Lease:
     """An index's round lease held by ``worker`` under fencing token ``token`` (strictly
-    increasing per index). Only the holder's commits and dead-letterings go through; ``guard``
-    keeps a renewal (PEXPIRE, which a WATCH sees as a change) out of a commit's WATCH…EXEC."""
+    increasing per index). Only the holder's commits, claims and dead-letterings go through."""
 
     name: str
     worker: str
     token: int
     ttl_ms: int
-    guard: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def value(self) -> str:
@@ -197,6 +248,54 @@ class RoundCommit:
     centers: np.ndarray[Any, Any] | None = None
 
 
+_MAX_OP_ARGS = 1000  # arguments per command of the commit script (Lua's unpack limit ~8000)
+
+
+def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
+                ) -> tuple[list[str], list[Any]]:
+    """KEYS and the op list (name, key index, n, args…) of :data:`_COMMIT` for ``commit``."""
+    keys = [k.version, k.lease]
+    ops: list[Any] = []
+
+    def op(command: str, key: str, args: list[Any], pairs: bool = False,
+           head: list[Any] | None = None) -> None:
+        if key not in keys:
+            keys.append(key)
+        step = _MAX_OP_ARGS - (_MAX_OP_ARGS % 2 if pairs else 0)
+        for i in range(0, max(len(args), 1), step):
+            part = (head or []) + args[i:i + step]
+            ops.extend([command, keys.index(key) + 1, len(part), *part])
+
+    def mapping(arrays: dict[str, Any]) -> list[Any]:
+        return [x for item in encode_arrays(arrays).items() for x in item]
+
+    new_version = expected_version + 1
+    if commit.state is not None:
+        op("DEL", k.state, [])
+        op("HSET", k.state, mapping(commit.state), pairs=True)
+    if commit.projection is not None:
+        op("SET", k.projection(new_version), [encode_array(commit.projection)])
+    if commit.centers is not None:
+        op("HSET", k.center_memory, [str(new_version), encode_array(commit.centers)])
+    if commit.model is not None:
+        model_version, arrays = commit.model
+        op("HSET", k.deep_model(model_version), mapping(arrays), pairs=True)
+    if commit.segment is not None:
+        op("HSET", k.segment(new_version), mapping(commit.segment), pairs=True)
+        op("SET", k.version, [new_version])
+    for chunk_id, arrays in commit.query_chunks.items():
+        op("HSET", k.queries, [x for a, v in arrays.items()
+                               for x in (f"{chunk_id}:{a}", encode_array(v))], pairs=True)
+    if commit.record is not None:
+        op("RPUSH", k.rounds, [json.dumps(commit.record)])
+    if commit.ack_ids:
+        op("XACK", k.stream, list(commit.ack_ids), head=[GROUP])
+        op("XDEL", k.stream, list(commit.ack_ids))
+        op("HDEL", k.attempts, list(commit.ack_ids))
+        op("HDEL", k.attempt_errors, list(commit.ack_ids))
+    return keys, ops
+
+
 class ClassMapError(ValueError):
     """A chunk's labels do not fit the index's class map (``reason``: kind or capacity)."""
 
@@ -218,6 +317,9 @@ class IndexStore:
         self._release_of = client.register_script(_RELEASE_OF)
         self._create = client.register_script(_CREATE)
         self._heartbeat = client.register_script(_HEARTBEAT)
+        self._commit_script = client.register_script(_COMMIT)
+        self._claim = client.register_script(_CLAIM)
+        self._record_parts = client.register_script(_RECORD_PARTS)
         self._live_workers = client.register_script(_LIVE_WORKERS)
         self._map_classes = client.register_script(_MAP_CLASSES)
         self._dead_letter = client.register_script(_DEAD_LETTER)
@@ -232,8 +334,10 @@ class IndexStore:
         the two left an index nobody lists: the next create of the name lists it (and answers
         False: it exists, with its first config)."""
         k = self.keys(name)
-        created = bool(self._create(keys=[k.config, k.version, k.stream],
-                                    args=[json.dumps(config), GROUP]))
+        # ms since 1970 × 2^10 (~1.8e15): exact in Lua's doubles (< 2^53) for centuries
+        token_base = int(time.time() * 1000) << 10
+        created = bool(self._create(keys=[k.config, k.version, k.stream, k.lease_token],
+                                    args=[json.dumps(config), GROUP, token_base]))
         self.r.sadd(registry_key(self.prefix), name)  # last: listed once complete
         return created
 
@@ -247,7 +351,7 @@ class IndexStore:
     def delete_index(self, name: str, partitions: int = 1) -> bool:
         """Unlist the index first, then remove its keys: those on its own slot in one MULTI,
         then each partition's segment parts on their slots. A worker mid-round fails its
-        commit (the version and the lease it WATCHes are gone)."""
+        commit (the version and the lease it checks are gone)."""
         k = self.keys(name)
         removed = bool(self.r.srem(registry_key(self.prefix), name))
         writes = [m.decode() for m in self.r.smembers(k.partition_writes)]
@@ -285,28 +389,18 @@ class IndexStore:
             return []
         return [(eid.decode(), fields) for eid, fields in reply[0][1] if fields]
 
-    def claim_stale(self, name: str, consumer: str, idle_ms: int, limit: int = 100_000) -> int:
+    def claim_stale(self, name: str, consumer: str, idle_ms: int, limit: int = 100_000,
+                    lease: Lease | None = None) -> int:
         """Take over entries other consumers read but never acknowledged (idle at least
-        ``idle_ms``), up to ``limit``; how many pending entries are now ``consumer``'s (its
-        own included). The lease holder claims with
-        ``idle_ms=0``: whoever read them before lost the lease and can no longer commit.
-        The consumers left with nothing pending are dropped then (one per dead worker would
-        otherwise stay in the group for good)."""
-        start, claimed = "0-0", 0
-        while claimed < limit:
-            reply = self.r.xautoclaim(self.keys(name).stream, GROUP, consumer, idle_ms,
-                                      start_id=start, count=min(1000, limit - claimed))
-            claimed += len(reply[1])
-            start = reply[0].decode() if isinstance(reply[0], bytes) else str(reply[0])
-            if start == "0-0":
-                break
-        if claimed:  # someone left chunks behind: forget consumers with nothing pending
-            stream = self.keys(name).stream
-            for info in self.r.xinfo_consumers(stream, GROUP):
-                who = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
-                if who != consumer and int(info["pending"]) == 0:
-                    self.r.xgroup_delconsumer(stream, GROUP, who)
-        return claimed
+        ``idle_ms``), up to ``limit``, and drop the consumers left with nothing pending (one
+        per dead worker would otherwise stay in the group for good), in one script; how many
+        pending entries are now ``consumer``'s (its own included), or -1 when ``lease`` is no
+        longer the caller's. The lease holder claims with ``idle_ms=0``: whoever read them
+        before lost the lease and can no longer commit."""
+        k = self.keys(name)
+        return int(self._claim(keys=[k.stream, k.lease],
+                               args=[GROUP, consumer, idle_ms,
+                                     lease.value if lease is not None else "", limit]))
 
     def queue_depth(self, name: str) -> int:
         """Chunks accepted and not yet committed (acked entries are deleted)."""
@@ -413,6 +507,9 @@ class IndexStore:
         another worker may hold it). Workers always pass their lease; ``None`` is for tools
         and tests that write an index nobody else runs.
 
+        One script on the index's slot checks the version and the lease and then writes
+        everything (:data:`_COMMIT`): a client that retries it after a lost reply finds the
+        version moved and writes nothing, and a lease renewal cannot abort it (a WATCH would).
         A ``commit.segment`` makes a new version (the round's codes); without one only the
         query chunks are stored and the chunks acknowledged. With ``partitions`` > 1 the
         segment's parts are written first, each on its partition's slot under the lease's
@@ -420,19 +517,27 @@ class IndexStore:
         commit writes the manifest in the segment's place.
         """
         if commit.segment is not None and partitions > 1:
-            commit = self._write_parts(name, expected_version + 1, commit, partitions,
-                                       lease.token if lease is not None else 0)
-        if lease is None:
-            return self._commit(name, expected_version, commit, None)
-        with lease.guard:
-            return self._commit(name, expected_version, commit, lease)
+            parted = self._write_parts(name, expected_version + 1, commit, partitions, lease)
+            if parted is None:
+                return False
+            commit = parted
+        keys, args = _commit_ops(self.keys(name), expected_version, commit)
+        reply = self._commit_script(keys=keys, args=[
+            expected_version, lease.value if lease is not None else "", *args])
+        return int(reply) == 1
 
     def _write_parts(self, name: str, version: int, commit: RoundCommit, partitions: int,
-                     token: int) -> RoundCommit:
+                     lease: Lease | None) -> RoundCommit | None:
+        """Write the segment's partition parts; None when the lease is no longer ours."""
         k = self.keys(name)
         assert commit.segment is not None
-        # recorded before the parts exist, so deleting the index finds even a loser's parts
-        self.r.sadd(k.partition_writes, f"{version}:{token}")
+        token = lease.token if lease is not None else 0
+        # recorded (fenced) before the parts exist, so deleting the index finds even the parts
+        # of a round that then loses its commit
+        if not self._record_parts(keys=[k.partition_writes, k.lease],
+                                  args=[f"{version}:{token}",
+                                        lease.value if lease is not None else ""]):
+            return None
         parts = split_segment(commit.segment, partitions)
         for p, part in parts.items():
             key = k.partition_segment(p, version, token)
@@ -447,49 +552,6 @@ class IndexStore:
                            state=commit.state, segment=manifest, record=commit.record,
                            model=commit.model, projection=commit.projection,
                            centers=commit.centers)
-
-    def _commit(self, name: str, expected_version: int, commit: RoundCommit,
-                lease: Lease | None) -> bool:
-        k = self.keys(name)
-        with self.r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(*([k.version, k.lease] if lease is not None else [k.version]))
-                current = pipe.get(k.version)
-                if (int(current) if current is not None else 0) != expected_version:
-                    return False
-                if lease is not None:
-                    holder = pipe.get(k.lease)
-                    if holder is None or holder.decode() != lease.value:
-                        return False
-                pipe.multi()
-                new_version = expected_version + 1
-                if commit.state is not None:
-                    pipe.delete(k.state)
-                    pipe.hset(k.state, mapping=encode_arrays(commit.state))
-                if commit.projection is not None:
-                    pipe.set(k.projection(new_version), encode_array(commit.projection))
-                if commit.centers is not None:
-                    pipe.hset(k.center_memory, str(new_version), encode_array(commit.centers))
-                if commit.model is not None:
-                    model_version, arrays = commit.model
-                    pipe.hset(k.deep_model(model_version), mapping=encode_arrays(arrays))
-                if commit.segment is not None:
-                    pipe.hset(k.segment(new_version), mapping=encode_arrays(commit.segment))
-                    pipe.set(k.version, new_version)
-                for chunk_id, arrays in commit.query_chunks.items():
-                    pipe.hset(k.queries, mapping={f"{chunk_id}:{a}": encode_array(v)
-                                                  for a, v in arrays.items()})
-                if commit.record is not None:
-                    pipe.rpush(k.rounds, json.dumps(commit.record))
-                if commit.ack_ids:
-                    pipe.xack(k.stream, GROUP, *commit.ack_ids)
-                    pipe.xdel(k.stream, *commit.ack_ids)
-                    pipe.hdel(k.attempts, *commit.ack_ids)
-                    pipe.hdel(k.attempt_errors, *commit.ack_ids)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                return False
 
     def load_deep_model(self, name: str, model_version: int) -> Arrays:
         """The arrays of one stored model version of a method that keeps one ({} if none)."""
@@ -625,14 +687,12 @@ class IndexStore:
 
     def renew_lease(self, lease: Lease) -> bool:
         """Extend the lease by its TTL if still held; False once it was lost."""
-        with lease.guard:
-            return bool(self._renew(keys=[self.keys(lease.name).lease],
-                                    args=[lease.value, lease.ttl_ms]))
+        return bool(self._renew(keys=[self.keys(lease.name).lease],
+                                args=[lease.value, lease.ttl_ms]))
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease back (compare-and-delete: never someone else's)."""
-        with lease.guard:
-            self._release(keys=[self.keys(lease.name).lease], args=[lease.value])
+        self._release(keys=[self.keys(lease.name).lease], args=[lease.value])
 
     def lease_holder(self, name: str) -> tuple[int, str] | None:
         """(token, worker) of the index's current lease, or None."""

@@ -27,6 +27,7 @@ def test_cluster_url_nodes_and_credentials() -> None:
     ("redis+cluster://h1:7000,:7001", "host:port"),
     ("redis+cluster://h1:port", "bad port"),
     ("redis://h1:7000", "not a cluster URL"),
+    ("redis+cluster://h1:7000?ssl_cert_reqs=none", "no \\?options"),
 ])
 def test_unusable_cluster_urls_are_refused(url: str, part: str) -> None:
     with pytest.raises(RedisURLError, match=part):

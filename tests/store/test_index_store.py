@@ -423,3 +423,37 @@ def test_embedded_redis_persists_across_restart(tmp_path: Path) -> None:
         c2.close()
     finally:
         again.stop()
+
+
+def test_a_zombie_claims_nothing_and_no_entry_is_lost_to_a_dropped_consumer(
+        store: IndexStore, name: str) -> None:
+    """The holder's claim drops consumers with nothing pending in the same step as it reads
+    them, so an entry a zombie reads afterwards is pending under it, and claimed next time."""
+    zombie = store.take_lease(name, "A", 10_000)
+    assert zombie is not None
+    store.release_lease(zombie)  # lapsed
+    holder = store.take_lease(name, "B", 10_000)
+    assert holder is not None
+    e1 = _enqueue(store, name, 1)
+    store.read_chunks(name, "A", 10, new=True)  # the zombie read e1
+    assert store.claim_stale(name, "A", 0, lease=zombie) == -1  # fenced: nothing moves
+    assert store.claim_stale(name, "B", 0, lease=holder) == 1
+    stream = store.keys(name).stream
+    assert [c["name"] for c in store.r.xinfo_consumers(stream, GROUP)] == [b"B"]
+    e2 = _enqueue(store, name, 2)
+    assert [eid for eid, _ in store.read_chunks(name, "A", 10, new=True)] == [e2]  # zombie
+    assert store.claim_stale(name, "B", 0, lease=holder) == 2
+    assert [eid for eid, _ in store.read_chunks(name, "B", 10, new=False)] == [e1, e2]
+
+
+def test_a_commit_of_thousands_of_chunks_and_fields_goes_through_whole(store: IndexStore,
+                                                                       name: str) -> None:
+    eids = [_enqueue(store, name, i) for i in range(2500)]
+    store.read_chunks(name, "w", 3000, new=True)
+    queries = {f"q{i}": {"features": np.ones((1, 2)), "labels": np.ones((1, 1))}
+               for i in range(700)}
+    assert _commit(store, name, 0, **_round(1), ack_ids=eids, query_chunks=queries)
+    assert store.queue_depth(name) == 0 and store.version(name) == 1
+    assert len(store.load_queries(name)) == 700
+    assert not _commit(store, name, 0, **_round(1), ack_ids=eids, query_chunks={})  # a retry
+    assert len(store.rounds(name)) == 1
