@@ -11,8 +11,8 @@ pending (a worker that lost its lease or died), reads new ones as its own consum
 training chunks into one round up to ``max_round_items`` (and the round memory budget), runs
 the round, scores the held-out queries, and commits everything with the acknowledgement in one
 script that checks the version and the lease first: a worker whose lease lapsed can never
-commit, so no chunk is committed twice. A kill -9 at any point loses nothing: before the commit
-chunks are still pending and the next lease holder redoes the round (within the lease TTL, at
+commit, so no chunk is committed twice. A kill -9 at any point loses nothing: before the commit,
+the chunks are still pending and the next lease holder redoes the round (within the lease TTL, at
 once under ``serve``'s supervisor); after it they are committed and acknowledged together.
 
 Poison never stops an index: every round start is counted per chunk before the round runs, so
