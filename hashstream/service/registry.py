@@ -244,9 +244,7 @@ class IndexService:
 
     def delete(self, name: str) -> None:
         check_name(name)
-        raw = self.store.config(name)
-        partitions = int(raw.get("partitions", 1)) if raw is not None else 1
-        if not self.store.delete_index(name, partitions):
+        if not self.store.delete_index(name):
             raise NotFound(f"no index named {name!r}", "name")
 
     def ensure(self, name: str, dim: int) -> IndexConfig:

@@ -348,21 +348,41 @@ class IndexStore:
         raw = self.r.get(self.keys(name).config)
         return None if raw is None else dict(json.loads(raw))
 
-    def delete_index(self, name: str, partitions: int = 1) -> bool:
-        """Unlist the index first, then remove its keys: those on its own slot in one MULTI,
-        then each partition's segment parts on their slots. A worker mid-round fails its
-        commit (the version and the lease it checks are gone)."""
+    def delete_index(self, name: str) -> bool:
+        """Unlist the index first, then remove its partitions' segment parts (each on its
+        slot), then every key on its own slot in one MULTI that WATCHes what it read (the
+        version, the parts written, the config): a commit landing meanwhile makes it start
+        over, so no key it wrote is left behind. A worker mid-round fails its commit (the
+        version and the lease it checks are gone); a delete cut off half-way is finished by
+        the next (the config goes last)."""
         k = self.keys(name)
         removed = bool(self.r.srem(registry_key(self.prefix), name))
-        writes = [m.decode() for m in self.r.smembers(k.partition_writes)]
-        version = self.version(name)
-        doomed = k.all() + [k.projection(v) for v in range(1, version + 1)]
-        doomed += [k.segment(v) for v in range(1, version + 1)]
-        doomed += [k.deep_model(v) for v in range(1, version + 1)]
-        with self.r.pipeline(transaction=True) as pipe:  # one slot: one MULTI
-            for i in range(0, len(doomed), 512):
-                pipe.delete(*doomed[i:i + 512])
-            existed = pipe.execute()
+        for _ in range(100):
+            with self.r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(k.version, k.partition_writes, k.config)
+                    raw = pipe.get(k.config)
+                    partitions = int(json.loads(raw).get("partitions", 1)) if raw else 1
+                    writes = [m.decode() for m in pipe.smembers(k.partition_writes)]
+                    current = pipe.get(k.version)
+                    version = int(current) if current is not None else 0
+                    self._delete_parts(k, writes, partitions)
+                    doomed = [key for key in k.all() if key != k.config]
+                    doomed += [k.projection(v) for v in range(1, version + 1)]
+                    doomed += [k.segment(v) for v in range(1, version + 1)]
+                    doomed += [k.deep_model(v) for v in range(1, version + 1)]
+                    pipe.multi()
+                    for i in range(0, len(doomed), 512):
+                        pipe.delete(*doomed[i:i + 512])
+                    pipe.delete(k.config)
+                    existed = pipe.execute()
+                    return removed or any(existed)
+                except redis.WatchError:
+                    continue
+        raise RuntimeError(f"index {name!r}: commits kept landing during its delete")
+
+    def _delete_parts(self, k: IndexKeys, writes: list[str], partitions: int) -> None:
+        """Delete the partition parts named by ``writes`` (``<version>:<token>``)."""
         parts: dict[int, list[str]] = {}
         for write in writes:
             v, _, token = write.partition(":")
@@ -370,10 +390,9 @@ class IndexStore:
                 parts.setdefault(p, []).append(k.partition_segment(p, int(v), int(token)))
         for keys in parts.values():
             for i in range(0, len(keys), 512):
-                with self.r.pipeline(transaction=True) as pipe:
+                with self.r.pipeline(transaction=True) as pipe:  # one partition: one slot
                     pipe.delete(*keys[i:i + 512])
                     pipe.execute()
-        return removed or any(existed)
 
     # --- ingest queue ---------------------------------------------------------------------
     def enqueue(self, name: str, fields: dict[str, bytes]) -> str:

@@ -190,7 +190,7 @@ def test_a_partitioned_segment_spreads_over_slots_joins_back_and_is_deleted_whol
     assert sorted(joined["ids"].tolist()) == segment["ids"].tolist()
     assert len(joined["label_indices"]) == len(segment["label_indices"])
     assert store.load_segment_parts(name, 1, partitions=[2]).keys() == {2}
-    assert store.delete_index(name, parts)
+    assert store.delete_index(name)
     client = store.r
     for token in (lease.token, stale.token):  # the winner's parts and the loser's orphans
         for p in range(parts):
