@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 import redis
+from support.data import train_chunk
 
-from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk
+from hashstream.service.chunks import Chunk, ParsedChunk
 from hashstream.service.registry import IndexService
 from hashstream.service.worker import RoundRunner
 from hashstream.solver.class_lists import ClassLists
@@ -31,11 +32,7 @@ def store(redis_client: redis.Redis, session_prefix: str, hs: Any) -> Iterator[I
 
 
 def _parsed(seed: int, n: int = 120, ids: Any = None) -> ParsedChunk:
-    rng = np.random.default_rng(seed)
-    cls = rng.integers(0, 3, n)
-    x = (np.eye(3, DIM)[cls] * 4 + rng.standard_normal((n, DIM))).astype(np.float32)
-    labels = ClientLabels(np.arange(n + 1, dtype=np.int64), cls.astype(np.int64), "int")
-    return ParsedChunk(x, labels, ids, "train")
+    return train_chunk(seed, n, DIM, ids)
 
 
 def _poison(store: IndexStore, name: str, n: int = 120, first_id: int = 10_000) -> str:

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from support.data import train_chunk
 from support.faulty_store import FaultyStore
 
-from hashstream.service.chunks import ClientLabels, ParsedChunk
+from hashstream.service.chunks import ParsedChunk
 from hashstream.service.registry import IndexService
 from hashstream.service.worker import RoundRunner
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
@@ -44,11 +45,7 @@ class Sent:
 
 
 def _parsed(seed: int, n: int) -> ParsedChunk:
-    rng = np.random.default_rng(seed)
-    cls = rng.integers(0, 3, n)
-    x = (np.eye(3, DIM)[cls] * 4 + rng.standard_normal((n, DIM))).astype(np.float32)
-    labels = ClientLabels(np.arange(n + 1, dtype=np.int64), cls.astype(np.int64), "int")
-    return ParsedChunk(x, labels, None, "train")
+    return train_chunk(seed, n, DIM)
 
 
 class Index:

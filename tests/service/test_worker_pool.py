@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+from support.data import train_chunk
 
-from hashstream.service.chunks import ClientLabels, ParsedChunk
+from hashstream.service.chunks import ParsedChunk
 from hashstream.service.registry import IndexService
 from hashstream.service.worker import RoundRunner
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
@@ -30,11 +30,7 @@ class CountingStore(IndexStore):
 
 
 def _parsed(seed: int, n: int) -> ParsedChunk:
-    rng = np.random.default_rng(seed)
-    cls = rng.integers(0, 3, n)
-    x = (np.eye(3, DIM)[cls] * 4 + rng.standard_normal((n, DIM))).astype(np.float32)
-    return ParsedChunk(x, ClientLabels(np.arange(n + 1, dtype=np.int64), cls.astype(np.int64),
-                                       "int"), None, "train")
+    return train_chunk(seed, n, DIM)
 
 
 def test_runners_taking_turns_read_only_the_segments_they_missed(index_store: IndexStore

@@ -12,9 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 from redis.cluster import key_slot
+from support.data import train_chunk
 from support.redis_cluster import RedisClusterNodes
 
-from hashstream.service.chunks import ClientLabels, ParsedChunk
+from hashstream.service.chunks import ParsedChunk
 from hashstream.service.registry import IndexService
 from hashstream.service.worker import RoundRunner
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
@@ -61,11 +62,7 @@ def _node_keys(nodes: RedisClusterNodes, store: IndexStore, name: str) -> list[b
 
 
 def _parsed(seed: int, n: int) -> ParsedChunk:
-    rng = np.random.default_rng(seed)
-    cls = rng.integers(0, 3, n)
-    x = (np.eye(3, DIM)[cls] * 4 + rng.standard_normal((n, DIM))).astype(np.float32)
-    return ParsedChunk(x, ClientLabels(np.arange(n + 1, dtype=np.int64), cls.astype(np.int64),
-                                       "int"), None, "train")
+    return train_chunk(seed, n, DIM)
 
 
 def test_every_key_of_an_index_is_on_its_slot(cluster_store: IndexStore) -> None:

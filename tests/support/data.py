@@ -106,3 +106,15 @@ def json_chunk(features: np.ndarray, cls: np.ndarray, ids: Any = None,
     if role is not None:
         body["role"] = role
     return body
+
+
+def train_chunk(seed: int, n: int = 120, dim: int = 8, ids: Any = None) -> Any:
+    """A parsed training chunk (what ``IndexService.ingest`` takes): ``n`` items of three
+    separated classes in ``dim`` dimensions, one int label each."""
+    from hashstream.service.chunks import ClientLabels, ParsedChunk
+
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, 3, n)
+    x = (np.eye(3, dim)[cls] * 4 + rng.standard_normal((n, dim))).astype(np.float32)
+    labels = ClientLabels(np.arange(n + 1, dtype=np.int64), cls.astype(np.int64), "int")
+    return ParsedChunk(x, labels, ids, "train")
