@@ -329,7 +329,8 @@ class RoundRunner:
                 log_event("queries_stored", index=name, chunks=list(queries))
             return ok
         chunk_ids = [eid for eid, _ in train]
-        self.store.start_attempt(name, chunk_ids)
+        if self.store.start_attempt(name, chunk_ids, lease=lease) is None:
+            return False  # the lease lapsed before the round began
         try:
             return self._learn_round(name, config, method, version, lease, train,
                                      query_arrays)

@@ -88,6 +88,14 @@ if claimed > 0 then
 end
 return claimed
 """
+# Count a round start for each chunk, if the caller still holds the lease.
+# KEYS: attempts, lease; ARGV: lease value ('' unfenced), chunk ids. Returns the counts.
+_START_ATTEMPT = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
+local out = {}
+for i = 2, #ARGV do out[#out + 1] = redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
+return out
+"""
 # Note a partitioned round's parts before writing them, if the caller still holds the lease.
 # KEYS: partition_writes, lease; ARGV: "<version>:<token>", lease value ('' unfenced).
 _RECORD_PARTS = """
@@ -320,6 +328,7 @@ class IndexStore:
         self._commit_script = client.register_script(_COMMIT)
         self._claim = client.register_script(_CLAIM)
         self._record_parts = client.register_script(_RECORD_PARTS)
+        self._start_attempt = client.register_script(_START_ATTEMPT)
         self._live_workers = client.register_script(_LIVE_WORKERS)
         self._map_classes = client.register_script(_MAP_CLASSES)
         self._dead_letter = client.register_script(_DEAD_LETTER)
@@ -613,17 +622,22 @@ class IndexStore:
         return (None if kind is None else kind.decode()), list(labels)
 
     # --- failed rounds and dead letters ---------------------------------------------------
-    def start_attempt(self, name: str, chunk_ids: list[str]) -> dict[str, int]:
-        """Count one more round started with each chunk; returns the counts so far.
+    def start_attempt(self, name: str, chunk_ids: list[str], lease: Lease | None = None
+                      ) -> dict[str, int] | None:
+        """Count one more round started with each chunk; returns the counts so far, or None
+        (nothing counted) when ``lease`` is no longer the caller's: a zombie's round does not
+        use up the chunks' attempts.
 
         Counted before the round runs, so a worker that dies mid-round has used an attempt."""
         if not chunk_ids:
             return {}
         k = self.keys(name)
-        pipe = self.r.pipeline(transaction=True)
-        for cid in chunk_ids:
-            pipe.hincrby(k.attempts, cid, 1)
-        return dict(zip(chunk_ids, (int(v) for v in pipe.execute()), strict=True))
+        counts = self._start_attempt(keys=[k.attempts, k.lease],
+                                     args=[lease.value if lease is not None else "",
+                                           *chunk_ids])
+        if counts is None:
+            return None
+        return dict(zip(chunk_ids, (int(v) for v in counts), strict=True))
 
     def attempts(self, name: str, chunk_ids: list[str]) -> dict[str, int]:
         """Rounds started and not committed, per chunk (0 when none)."""

@@ -457,3 +457,15 @@ def test_a_commit_of_thousands_of_chunks_and_fields_goes_through_whole(store: In
     assert len(store.load_queries(name)) == 700
     assert not _commit(store, name, 0, **_round(1), ack_ids=eids, query_chunks={})  # a retry
     assert len(store.rounds(name)) == 1
+
+
+def test_a_zombie_round_start_uses_up_no_attempt(store: IndexStore, name: str) -> None:
+    eid = _enqueue(store, name, 1)
+    zombie = store.take_lease(name, "A", 10_000)
+    assert zombie is not None
+    assert store.start_attempt(name, [eid], lease=zombie) == {eid: 1}
+    store.release_lease(zombie)  # lapsed
+    holder = store.take_lease(name, "B", 10_000)
+    assert store.start_attempt(name, [eid], lease=zombie) is None
+    assert store.attempts(name, [eid]) == {eid: 1}
+    assert store.start_attempt(name, [eid], lease=holder) == {eid: 2}

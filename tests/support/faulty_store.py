@@ -140,8 +140,9 @@ class FaultyStore:
         return [c for c in self.calls if c.wrote]
 
     # --- intercepted ----------------------------------------------------------------------
-    def start_attempt(self, name: str, chunk_ids: list[str]) -> dict[str, int]:
-        counts = self.inner.start_attempt(name, chunk_ids)
+    def start_attempt(self, name: str, chunk_ids: list[str], **kwargs: Any
+                      ) -> dict[str, int] | None:
+        counts = self.inner.start_attempt(name, chunk_ids, **kwargs)
         if chunk_ids and self._start_faults:
             fault = self._start_faults.pop(0)
             if fault.kind == "hook":
