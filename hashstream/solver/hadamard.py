@@ -1,12 +1,26 @@
 """Hadamard hash centers (SDOH-HC's fixed centers C) and their class-growth rule.
 
-Class j gets column j of Sylvester's Hadamard matrix H_r while j < r, then the negated column
-j - r while j < 2r, then a random ±1 column drawn from (seed, j) as CSQ does. Growth is
-therefore deterministic: the centers of c classes never depend on how c was reached.
+Column j of Sylvester's matrix H (order 2^n ≥ r) is k ↦ (−1)^⟨k, j⟩ over the bits of k, so
+bit k of the centers of the classes with columns j_1 … j_c is a linear function of k over
+GF(2): the centers have 2^rank(j_1 … j_c) distinct bit rows. Taking the first c columns (as this
+module did before) gives indices below 2^⌈log₂ c⌉, hence only that many distinct rows however
+long the code (16 distinct rows out of 64 for c = 10): the other bits copy them, and the query
+codes P learns to reproduce copy them too.
+
+So classes take columns in the order 1, 2, 4, …, 2^(n−1) (independent indices: any c of them
+give min(2^c, r) distinct rows, the most c classes can have), then the remaining non-zero
+indices in increasing order; column 0 (all ones) is never a center, so only bit row 0 is
+constant. After the 2^n − 1 columns come their negations in the same order, then random ±1
+columns drawn from (seed, j) as CSQ does. Growth is deterministic: the centers of c classes
+never depend on how c was reached.
+
+Centers stored by an index made before this order (the first columns of H, then their
+negations) keep growing by that older rule (:func:`grow_centers` recognises them).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -24,18 +38,28 @@ def sylvester(order: int) -> Int8Array:
     return h
 
 
-def _base_matrix(bits: int) -> Int8Array:
-    """First ``bits`` rows of the Sylvester matrix of the next power of two ≥ ``bits``."""
-    order = 1 << max(0, (bits - 1).bit_length())
-    return sylvester(order)[:bits, :bits]
+def _order(bits: int) -> int:
+    return 1 << max(0, (bits - 1).bit_length())
+
+
+@lru_cache(maxsize=32)
+def column_order(order: int) -> tuple[int, ...]:
+    """The Sylvester column of each class, for the first ``order - 1`` classes: the powers of
+    two first, then the other non-zero indices ascending (column 0 is never used)."""
+    powers = [1 << i for i in range(order.bit_length() - 1)]
+    return tuple(powers + [j for j in range(1, order) if j & (j - 1)])
 
 
 def center_column(bits: int, j: int, seed: int) -> Int8Array:
     """The fixed center of class ``j`` (length ``bits``, ±1)."""
-    if j < bits:
-        return _base_matrix(bits)[:, j].copy()
-    if j < 2 * bits:
-        return -_base_matrix(bits)[:, j - bits]
+    order = _order(bits)
+    cols = column_order(order)
+    if j < 2 * len(cols):
+        k = np.arange(bits)
+        col = cols[j % len(cols)]
+        parity = np.array([bin(int(v) & col).count("1") & 1 for v in k])
+        sign = np.where(parity == 1, -1, 1).astype(np.int8)
+        return sign if j < len(cols) else -sign
     rng = np.random.default_rng([seed, j])
     return np.where(rng.random(bits) < 0.5, -1, 1).astype(np.int8)
 
@@ -44,22 +68,49 @@ def hadamard_centers(bits: int, n_classes: int, seed: int = 0) -> Int8Array:
     """C: the ``bits × n_classes`` matrix of fixed hash centers, one column per class."""
     if bits < 1:
         raise ValueError("bits must be positive")
+    order = _order(bits)
+    h = sylvester(order)[:bits]
+    cols = column_order(order)
     out = np.empty((bits, n_classes), dtype=np.int8)
-    base = _base_matrix(bits)
+    for j in range(n_classes):
+        if j < len(cols):
+            out[:, j] = h[:, cols[j]]
+        elif j < 2 * len(cols):
+            out[:, j] = -h[:, cols[j - len(cols)]]
+        else:
+            out[:, j] = center_column(bits, j, seed)
+    return out
+
+
+def legacy_centers(bits: int, n_classes: int, seed: int = 0) -> Int8Array:
+    """The centers of the earlier rule: the first columns of H_r[:bits, :bits], then their
+    negations, then random columns (kept to grow indexes that were made with it)."""
+    base = sylvester(_order(bits))[:bits, :bits]
+    out = np.empty((bits, n_classes), dtype=np.int8)
     for j in range(n_classes):
         if j < bits:
             out[:, j] = base[:, j]
         elif j < 2 * bits:
             out[:, j] = -base[:, j - bits]
         else:
-            out[:, j] = center_column(bits, j, seed)
+            rng = np.random.default_rng([seed, j])
+            out[:, j] = np.where(rng.random(bits) < 0.5, -1, 1)
     return out
 
 
 def grow_centers(centers: Int8Array, n_classes: int, seed: int = 0) -> Int8Array:
-    """Extend ``centers`` (bits × c) to ``n_classes`` columns by the growth rule."""
+    """Extend ``centers`` (bits × c) to ``n_classes`` columns by the rule they were made with."""
     bits, c = centers.shape
     if n_classes <= c:
         return centers
-    extra = hadamard_centers(bits, n_classes, seed)[:, c:]
+    rule = hadamard_centers
+    if c and not np.array_equal(centers, hadamard_centers(bits, c, seed)) \
+            and np.array_equal(centers, legacy_centers(bits, c, seed)):
+        rule = legacy_centers
+    extra = rule(bits, n_classes, seed)[:, c:]
     return np.concatenate([centers, extra], axis=1)
+
+
+def distinct_rows(centers: Int8Array) -> int:
+    """How many distinct bit rows (bits across classes) the centers have."""
+    return int(np.unique(np.asarray(centers), axis=0).shape[0])

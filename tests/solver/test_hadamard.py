@@ -1,4 +1,5 @@
-"""Hadamard hash centers: Sylvester's matrix, orthogonality and the class-growth rule."""
+"""Hadamard hash centers: Sylvester's matrix, orthogonality, as many distinct bit rows as the
+classes allow, and the class-growth rule (the earlier rule kept for indexes made with it)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import pytest
 
 from hashstream.solver.hadamard import (
     center_column,
+    column_order,
+    distinct_rows,
     grow_centers,
     hadamard_centers,
+    legacy_centers,
     sylvester,
 )
 
@@ -31,7 +35,7 @@ def test_sylvester_rejects_non_powers_of_two(order: int) -> None:
 
 @pytest.mark.parametrize("bits", [16, 32, 64])
 def test_centers_mutually_orthogonal_up_to_r_classes(bits: int) -> None:
-    for c in (1, 2, 10, bits // 2, bits):
+    for c in (1, 2, 10, bits // 2, bits - 1):
         centers = hadamard_centers(bits, c)
         assert centers.shape == (bits, c)
         assert centers.dtype == np.int8
@@ -44,15 +48,38 @@ def test_centers_mutually_orthogonal_up_to_r_classes(bits: int) -> None:
         assert (off == bits // 2).all()
 
 
+@pytest.mark.parametrize("bits", [16, 32, 48, 64])
+@pytest.mark.parametrize("c", [1, 2, 3, 5, 6, 7, 10, 20, 40, 70])
+def test_centers_have_as_many_distinct_bit_rows_as_c_classes_can(bits: int, c: int) -> None:
+    """A bit row is a pattern over c classes: 2^c patterns at most, and r rows. Once the
+    classes outnumber log2 of the order, every bit row differs and at most one (row 0, while
+    no class has a negated column) is the same for every class."""
+    centers = hadamard_centers(bits, c)
+    assert distinct_rows(centers) == min(bits, 2 ** c)
+    n = (bits - 1).bit_length()  # log2 of the Sylvester order
+    if c > n:
+        same = [k for k in range(bits) if len(set(centers[k].tolist())) == 1]
+        assert same == ([0] if c < 2 ** n else [])
+
+
+def test_the_earlier_rule_copied_rows_the_new_one_does_not() -> None:
+    """The issue's figures: with c = 10 the first columns gave 16 distinct rows of 32 and 64."""
+    assert distinct_rows(legacy_centers(32, 10)) == 16
+    assert distinct_rows(legacy_centers(64, 10)) == 16
+    assert distinct_rows(hadamard_centers(32, 10)) == 32
+    assert distinct_rows(hadamard_centers(64, 10)) == 64
+
+
 @pytest.mark.parametrize("bits", [16, 32, 64])
 def test_growth_rule(bits: int) -> None:
     h = sylvester(bits)
+    cols = column_order(bits)
+    assert len(cols) == bits - 1 and 0 not in cols and sorted(cols) == list(range(1, bits))
     centers = hadamard_centers(bits, 3 * bits + 5, seed=11)
-    for j in range(bits):
-        np.testing.assert_array_equal(centers[:, j], h[:, j])
-    for j in range(bits, 2 * bits):
-        np.testing.assert_array_equal(centers[:, j], -h[:, j - bits])
-    rand = centers[:, 2 * bits:]
+    for j, col in enumerate(cols):
+        np.testing.assert_array_equal(centers[:, j], h[:, col])
+        np.testing.assert_array_equal(centers[:, j + len(cols)], -h[:, col])
+    rand = centers[:, 2 * len(cols):]
     assert set(np.unique(rand)) <= {-1, 1}
     # the random columns are not simply Hadamard columns again
     assert not all(any((rand[:, k] == s * h[:, j]).all() for j in range(bits) for s in (1, -1))
@@ -69,8 +96,9 @@ def test_random_columns_deterministic_by_seed(bits: int) -> None:
     other = hadamard_centers(bits, c, seed=4)
     np.testing.assert_array_equal(a, b)
     # the deterministic part does not depend on the seed, the random part does
-    np.testing.assert_array_equal(a[:, :2 * bits], other[:, :2 * bits])
-    assert not np.array_equal(a[:, 2 * bits:], other[:, 2 * bits:])
+    fixed = 2 * (bits - 1)
+    np.testing.assert_array_equal(a[:, :fixed], other[:, :fixed])
+    assert not np.array_equal(a[:, fixed:], other[:, fixed:])
 
 
 @pytest.mark.parametrize("bits", [16, 32, 48])
@@ -84,6 +112,12 @@ def test_grow_centers_equals_direct(bits: int, c1: int, c2: int) -> None:
     np.testing.assert_array_equal(grow_centers(mid, c2, seed=5), grown)
 
 
+@pytest.mark.parametrize(("bits", "c1", "c2"), [(32, 10, 12), (64, 3, 70), (16, 20, 40)])
+def test_centers_of_the_earlier_rule_keep_growing_by_it(bits: int, c1: int, c2: int) -> None:
+    old = legacy_centers(bits, c1, seed=2)
+    np.testing.assert_array_equal(grow_centers(old, c2, seed=2), legacy_centers(bits, c2, 2))
+
+
 def test_grow_centers_never_shrinks() -> None:
     start = hadamard_centers(32, 10)
     np.testing.assert_array_equal(grow_centers(start, 4), start)
@@ -93,17 +127,14 @@ def test_grow_centers_never_shrinks() -> None:
 @pytest.mark.parametrize(("bits", "order"), [(48, 64), (12, 16), (20, 32), (3, 4), (1, 1)])
 def test_non_power_of_two_bits_use_first_rows_of_next_order(bits: int, order: int) -> None:
     h = sylvester(order)
+    cols = column_order(order)
     centers = hadamard_centers(bits, 2 * bits + 3, seed=1)
     assert centers.shape == (bits, 2 * bits + 3)
-    np.testing.assert_array_equal(centers[:, :bits], h[:bits, :bits])
-    np.testing.assert_array_equal(centers[:, bits:2 * bits], -h[:bits, :bits])
+    for j in range(min(len(cols), centers.shape[1])):
+        np.testing.assert_array_equal(centers[:, j], h[:bits, cols[j]])
     assert set(np.unique(centers)) <= {-1, 1}
-
-
-def test_48_bits_first_classes_orthogonal() -> None:
-    # The first 16 columns of H_64 restricted to 48 rows stay orthogonal (24 bits apart).
-    centers = hadamard_centers(48, 16).astype(np.int64)
-    np.testing.assert_array_equal(centers.T @ centers, 48 * np.eye(16, dtype=np.int64))
+    for j in range(centers.shape[1]):
+        np.testing.assert_array_equal(center_column(bits, j, 1), centers[:, j])
 
 
 @pytest.mark.parametrize("bits", [0, -1])
