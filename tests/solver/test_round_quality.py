@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from support.data import gaussian_stream
 from support.sdoh_round import run_stream
 
 from hashstream.solver.backend import Backend, get_backend
@@ -40,3 +41,25 @@ def test_numpy_float32_backend_round(make_stream: Any) -> None:
     res = run_stream(stream.chunks, SDOHSettings(bits=8, n1=10, n2=10), be32, trace=False)
     assert res[-1].state.projection.dtype == np.float32
     assert set(np.unique(res[-1].codes)) <= {-1, 1}
+
+
+def test_more_bits_retrieve_better_with_many_classes(np_backend: Backend) -> None:
+    """64-bit codes beat 16-bit ones on a 12-class stream (mean over 3 seeds). With the earlier
+    centers (the first Sylvester columns: 16 distinct bit rows at any length for 12 classes)
+    the gain was 0.003–0.008 per seed (mean 0.006); with distinct rows it is 0.029–0.044."""
+    gains = []
+    for seed in (1, 2, 3):
+        stream = gaussian_stream(seed, n_classes=12, dim=32, n_chunks=4, chunk=300,
+                                 n_queries=200, class_incremental=False, grow_labels=False,
+                                 noise=3.0)
+        maps = []
+        for bits in (16, 64):
+            results = run_stream(stream.chunks, SDOHSettings(bits=bits, n1=100, n2=100,
+                                                             seed=seed), np_backend, trace=False)
+            q_codes = encode(results[-1].state, stream.query_features, np_backend)
+            maps.append(evaluate(q_codes, stream.query_labels,
+                                 np.concatenate([r.codes for r in results]),
+                                 stream.all_labels).map)
+        gains.append(maps[1] - maps[0])
+    assert all(g > 0 for g in gains), gains
+    assert float(np.mean(gains)) > 0.02, gains
