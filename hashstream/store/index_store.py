@@ -348,6 +348,9 @@ class IndexStore:
         created = bool(self._create(keys=[k.config, k.version, k.stream, k.lease_token],
                                     args=[json.dumps(config), GROUP, token_base]))
         self.r.sadd(registry_key(self.prefix), name)  # last: listed once complete
+        if not self.r.exists(k.config):  # a delete ran in between: do not list what it removed
+            self.r.srem(registry_key(self.prefix), name)
+            return False
         return created
 
     def list_indexes(self) -> list[str]:
