@@ -128,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services = Services.open(settings.redis_url, settings.key_prefix, max_k=settings.max_k,
                                  scan_backend=settings.search_backend,
                                  replica_wait_ms=settings.replica_wait_ms,
-                                 serve_partitions=settings.served_partitions())
+                                 serve_partitions=settings.served_partitions(),
+                                 search_tables=settings.search_tables)
         app.state.settings = settings
         app.state.indexes = services.indexes
         app.state.dead_letters = services.dead_letters

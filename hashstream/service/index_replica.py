@@ -94,11 +94,12 @@ class IndexReplica:
 
     ``lock`` guards ``current`` and ``loading`` (``changed`` is signalled on every swap and
     when a load ends); ``load_lock`` lets one load at a time append. ``serve``: the partitions
-    this process holds (None: all)."""
+    this process holds (None: all); ``tables``: "off" keeps to flat scans (no MIH memory)."""
 
     uid: float
     scan_backend: ScanBackend = "auto"
     serve: list[int] | None = None
+    tables: Literal["auto", "off"] = "auto"  # multi-index-hashing tables, or flat scans only
     current: Replica | None = None
     loading: bool = False
     held: int = 0  # the version appended so far
@@ -180,6 +181,7 @@ class IndexReplica:
             if index is None:
                 index = part.indexes[target] = HammingIndex(
                     codes.shape[1] * 8, backend=self.scan_backend,
+                    mode="flat" if self.tables == "off" else "auto",
                     build_tables_on_search=False, auto_compact=False)
             index.add(codes, ids)
         part.labels.append(labels)

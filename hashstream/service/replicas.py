@@ -51,13 +51,14 @@ class SearchService:
 
     def __init__(self, store: IndexStore, max_k: int = 10_000,
                  scan_backend: Literal["auto", "native", "numpy"] = "auto",
-                 replica_wait_ms: int = 5000, serve_partitions: list[int] | None = None
-                 ) -> None:
+                 replica_wait_ms: int = 5000, serve_partitions: list[int] | None = None,
+                 search_tables: Literal["auto", "off"] = "auto") -> None:
         self.store = store
         self.max_k = max_k
         self.scan_backend: Literal["auto", "native", "numpy"] = scan_backend
         self.replica_wait_ms = replica_wait_ms
         self.serve_partitions = serve_partitions
+        self.search_tables: Literal["auto", "off"] = search_tables
         self.replicas: dict[str, IndexReplica] = {}
         self._replicas_lock = threading.Lock()
         self.methods = IndexMethods()
@@ -91,8 +92,8 @@ class SearchService:
         with self._replicas_lock:
             live = self.replicas.get(name)
             if live is None or live.uid != uid or live.held > version:
-                live = self.replicas[name] = IndexReplica(uid, self.scan_backend,
-                                                                self.serve_partitions)
+                live = self.replicas[name] = IndexReplica(
+                    uid, self.scan_backend, self.serve_partitions, self.search_tables)
             return live
 
     def _load_now(self, live: IndexReplica, name: str, raw: dict[str, Any],

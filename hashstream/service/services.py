@@ -24,13 +24,13 @@ class Services:
     @classmethod
     def open(cls, redis_url: str, key_prefix: str, *, max_k: int,
              scan_backend: Literal["auto", "native", "numpy"],
-             replica_wait_ms: int = 5000, serve_partitions: list[int] | None = None
-             ) -> Services:
+             replica_wait_ms: int = 5000, serve_partitions: list[int] | None = None,
+             search_tables: Literal["auto", "off"] = "auto") -> Services:
         client = connect(redis_url, health_check_interval=30)
         store = IndexStore(client, key_prefix)
         return cls(client, IndexService(store),
                    SearchService(store, max_k, scan_backend, replica_wait_ms,
-                                 serve_partitions),
+                                 serve_partitions, search_tables),
                    DeadLetters(store))
 
     def close(self) -> None:

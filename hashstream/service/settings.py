@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     replica_wait_ms: int = Field(
         default=5000, ge=0, description="longest a search with min_version waits for this "
         "process's replica to reach that version (then 503 with Retry-After)")
+    search_tables: Literal["auto", "off"] = Field(
+        default="auto", description="multi-index-hashing tables in API replicas: auto (from "
+        "2^20 codes of at most 128 bits: faster searches, ~50 more bytes per item) or off "
+        "(flat scans only: ~21 bytes per 64-bit item)")
     serve_partitions: str = Field(
         default="", pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
         description="comma-separated partitions of partitioned indexes this API process holds "

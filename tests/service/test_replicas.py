@@ -266,3 +266,30 @@ def test_replica_arrays_stay_within_two_code_widths_per_item(gated: GatedStore) 
     assert n == SEED_ITEMS + 300_000
     assert live.indexes["pairs"].tables_bytes() == 0  # below MIH_MIN_ITEMS: none built
     assert live.memory_bytes() <= 2 * (BITS // 8 + 8) * n, live.memory_bytes() / n
+
+
+def test_search_tables_off_keeps_a_replica_to_flat_scans() -> None:
+    """HASHSTREAM_SEARCH_TABLES=off: past the size where auto builds multi-index-hashing
+    tables (~50 bytes per item more) the replica still holds only the flat arrays."""
+    from hashstream.hamming.index import MIH_MIN_ITEMS
+    from hashstream.service.index_replica import IndexReplica, _Partition
+
+    class OneTarget:
+        targets = ("pairs",)
+
+    rng = np.random.default_rng(0)
+    n = MIH_MIN_ITEMS + 1000
+    seg = {"codes": rng.integers(0, 256, (n, 8), dtype=np.uint8), "ids": np.arange(n),
+           "label_indptr": np.arange(n + 1), "label_indices": rng.integers(0, 10, n)}
+    held = {}
+    for tables in ("auto", "off"):
+        live = IndexReplica(0.0, "auto", None, tables)  # type: ignore[arg-type]
+        part = live.parts.setdefault(0, _Partition())
+        live._append(part, seg, OneTarget)  # type: ignore[arg-type]
+        built = [index.build_tables() for index in part.indexes.values()]
+        held[tables] = (built, live.memory_bytes() / n)
+    from hashstream.hamming.index import native_available
+
+    assert held["off"][0] == [False] and held["off"][1] <= 32  # bytes per 64-bit item
+    if native_available():  # tables are built by the compiled kernels
+        assert held["auto"][0] == [True] and held["auto"][1] > 32
