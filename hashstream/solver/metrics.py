@@ -101,37 +101,35 @@ def _average_precision(rel_sorted: Array, limit: int | None) -> Array:
     return np.where(n_rel > 0, prec_sum / np.maximum(n_rel, 1), 0.0)
 
 
-def _tie_aware_average_precision(found_at: Array, hits_at: Array) -> Array:
+def _harmonic_table(n: int) -> Array:
+    """H[i] = 1 + 1/2 + … + 1/i for i = 0 … n (H[0] = 0)."""
+    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
+
+
+def _tie_aware_average_precision(found_at: Array, hits_at: Array, harmonic: Array) -> Array:
     """Expected AP@all per query (rows) when items at equal distance are ranked in uniformly
     random order; ``found_at``/``hits_at`` (q × (r+1)) count items / relevant items per distance.
 
     A tie group at ranks a+1 … a+t holding ρ relevant items, with R_b relevant ranked above it:
-    rank a+s is relevant with probability ρ/t, and given that, the other ρ-1 relevant items
-    fall among the s-1 ranks before it in expectation (s-1)(ρ-1)/(t-1) times, so the group adds
-    (ρ/t) Σ_{s=1..t} [R_b + 1 + (s-1)(ρ-1)/(t-1)] / (a+s) to the expected Σ precision@rank
-    over relevant items (exact: precision at a fixed rank is linear in the hits above it).
-    Divided by the number of relevant items, as mAP@all. The sum runs over ranks 1 … n (each
-    in one group) with only non-negative terms, so it is as accurate as the stable AP.
+    rank a+s is relevant with probability ρ/t, and given that, the other ρ-1 relevant items sit
+    among the s-1 ranks before it (s-1)(ρ-1)/(t-1) times in expectation; precision at a fixed
+    rank is linear in the hits above it, so the group adds exactly
+    (ρ/t) Σ_{s=1..t} [R_b + 1 + (s-1)(ρ-1)/(t-1)] / (a+s)
+    = (ρ/t) [(R_b + 1) ΔH + (ρ-1)/(t-1) (t - (a+1) ΔH)],  ΔH = H(a+t) - H(a),
+    to the expected Σ precision@rank over relevant items; divided by their number as mAP@all.
+    O(q × (r+1)) from the counts, and it depends on nothing but them (not insertion order).
     """
-    nq, n_groups = found_at.shape
+    t, rho = found_at.astype(np.float64), hits_at.astype(np.float64)
     counts = found_at.astype(np.int64)
-    n = int(counts[0].sum()) if nq else 0
-    if nq == 0 or n == 0:
-        return np.zeros(nq)
-    rho, t = hits_at.astype(np.float64), counts.astype(np.float64)
-    start = np.cumsum(counts, axis=1) - counts  # a: ranks above the group
+    start = np.cumsum(counts, axis=1) - counts  # a: items ranked above the group
+    d_h = harmonic[start + counts] - harmonic[start]
     before = np.cumsum(rho, axis=1) - rho  # R_b
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(t > 0, rho / t, 0.0)
         slope = np.where(t > 1, share * (rho - 1) / (t - 1), 0.0)
-    base = share * (before + 1)
-    # Rank i (1-based) → its group, the same for every query row: groups are contiguous.
-    group = np.repeat(np.arange(nq * n_groups), counts.ravel()).reshape(nq, n)
-    ranks = np.arange(1, n + 1, dtype=np.float64)
-    offset = ranks - 1 - start.ravel()[group]  # s - 1 within the group
-    terms = (base.ravel()[group] + slope.ravel()[group] * offset) / ranks
+    total = (share * (before + 1) * d_h + slope * (t - (start + 1) * d_h)).sum(axis=1)
     n_rel = rho.sum(axis=1)
-    return np.where(n_rel > 0, terms.sum(axis=1) / np.maximum(n_rel, 1), 0.0)
+    return np.where(n_rel > 0, total / np.maximum(n_rel, 1), 0.0)
 
 
 def evaluate(query_codes: Array, query_labels: ClassLists | Array, db_codes: Array,
@@ -149,6 +147,7 @@ def evaluate(query_codes: Array, query_labels: ClassLists | Array, db_codes: Arr
     nq = qp.shape[0]
     ap_all = np.zeros(nq)
     ap_tie = np.zeros(nq)
+    harmonic = _harmonic_table(dp.shape[0])
     ap_k = {k: np.zeros(nq) for k in ks}
     hits_at = np.zeros((nq, r + 1))  # relevant items at distance exactly i
     found_at = np.zeros((nq, r + 1))  # items at distance exactly i
@@ -167,7 +166,7 @@ def evaluate(query_codes: Array, query_labels: ClassLists | Array, db_codes: Arr
         size = dist.shape[0] * (r + 1)
         found_at[sl] = np.bincount(bins, minlength=size).reshape(-1, r + 1)
         hits_at[sl] = np.bincount(bins[rel.ravel()], minlength=size).reshape(-1, r + 1)
-        ap_tie[sl] = _tie_aware_average_precision(found_at[sl], hits_at[sl])
+        ap_tie[sl] = _tie_aware_average_precision(found_at[sl], hits_at[sl], harmonic)
     found_cum = np.cumsum(found_at, axis=1)
     hits_cum = np.cumsum(hits_at, axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

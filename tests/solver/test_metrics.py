@@ -343,3 +343,32 @@ def test_map_depends_on_database_order_but_tie_aware_does_not() -> None:
     assert first.map == pytest.approx(1.0) and last.map == pytest.approx(0.5)
     assert first.map_tie_aware == pytest.approx(0.75, abs=1e-15)
     assert last.map_tie_aware == pytest.approx(0.75, abs=1e-15)
+
+
+def _tie_rank_sum(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
+                  db_labels: np.ndarray) -> np.ndarray:
+    """The expected AP rank by rank (Python loops, math.fsum): rank a+s of a tie group of t
+    items with ρ relevant, R_b above, adds (ρ/t)(R_b + 1 + (s-1)(ρ-1)/(t-1))/(a+s)."""
+    out = []
+    for qi in range(len(q_codes)):
+        dist = np.sum(q_codes[qi] != db_codes, axis=1)
+        rel = np.any((q_labels[qi] > 0) & (db_labels > 0), axis=1)
+        terms, a, before = [], 0, 0
+        for d in sorted(set(dist.tolist())):
+            t, rho = int(np.sum(dist == d)), int(np.sum(rel & (dist == d)))
+            for s in range(1, t + 1):
+                inner = (s - 1) * (rho - 1) / (t - 1) if t > 1 else 0.0
+                terms.append(rho / t * (before + 1 + inner) / (a + s))
+            a, before = a + t, before + rho
+        out.append(math.fsum(terms) / before if before else 0.0)
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), [*CASES, (8, 16, 20000, 5)])
+def test_tie_aware_closed_form_matches_rank_by_rank_sum(seed: int, bits: int, n_db: int,
+                                                        n_q: int) -> None:
+    """Larger databases (tie groups far down the ranking, where t - (a+1)ΔH cancels): the
+    harmonic-number form equals the rank-by-rank sum."""
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q)
+    got = evaluate(qc, ql, dc, dl).average_precision_tie_aware
+    np.testing.assert_allclose(got, _tie_rank_sum(qc, ql, dc, dl), rtol=0, atol=1e-12)
