@@ -186,6 +186,7 @@ def run_eval(data: Dataset, config: EvalConfig,
             db_lab = data.labels.take(np.concatenate(db_idx))
             scores = evaluate(qc, q_lab, all_codes, db_lab, ks=config.map_at)
             record["map"] = scores.map
+            record["map_tie_aware"] = scores.map_tie_aware  # expected mAP, random tie order
             # Class-incremental: queries of classes not yet streamed cannot score; map_seen
             # averages over the others, map_first_classes over round 1's classes (forgetting).
             q_seen = q_lab.has_any(seen)

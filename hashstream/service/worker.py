@@ -415,7 +415,8 @@ class RoundRunner:
             "n_classes": n_classes, "ts": time.time(),
             "loss": {k: float(v) for k, v in result.loss.items()},
             "bit_balance": bits.mean(axis=0).round(4).tolist() if len(bits) else [],
-            "map": None, "precision_r2": None, "n_queries": 0, "worker": self.id,
+            "map": None, "map_tie_aware": None, "precision_r2": None, "n_queries": 0,
+            "worker": self.id,
             **result.record,
         }
         all_queries = {**cache.queries, **new_queries}
@@ -431,7 +432,8 @@ class RoundRunner:
                 ) -> dict[str, Any]:
         """mAP of the held-out queries against the database's "pairs" codes, per query
         modality the encoder takes (a fixed, seeded sample of at most ``eval_queries``): one
-        modality gives ``map``; image and text give ``map_i2t``, ``map_t2i`` and their mean."""
+        modality gives ``map``; image and text give ``map_i2t``, ``map_t2i`` and their mean.
+        ``map_tie_aware`` is the same mean of the tie-aware mAP (random order within ties)."""
         n = sum(len(q["features"]) for q in queries)
         pick = (np.sort(np.random.default_rng(0).choice(n, self.eval_queries, replace=False))
                 if n > self.eval_queries else None)
@@ -458,6 +460,7 @@ class RoundRunner:
                 out[tag] = scores[modality].map if modality in scores else None
         first = next(iter(scores.values()))
         out.update(map=float(np.mean([s.map for s in scores.values()])),
+                   map_tie_aware=float(np.mean([s.map_tie_aware for s in scores.values()])),
                    precision_r2=float(np.mean([s.precision_r2 for s in scores.values()])),
                    pr_curve=first.as_dict()["pr_curve"])
         return out

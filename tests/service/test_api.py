@@ -79,6 +79,7 @@ def test_walkthrough(api: Any, hs: Any, index_name: str) -> None:
                     "n_classes", "model_version"):
             assert key in rec, (key, rec)
         assert rec["map"] is not None and 0 <= rec["map"] <= 1
+        assert rec["map_tie_aware"] is not None and 0 <= rec["map_tie_aware"] <= 1
         assert rec["model_version"] == rec["round"]
     last = records[-1]
     assert last["n_database"] == 650 == info["n_items"]

@@ -57,7 +57,8 @@ def _check_result(result: dict[str, Any]) -> None:
     for method in ("ecmh", "fine_tuning", "joint"):
         assert set(result[method]) == ROWS
         for row in ROWS:
-            assert set(result[method][row]) == {"i2t", "t2i"}
+            assert set(result[method][row]) == {"i2t", "t2i", "i2t_tie_aware",
+                                                "t2i_tie_aware"}
             assert all(0.0 <= v <= 1.0 for v in result[method][row].values())
     assert {"ecmh_extend", "fine_tuning", "joint"} <= set(result["seconds"])
     assert isinstance(result["protocol"], dict) and "old_tasks" in result["protocol"]

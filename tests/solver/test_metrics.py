@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 
@@ -225,3 +228,147 @@ def test_evaluate_with_many_classes_never_densifies() -> None:
     small = evaluate(qc, ClassLists(np.arange(31), np.searchsorted(uniq, q_cls), len(uniq)),
                      dc, ClassLists(np.arange(501), db_small, len(uniq)))
     assert got.map == small.map
+
+
+# --- tie-aware mAP ---------------------------------------------------------------------------
+
+
+def _tie_orders(dist: list[int]) -> list[list[int]]:
+    """Every ranking by distance, ties ordered in every possible way (tiny inputs only)."""
+    groups = [[j for j in range(len(dist)) if dist[j] == d] for d in sorted(set(dist))]
+    out = []
+    for perms in itertools.product(*(itertools.permutations(g) for g in groups)):
+        out.append([j for p in perms for j in p])
+    return out
+
+
+def _tie_reference(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
+                   db_labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per query: AP averaged over every order within tie groups, and its minimum and maximum."""
+    mean, worst, best = [], [], []
+    for qi in range(len(q_codes)):
+        dist = [int(np.sum(q_codes[qi] != db_codes[j])) for j in range(len(db_codes))]
+        rel = [bool(np.any((q_labels[qi] > 0) & (db_labels[j] > 0)))
+               for j in range(len(db_codes))]
+        aps = [_ap(order, rel, len(order)) for order in _tie_orders(dist)]
+        mean.append(math.fsum(aps) / len(aps))
+        worst.append(min(aps))
+        best.append(max(aps))
+    return {"mean": np.array(mean), "worst": np.array(worst), "best": np.array(best)}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tie_aware_map_is_the_mean_over_all_tie_orders(seed: int) -> None:
+    """Tiny multi-label cases (≤ 8 items, so at most 8! orders per query), with a query that
+    has no label and so no relevant item: the closed form equals the brute-force mean."""
+    rng = np.random.default_rng(100 + seed)
+    n_db, bits = int(rng.integers(3, 9)), int(rng.integers(1, 4))
+    qc = np.where(rng.random((6, bits)) < 0.5, -1, 1).astype(np.int8)
+    dc = np.where(rng.random((n_db, bits)) < 0.5, -1, 1).astype(np.int8)
+    ql = (rng.random((6, 3)) < 0.4).astype(np.uint8)
+    dl = (rng.random((n_db, 3)) < 0.4).astype(np.uint8)
+    ql[0] = 0  # no relevant item: AP 0 under every order
+    ql[1] = [1, 1, 0]  # multi-label query
+    ref = _tie_reference(qc, ql, dc, dl)
+    got = evaluate(qc, ql, dc, dl)
+    np.testing.assert_allclose(got.average_precision_tie_aware, ref["mean"], rtol=0, atol=1e-12)
+    assert got.map_tie_aware == pytest.approx(float(ref["mean"].mean()), abs=1e-12)
+    assert got.average_precision_tie_aware[0] == 0.0
+    assert got.as_dict()["map_tie_aware"] == got.map_tie_aware
+    packed = evaluate(pack_codes(qc), ql, pack_codes(dc), dl, bits=bits)
+    assert packed.map_tie_aware == got.map_tie_aware
+
+
+def test_tie_aware_map_one_tie_group_by_hand() -> None:
+    """Four items at one distance, one relevant: the expected AP is mean(1, 1/2, 1/3, 1/4)."""
+    q = np.ones((1, 8), dtype=np.int8)
+    db = np.ones((4, 8), dtype=np.int8)
+    s = evaluate(q, np.array([[1, 0]]), db, np.array([[1, 0], [0, 1], [0, 1], [0, 1]]))
+    assert s.map_tie_aware == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4, abs=1e-15)
+    assert s.map == pytest.approx(1.0)  # insertion order puts the relevant item first
+
+
+def test_tie_aware_map_equals_map_without_ties() -> None:
+    """Item j differs from every query in exactly its first j bits: all distances distinct, so
+    there is one order and the tie-aware mAP is mAP@all, per query."""
+    bits = 12
+    db = np.ones((bits + 1, bits), dtype=np.int8)
+    for j in range(bits + 1):
+        db[j, :j] = -1
+    rng = np.random.default_rng(7)
+    perm = rng.permutation(bits + 1)  # insertion order unrelated to distance
+    db = db[perm]
+    q = np.ones((20, bits), dtype=np.int8)
+    ql = (rng.random((20, 4)) < 0.4).astype(np.uint8)
+    dl = (rng.random((bits + 1, 4)) < 0.4).astype(np.uint8)
+    s = evaluate(q, ql, db, dl)
+    assert 0.0 < s.map < 1.0
+    np.testing.assert_allclose(s.average_precision_tie_aware, s.average_precision, atol=1e-12)
+    assert s.map_tie_aware == pytest.approx(s.map, abs=1e-12)
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), [(0, 2, 8, 15), (1, 3, 7, 15),
+                                                            (2, 1, 8, 10)])
+def test_tie_aware_map_between_worst_and_best_tie_order(seed: int, bits: int, n_db: int,
+                                                        n_q: int) -> None:
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q, n_classes=3)
+    ref = _tie_reference(qc, ql, dc, dl)
+    got = evaluate(qc, ql, dc, dl).average_precision_tie_aware
+    assert np.all(ref["worst"] - 1e-12 <= got) and np.all(got <= ref["best"] + 1e-12)
+    spread = ref["best"] > ref["worst"] + 1e-9  # queries whose AP the tie order changes
+    assert spread.any()
+    assert np.all(got[spread] > ref["worst"][spread]) and np.all(got[spread] < ref["best"][spread])
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), CASES)
+def test_tie_aware_map_invariant_to_database_order(seed: int, bits: int, n_db: int,
+                                                   n_q: int) -> None:
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q)
+    a = evaluate(qc, ql, dc, dl)
+    perm = np.random.default_rng(seed).permutation(n_db)
+    b = evaluate(qc, ql, dc[perm], dl[perm])
+    np.testing.assert_allclose(b.average_precision_tie_aware, a.average_precision_tie_aware,
+                               rtol=0, atol=1e-12)
+    assert b.map_tie_aware == pytest.approx(a.map_tie_aware, abs=1e-12)
+
+
+def test_map_depends_on_database_order_but_tie_aware_does_not() -> None:
+    """Relevant item inserted first or last among equal codes: mAP@all moves (1 vs 1/2), the
+    tie-aware mAP stays at their mean 3/4."""
+    q = np.ones((1, 8), dtype=np.int8)
+    db = np.ones((2, 8), dtype=np.int8)
+    ql = np.array([[1, 0]])
+    first = evaluate(q, ql, db, np.array([[1, 0], [0, 1]]))
+    last = evaluate(q, ql, db, np.array([[0, 1], [1, 0]]))
+    assert first.map == pytest.approx(1.0) and last.map == pytest.approx(0.5)
+    assert first.map_tie_aware == pytest.approx(0.75, abs=1e-15)
+    assert last.map_tie_aware == pytest.approx(0.75, abs=1e-15)
+
+
+def _tie_rank_sum(q_codes: np.ndarray, q_labels: np.ndarray, db_codes: np.ndarray,
+                  db_labels: np.ndarray) -> np.ndarray:
+    """The expected AP rank by rank (Python loops, math.fsum): rank a+s of a tie group of t
+    items with ρ relevant, R_b above, adds (ρ/t)(R_b + 1 + (s-1)(ρ-1)/(t-1))/(a+s)."""
+    out = []
+    for qi in range(len(q_codes)):
+        dist = np.sum(q_codes[qi] != db_codes, axis=1)
+        rel = np.any((q_labels[qi] > 0) & (db_labels > 0), axis=1)
+        terms, a, before = [], 0, 0
+        for d in sorted(set(dist.tolist())):
+            t, rho = int(np.sum(dist == d)), int(np.sum(rel & (dist == d)))
+            for s in range(1, t + 1):
+                inner = (s - 1) * (rho - 1) / (t - 1) if t > 1 else 0.0
+                terms.append(rho / t * (before + 1 + inner) / (a + s))
+            a, before = a + t, before + rho
+        out.append(math.fsum(terms) / before if before else 0.0)
+    return np.array(out)
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), [*CASES, (8, 16, 20000, 5)])
+def test_tie_aware_closed_form_matches_rank_by_rank_sum(seed: int, bits: int, n_db: int,
+                                                        n_q: int) -> None:
+    """Larger databases (tie groups far down the ranking, where t - (a+1)ΔH cancels): the
+    harmonic-number form equals the rank-by-rank sum."""
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q)
+    got = evaluate(qc, ql, dc, dl).average_precision_tie_aware
+    np.testing.assert_allclose(got, _tie_rank_sum(qc, ql, dc, dl), rtol=0, atol=1e-12)

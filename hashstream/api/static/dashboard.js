@@ -152,6 +152,7 @@ function drawIndex() {
   const x = (rec) => rec.round;
   lineChart("chart-map", [
     { name: "mAP", points: r.map((rec) => [x(rec), rec.map]) },
+    { name: "mAP tie-aware", points: r.map((rec) => [x(rec), rec.map_tie_aware]) },
     { name: "precision@r2", points: r.map((rec) => [x(rec), rec.precision_r2]) },
   ], { ymin: 0, ymax: 1, xlabel: "round" });
   const terms = ["old", "exemplar", "quantization", "distillation", "hadamard", "center"];
