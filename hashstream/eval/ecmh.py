@@ -46,6 +46,15 @@ from hashstream.solver.ecmh.settings import (
     NetworkConfig,
     TrainSettings,
 )
+from hashstream.solver.linear_baseline import (
+    DEFAULT_MAX_VOCABULARY,
+    LinearHash,
+    center_targets,
+    fit_linear_hash,
+    sign_codes,
+    token_counts,
+    token_vocabulary,
+)
 from hashstream.solver.metrics import evaluate
 
 if TYPE_CHECKING:  # PyTorch loads only when a run starts, not when the CLI is built
@@ -59,6 +68,8 @@ ProgressFactory = Callable[[str, int], "EpochCallback"]
 """``progress(stage description, epochs)`` → the epoch callback of that stage."""
 
 ROWS = ("old_codes", "old_tasks", "new_tasks", "all_tasks")
+METHOD_LABELS = {"linear": "linear → centers (all tasks, refit)"}
+"""Table labels of methods whose result key is not self-explanatory."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +228,41 @@ def encode_items(model: ECMHModel, data: CrossModalData, idx: Array) -> Codes:
     return Codes(codes["image"], codes["text"], codes["pairs"])
 
 
+@dataclass(frozen=True)
+class LinearBaseline:
+    """The non-incremental linear reference: per modality a ridge map onto the Hadamard
+    centers of the items' classes (``hashstream.solver.linear_baseline``)."""
+
+    image: LinearHash
+    text: LinearHash
+    vocabulary: Array | None  # token text: the word ids counted; dense text: None
+
+    def _text_features(self, data: CrossModalData, idx: Array) -> Array:
+        if self.vocabulary is None:
+            return data.text[idx]
+        return token_counts(data.text[idx], self.vocabulary)
+
+    def encode(self, data: CrossModalData, idx: Array) -> Codes:
+        """Codes of items ``idx``: image sign(F), text sign(G), unified sign(F + G) with F, G
+        the two linear outputs (as ECMH's Eq. 8)."""
+        f = self.image.project(data.image[idx])
+        g = self.text.project(self._text_features(data, idx))
+        return Codes(sign_codes(f), sign_codes(g), sign_codes(f + g))
+
+
+def fit_linear_baseline(data: CrossModalData, train: Array, bits: int, seed: int = 0,
+                        max_vocabulary: int = DEFAULT_MAX_VOCABULARY) -> LinearBaseline:
+    """Fit both modalities on items ``train`` at once (default λ = trace/d of each Gram)."""
+    targets = center_targets(data.labels[train], bits, seed)
+    vocab = None
+    text = data.text[train]
+    if data.text_kind == "tokens":
+        vocab = token_vocabulary(text, max_vocabulary)
+        text = token_counts(text, vocab)
+    return LinearBaseline(fit_linear_hash(data.image[train], targets),
+                          fit_linear_hash(text, targets), vocab)
+
+
 def _score(queries: Codes, q_labels: Array, database: Codes, db_labels: Array,
            mode: DatabaseCodes) -> dict[str, float]:
     db_i2t = database.unified if mode == "unified" else database.text
@@ -314,6 +360,27 @@ def run_protocol(data: CrossModalData, config: ProtocolConfig,
     result["joint"] = _table_rows(encode_items(joint.model, data, q), lab[q], q_new, old_db,
                                   lab[old_train], joint_db, db_labels, mode)
 
+    # The linear baseline: both modalities fitted on all training items at once, scored on the
+    # same queries and database; its old_codes row uses its own old-item codes (reference).
+    t0 = time.perf_counter()
+    lin = fit_linear_baseline(data, all_train, config.bits, settings.seed)
+    lin_db = lin.encode(data, all_train)
+    lin_seconds = time.perf_counter() - t0
+    result["linear"] = _table_rows(lin.encode(data, q), lab[q], q_new,
+                                   lin_db.take(np.arange(old_train.size)), lab[old_train],
+                                   lin_db, db_labels, mode)
+    lin_targets = center_targets(lab[all_train], config.bits, settings.seed)
+    result["linear_baseline"] = {
+        "ridge": {"image": lin.image.ridge, "text": lin.text.ridge},
+        "text_features": "dense" if lin.vocabulary is None else
+        f"token counts over the {lin.vocabulary.size} most frequent training words",
+        "train_items": int(all_train.size),
+        "train_code_equals_target": {
+            "image": float((lin_db.image == lin_targets).all(axis=1).mean()),
+            "text": float((lin_db.text == lin_targets).all(axis=1).mean()),
+            "unified": float((lin_db.unified == lin_targets).all(axis=1).mean())},
+    }
+
     result["seconds"] = {
         "old_model": old.seconds,
         "ecmh_extend": ext.seconds["warmup"] + ext.seconds["old_representations"]
@@ -323,6 +390,7 @@ def run_protocol(data: CrossModalData, config: ProtocolConfig,
         "fine_tuning": ft.seconds,
         "joint": joint.seconds,
         "joint_reencode_database": reencode,
+        "linear": lin_seconds,
     }
     result["objective"] = {"old_model": _history_tail(old.history),
                            "ecmh_extend": _history_tail(ext.core.history),
@@ -369,6 +437,12 @@ def _protocol(data: CrossModalData, config: ProtocolConfig, sp: Split) -> dict[s
         "fine_tuning": "the old model trained on the new items only by Algorithm 1 with "
         "A_α = 0 and no distillation, for the same epochs as ECMH stage 3",
         "loss": _loss_note(config.settings),
+        "linear": "linear → centers (all tasks, refit): per modality, ridge regression of "
+        "the standardised features plus a bias onto the Hadamard centers of each item's "
+        "classes (multi-label: sign of their sum), λ = trace/d, fitted on all training items "
+        "at once (the non-incremental reference); codes sgn(X W), unified sgn(F + G); same "
+        "queries, database and scoring as the other rows; its old_codes row compares against "
+        "its own codes of the old-class database items (a reference only)",
         "seconds": "training steps only (objective logging excluded); ecmh_extend = "
         "warm-up + old representations and A_α + stage 3",
     }
@@ -538,13 +612,15 @@ def format_table(result: dict[str, Any]) -> str:
     for row in ROWS:
         methods = ["old_model", "fine_tuning", "ecmh", "joint"] if row == "old_codes" else [
             "joint", "fine_tuning", "ecmh"]
-        for m in methods:
+        for m in [*methods, "linear"]:
             if row in result.get(m, {}):
                 v = result[m][row]
                 tie = " | ".join(f"{v[k]:.4f}" if k in v else "–"
                                  for k in ("t2i_tie_aware", "i2t_tie_aware"))
-                lines.append(f"| {row} | {m} | {v['t2i']:.4f} | {v['i2t']:.4f} | {tie} |")
+                label = METHOD_LABELS.get(m, m)
+                lines.append(f"| {row} | {label} | {v['t2i']:.4f} | {v['i2t']:.4f} | {tie} |")
     s = result["seconds"]
     lines.append(f"\nseconds: old model {s['old_model']:.1f}, ECMH extend {s['ecmh_extend']:.1f}, "
-                 f"fine-tuning {s['fine_tuning']:.1f}, joint {s['joint']:.1f}")
+                 f"fine-tuning {s['fine_tuning']:.1f}, joint {s['joint']:.1f}"
+                 + (f", linear {s['linear']:.2f}" if "linear" in s else ""))
     return "\n".join(lines)

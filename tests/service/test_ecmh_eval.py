@@ -60,18 +60,32 @@ def _check_result(result: dict[str, Any]) -> None:
             assert set(result[method][row]) == {"i2t", "t2i", "i2t_tie_aware",
                                                 "t2i_tie_aware"}
             assert all(0.0 <= v <= 1.0 for v in result[method][row].values())
-    assert {"ecmh_extend", "fine_tuning", "joint"} <= set(result["seconds"])
+    # the linear → centers baseline: same rows and columns, finite, trained on all items
+    assert set(result["linear"]) == ROWS
+    for row in ROWS:
+        values = result["linear"][row]
+        assert set(values) == {"i2t", "t2i", "i2t_tie_aware", "t2i_tie_aware"}
+        assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in values.values())
+    counts = result["counts"]
+    assert result["linear_baseline"]["train_items"] == counts["old_train"] + counts["new_train"]
+    assert {"ecmh_extend", "fine_tuning", "joint", "linear"} <= set(result["seconds"])
     assert isinstance(result["protocol"], dict) and "old_tasks" in result["protocol"]
     assert result["new_classes"] == [3, 4]
 
 
 @pytest.mark.parametrize("tokens", [False, True], ids=["dense", "tokens"])
-def test_ecmh_eval_writes_every_key(tmp_path: Path, tokens: bool) -> None:
+def test_ecmh_eval_writes_every_key(tmp_path: Path, tokens: bool,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
     path, out = tmp_path / "data.npz", tmp_path / "out.json"
     np.savez(path, **_arrays(tokens=tokens, split=not tokens))
     assert _run(path, out) == 0
     result = json.loads(out.read_text())
     _check_result(result)
+    table = capsys.readouterr().out
+    assert "| all_tasks | linear → centers (all tasks, refit) |" in table
+    # 5 balanced classes (chance mAP ≈ 0.2): the linear reference retrieves far above chance
+    linear_all = result["linear"]["all_tasks"]
+    assert min(linear_all["i2t"], linear_all["t2i"]) > 0.4, linear_all
     counts = result["counts"]
     assert counts["old_train"] + counts["new_train"] == (180 if not tokens else N - N // 5)
     assert ("skipped" in result["warmup"]) != tokens
