@@ -23,12 +23,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lsh_index import lsh_index_with_one_round  # noqa: E402
 from support.redis_cluster import start_redis_cluster  # noqa: E402
 
-from hashstream.service.chunks import ClientLabels, ParsedChunk  # noqa: E402
-from hashstream.service.registry import IndexService  # noqa: E402
 from hashstream.service.replicas import SearchService  # noqa: E402
-from hashstream.service.worker import RoundRunner  # noqa: E402
 from hashstream.store.connection import connect  # noqa: E402
 from hashstream.store.index_store import IndexStore, RoundCommit  # noqa: E402
 
@@ -53,18 +51,9 @@ def spread_name(store: IndexStore, partitions: int, masters: int) -> str:
 def seed(store: IndexStore, split: str, items: int, per_segment: int, partitions: int) -> None:
     """Both indexes get the same first real round (an encoder and a class map), then the same
     synthetic segments."""
-    service = IndexService(store)
     for name, parts in (("flat", 1), (split, partitions)):
-        service.create_from_request(name, DIM, {"bits": BITS, "seed": 3}, None, method="lsh",
-                                    partitions=parts)
-        rng = np.random.default_rng(0)
-        n0 = 200
-        labels = ClientLabels(np.arange(n0 + 1), (np.arange(n0) % 3).astype(np.int64), "int")
-        service.ingest(name, ParsedChunk(rng.standard_normal((n0, DIM)).astype(np.float32),
-                                         labels, np.arange(n0), "train"))
-        assert RoundRunner(store).step(name) and store.version(name) == 1
+        next_id = lsh_index_with_one_round(store, name, DIM, BITS, seed=3, partitions=parts)
     rng = np.random.default_rng(7)
-    next_id = 200
     while next_id < items:
         n = min(per_segment, items - next_id)
         seg = {"codes": rng.integers(0, 256, (n, BITS // 8), dtype=np.uint8),

@@ -28,12 +28,10 @@ from typing import Any
 
 import numpy as np
 import redis
+from lsh_index import lsh_index_with_one_round
 
 from hashstream.cli.embedded_redis import EmbeddedRedis
-from hashstream.service.chunks import ClientLabels, ParsedChunk
-from hashstream.service.registry import IndexService
 from hashstream.service.replicas import SearchService
-from hashstream.service.worker import RoundRunner
 from hashstream.store.index_store import IndexStore, RoundCommit
 
 NAME, PREFIX, DIM, BITS = "bench", "bench", 32, 64
@@ -72,15 +70,7 @@ class Seeder:
 
 
 def seed(store: IndexStore, items: int, per_segment: int) -> Seeder:
-    service = IndexService(store)
-    service.create_from_request(NAME, DIM, {"bits": BITS}, None, method="lsh")
-    rng = np.random.default_rng(0)
-    n0 = 200
-    labels = ClientLabels(np.arange(n0 + 1), (np.arange(n0) % 3).astype(np.int64), "int")
-    service.ingest(NAME, ParsedChunk(rng.standard_normal((n0, DIM)).astype(np.float32),
-                                     labels, np.arange(n0), "train"))
-    assert RoundRunner(store).step(NAME) and store.version(NAME) == 1
-    seeder = Seeder(store, n0)
+    seeder = Seeder(store, lsh_index_with_one_round(store, NAME, DIM, BITS))
     while seeder.next_id < items:
         seeder.commit(min(per_segment, items - seeder.next_id))
         log(f"seeded {seeder.next_id:,} / {items:,} items (version {store.version(NAME)})")
