@@ -143,6 +143,37 @@ def _worker_parser(sub: Any) -> None:
                    "its children")
 
 
+def _worker_health_parser(sub: Any) -> None:
+    sub.add_parser("worker-health", help="exit 0 when a worker on this host heartbeats",
+                   description="Container health check of a worker: Redis answers and holds a "
+                   "live heartbeat of a worker whose id starts with this host's name (the "
+                   "default id is host-pid-random).")
+
+
+def _run_worker_health() -> int:
+    import socket
+
+    from hashstream.service.settings import get_settings
+    from hashstream.store.connection import connect
+    from hashstream.store.index_store import IndexStore
+
+    settings = get_settings()
+    if not settings.redis_url:
+        print("hashstream worker-health: REDIS_URL is not set", file=sys.stderr)
+        return 2
+    client = connect(settings.redis_url, socket_timeout=5)
+    try:
+        mine = f"{socket.gethostname()}-"
+        alive = [w for w in IndexStore(client, settings.key_prefix).workers()
+                 if w.startswith(mine)]
+    finally:
+        client.close()
+    if not alive:
+        print(f"no live worker heartbeat from host {socket.gethostname()}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _configure_logging(level: str) -> None:
     import logging
 
@@ -261,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _worker_parser(sub)
+    _worker_health_parser(sub)
     _eval_parser(sub)
     ecmh_eval.add_parser(sub)
     return parser
@@ -274,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_serve(args)
     if args.command == "worker":
         return _run_worker(args)
+    if args.command == "worker-health":
+        return _run_worker_health()
     if args.command == "ecmh-eval":
         return ecmh_eval.run(args)
     return 2

@@ -210,3 +210,28 @@ def test_supervisor_restarts_dying_children_with_backoff_and_stops_the_rest(
     long_lived = spawned[1][1]
     assert long_lived.returncode == -signal.SIGTERM  # terminated by stop(), not restarted
     assert all(child.poll() is not None for _, child in spawned)
+
+
+def test_worker_health_check_sees_this_hosts_heartbeat(store_for: Any, redis_url: str,
+                                                       session_prefix: str) -> None:
+    """`hashstream worker-health` (the compose file's worker health check): 1 without a live
+    heartbeat of a worker of this host, 0 with one."""
+    import socket
+    import subprocess
+    import sys
+
+    from support.processes import service_env
+
+    store = store_for("health")
+    env = service_env(redis_url, f"{session_prefix}-health")
+
+    def check() -> int:
+        return subprocess.run([sys.executable, "-m", "hashstream", "worker-health"], env=env,
+                              capture_output=True, timeout=60).returncode
+
+    store.heartbeat("another-host-1-abc", ttl_s=30)
+    assert check() == 1
+    store.heartbeat(f"{socket.gethostname()}-1234-abc", ttl_s=30)
+    assert check() == 0
+    store.drop_heartbeat(f"{socket.gethostname()}-1234-abc")
+    assert check() == 1
