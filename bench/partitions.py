@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from lsh_index import lsh_index_with_one_round  # noqa: E402
 from support.redis_cluster import start_redis_cluster  # noqa: E402
 
+from hashstream.service import replicas  # noqa: E402
 from hashstream.service.replicas import SearchService  # noqa: E402
 from hashstream.store.connection import connect  # noqa: E402
 from hashstream.store.index_store import IndexStore, RoundCommit  # noqa: E402
@@ -80,6 +81,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--latency-queries", type=int, default=500)
     args = p.parse_args()
+    scatter_max = replicas._SCATTER_MAX
     with tempfile.TemporaryDirectory() as tmp:
         nodes = start_redis_cluster(Path(tmp))
         try:
@@ -106,22 +108,28 @@ def main() -> None:
                 a = search.search_vectors("flat", queries, k, DIM)[1]
                 b = search.search_vectors(split, queries, k, DIM)[1]
                 same[k] = a == b
-            lat: dict[str, list[float]] = {"flat": [], split: []}
+            seq = f"{split} (partitions in turn)"
+            lat: dict[str, list[float]] = {"flat": [], split: [], seq: []}
             for i in range(args.latency_queries):
                 q = rng.standard_normal((1, DIM)).astype(np.float32)
-                for name in ("flat", split) if i % 2 else (split, "flat"):
+                order = [("flat", "flat"), (split, split), (seq, split)]
+                for label, name in order[i % 3:] + order[:i % 3]:
+                    # the scatter runs partitions at once up to _SCATTER_MAX; 0 = in turn
+                    replicas._SCATTER_MAX = 0 if label == seq else scatter_max
                     t = time.perf_counter()
                     search.search_vectors(name, q, 10, DIM)
-                    lat[name].append(time.perf_counter() - t)
+                    lat[label].append(time.perf_counter() - t)
+            replicas._SCATTER_MAX = scatter_max
             print(f"{args.items:,} items, {BITS} bits; `{split}` has {args.partitions} partitions "
                   f"on {len(owners)} masters; in-process SearchService over redis+cluster://")
             print(f"identical results on {args.queries} queries: k=10 {same[10]}, "
                   f"k=100 {same[100]}")
             print("| index | first load (s) | p50 (ms) | p99 (ms) | mean (ms) |")
             print("|---|---|---|---|---|")
-            for name in ("flat", split):
+            for name in lat:
                 v = lat[name]
-                print(f"| {name} | {loads[name]:.1f} | {1e3 * statistics.median(v):.2f} | "
+                load = loads.get(name, loads[split])
+                print(f"| {name} | {load:.1f} | {1e3 * statistics.median(v):.2f} | "
                       f"{1e3 * pct(v, 0.99):.2f} | {1e3 * statistics.fmean(v):.2f} |")
             client.close()
         finally:

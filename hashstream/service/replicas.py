@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -35,6 +37,7 @@ from hashstream.store.index_store import IndexStore
 __all__ = ["IndexReplica", "Replica", "SearchService", "hamming_kernel"]
 
 log = logging.getLogger("hashstream.replicas")
+_SCATTER_MAX = 1 << 20  # queries × (k+1) × partitions scattered at once (the rest in turn)
 
 
 def hamming_kernel() -> str:
@@ -58,6 +61,9 @@ class SearchService:
         self.scan_backend: Literal["auto", "native", "numpy"] = scan_backend
         self.replica_wait_ms = replica_wait_ms
         self.serve_partitions = serve_partitions
+        # partitions of one search scanned at once (GIL released in the kernels)
+        self._scatter = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1),
+                                           thread_name_prefix="scatter")
         self.search_tables: Literal["auto", "off"] = search_tables
         self.replicas: dict[str, IndexReplica] = {}
         self._replicas_lock = threading.Lock()
@@ -279,11 +285,16 @@ class SearchService:
         extra = 1 if exclude is not None else 0
         found = []
         dist = ids = owner = None
-        for part in rep.parts:
-            view = part.views.get(target)
-            if view is None or len(view) == 0:
-                continue
-            d, i = view.search(queries, min(k + extra, len(view)))
+        parts = [(part, part.views[target]) for part in rep.parts
+                 if target in part.views and len(part.views[target])]
+        # small answers (a few queries): the partitions are scanned at once (the kernels
+        # release the GIL); large batches one after the other, so memory stays q × 2(k+1)
+        ready: list[Any] = [None] * len(parts)
+        if len(parts) > 1 and queries.shape[0] * (k + extra) * len(parts) <= _SCATTER_MAX:
+            ready = list(self._scatter.map(
+                lambda pv: pv[1].search(queries, min(k + extra, len(pv[1]))), parts))
+        for (part, view), done in zip(parts, ready, strict=True):
+            d, i = done if done is not None else view.search(queries, min(k + extra, len(view)))
             o = np.full(i.shape, len(found), dtype=np.int64)
             found.append((part, view))
             if dist is None:
