@@ -148,7 +148,9 @@ class LeaseKeeper:
                 with self._mutex:
                     lease = self._lease
                 if lease is not None and not self.store.renew_lease(lease):
-                    if lease.token not in self._lost:
+                    with self._mutex:
+                        still_held = self._lease is lease  # not given back meanwhile
+                    if still_held and lease.token not in self._lost:
                         self._lost.add(lease.token)
                         log_event("lease_lost", index=lease.name, lease_token=lease.token,
                                   worker=self.worker_id)
