@@ -22,6 +22,7 @@ from hashstream.service.registry import IndexConfig
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.method import Encoder, Method, target_field
 from hashstream.store.index_store import IndexStore
+from hashstream.store.partitions import partition_of
 
 Array = np.ndarray[Any, Any]
 ScanBackend = Literal["auto", "native", "numpy"]
@@ -58,9 +59,13 @@ class Replica:
         """The views of the first partition served (all of an unpartitioned index's items)."""
         return self.parts[0].views if self.parts else {}
 
+    def partition_of(self, item: int) -> int:
+        """The partition that holds ``item`` (store.partitions decides)."""
+        return int(partition_of(np.asarray([item]), self.config.partitions)[0])
+
     def part_of(self, item: int) -> PartitionView | None:
         """The served partition that would hold ``item`` (None: another replica's)."""
-        wanted = item % self.config.partitions
+        wanted = self.partition_of(item)
         return next((p for p in self.parts if p.partition == wanted), None)
 
     def labels_at(self, position: int, part: PartitionView | None = None) -> list[int | str]:

@@ -267,7 +267,7 @@ class SearchService:
         storable = 0 <= item < 2**63  # ids are int64: any other number is no stored item
         part = rep.part_of(item) if storable else None
         if part is None and storable and rep.config.partitions > 1:
-            raise NotFound(f"item {item} is in partition {item % rep.config.partitions}, which "
+            raise NotFound(f"item {item} is in partition {rep.partition_of(item)}, which "
                            f"this replica does not serve (it serves {rep.partitions})", "item")
         view = part.views.get(PAIRS) if part is not None else None
         pos = view.positions([item]) if view is not None else np.full(1, -1)

@@ -226,12 +226,12 @@ class RoundRunner:
             self.store.release_lease(lease)
 
     def _step_leased(self, name: str, lease: Lease) -> bool:
-        raw_config = self.store.config(name)
+        # The version before the chunks (a commit by anyone after this read fails ours), read
+        # with the config in one round trip.
+        version, raw_config = self.store.version_and_config(name)
         if raw_config is None:
             return False
         config, method = self.methods.get(name, raw_config)
-        # The version first: a commit by anyone after this read fails ours.
-        version = self.store.version(name)
         # Chunks read by a worker that lost its lease (or died) are ours now.
         if self.store.claim_stale(name, self.id, idle_ms=0, lease=lease) < 0:
             return False  # the lease lapsed already

@@ -50,52 +50,43 @@ def column_order(order: int) -> tuple[int, ...]:
     return tuple(powers + [j for j in range(1, order) if j & (j - 1)])
 
 
-def center_column(bits: int, j: int, seed: int) -> Int8Array:
-    """The fixed center of class ``j`` (length ``bits``, ±1)."""
-    order = _order(bits)
-    cols = column_order(order)
-    if j < 2 * len(cols):
-        k = np.arange(bits)
-        col = cols[j % len(cols)]
-        parity = np.array([bin(int(v) & col).count("1") & 1 for v in k])
-        sign = np.where(parity == 1, -1, 1).astype(np.int8)
-        return sign if j < len(cols) else -sign
+def _random_column(bits: int, j: int, seed: int) -> Int8Array:
+    """The ±1 center of class ``j`` once the Hadamard columns are used up (seeded as CSQ)."""
     rng = np.random.default_rng([seed, j])
     return np.where(rng.random(bits) < 0.5, -1, 1).astype(np.int8)
 
 
-def hadamard_centers(bits: int, n_classes: int, seed: int = 0) -> Int8Array:
-    """C: the ``bits × n_classes`` matrix of fixed hash centers, one column per class."""
+def _centers(bits: int, n_classes: int, seed: int, order: tuple[int, ...]) -> Int8Array:
+    """Classes take the Sylvester columns ``order`` (first ``bits`` rows), then their
+    negations, then random columns."""
     if bits < 1:
         raise ValueError("bits must be positive")
-    order = _order(bits)
-    h = sylvester(order)[:bits]
-    cols = column_order(order)
+    h = sylvester(_order(bits))[:bits]
     out = np.empty((bits, n_classes), dtype=np.int8)
     for j in range(n_classes):
-        if j < len(cols):
-            out[:, j] = h[:, cols[j]]
-        elif j < 2 * len(cols):
-            out[:, j] = -h[:, cols[j - len(cols)]]
+        if j < len(order):
+            out[:, j] = h[:, order[j]]
+        elif j < 2 * len(order):
+            out[:, j] = -h[:, order[j - len(order)]]
         else:
-            out[:, j] = center_column(bits, j, seed)
+            out[:, j] = _random_column(bits, j, seed)
     return out
+
+
+def hadamard_centers(bits: int, n_classes: int, seed: int = 0) -> Int8Array:
+    """C: the ``bits × n_classes`` matrix of fixed hash centers, one column per class."""
+    return _centers(bits, n_classes, seed, column_order(_order(max(bits, 1))))
+
+
+def center_column(bits: int, j: int, seed: int) -> Int8Array:
+    """The fixed center of class ``j`` (length ``bits``, ±1)."""
+    return hadamard_centers(bits, j + 1, seed)[:, j].copy()
 
 
 def legacy_centers(bits: int, n_classes: int, seed: int = 0) -> Int8Array:
     """The centers of the earlier rule: the first columns of H_r[:bits, :bits], then their
     negations, then random columns (kept to grow indexes that were made with it)."""
-    base = sylvester(_order(bits))[:bits, :bits]
-    out = np.empty((bits, n_classes), dtype=np.int8)
-    for j in range(n_classes):
-        if j < bits:
-            out[:, j] = base[:, j]
-        elif j < 2 * bits:
-            out[:, j] = -base[:, j - bits]
-        else:
-            rng = np.random.default_rng([seed, j])
-            out[:, j] = np.where(rng.random(bits) < 0.5, -1, 1)
-    return out
+    return _centers(bits, n_classes, seed, tuple(range(bits)))
 
 
 def grow_centers(centers: Int8Array, n_classes: int, seed: int = 0) -> Int8Array:

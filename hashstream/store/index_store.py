@@ -231,6 +231,11 @@ class Lease:
         return f"{self.token}:{self.worker}"
 
 
+def _fence(lease: Lease | None) -> str:
+    """The lease value a fenced script compares with the index's lease ('' = unfenced)."""
+    return lease.value if lease is not None else ""
+
+
 @dataclass(frozen=True)
 class RoundCommit:
     """Everything one round makes visible at once (``IndexStore.commit_round``).
@@ -366,7 +371,7 @@ class IndexStore:
         version, the parts written, the config): a commit landing meanwhile makes it start
         over, so no key it wrote is left behind. A worker mid-round fails its commit (the
         version and the lease it checks are gone); a delete cut off half-way is finished by
-        the next (the config goes last)."""
+        the next (the config outlives the parts)."""
         k = self.keys(name)
         removed = bool(self.r.srem(registry_key(self.prefix), name))
         for _ in range(100):
@@ -379,14 +384,12 @@ class IndexStore:
                     current = pipe.get(k.version)
                     version = int(current) if current is not None else 0
                     self._delete_parts(k, writes, partitions)
-                    doomed = [key for key in k.all() if key != k.config]
-                    doomed += [k.projection(v) for v in range(1, version + 1)]
+                    doomed = k.all() + [k.projection(v) for v in range(1, version + 1)]
                     doomed += [k.segment(v) for v in range(1, version + 1)]
                     doomed += [k.deep_model(v) for v in range(1, version + 1)]
                     pipe.multi()
                     for i in range(0, len(doomed), 512):
                         pipe.delete(*doomed[i:i + 512])
-                    pipe.delete(k.config)
                     existed = pipe.execute()
                     return removed or any(existed)
                 except redis.WatchError:
@@ -431,7 +434,7 @@ class IndexStore:
         k = self.keys(name)
         return int(self._claim(keys=[k.stream, k.lease],
                                args=[GROUP, consumer, idle_ms,
-                                     lease.value if lease is not None else "", limit]))
+                                     _fence(lease), limit]))
 
     def queue_depth(self, name: str) -> int:
         """Chunks accepted and not yet committed (acked entries are deleted)."""
@@ -554,7 +557,7 @@ class IndexStore:
             commit = parted
         keys, args = _commit_ops(self.keys(name), expected_version, commit)
         reply = self._commit_script(keys=keys, args=[
-            expected_version, lease.value if lease is not None else "", *args])
+            expected_version, _fence(lease), *args])
         return int(reply) == 1
 
     def _write_parts(self, name: str, version: int, commit: RoundCommit, partitions: int,
@@ -567,7 +570,7 @@ class IndexStore:
         # of a round that then loses its commit
         if not self._record_parts(keys=[k.partition_writes, k.lease],
                                   args=[f"{version}:{token}",
-                                        lease.value if lease is not None else ""]):
+                                        _fence(lease)]):
             return None
         parts = split_segment(commit.segment, partitions)
         for p, part in parts.items():
@@ -636,7 +639,7 @@ class IndexStore:
             return {}
         k = self.keys(name)
         counts = self._start_attempt(keys=[k.attempts, k.lease],
-                                     args=[lease.value if lease is not None else "",
+                                     args=[_fence(lease),
                                            *chunk_ids])
         if counts is None:
             return None
@@ -679,7 +682,7 @@ class IndexStore:
         moved = self._dead_letter(
             keys=[k.stream, k.dead_letters, k.attempts, k.attempt_errors, k.lease],
             args=[GROUP, chunk_id, reason, f"{time.time():.3f}",
-                  lease.value if lease is not None else "", *pairs])
+                  _fence(lease), *pairs])
         return None if moved is None else str(moved.decode())
 
     def dead_letters(self, name: str, count: int = 100,

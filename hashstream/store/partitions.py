@@ -22,12 +22,17 @@ def partition_of(ids: np.ndarray[Any, Any], partitions: int) -> np.ndarray[Any, 
     return np.asarray(ids, dtype=np.int64) % partitions
 
 
+def _per_row(array: np.ndarray[Any, Any], n: int) -> bool:
+    """Whether a segment field holds one row per item (else it is segment-wide, e.g. 0-d)."""
+    return bool(array.ndim) and array.shape[0] == n
+
+
 def _take(segment: Arrays, rows: np.ndarray[Any, Any], n: int) -> Arrays:
     out: Arrays = {}
     for field, array in segment.items():
         if field in CSR:
             continue
-        out[field] = array[rows] if array.ndim and array.shape[0] == n else array
+        out[field] = array[rows] if _per_row(array, n) else array
     if "label_indptr" in segment:
         indptr, classes = segment["label_indptr"], segment["label_indices"]
         starts, stops = indptr[rows], indptr[rows + 1]
@@ -59,7 +64,7 @@ def join_parts(parts: list[Arrays]) -> Arrays:
     for field, first in parts[0].items():
         if field in CSR:
             continue
-        if first.ndim and first.shape[0] == n[0]:
+        if _per_row(first, n[0]):
             out[field] = np.concatenate([p[field] for p in parts])
         else:
             out[field] = first
