@@ -5,6 +5,7 @@ A leaf of the package: it imports httpx and NumPy only, nothing of the service (
 import-linter contract keeps it so), and talks to any hashstream over HTTP.
 """
 
+from hashstream.client.asynchronous import AsyncClient
 from hashstream.client.errors import (
     ChunkDeadLettered,
     ChunkNotLearned,
@@ -35,8 +36,8 @@ from hashstream.client.models import (
 from hashstream.client.sync import Client
 
 __all__ = [
-    "ChunkDeadLettered", "ChunkId", "ChunkNotLearned", "Client", "Conflict", "DeadLetter",
-    "DeletedItems", "HashstreamError", "Hit", "IndexInfo", "InvalidInput", "Item",
+    "AsyncClient", "ChunkDeadLettered", "ChunkId", "ChunkNotLearned", "Client", "Conflict",
+    "DeadLetter", "DeletedItems", "HashstreamError", "Hit", "IndexInfo", "InvalidInput", "Item",
     "LabelFilter", "MalformedBody", "NotFound", "PayloadTooLarge", "ProblemError",
     "RoundRecord", "RoundTimeout", "SearchResult", "Unauthorized", "Unavailable",
     "UnsupportedMediaType", "raise_for_problem",

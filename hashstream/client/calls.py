@@ -3,6 +3,7 @@ the sync and the async client, which only send (so the two cannot drift apart)."
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -11,8 +12,8 @@ from urllib.parse import quote
 import numpy as np
 
 from hashstream.client.chunk_body import Body, Encoding, chunk_body
-from hashstream.client.errors import ChunkDeadLettered, ChunkNotLearned
-from hashstream.client.models import DeadLetter, LabelFilter, RoundRecord
+from hashstream.client.errors import ChunkDeadLettered, ChunkNotLearned, RoundTimeout
+from hashstream.client.models import DeadLetter, IndexInfo, LabelFilter, RoundRecord
 
 Modality = Literal["image", "text", "tokens"]
 Target = Literal["pairs", "image", "text"]
@@ -106,12 +107,24 @@ def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFi
     return Call("POST", path, json=body)
 
 
+def delete_items(name: str, ids: Sequence[int] | np.ndarray[Any, Any]) -> Call:
+    return Call("POST", index_path(name, "items", "delete"), json={"ids": [int(i) for i in ids]})
+
+
+def requeue_dead_letter(name: str, entry_id: str) -> Call:
+    return Call("POST", index_path(name, "dead-letters", entry_id, "requeue"))
+
+
 def rounds(name: str, since: int = 0) -> Call:
     return Call("GET", index_path(name, "rounds"), params={"since": since})
 
 
-def dead_letters(name: str, after: str | None = None, limit: int = 1000) -> Call:
-    params: dict[str, Any] = {"limit": limit}
+DEAD_LETTER_PAGE = 1000  # the most the route lists at once
+
+
+def dead_letters(name: str, after: str | None = None) -> Call:
+    """A page of dead letters, oldest first, after the entry ``after``."""
+    params: dict[str, Any] = {"limit": DEAD_LETTER_PAGE}
     if after is not None:
         params["after"] = after
     return Call("GET", index_path(name, "dead-letters"), params=params)
@@ -127,8 +140,9 @@ class RoundWatch:
     letter; so once the depth read first is 0, a chunk found in neither was learned by no
     round (:class:`ChunkNotLearned`)."""
 
-    def __init__(self, name: str, chunk_id: str) -> None:
-        self.name, self.chunk_id = name, chunk_id
+    def __init__(self, name: str, chunk_id: str, timeout: float) -> None:
+        self.name, self.chunk_id, self.timeout = name, chunk_id, timeout
+        self.deadline = time.monotonic() + timeout
         self.since = 0
         self.after: str | None = None
         self.queue_depth: int | None = None
@@ -151,17 +165,31 @@ class RoundWatch:
 
     def see_dead_letters(self, answer: dict[str, Any]) -> bool:
         """Raises :class:`ChunkDeadLettered` when the chunk is among these; True when another
-        page may follow."""
+        page may follow (this one was full)."""
         entries: list[DeadLetter] = answer["dead_letters"]
         for entry in entries:
             self.after = entry["id"]
             if entry["chunk_id"] == self.chunk_id:
                 raise ChunkDeadLettered(self.chunk_id, dict(entry))
-        return bool(entries)
+        return len(entries) >= DEAD_LETTER_PAGE
 
     def check_settled(self) -> None:
+        """Raises when the chunk will never be learned, or the time is up."""
         if self.queue_depth == 0:
             raise ChunkNotLearned(
                 f"no chunk {self.chunk_id} is queued in index {self.name!r}, and no round "
                 "learned it: a held-out query chunk (never learned), or not a chunk of this "
                 "index")
+        if time.monotonic() >= self.deadline:
+            raise RoundTimeout(f"no round of index {self.name!r} learned chunk {self.chunk_id} "
+                               f"within {self.timeout:g} s (queue depth {self.queue_depth})")
+
+
+def check_idle(info: IndexInfo, deadline: float, timeout: float) -> bool:
+    """True once the index's queue is empty; raises when the time is up first."""
+    if info["queue_depth"] == 0:
+        return True
+    if time.monotonic() >= deadline:
+        raise RoundTimeout(f"index {info['name']!r} still queues {info['queue_depth']} "
+                           f"chunk(s) after {timeout:g} s")
+    return False

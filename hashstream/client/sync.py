@@ -13,7 +13,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import RoundTimeout, raise_for_problem
+from hashstream.client.errors import raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -116,8 +116,7 @@ class Client:
         kept failing, :class:`~hashstream.client.errors.ChunkNotLearned` for a chunk no round
         will learn (a query chunk), :class:`~hashstream.client.errors.RoundTimeout` after
         ``timeout`` seconds. Reads every round record once, then only new ones."""
-        watch = calls.RoundWatch(name, chunk_id)
-        deadline = time.monotonic() + timeout
+        watch = calls.RoundWatch(name, chunk_id, timeout)
         while True:
             found = watch.see_rounds(self._json(watch.rounds_call()))
             if found is not None:
@@ -125,9 +124,6 @@ class Client:
             while watch.see_dead_letters(self._json(watch.dead_letters_call())):
                 pass
             watch.check_settled()
-            if time.monotonic() >= deadline:
-                raise RoundTimeout(f"no round of index {name!r} learned chunk {chunk_id} "
-                                   f"within {timeout:g} s (queue depth {watch.queue_depth})")
             time.sleep(poll)
 
     def wait_idle(self, name: str, *, timeout: float = 120.0, poll: float = 0.1) -> IndexInfo:
@@ -136,11 +132,8 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             info = self.index(name)
-            if info["queue_depth"] == 0:
+            if calls.check_idle(info, deadline, timeout):
                 return info
-            if time.monotonic() >= deadline:
-                raise RoundTimeout(f"index {name!r} still queues {info['queue_depth']} "
-                                   f"chunk(s) after {timeout:g} s")
             time.sleep(poll)
 
     # --- search and items ------------------------------------------------------------------
@@ -167,9 +160,7 @@ class Client:
     def delete_items(self, name: str, ids: Sequence[int] | np.ndarray[Any, Any]
                      ) -> DeletedItems:
         """Delete stored items; which ids were deleted and which were unknown."""
-        answer: DeletedItems = self._json(Call("POST", calls.index_path(name, "items",
-                                                                        "delete"),
-                                               json={"ids": [int(i) for i in ids]}))
+        answer: DeletedItems = self._json(calls.delete_items(name, ids))
         return answer
 
     # --- dead letters ----------------------------------------------------------------------
@@ -179,14 +170,13 @@ class Client:
         while True:
             page: list[DeadLetter] = self._json(calls.dead_letters(
                 name, out[-1]["id"] if out else None))["dead_letters"]
-            if not page:
-                return out
             out.extend(page)
+            if len(page) < calls.DEAD_LETTER_PAGE:
+                return out
 
     def requeue_dead_letter(self, name: str, entry_id: str) -> str:
         """Put a dead letter back on the queue; its new chunk id."""
-        answer = self._json(Call("POST", calls.index_path(name, "dead-letters", entry_id,
-                                                          "requeue")))
+        answer = self._json(calls.requeue_dead_letter(name, entry_id))
         return str(answer["chunk_id"])
 
     def delete_dead_letter(self, name: str, entry_id: str) -> None:

@@ -8,6 +8,8 @@ skip, saying so, while the live schema lacks them.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from support.net import free_port, unique
 from support.processes import FAST, Server
 
 from hashstream.client import (
+    AsyncClient,
     ChunkDeadLettered,
     ChunkNotLearned,
     Client,
@@ -210,6 +213,42 @@ def test_transport_errors_stay_httpx() -> None:
     with Client(f"http://127.0.0.1:{free_port()}", timeout=5) as nowhere:
         with pytest.raises(httpx.TransportError):
             nowhere.indexes()
+
+
+def test_async_twin_has_the_same_methods() -> None:
+    public = {n for n in dir(Client) if not n.startswith("_")} - {"http"}
+    assert public == {n for n in dir(AsyncClient) if not n.startswith("_")} - {"http"}
+    for name in public - {"close"}:
+        sync, twin = getattr(Client, name), getattr(AsyncClient, name)
+        assert inspect.iscoroutinefunction(twin), name
+        assert (inspect.signature(sync).parameters.keys()
+                == inspect.signature(twin).parameters.keys()), name
+
+
+def test_async_client_round_trip(api: Server) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(api.url) as hs:
+            name = unique("acl")
+            await hs.create_index(name, DIM, **FAST)
+            clusters = Clusters(21, dim=DIM, n_classes=3)
+            x, cls = clusters.sample(200)
+            npz, listed = await asyncio.gather(
+                hs.ingest(name, x[:120], cls[:120]),
+                hs.ingest(name, x[120:].tolist(), cls[120:].tolist(), ids=range(500, 580)))
+            records = [await hs.wait_for_round(name, c) for c in (npz, listed)]
+            assert all(c in r["chunks"] for c, r in zip((npz, listed), records, strict=True))
+            info = await hs.wait_idle(name)
+            assert info["n_items"] == 200 and info["queue_depth"] == 0
+            hits = (await hs.search(name, item=505, k=4))["results"][0]
+            assert len(hits) == 4 and 505 not in [h["id"] for h in hits]
+            assert len(await hs.rounds(name)) == len({r["round"] for r in records})
+            assert await hs.dead_letters(name) == []
+            with pytest.raises(NotFound):
+                await hs.index(unique("nope"))
+            await hs.delete_index(name)
+            assert name not in [i["name"] for i in await hs.indexes()]
+
+    asyncio.run(scenario())
 
 
 # --- items and search options (issue 15 items 1-2, another branch) -------------------------
