@@ -67,6 +67,8 @@ def test_every_error_is_one_problem_schema(api: Server) -> None:
     schema = api.http.get("/openapi.json").json()
     assert "HTTPValidationError" not in schema["components"]["schemas"]
     checked = 0
+    operation_ids = [op["operationId"] for ops in schema["paths"].values() for op in ops.values()]
+    assert len(set(operation_ids)) == len(operation_ids), operation_ids  # generated names
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():
             for status, answer in operation["responses"].items():
