@@ -156,8 +156,20 @@ class SearchResponse(BaseModel):
         "(an API process may serve a subset, HASHSTREAM_SERVE_PARTITIONS)")
 
 
+class Readiness(BaseModel):
+    """What /readyz answers, ready (200) or not (503)."""
+
+    status: Literal["ready", "no worker", "unavailable"]
+    redis: bool
+    workers: int | None = Field(default=None, description="live workers")
+    worker_kernels: dict[str, str] | None = Field(
+        default=None, description="each worker's Hamming kernel")
+    hamming_kernel: str | None = Field(default=None, description="this process's kernel")
+    detail: str | None = Field(default=None, description="why Redis did not answer")
+
+
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details: every error the API answers has this body."""
 
     type: str = "about:blank"
     title: str
