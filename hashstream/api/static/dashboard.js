@@ -179,7 +179,11 @@ function classAxis(n, title) {
 
 function drawExemplars(last) {
   const counts = (last && last.exemplar_histogram) || [];
-  if (!counts.length) { drawEmpty("chart-exemplars", "no exemplars yet"); return; }
+  if (!counts.length) {
+    drawEmpty("chart-exemplars", last ? "this index's method keeps no exemplar memory"
+                                      : "no round yet");
+    return;
+  }
   draw("chart-exemplars", [{ type: "bar", name: "exemplars", x: counts.map((_, i) => i),
     y: counts, marker: { color: COLORS[0] },
     hovertemplate: "class %{x}: %{y} items<extra></extra>" }],
@@ -240,8 +244,8 @@ function drawPartitions(r, partitions) {
                             separatethousands: true } }));
 }
 
-function drawHeat(id, round) {
-  if (!round) { drawEmpty(id, "no earlier round"); return; }
+function drawHeat(id, round, missing) {
+  if (!round) { drawEmpty(id, missing); return; }
   const bits = round.bits;
   draw(id, [{ type: "heatmap", z: round.distances, zmin: 0, zmax: bits,
     colorscale: [[0, "#d7301f"], [0.5, "#e8f6f8"], [1, "#2166ac"]],
@@ -379,8 +383,10 @@ async function refreshCenters() {
   if (!changed("centers", `${state.index}:${state.lastRound}`)) return;
   const rounds = (await getJSON(indexPath("/centers"))).rounds;
   const latest = rounds[rounds.length - 1], previous = rounds.length > 1 ? rounds[0] : null;
-  drawHeat("heat-latest", latest);
-  drawHeat("heat-previous", previous);
+  const none = state.rounds.length ? "this index's method keeps no hash centers"
+                                   : "no round yet";
+  drawHeat("heat-latest", latest, none);
+  drawHeat("heat-previous", previous, latest ? "no earlier round" : none);
 }
 
 async function refreshIndex(summaryRow) {
