@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.indexes = services.indexes
         app.state.dead_letters = services.dead_letters
         app.state.search = services.search
-        app.state.registry.register(IndexCollector(app.state.indexes))
+        app.state.registry.register(IndexCollector(app.state.indexes, app.state.search))
         yield
         services.close()
 

@@ -1,6 +1,7 @@
-"""Prometheus metrics: request counts and latency per route (middleware), per-index gauges
-(rounds, last round seconds, queue depth, database size) and the worker-restart counter of
-`serve`'s supervisor, read from Redis at scrape time."""
+"""Prometheus metrics: request counts and latency per route (middleware); per-index gauges read
+from Redis at scrape time (rounds, the latest round's seconds, mAP and precision@r2, queue depth
+and lag, database size, dead letters); the version and refresh time of each replica this API
+process holds; live workers and the worker-restart counter of `serve`'s supervisor."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hashstream.service.dashboard_data import round_wall_seconds
 from hashstream.service.registry import IndexService
+from hashstream.service.replicas import SearchService
 
 
 class RequestMetrics:
@@ -52,34 +55,57 @@ class RequestMetrics:
 
 
 class IndexCollector(Collector):
-    """Gauges per index and the worker-restart counter, read from Redis when Prometheus
-    scrapes."""
+    """Gauges per index (read from Redis when Prometheus scrapes), the replicas this API
+    process holds, live workers and the worker-restart counter."""
 
-    def __init__(self, indexes: IndexService) -> None:
+    def __init__(self, indexes: IndexService, search: SearchService) -> None:
         self.indexes = indexes
+        self.search = search
 
     def collect(self) -> Iterator[Any]:
-        rounds = GaugeMetricFamily("hashstream_rounds", "committed rounds", labels=["index"])
-        seconds = GaugeMetricFamily("hashstream_round_seconds", "seconds of the last round",
-                                    labels=["index"])
-        depth = GaugeMetricFamily("hashstream_queue_depth", "chunks waiting", labels=["index"])
-        size = GaugeMetricFamily("hashstream_database_items", "items in the code store",
-                                 labels=["index"])
-        dead = GaugeMetricFamily("hashstream_dead_letters", "chunks in the dead-letter stream",
-                                 labels=["index"])
+        def gauge(name: str, doc: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, doc, labels=["index"])
+
+        rounds = gauge("hashstream_rounds", "committed rounds")
+        seconds = gauge("hashstream_round_seconds",
+                        "wall seconds of the latest round (learn, score and commit)")
+        quality = gauge("hashstream_round_map", "mAP of the held-out queries after the latest "
+                        "round (absent until an index has held-out queries)")
+        precision = gauge("hashstream_round_precision_r2", "precision within Hamming radius 2 "
+                          "of the held-out queries after the latest round")
+        depth = gauge("hashstream_queue_depth", "chunks waiting")
+        lag = gauge("hashstream_queue_lag_seconds",
+                    "seconds the oldest waiting chunk has waited (0 when none waits)")
+        size = gauge("hashstream_database_items", "items in the code store")
+        dead = gauge("hashstream_dead_letters", "chunks in the dead-letter stream")
         for row in self.indexes.overview():
-            name, version, queue, last = row["name"], row["version"], row["queue_depth"], \
-                row["last"]
+            name, last = row["name"], row["last"]
             dead.add_metric([name], row["dead_letters"])
-            rounds.add_metric([name], version)
-            depth.add_metric([name], queue)
+            rounds.add_metric([name], row["version"])
+            depth.add_metric([name], row["queue_depth"])
+            lag.add_metric([name], row["queue_lag_s"])
             size.add_metric([name], last["n_database"] if last else 0)
             if last:
-                seconds.add_metric([name], float(last["seconds"].get("learn", 0.0)))
+                seconds.add_metric([name], round_wall_seconds(last.get("seconds", {})))
+                if last.get("map") is not None:
+                    quality.add_metric([name], float(last["map"]))
+                if last.get("precision_r2") is not None:
+                    precision.add_metric([name], float(last["precision_r2"]))
+        version = gauge("hashstream_replica_version",
+                        "model version this API process serves searches from")
+        refresh = gauge("hashstream_replica_refresh_seconds",
+                        "seconds this API process's latest replica refresh took")
+        for name, (held, took) in sorted(self.search.replica_status().items()):
+            version.add_metric([name], held)
+            refresh.add_metric([name], took)
+        workers = GaugeMetricFamily("hashstream_workers_alive",
+                                    "workers with a live heartbeat",
+                                    value=len(self.indexes.workers()))
         restarts = CounterMetricFamily("hashstream_worker_restarts",
                                        "worker children restarted by serve's supervisor",
                                        value=self.indexes.worker_restarts())
-        yield from (rounds, seconds, depth, size, dead, restarts)
+        yield from (rounds, seconds, quality, precision, depth, lag, size, dead, version,
+                    refresh, workers, restarts)
 
 
 def render(registry: CollectorRegistry) -> bytes:

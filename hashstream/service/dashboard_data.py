@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -25,14 +26,39 @@ def center_distances(indexes: IndexService, name: str) -> dict[str, Any]:
     return {"index": name, "rounds": out, "max_classes_shown": MAX_HEATMAP_CLASSES}
 
 
+def round_wall_seconds(seconds: dict[str, float]) -> float:
+    """A round's wall time from its record's ``seconds``: everything before the commit
+    (``total``; records written before it existed have ``learn`` only) plus the commit."""
+    before = seconds.get("total", seconds.get("learn", 0.0))
+    return float(before) + float(seconds.get("commit", 0.0))
+
+
 def summary(indexes: IndexService) -> dict[str, Any]:
-    """One line per index: sizes, queue depth and the latest round's headline figures."""
+    """One line per index, most recently active first (sizes, queue depth and lag, dead
+    letters, lease holder, the latest round's headline figures), and the live workers with the
+    indexes whose round lease each holds now and the latest round each committed."""
     rows = []
+    latest_by_worker: dict[str, dict[str, Any]] = {}
     for row in indexes.overview():
         rec = row["last"] or {}
         rows.append({"name": row["name"], "model_version": row["version"],
-                     "queue_depth": row["queue_depth"], "dead_letters": row["dead_letters"],
+                     "method": row["method"], "bits": row["bits"],
+                     "partitions": row["partitions"], "queue_depth": row["queue_depth"],
+                     "queue_lag_s": row["queue_lag_s"], "dead_letters": row["dead_letters"],
+                     "lease_holder": row["lease_holder"], "last_active": row["last_active"],
                      "n_database": rec.get("n_database", 0), "n_classes": rec.get("n_classes", 0),
                      "map": rec.get("map"), "precision_r2": rec.get("precision_r2"),
-                     "seconds": rec.get("seconds", {}).get("learn")})
-    return {"indexes": rows}
+                     "seconds": round_wall_seconds(rec["seconds"]) if rec.get("seconds")
+                     else None})
+        worker = rec.get("worker")
+        if worker and rec.get("ts", 0) > latest_by_worker.get(worker, {}).get("ts", 0):
+            latest_by_worker[worker] = {"index": row["name"], "round": rec.get("round"),
+                                        "ts": rec.get("ts")}
+    workers = []
+    for worker, info in sorted(indexes.workers().items()):
+        workers.append({"id": worker, "backend": info.get("backend"),
+                        "hamming_kernel": info.get("hamming_kernel"),
+                        "started": info.get("started"),
+                        "holding": [r["name"] for r in rows if r["lease_holder"] == worker],
+                        "latest_round": latest_by_worker.get(worker)})
+    return {"indexes": rows, "workers": workers, "now": round(time.time(), 3)}

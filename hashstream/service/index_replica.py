@@ -10,6 +10,7 @@ appends meanwhile (see ``HammingIndex.view``)."""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -109,6 +110,7 @@ class IndexReplica:
     loading: bool = False
     held: int = 0  # the version appended so far
     segments_loaded: int = 0  # segment parts read from the store, all loads together
+    refresh_seconds: float = 0.0  # how long the latest advance took, from start to swap
     lock: threading.Lock = field(default_factory=threading.Lock)
     load_lock: threading.Lock = field(default_factory=threading.Lock)
     parts: dict[int, _Partition] = field(default_factory=dict)
@@ -141,6 +143,7 @@ class IndexReplica:
                 version: int) -> Replica:
         """Append the segments (held, version], refresh encoder and class labels, build what
         the indexes need off the search path, and swap in the Replica of ``version``."""
+        started = time.perf_counter()
         served = (None if self.serve is None or config.partitions == 1
                   else [p for p in self.serve if p < config.partitions])
         wanted = list(range(config.partitions)) if served is None else served
@@ -168,6 +171,7 @@ class IndexReplica:
         fresh = Replica(version, config, encoder, views, self.class_labels)
         with self.lock:
             self.current = fresh
+            self.refresh_seconds = time.perf_counter() - started
             self.changed.notify_all()
         return fresh
 

@@ -201,13 +201,32 @@ class IndexService:
         return self.store.load_centers(name, [v for v in (version - 1, version) if v >= 1])
 
     def overview(self) -> list[dict[str, Any]]:
-        """Per index: version, queue depth, dead letters and the latest round record."""
+        """Per index, at one moment each (one round trip): version, queue depth and lag (s the
+        oldest waiting chunk has waited), dead letters, the worker holding its round lease, its
+        method, bits and partitions, the latest round record, and when it was last active
+        (epoch s: created, a round committed or a chunk queued, the latest), most recently
+        active first."""
         rows = []
         for name in self.store.list_indexes():
-            version, depth, last = self.store.status(name)  # one consistent round trip
-            rows.append({"name": name, "version": version, "queue_depth": depth,
-                         "dead_letters": self.store.dead_letter_count(name), "last": last})
+            snap = self.store.snapshot(name)
+            if snap.config is None:
+                continue  # deleted meanwhile
+            config = self._configs.decode(name, snap.config)
+            last = snap.last
+            active = [config.created, last.get("ts", 0.0) if last else 0.0,
+                      (snap.newest_waiting_ms or 0) / 1000]
+            rows.append({"name": name, "version": snap.version, "queue_depth": snap.queue_depth,
+                         "queue_lag_s": round(snap.queue_lag_seconds, 3),
+                         "dead_letters": snap.dead_letters, "lease_holder": snap.lease_holder,
+                         "method": config.method, "bits": config.bits,
+                         "partitions": config.partitions, "last_active": round(max(active), 3),
+                         "last": last})
+        rows.sort(key=lambda row: (-row["last_active"], row["name"]))
         return rows
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Live workers: id → what its last heartbeat said (backend, kernel, start time)."""
+        return self.store.workers()
 
     def worker_restarts(self) -> int:
         return self.store.restarts()

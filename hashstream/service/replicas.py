@@ -163,6 +163,18 @@ class SearchService:
                         "(HASHSTREAM_REPLICA_WAIT_MS); retry", "min_version")
                 live.changed.wait(left)
 
+    def replica_status(self) -> dict[str, tuple[int, float]]:
+        """Per index this process holds: (version it serves, seconds its latest refresh
+        took)."""
+        with self._replicas_lock:
+            live = list(self.replicas.items())
+        out = {}
+        for name, replica in live:
+            with replica.lock:
+                if replica.current is not None:
+                    out[name] = (replica.current.version, replica.refresh_seconds)
+        return out
+
     def partitions_served(self, name: str) -> list[int] | None:
         """The partitions this process searches of a partitioned index (None: unpartitioned
         or not loaded)."""

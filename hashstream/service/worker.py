@@ -40,12 +40,14 @@ from hashstream.service.chunks import Chunk
 from hashstream.service.methods import IndexMethods, decode_state
 from hashstream.service.registry import IndexConfig
 from hashstream.service.replicas import hamming_kernel
+from hashstream.service.round_timing import RoundClock, round_seconds
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.method import PAIRS, Encoder, LearnResult, Method, stack_rows, target_field
 from hashstream.solver.metrics import evaluate
 from hashstream.store.codec import CodecError
 from hashstream.store.index_store import IndexStore, Lease, RoundCommit
+from hashstream.store.partitions import partition_of
 
 log = logging.getLogger("hashstream.worker")
 
@@ -349,7 +351,7 @@ class RoundRunner:
                      lease: Lease, train: list[tuple[str, Chunk]],
                      query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
         """One round of any method: learn, score, commit."""
-        started = time.perf_counter()
+        clock = RoundClock()
         cache = self._load_cache(name, method, version, config.created)
         chunk_ids = [eid for eid, _ in train]
         features = np.concatenate([c.features for _, c in train])
@@ -361,8 +363,9 @@ class RoundRunner:
         log_event("round_start", index=name, round=new_version, chunks=chunk_ids,
                   items=int(len(ids)), kind=config.kind, method=config.method, worker=self.id,
                   lease_token=lease.token)
+        clock.lap("load")
         result = method.learn(cache.state, features, labels, text=text, ids=ids)
-        learn_seconds = time.perf_counter() - started
+        clock.lap("learn")
         segment: dict[str, np.ndarray[Any, Any]] = {
             target_field(t): result.codes[t] for t in method.targets}
         segment.update(ids=ids, label_indptr=labels.indptr, label_indices=labels.classes,
@@ -376,8 +379,10 @@ class RoundRunner:
         record = self._record(new_version, chunk_ids, method, result, cache, labels,
                               query_arrays)
         record["lease_token"] = lease.token
-        record["seconds"] = {**{k: round(v, 6) for k, v in result.seconds.items()},
-                             "learn": round(learn_seconds, 6)}
+        record["partition_items"] = np.bincount(partition_of(ids, config.partitions),
+                                                minlength=config.partitions).tolist()
+        clock.lap("score")
+        record["seconds"] = round_seconds(clock, result.seconds)
         t = time.perf_counter()
         ok = self.store.commit_round(name, version, RoundCommit(
             ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
@@ -398,7 +403,7 @@ class RoundRunner:
         cache.queries.update(query_arrays)
         extra = {"action": record["action"]} if "action" in record else {}
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
-                  items=int(len(ids)), map=record.get("map"), learn_s=round(learn_seconds, 4),
+                  items=int(len(ids)), map=record.get("map"), learn_s=record["seconds"]["learn"],
                   commit_s=round(commit_s, 4), model_version=record["model_version"],
                   **extra, worker=self.id, lease_token=lease.token)
         return True

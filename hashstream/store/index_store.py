@@ -153,6 +153,23 @@ for _, w in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')) do
 end
 return out
 """
+# An index at one moment, for dashboards and metrics: version, queue length, latest round
+# record and the commit seconds of the version's round, dead letters, lease, config, the ids of
+# the oldest and newest waiting chunks (only the ids leave the server, never a chunk's arrays)
+# and the server's time in ms.
+# KEYS: version, ingest stream, rounds, dead letters, lease, config, commit seconds.
+_SNAPSHOT = """
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+local version = redis.call('GET', KEYS[1]) or '0'
+local t = redis.call('TIME')
+return {version, redis.call('XLEN', KEYS[2]),
+        redis.call('LINDEX', KEYS[3], -1) or false, redis.call('XLEN', KEYS[4]),
+        redis.call('GET', KEYS[5]) or false, redis.call('GET', KEYS[6]) or false,
+        first and first[1] or false, last and last[1] or false,
+        tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
+        redis.call('HGET', KEYS[7], version) or false}
+"""
 # Map a chunk's distinct client labels to internal class numbers, all or nothing: the label
 # kind must match the index's (set by the first chunk), and new classes must fit max_classes.
 # An index with rounds but no label kind predates class maps: {3} asks the caller to seed its
@@ -229,6 +246,35 @@ class Lease:
     @property
     def value(self) -> str:
         return f"{self.token}:{self.worker}"
+
+
+@dataclass(frozen=True)
+class IndexSnapshot:
+    """One index at one moment: committed version, chunks waiting, the latest round record,
+    dead letters, the worker holding its round lease (None between rounds), its config, and
+    when (Redis server time, ms) the oldest and newest waiting chunks were queued."""
+
+    version: int
+    queue_depth: int
+    last: dict[str, Any] | None
+    dead_letters: int
+    lease_holder: str | None
+    config: dict[str, Any] | None
+    oldest_waiting_ms: int | None
+    newest_waiting_ms: int | None
+    now_ms: int
+
+    @property
+    def queue_lag_seconds(self) -> float:
+        """How long the oldest waiting chunk has waited (0 when none waits)."""
+        if self.oldest_waiting_ms is None:
+            return 0.0
+        return max(0.0, (self.now_ms - self.oldest_waiting_ms) / 1000)
+
+
+def _entry_ms(entry_id: bytes | None) -> int | None:
+    """The queue time (ms) in a stream entry id ``<ms>-<seq>``."""
+    return None if entry_id is None else int(entry_id.split(b"-", 1)[0])
 
 
 def _fence(lease: Lease | None) -> str:
@@ -335,6 +381,7 @@ class IndexStore:
         self._record_parts = client.register_script(_RECORD_PARTS)
         self._start_attempt = client.register_script(_START_ATTEMPT)
         self._live_workers = client.register_script(_LIVE_WORKERS)
+        self._snapshot = client.register_script(_SNAPSHOT)
         self._map_classes = client.register_script(_MAP_CLASSES)
         self._dead_letter = client.register_script(_DEAD_LETTER)
 
@@ -462,6 +509,22 @@ class IndexStore:
         version, depth, last = pipe.execute()
         return (int(version) if version is not None else 0, int(depth),
                 None if last is None else dict(json.loads(last)))
+
+    def snapshot(self, name: str) -> IndexSnapshot:
+        """The index at one moment (one script on its slot): see :class:`IndexSnapshot`."""
+        k = self.keys(name)
+        (version, depth, last, dead, lease, config, oldest, newest, now_ms,
+         commit) = self._snapshot(keys=[k.version, k.stream, k.rounds, k.dead_letters, k.lease,
+                                        k.config, k.commit_seconds])
+        holder = None if lease is None else lease.decode().partition(":")[2]
+        record = None if last is None else dict(json.loads(last))
+        if record is not None and commit is not None and record.get("round") == int(version):
+            record.setdefault("seconds", {})["commit"] = float(commit)  # as rounds() merges it
+        return IndexSnapshot(
+            version=int(version), queue_depth=int(depth), last=record, dead_letters=int(dead),
+            lease_holder=holder, config=None if config is None else dict(json.loads(config)),
+            oldest_waiting_ms=_entry_ms(oldest), newest_waiting_ms=_entry_ms(newest),
+            now_ms=int(now_ms))
 
     def version(self, name: str) -> int:
         raw = self.r.get(self.keys(name).version)

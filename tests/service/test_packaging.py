@@ -145,6 +145,8 @@ def test_installed_service_serves_dashboard_docs_and_kernel(served: Any) -> None
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "dashboard.js" in page.text
     assert http.get("/dashboard/static/dashboard.js").status_code == 200
+    plotly = http.get("/dashboard/vendor/plotly.min.js")  # from the installed plotly package
+    assert plotly.status_code == 200 and len(plotly.content) > 1_000_000
 
     docs = http.get("/docs")
     assert docs.status_code == 200 and "text/html" in docs.headers["content-type"]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
+from hashstream.api import chart_library
 from hashstream.api.deps import IndexesDep, require_api_key
 from hashstream.api.metrics import render
 from hashstream.api.problems import AUTHED, responses
@@ -38,7 +39,24 @@ def dashboard_static(filename: str) -> FileResponse:
     return FileResponse(files[filename], media_type=kind)
 
 
-@router.get("/dashboard/summary", summary="Every index with its latest round's figures")
+@page_router.get("/dashboard/vendor/plotly.min.js", include_in_schema=False)
+async def chart_library_bundle(request: Request) -> Response:
+    """plotly.js from the installed ``plotly`` package (gzipped when the browser takes it)."""
+    path = chart_library.bundle_path()
+    if path is None:
+        raise NotFound("the plotly package is not installed (pip install plotly): the "
+                       "dashboard draws its charts with the plotly.js it ships", "filename")
+    headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+    if "gzip" not in request.headers.get("accept-encoding", ""):
+        return FileResponse(path, media_type="text/javascript", headers=headers)
+    body = await run_in_threadpool(chart_library.gzipped, path)
+    return Response(body, media_type="text/javascript",
+                    headers={**headers, "Content-Encoding": "gzip"})
+
+
+@router.get("/dashboard/summary",
+            summary="Every index (most recently active first) with its latest round's figures, "
+                    "and the live workers")
 async def summary(indexes: IndexesDep) -> dict[str, Any]:
     return await run_in_threadpool(dashboard_data.summary, indexes)
 
