@@ -245,7 +245,10 @@ def test_ablation_switch_zeroes_its_term(np_backend: Backend, make_stream: Any, 
         assert b.loss[term] == 0.0
         assert_non_increasing(b.trace)
         if rnd >= 2:
-            assert a.loss[term] > 0  # the term is live when switched on
+            # the term is live when switched on: it costs something, or (the Hadamard term,
+            # which pulls hard once scaled) it holds Y exactly on the centers
+            held = term == "hadamard" and np.array_equal(a.state.teacher, a.state.centers.T)
+            assert a.loss[term] > 0 or held
 
 
 # --------------------------------------------------------------------------- V-step
