@@ -19,7 +19,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hashstream import __version__
 from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
-from hashstream.api.routes import dashboard, dead_letters, docs, health, indexes, ingest, search
+from hashstream.api.routes import (
+    dashboard,
+    dead_letters,
+    docs,
+    health,
+    indexes,
+    ingest,
+    items,
+    search,
+)
 from hashstream.api.schemas import Problem
 from hashstream.service.errors import PayloadTooLarge, ServiceError
 from hashstream.service.services import Services
@@ -134,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.indexes = services.indexes
         app.state.dead_letters = services.dead_letters
         app.state.search = services.search
+        app.state.items = services.items
         app.state.registry.register(IndexCollector(app.state.indexes))
         yield
         services.close()
@@ -152,6 +162,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexes.router, dependencies=auth)
     app.include_router(ingest.router, dependencies=auth)
     app.include_router(search.router, dependencies=auth)
+    app.include_router(items.router, dependencies=auth)
     app.include_router(dead_letters.router, dependencies=auth)
 
     @app.exception_handler(ServiceError)

@@ -42,6 +42,24 @@ class ItemLabelsView:
             return self.classes[position:position + 1]
         return self.classes[self.indptr[position]:self.indptr[position + 1]]
 
+    def admits(self, any_of: Array | None, all_of: Array | None) -> Array:
+        """Whether each position's classes include one of ``any_of`` (when given) and every
+        one of ``all_of`` (when given; distinct class numbers): one pass over the lists."""
+        if self.indptr is None:
+            classes, rows = self.classes[:self.n], None
+        else:
+            classes = self.classes[:int(self.indptr[self.n])]
+            rows = np.repeat(np.arange(self.n), np.diff(self.indptr[:self.n + 1]))
+        ok = np.ones(self.n, dtype=bool)
+        for wanted, need in ((any_of, 1), (all_of, 0 if all_of is None else len(all_of))):
+            if wanted is None:
+                continue
+            hit = np.isin(classes, wanted)
+            counts = hit.astype(np.int64) if rows is None else np.bincount(
+                rows[hit], minlength=self.n)
+            ok &= counts >= need
+        return ok
+
 
 class ItemLabels:
     """Growable class lists by position; one writer (the replica's loader)."""

@@ -230,6 +230,7 @@ class IndexService:
     def describe(self, name: str) -> dict[str, Any]:
         config = self.config(name)
         version, depth, last = self.store.status(name)
+        live = self.store.item_count(name)  # exact, deletes included (None: older rounds)
         settings = (config.method_settings() if config.method != "sdoh-hc"
                     else config.settings.as_dict())
         return {
@@ -238,7 +239,7 @@ class IndexService:
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
             "partitions": config.partitions,
             "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
-            "n_items": last["n_database"] if last else 0,
+            "n_items": live if live is not None else last["n_database"] if last else 0,
             "n_classes": last["n_classes"] if last else 0,
         }
 
