@@ -42,22 +42,33 @@ class ItemLabelsView:
             return self.classes[position:position + 1]
         return self.classes[self.indptr[position]:self.indptr[position + 1]]
 
-    def admits(self, any_of: Array | None, all_of: Array | None) -> Array:
+    def admits(self, any_of: Array | None, all_of: Array | None, n_classes: int) -> Array:
         """Whether each position's classes include one of ``any_of`` (when given) and every
-        one of ``all_of`` (when given; distinct class numbers): one pass over the lists."""
-        if self.indptr is None:
-            classes, rows = self.classes[:self.n], None
-        else:
-            classes = self.classes[:int(self.indptr[self.n])]
-            rows = np.repeat(np.arange(self.n), np.diff(self.indptr[:self.n + 1]))
-        ok = np.ones(self.n, dtype=bool)
+        one of ``all_of`` (when given; distinct class numbers below ``n_classes``, the classes
+        known): one gather over the lists and a running count."""
+        n = self.n
+        nnz = n if self.indptr is None else int(self.indptr[n])
+        classes = self.classes[:nnz]
+        ok = np.ones(n, dtype=bool)
         for wanted, need in ((any_of, 1), (all_of, 0 if all_of is None else len(all_of))):
             if wanted is None:
                 continue
-            hit = np.isin(classes, wanted)
-            counts = hit.astype(np.int64) if rows is None else np.bincount(
-                rows[hit], minlength=self.n)
-            ok &= counts >= need
+            table = np.zeros(n_classes + 1, dtype=bool)  # the last entry: beyond the known
+            table[np.asarray(wanted)[(wanted >= 0) & (wanted < n_classes)]] = True
+            hit = np.take(table, classes, mode="clip")
+            if self.indptr is None:
+                ok &= hit if need == 1 else need == 0
+                continue
+            indptr = self.indptr[:n + 1]
+            at = np.flatnonzero(hit)
+            if at.size * 16 < nnz:  # few matching entries: find their rows
+                matches = np.bincount(np.searchsorted(indptr[1:], at, side="right"),
+                                      minlength=n)
+            else:  # many: differences of the running count at the row bounds
+                running = np.zeros(nnz + 1, dtype=np.int32 if nnz < 2**31 else np.int64)
+                np.cumsum(hit, out=running[1:])
+                matches = running[indptr[1:]] - running[indptr[:-1]]
+            ok &= matches >= need
         return ok
 
 

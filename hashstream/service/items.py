@@ -25,6 +25,7 @@ from hashstream.service.errors import Conflict, InvalidInput, NotFound, Unavaila
 from hashstream.service.index_replica import PartitionView, Replica
 from hashstream.service.replicas import SearchService
 from hashstream.solver.method import PAIRS
+from hashstream.store.partitions import partition_of
 
 MAX_DELETE_IDS = 100_000
 _ATTEMPTS = 50  # decisions per delete before giving up (deletes or commits kept landing)
@@ -57,6 +58,24 @@ class ItemService:
         pos = int(view.positions([item])[0])
         return (part, pos) if pos >= 0 else None
 
+    def _live(self, rep: Replica, ids: list[int], field: str) -> list[int]:
+        """Those of ``ids`` (sorted) live in ``rep``; Conflict when one is in a partition not
+        served here."""
+        storable = np.asarray([i for i in ids if 0 <= i < _INT64_END], dtype=np.int64)
+        if rep.config.partitions > 1:
+            wanted = set(np.unique(partition_of(storable, rep.config.partitions)).tolist())
+            missing = sorted(wanted - set(rep.partitions))
+            if missing:
+                raise Conflict(f"some ids are in partitions {missing}, which this replica does "
+                               f"not serve (it serves {rep.partitions})", field)
+        live = []
+        for part in rep.parts:
+            view = part.views.get(PAIRS)
+            mine = rep.ids_of(part, storable)
+            if view is not None and mine.size:
+                live.append(mine[view.positions(mine) >= 0])
+        return sorted(np.concatenate(live).tolist()) if live else []
+
     def item(self, name: str, item: int, min_version: int | None = None) -> dict[str, Any]:
         """The stored item: labels, code (hex of its packed bits), the round that committed it
         and the model version that made its code (cross-modal: every target's code too)."""
@@ -86,7 +105,7 @@ class ItemService:
         min_version: int | None = None
         for _ in range(_ATTEMPTS):
             rep = self.search.replica(name, min_version)
-            known = [i for i in wanted if self._locate(rep, i, field) is not None]
+            known = self._live(rep, wanted, field)
             unknown = sorted(set(wanted) - set(known))
             answer: dict[str, Any] = {"index": name, "deleted": known, "unknown": unknown}
             if not known:

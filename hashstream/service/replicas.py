@@ -331,7 +331,7 @@ class SearchService:
         flt = (options.class_filter(rep.label_kind, rep.class_numbers)
                if options is not None else None)
         parts = [(part, part.views[target] if flt is None else part.views[target].restricted(
-                  part.labels.admits(flt.any_of, flt.all_of)))
+                  part.labels.admits(flt.any_of, flt.all_of, len(rep.class_labels))))
                  for part in rep.parts if target in part.views]
         parts = [(part, view) for part, view in parts if len(view)]
         # small answers (a few queries): the partitions are scanned at once (the kernels

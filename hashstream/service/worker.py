@@ -315,12 +315,11 @@ class RoundRunner:
             cache = _IndexCache(version=0, created=created)
         if fresh or cache.version != version:
             cache.state = decode_state(self.store, name, method) if version > 0 else None
-            deletes = self.store.deletes.read(name, cache.live.epoch)
+            deletes = self.store.deletes.read(name, cache.live.epoch)  # in version order
             oldest = self._oldest_queued(name)
             for v in range(cache.version + 1, version + 1):
-                for entry in [d for d in deletes if d.version < v]:  # deletes before round v
-                    cache.live.apply(entry, oldest)
-                deletes = [d for d in deletes if d.version >= v]
+                while deletes and deletes[0].version < v:  # the deletes before round v
+                    cache.live.apply(deletes.pop(0), oldest)
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
                 cache.add_labels(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
