@@ -29,22 +29,29 @@ class LiveItems:
     epoch: int = 0
     recent: dict[int, StreamPosition] = field(default_factory=dict)
 
+    def _present(self, ids: Array) -> tuple[Array, Array]:
+        """(insertion points of sorted unique ``ids``, whether each is live)."""
+        at = np.searchsorted(self.ids, ids)
+        if not self.ids.size:
+            return at, np.zeros(ids.size, dtype=bool)
+        return at, self.ids[np.minimum(at, self.ids.size - 1)] == ids
+
     def add(self, ids: Array) -> None:
-        """Ids a committed segment stored (upserts of live ids change nothing)."""
-        self.ids = np.union1d(self.ids, np.asarray(ids, dtype=np.int64))
+        """Ids a committed segment stored (upserts of live ids change nothing): O(live)."""
+        new = np.unique(np.asarray(ids, dtype=np.int64))
+        at, present = self._present(new)
+        self.ids = np.insert(self.ids, at[~present], new[~present])
 
     def count_with(self, ids: Array) -> int:
         """Live ids once ``ids`` are stored too."""
-        ids = np.unique(np.asarray(ids, dtype=np.int64))
-        at = np.searchsorted(self.ids, ids)
-        present = (at < self.ids.size) & (self.ids[np.minimum(at, self.ids.size - 1)] == ids) \
-            if self.ids.size else np.zeros(ids.size, dtype=bool)
-        return int(self.ids.size + ids.size - np.count_nonzero(present))
+        new = np.unique(np.asarray(ids, dtype=np.int64))
+        return int(self.ids.size + new.size - np.count_nonzero(self._present(new)[1]))
 
     def apply(self, entry: DeleteEntry, oldest_queued: StreamPosition | None) -> None:
         """A logged delete: its ids are live no more; remembered while a queued chunk (none
         older than ``oldest_queued``) may predate it."""
-        self.ids = np.setdiff1d(self.ids, entry.ids, assume_unique=True)
+        at, present = self._present(np.unique(entry.ids))
+        self.ids = np.delete(self.ids, at[present])
         self.epoch = max(self.epoch, entry.epoch)
         if oldest_queued is not None and entry.queued_up_to >= oldest_queued:
             for item in entry.ids.tolist():

@@ -1,6 +1,7 @@
 """The pieces behind search options and items, against brute force: which positions a label
 filter admits (both counting paths, empty rows, one class per item), the filter typed by the
-index's labels, and the rounds of positions through appends and compactions."""
+index's labels, the rounds of positions through appends and compactions, and the live ids
+and recent deletes a worker keeps."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pytest
 
 from hashstream.service.errors import InvalidInput
 from hashstream.service.item_labels import ItemLabels
+from hashstream.service.live_items import LiveItems
 from hashstream.service.search_options import SearchOptions
 from hashstream.service.segment_rounds import SegmentRounds
 from hashstream.solver.class_lists import ClassLists
+from hashstream.store.item_deletes import DeleteEntry
 
 C = 12
 
@@ -75,3 +78,27 @@ def test_rounds_of_positions_through_appends_and_compaction() -> None:
     assert rounds.model_version_at(pos).tolist() == [1] * 4 + [2] * 8
     kept = np.asarray([0, 3, 5, 10, 11])  # a compaction kept these, in order
     assert rounds.compacted(kept).round_at(np.arange(5)).tolist() == [want[k] for k in kept]
+
+
+def test_live_items_track_adds_and_deletes_like_a_set() -> None:
+    rng = np.random.default_rng(0)
+    live, ref = LiveItems(), set()
+    for step in range(200):
+        ids = rng.integers(0, 400, rng.integers(0, 40))
+        assert live.count_with(ids) == len(ref | set(ids.tolist()))
+        live.add(ids)
+        ref |= set(ids.tolist())
+        gone = rng.choice(sorted(ref), min(len(ref), int(rng.integers(0, 10))), replace=False)
+        live.apply(DeleteEntry(step + 1, 1, (step, 0), np.asarray(gone, np.int64)), (50, 0))
+        ref -= set(gone.tolist())
+        assert live.ids.tolist() == sorted(ref) and live.epoch == step + 1
+    # deletes at stream positions (50, 0) on are remembered, for the chunks accepted before
+    remembered = dict(live.recent)
+    assert remembered and all(at >= (50, 0) for at in remembered.values())
+    item, at = next(iter(remembered.items()))
+    rows = live.cancelled(np.asarray([item, item, 10_000]), [at, (at[0] + 1, 0), (0, 0)])
+    assert rows.tolist() == [True, False, False]  # accepted up to the delete: cancelled
+    live.forget_before((150, 0))
+    assert all(at >= (150, 0) for at in live.recent.values())
+    live.forget_before(None)  # nothing queued: nothing can predate a delete
+    assert live.recent == {}
