@@ -394,6 +394,7 @@ class RoundRunner:
         model = (None if model_version is None or result.model is None
                  else (model_version, result.model))
         record: dict[str, Any] = {}
+        ok, t = False, time.perf_counter()
         for _ in range(self.max_delete_retries):
             # the rows deletes cancelled (their chunk was accepted before the delete), and the
             # live items once the rest is stored: against the deletes logged so far, which
@@ -428,8 +429,6 @@ class RoundRunner:
                 break
             except DeletesLanded:
                 self._catch_up_deletes(name, cache)
-        else:
-            ok = False
         commit_s = time.perf_counter() - t
         if not ok:
             log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids,
