@@ -1,6 +1,7 @@
 """Search options in-process: latency of one query (k = 10) without a filter, with a label
 filter of several selectivities, with a Hamming radius, and after item deletes (the first
-search after a delete batch, which applies it to the replica, and the next ones).
+search after a delete batch, which applies it to the replica, and the next ones). A filter's
+first search computes the positions it admits; the view keeps them for the next ones.
 
 Seeds an LSH index (64 bits) in a private embedded Redis: one real tiny round, then synthetic
 segments committed through ``IndexStore.commit_round`` up to ``--items``, each item with one to
@@ -44,15 +45,18 @@ def segment(rng: np.random.Generator, first: int, n: int, classes: int
             "label_indices": ((starts + within) % classes).astype(np.int32)}
 
 
-def timed(fn: Any, repeats: int) -> tuple[float, float]:
-    """(median, p95) milliseconds of ``fn()``."""
+def timed(fn: Any, repeats: int) -> tuple[float, float, float]:
+    """Milliseconds of ``fn()``: the first call, then the median and p95 of ``repeats`` more."""
+    t = time.perf_counter()
+    fn()
+    first = (time.perf_counter() - t) * 1000
     out = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         out.append((time.perf_counter() - t) * 1000)
     out.sort()
-    return statistics.median(out), out[int(0.95 * (len(out) - 1))]
+    return first, statistics.median(out), out[int(0.95 * (len(out) - 1))]
 
 
 def main() -> None:
@@ -92,15 +96,15 @@ def run(client: redis.Redis, args: argparse.Namespace) -> None:
         admitted = ""
         if options is not None and options.filtered:
             flt = options.class_filter(rep.label_kind, rep.class_numbers)
-            assert flt is not None
-            share = np.mean(rep.parts[0].labels.admits(flt.any_of, flt.all_of,
-                                                       len(rep.class_labels)))
+            assert flt is not None  # the share, on a copy: the search's view starts cold
+            share = np.mean(rep.parts[0].labels._admits(flt.any_of, flt.all_of,
+                                                        len(rep.class_labels)))
             admitted = f"{share:6.1%}"
-        med, p95 = timed(lambda: search.search_vectors(NAME, query, 10, DIM,
-                                                       options=options), args.repeats)
-        print(f"| {label:<34} | {admitted:>8} | {med:7.2f} | {p95:7.2f} |")
+        first, med, p95 = timed(lambda: search.search_vectors(NAME, query, 10, DIM,
+                                                              options=options), args.repeats)
+        print(f"| {label:<34} | {admitted:>8} | {first:7.2f} | {med:7.2f} | {p95:7.2f} |")
 
-    print("| search | admitted | median ms | p95 ms |\n|---|---|---|---|")
+    print("| search | admitted | first ms | then median ms | p95 ms |\n|---|---|---|---|---|")
     row("no filter", None)
     row("labels_any = 1 class", SearchOptions(labels_any=(7,)))
     row("labels_any = 10 classes", SearchOptions(labels_any=tuple(range(10))))
