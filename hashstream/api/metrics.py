@@ -73,7 +73,7 @@ class IndexCollector(Collector):
             dead.add_metric([name], row["dead_letters"])
             rounds.add_metric([name], version)
             depth.add_metric([name], queue)
-            size.add_metric([name], last["n_database"] if last else 0)
+            size.add_metric([name], row["n_items"])
             if last:
                 seconds.add_metric([name], float(last["seconds"].get("learn", 0.0)))
         restarts = CounterMetricFamily("hashstream_worker_restarts",

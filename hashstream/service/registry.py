@@ -198,13 +198,21 @@ class IndexService:
         return self.store.load_centers(name, [v for v in (version - 1, version) if v >= 1])
 
     def overview(self) -> list[dict[str, Any]]:
-        """Per index: version, queue depth, dead letters and the latest round record."""
+        """Per index: version, queue depth, dead letters, live items and the latest round
+        record."""
         rows = []
         for name in self.store.list_indexes():
             version, depth, last = self.store.status(name)  # one consistent round trip
             rows.append({"name": name, "version": version, "queue_depth": depth,
-                         "dead_letters": self.store.dead_letter_count(name), "last": last})
+                         "dead_letters": self.store.dead_letter_count(name),
+                         "n_items": self._live_items(name, last), "last": last})
         return rows
+
+    def _live_items(self, name: str, last: dict[str, Any] | None) -> int:
+        """Live items, deletes included (an index whose rounds predate the count: the
+        latest round's database size)."""
+        live = self.store.item_count(name)
+        return live if live is not None else int(last["n_database"]) if last else 0
 
     def worker_restarts(self) -> int:
         return self.store.restarts()
@@ -230,7 +238,6 @@ class IndexService:
     def describe(self, name: str) -> dict[str, Any]:
         config = self.config(name)
         version, depth, last = self.store.status(name)
-        live = self.store.item_count(name)  # exact, deletes included (None: older rounds)
         settings = (config.method_settings() if config.method != "sdoh-hc"
                     else config.settings.as_dict())
         return {
@@ -239,7 +246,7 @@ class IndexService:
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
             "partitions": config.partitions,
             "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
-            "n_items": live if live is not None else last["n_database"] if last else 0,
+            "n_items": self._live_items(name, last),
             "n_classes": last["n_classes"] if last else 0,
         }
 

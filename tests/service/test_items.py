@@ -128,6 +128,8 @@ def test_every_api_process_misses_a_deleted_item_at_once(start_server: Any, hs: 
     assert everything(other, name, probe, 1) == set(range(50, 200))
     assert_gone(other, name, 10, hs)
     assert other.info(name)["n_items"] == 150
+    assert f'hashstream_database_items{{index="{name}"}} 150.0' in other.http.get(
+        "/metrics").text
     r = other.http.post(f"/indexes/{name}/items/delete", json={"ids": [10, 60]})
     assert r.json()["deleted"] == [60] and r.json()["unknown"] == [10]
 
