@@ -2,7 +2,9 @@
 
 Ingest runs against a server with no round worker (`--workers 0`), so the figure is the
 service's acceptance rate (parse, validate, queue durably in Redis), round excluded. Search runs
-after rounds have committed, with concurrent clients.
+after rounds have committed, with concurrent clients. Set-up (indexes, loading, waiting for the
+rounds) goes through `hashstream.client`; the timed loops send prepared requests over plain
+httpx sessions, so the figures stay the service's and comparable with earlier runs.
 
 Run:  python bench/http_service.py ingest [--dims 784 4096]
       python bench/http_service.py search --items 1000000 --dim 64 --clients 1 4
@@ -26,6 +28,7 @@ import httpx
 import numpy as np
 
 from hashstream.cli.embedded_redis import EmbeddedRedis, free_port
+from hashstream.client import Client
 
 
 class Server:
@@ -92,7 +95,8 @@ def bench_ingest(dims: list[int], clients: int, seconds: float) -> None:
     for d in dims:
         server = Server(workers=0)
         try:
-            httpx.post(server.url + "/indexes", json={"name": "b", "dim": d, "bits": 32})
+            with Client(server.url) as hs:
+                hs.create_index("b", d, bits=32)
             for kind, n in (("npz", 40_000_000 // (4 * d)), ("json", 1000)):
                 x = rng.standard_normal((n, d)).astype(np.float32)
                 y = rng.integers(0, 10, n)
@@ -133,27 +137,22 @@ def bench_search(items: int, dim: int, clients_list: list[int], seconds: float,
                                           "HASHSTREAM_EVAL_QUERIES": "0",
                                           "HASHSTREAM_SEARCH_BACKEND": scan})
     try:
-        with httpx.Client(base_url=server.url, timeout=600) as c:
-            c.post("/indexes", json={"name": "s", "dim": dim, "bits": bits, "n_anchors": 300})
+        with Client(server.url, timeout=600) as hs:
+            hs.create_index("s", dim, bits=bits, n_anchors=300)
             chunk = 100_000
             t = time.perf_counter()
             for start in range(0, items, chunk):
                 n = min(chunk, items - start)
                 y = rng.integers(0, 20, n)
                 x = centers[y] + rng.standard_normal((n, dim))
-                r = c.post("/indexes/s/ingest", content=npz_body(x, np.eye(20)[y]),
-                           headers={"content-type": "application/octet-stream"})
-                assert r.status_code == 202, r.text
-            while True:
-                info = c.get("/indexes/s").json()
-                if info["queue_depth"] == 0 and info["n_items"] >= items:
-                    break
-                time.sleep(1)
+                hs.ingest("s", x.astype(np.float32), label_matrix=np.eye(20)[y])  # as .npz
+            info = hs.wait_idle("s", timeout=24 * 3600, poll=1.0)
+            assert info["n_items"] >= items, info
             print(f"loaded {items:,} items (d={dim}, {bits} bits) in "
                   f"{time.perf_counter() - t:.0f}s incl. rounds", flush=True)
             queries = (centers[rng.integers(0, 20, 256)] + rng.standard_normal((256, dim)))
             vectors = [",".join(f"{v:.4f}" for v in q) for q in queries]
-            c.get("/indexes/s/search", params={"vector": vectors[0], "k": 10})  # load replica
+            hs.search("s", queries[0], k=10)  # load the replica
         print("| clients | requests | QPS | p50 ms | p99 ms |")
         print("|---|---|---|---|---|")
         for clients in clients_list:

@@ -17,8 +17,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashstream import __version__
+from hashstream.api import problems
 from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
+from hashstream.api.problems import problem
 from hashstream.api.routes import (
     dashboard,
     dead_letters,
@@ -29,32 +31,11 @@ from hashstream.api.routes import (
     items,
     search,
 )
-from hashstream.api.schemas import Problem
 from hashstream.service.errors import PayloadTooLarge, ServiceError
 from hashstream.service.services import Services
 from hashstream.service.settings import Settings, get_settings
 
 log = logging.getLogger("hashstream.api")
-PROBLEM = "application/problem+json"
-
-
-_ERRORS = {400: "Malformed body", 401: "Missing or invalid API key", 404: "Not found",
-           409: "Conflict", 413: "Payload too large", 415: "Unsupported media type",
-           422: "Invalid input (the field is named)",
-           503: "Redis unreachable, or (field min_version, with Retry-After) this replica did "
-                "not reach a search's min_version within HASHSTREAM_REPLICA_WAIT_MS"}
-# Every route may answer these, always as problem+json: documented once for the whole schema.
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {PROBLEM: {"schema": Problem.model_json_schema()}}}
-    for status, text in _ERRORS.items()}
-
-
-def problem(status: int, title: str, detail: str, field: str | None = None) -> JSONResponse:
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": detail}
-    if field is not None:
-        body["field"] = field
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
@@ -151,7 +132,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # /docs comes from routes.docs (local Swagger UI assets); ReDoc would need a CDN: off.
     app = FastAPI(title="hashstream", version=__version__, lifespan=lifespan,
                   description="Streaming online hashing (SDOH-HC) with Redis-held state.",
-                  docs_url=None, redoc_url=None, responses=PROBLEM_RESPONSES)
+                  docs_url=None, redoc_url=None,
+                  # operationId = the route function's name: what generated clients call
+                  generate_unique_id_function=lambda route: route.name)
+    problems.install(app)
     app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)
@@ -159,11 +143,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     app.include_router(dashboard.page_router)
     app.include_router(dashboard.router)
-    app.include_router(indexes.router, dependencies=auth)
-    app.include_router(ingest.router, dependencies=auth)
-    app.include_router(search.router, dependencies=auth)
-    app.include_router(items.router, dependencies=auth)
-    app.include_router(dead_letters.router, dependencies=auth)
+    for router in (indexes.router, ingest.router, search.router, items.router,
+                   dead_letters.router):
+        app.include_router(router, dependencies=auth,
+                           responses=problems.responses(*problems.AUTHED))
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:

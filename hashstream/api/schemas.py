@@ -11,6 +11,7 @@ from hashstream.service.registry import (
     FeatureMapKind,
     OldSimilarity,
     OldWeight,
+    TermScaling,
 )
 
 
@@ -26,6 +27,11 @@ class CreateIndex(BaseModel):
     eta: float | None = Field(default=None, ge=0)
     beta: float | None = Field(default=None, ge=0)
     lam: float | None = Field(default=None, gt=0)
+    alpha: float | None = Field(default=None, ge=0, description="weight of the old-data term")
+    gamma: float | None = Field(default=None, ge=0, description="weight of the exemplar term")
+    term_scaling: TermScaling | None = Field(
+        default=None, description="normalized (default: each weight pulls alike at any chunk "
+        "size, code length and class count) or paper (the raw sums of Eq. 7)")
     n1: int | None = Field(default=None, ge=0, le=100_000)
     n2: int | None = Field(default=None, ge=0, le=100_000)
     iterations: int | None = Field(default=None, ge=1, le=50)
@@ -205,8 +211,20 @@ class SearchResponse(BaseModel):
         "(an API process may serve a subset, HASHSTREAM_SERVE_PARTITIONS)")
 
 
+class Readiness(BaseModel):
+    """What /readyz answers, ready (200) or not (503)."""
+
+    status: Literal["ready", "no worker", "unavailable"]
+    redis: bool
+    workers: int | None = Field(default=None, description="live workers")
+    worker_kernels: dict[str, str] | None = Field(
+        default=None, description="each worker's Hamming kernel")
+    hamming_kernel: str | None = Field(default=None, description="this process's kernel")
+    detail: str | None = Field(default=None, description="why Redis did not answer")
+
+
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details: every error the API answers has this body."""
 
     type: str = "about:blank"
     title: str

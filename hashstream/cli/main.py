@@ -10,7 +10,7 @@ from typing import Any, get_args, get_type_hints
 from hashstream.eval import ecmh as ecmh_eval
 from hashstream.eval.online_hashing import DatasetError, EvalConfig, load_dataset, run_eval
 from hashstream.eval.online_hashing import write_json as write_eval_json
-from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.settings import BY_SCALING, WEIGHT_DEFAULTS, SDOHSettings
 
 # Ablation switches read better as --no-<term> than as --use-<term>/--no-use-<term>.
 _ABLATIONS = {
@@ -31,7 +31,11 @@ _HELP = {
     "condensed_per_class": "condensed: at most this many synthetic exemplars per class "
     "(0: n2 split over the chunk's classes)",
     "condensed_steps": "condensed: distribution-matching steps per round",
-    "old_weight": "old-data weight: balanced (n/N_old) or paper (1)",
+    "old_weight": "term-scaling paper only: old-data weight balanced (n/N_old) or paper (1)",
+    "alpha": "weight of the old-data term",
+    "gamma": "weight of the exemplar term",
+    "term_scaling": "normalized (a weight pulls alike at any n, r, c) or paper (Eq. 7's raw "
+    "sums)",
     "old_similarity": "S_no form: normalized (L̂L̂ᵀ) or lemon (2L̂L̂ᵀ−11ᵀ)",
     "seed": "seed of every random choice",
 }
@@ -50,6 +54,9 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP.get(f.name, '')} "
                                   f"(default {default})"}
+        if f.name in WEIGHT_DEFAULTS["paper"]:  # a weight's default follows --term-scaling
+            by = ", ".join(f"{k} {v[f.name]:g}" for k, v in WEIGHT_DEFAULTS.items())
+            kwargs.update(default=BY_SCALING, help=f"{_HELP.get(f.name, '')} (default {by})")
         choices = get_args(hints[f.name])  # a Literal setting's values, from its type
         if choices:
             kwargs["choices"] = choices
@@ -66,6 +73,9 @@ def _eval_parser(sub: Any) -> None:
     p.add_argument("--chunk", type=int, default=2000, help="items per round (default 2000)")
     p.add_argument("--queries", type=int, default=1000, help="held-out queries (default 1000)")
     p.add_argument("--order", choices=("random", "class-incremental"), default="random")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="queries from the test items (default) or, for choosing settings, "
+                   "carved out of the training stream (the test items never enter)")
     p.add_argument("--method", choices=("sdoh-hc", "lsh"), default="sdoh-hc")
     p.add_argument("--database", choices=("learned", "reencoded"), default="learned",
                    help="database codes: each round's learned B, or all re-encoded by sgn(ΦP)")
@@ -88,7 +98,8 @@ def _run_eval(args: argparse.Namespace) -> int:
         print(f"hashstream eval: {exc}", file=sys.stderr)
         return 2
     config = EvalConfig(settings=settings, chunk=args.chunk, queries=args.queries,
-                        order=args.order, method=args.method, database=args.database,
+                        order=args.order, split=args.split, method=args.method,
+                        database=args.database,
                         map_at=tuple(args.map_at), max_items=args.max_items,
                         eval_every=max(1, args.eval_every), backend=args.backend)
     bar: Any = None

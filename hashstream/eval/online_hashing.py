@@ -26,6 +26,7 @@ from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.solver.sdoh_hc.state import SDOHState
 
 Order = Literal["random", "class-incremental"]
+Split = Literal["test", "validation"]
 Method = Literal["sdoh-hc", "lsh"]
 DatabaseCodes = Literal["learned", "reencoded"]
 
@@ -77,6 +78,7 @@ class EvalConfig:
     chunk: int = 2000
     queries: int = 1000
     order: Order = "random"
+    split: Split = "test"
     method: Method = "sdoh-hc"
     database: DatabaseCodes = "learned"
     map_at: tuple[int, ...] = ()
@@ -85,7 +87,8 @@ class EvalConfig:
     backend: BackendName = "auto"
 
     def as_dict(self) -> dict[str, Any]:
-        out = {k: getattr(self, k) for k in ("chunk", "queries", "order", "method", "database",
+        out = {k: getattr(self, k) for k in ("chunk", "queries", "order", "split", "method",
+                                             "database",
                                              "max_items", "eval_every", "backend")}
         out["map_at"] = list(self.map_at)
         out.update(self.settings.as_dict())
@@ -94,14 +97,27 @@ class EvalConfig:
 
 def split_stream(data: Dataset, config: EvalConfig) -> tuple[np.ndarray[Any, Any],
                                                               np.ndarray[Any, Any]]:
-    """(query indices, stream indices in arrival order), both seeded."""
+    """(query indices, stream indices in arrival order), both seeded.
+
+    ``split='validation'`` carves the queries out of the training stream instead (seeded
+    apart from the test draw): the evaluation queries, and every item the test draw could
+    pick, stay out of both, so settings chosen on it never saw them."""
     rng = np.random.default_rng([config.settings.seed, 31337])
     n = data.features.shape[0]
     pool = data.test_idx if data.test_idx is not None else np.arange(n)
+    excluded = np.zeros(n, dtype=bool)
+    if config.split == "validation":
+        test_queries = (data.test_idx if data.test_idx is not None
+                        else rng.choice(pool, size=min(config.queries, len(pool)),
+                                        replace=False))
+        excluded[test_queries] = True
+        pool = np.flatnonzero(~excluded)
+        rng = np.random.default_rng([config.settings.seed, 27182])
+    elif config.split != "test":
+        raise DatasetError(f"split must be 'test' or 'validation', not {config.split!r}")
     if config.queries > len(pool):
         raise DatasetError(f"--queries {config.queries} exceeds the {len(pool)} candidates")
     queries = np.sort(rng.choice(pool, size=config.queries, replace=False))
-    excluded = np.zeros(n, dtype=bool)
     excluded[queries] = True
     if data.test_idx is not None:
         excluded[data.test_idx] = True

@@ -18,13 +18,14 @@ from hashstream.solver.sdoh_hc.settings import (
     OldSimilarity,
     OldWeight,
     SDOHSettings,
+    TermScaling,
 )
 from hashstream.store.index_store import ClassMapError, IndexStore
 from hashstream.store.keys import INDEX_NAME
 
 # The setting vocabularies the HTTP schemas accept (the solver defines them).
 __all__ = ["ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService", "OldSimilarity",
-           "OldWeight"]
+           "OldWeight", "TermScaling"]
 
 IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
 MethodName = Literal["sdoh-hc", "ecmh", "lsh"]
@@ -85,7 +86,9 @@ class IndexConfig:
         method: MethodName = (stored if stored in ("sdoh-hc", "ecmh", "lsh")
                               else "ecmh" if data.get("kind") == "cross-modal" else "sdoh-hc")
         kind: IndexKind = "cross-modal" if method == "ecmh" else method
-        return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(data["settings"]),
+        # Configs written before term scaling existed summed Eq. 7's raw terms: keep that.
+        solver = {"term_scaling": "paper", **data["settings"]}
+        return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(solver),
                    kind, None if cm is None else CrossModalSettings.from_dict(cm),
                    int(data.get("max_classes", DEFAULT_MAX_CLASSES)), method,
                    float(data.get("created", 0.0)), int(data.get("partitions", 1)))

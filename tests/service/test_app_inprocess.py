@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hashstream.api.app import create_app
+from hashstream.client import Client, InvalidInput
 from hashstream.service.settings import Settings
 from hashstream.service.worker import RoundRunner
 from hashstream.store.index_store import IndexStore
@@ -84,3 +85,21 @@ def test_settings_a_method_does_not_take_are_refused(app_and_store: Any, hs: Any
     r = client.post("/indexes", json={"name": "m", "dim": 4, **body})
     hs.assert_problem(r, 422, field)
     assert store.list_indexes() == []
+
+
+def test_python_client_over_the_test_client(app_and_store: Any, hs: Any) -> None:
+    """The Python client sends through any httpx client: here the app in-process."""
+    testclient, store = app_and_store
+    with Client("http://testserver", http=testclient) as client:
+        client.create_index("pc", 8, **hs.FAST)
+        clusters = hs.Clusters(3, dim=8, n_classes=2)
+        x, cls = clusters.sample(100)
+        chunk = client.ingest("pc", x, cls)
+        assert RoundRunner(store).step("pc") is True
+        assert chunk in client.wait_for_round("pc", chunk, timeout=5)["chunks"]
+        hits = client.search("pc", clusters.vector(1), k=3)["results"][0]
+        assert len(hits) == 3
+        with pytest.raises(InvalidInput) as wrong:
+            client.ingest("pc", x[:, :4], cls)
+        assert wrong.value.field == "features"
+    assert testclient.get("/indexes/pc").status_code == 200  # not closed: the caller's

@@ -110,22 +110,28 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-@pytest.mark.parametrize(("old_similarity", "old_weight", "multilabel", "grouped"), [
-    ("normalized", "balanced", False, True),
-    ("normalized", "paper", False, True),
-    ("lemon", "balanced", False, True),
-    ("lemon", "paper", False, True),
-    ("normalized", "balanced", True, True),
-    ("lemon", "paper", True, True),
-    ("normalized", "balanced", False, False),
-    ("lemon", "balanced", True, False),
+@pytest.mark.parametrize(("old_similarity", "old_weight", "multilabel", "grouped", "scaling"), [
+    ("normalized", "balanced", False, True, "paper"),
+    ("normalized", "paper", False, True, "paper"),
+    ("lemon", "balanced", False, True, "paper"),
+    ("lemon", "paper", False, True, "paper"),
+    ("normalized", "balanced", True, True, "paper"),
+    ("lemon", "paper", True, True, "paper"),
+    ("normalized", "balanced", False, False, "paper"),
+    ("lemon", "balanced", True, False, "paper"),
+    ("normalized", "balanced", False, True, "normalized"),
+    ("lemon", "balanced", True, True, "normalized"),
+    ("normalized", "balanced", True, False, "normalized"),
 ])
 def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream: Any,
                                                 monkeypatch: pytest.MonkeyPatch,
                                                 old_similarity: str, old_weight: str,
-                                                multilabel: bool, grouped: bool) -> None:
+                                                multilabel: bool, grouped: bool,
+                                                scaling: str) -> None:
     """Recompute every term of Eq. 7 from explicit matrices (S_no, Sqn, K) and compare; also
-    the V-step input Z = r·Sqnᵀ B̃q + β·B with B the round's start sgn(ΦP)."""
+    the V-step input Z = r·w_ex·Sqnᵀ B̃q + w_q·B with B the round's start sgn(ΦP). The
+    multipliers are written out here: Eq. 7's own weights for ``paper``; for ``normalized``
+    α c/N_old, γ c/nq, β r, θ r n/c (Hadamard), θ n/(2c) (distillation), η."""
     if not grouped:  # force the blockwise Sqn path where the solver has a grouped one
         monkeypatch.setattr(sdoh_hc, "_MAX_GROUP_PAIRS", 0, raising=False)
     seen_v = _capture_v(monkeypatch)
@@ -133,7 +139,8 @@ def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream
                          multilabel=multilabel, class_incremental=not multilabel)
     cfg = SDOHSettings(bits=8, feature_map="identity", lam=1.0, theta=0.7, eta=1.3, beta=0.9,
                        n1=15, n2=12, iterations=2, old_similarity=old_similarity,
-                       old_weight=old_weight, seed=3)
+                       old_weight=old_weight, alpha=0.8, gamma=1.1, term_scaling=scaling,
+                       seed=3)
     r = cfg.bits
     state: SDOHState | None = None
     old_v: list[np.ndarray] = []
@@ -157,13 +164,22 @@ def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream
             teacher = grow_classes(state, c, cfg.seed, np_backend).teacher.astype(np.float64)
         cen = new.centers.astype(np.float64)
         s = 2.0 if old_similarity == "lemon" else 1.0
+        nq = 0 if state is None else state.exemplar_codes.shape[0]
+        n_old = sum(v_old.shape[0] for v_old in old_v)
+        if scaling == "paper":
+            w = {"old": cfg.alpha * (n / max(n_old, 1) if old_weight == "balanced" else 1.0),
+                 "exemplar": cfg.gamma, "quantization": cfg.beta, "hadamard": cfg.theta,
+                 "distillation": cfg.theta, "center": cfg.eta}
+        else:
+            w = {"old": cfg.alpha * c / max(n_old, 1), "exemplar": cfg.gamma * c / max(nq, 1),
+                 "quantization": cfg.beta * r, "hadamard": cfg.theta * r * n / c,
+                 "distillation": cfg.theta * n / (2 * c), "center": cfg.eta}
         expect: dict[str, float] = {}
         if old_v:
             lo = np.vstack([_l_hat(lb, c) for lb in old_lab])
             vo = np.vstack(old_v)
             s_no = s * lh @ lo.T - (1.0 if old_similarity == "lemon" else 0.0)
-            w = n / lo.shape[0] if old_weight == "balanced" else 1.0
-            expect["old"] = w * np.sum((r * s_no - b @ vo.T) ** 2)
+            expect["old"] = w["old"] * np.sum((r * s_no - b @ vo.T) ** 2)
             xq = state.exemplar_features.astype(np.float64)
             lq = state.exemplar_labels.to_dense().astype(np.float64)
             lq_full = np.zeros((lq.shape[0], c))
@@ -173,18 +189,19 @@ def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream
             share = lq_full @ lab_full.T > 0
             sqn = np.where(share, _unit(xq) @ _unit(x).T, -1.0)
             bq = state.exemplar_codes.astype(np.float64)
-            expect["exemplar"] = np.sum((r * sqn - bq @ v.T) ** 2)
+            expect["exemplar"] = w["exemplar"] * np.sum((r * sqn - bq @ v.T) ** 2)
             b_start = encode(state, x, np_backend).astype(np.float64)
-            np.testing.assert_allclose(seen_v[0][0], r * sqn.T @ bq + cfg.beta * b_start,
-                                       rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(
+                seen_v[0][0], w["exemplar"] * r * sqn.T @ bq + w["quantization"] * b_start,
+                rtol=1e-9, atol=1e-9)
         else:
             expect["old"] = 0.0
             expect["exemplar"] = 0.0
-        expect["quantization"] = cfg.beta * np.sum((b - v) ** 2)
+        expect["quantization"] = w["quantization"] * np.sum((b - v) ** 2)
         k = 2 * np.eye(c) - 1
-        expect["distillation"] = cfg.theta * np.sum((r * k - teacher @ y.T) ** 2)
-        expect["hadamard"] = cfg.theta * np.sum((cen - y.T) ** 2)
-        expect["center"] = cfg.eta * np.sum((r * lh - b @ y.T) ** 2)
+        expect["distillation"] = w["distillation"] * np.sum((r * k - teacher @ y.T) ** 2)
+        expect["hadamard"] = w["hadamard"] * np.sum((cen - y.T) ** 2)
+        expect["center"] = w["center"] * np.sum((r * lh - b @ y.T) ** 2)
         for key, val in expect.items():
             assert res.loss[key] == pytest.approx(val, rel=1e-8, abs=1e-6), key
         # accumulators: H1 = Σ L̂ᵀV, H2 = Σ VᵀV, G = Σ ΦᵀΦ, F = Σ ΦᵀB, P = (G + λI)⁻¹F

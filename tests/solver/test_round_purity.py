@@ -30,7 +30,8 @@ def test_same_seed_same_result_different_seed_different_codes(np_backend: Backen
         np.testing.assert_array_equal(ra.codes, rb.codes)
         assert state_arrays_equal(ra.state, rb.state)
         assert ra.loss == rb.loss
-    assert not np.array_equal(a[0].codes, c[0].codes)
+    # Round 1's codes may all sit on the (seed-free) centers; the exemplar draw is seeded.
+    assert not state_arrays_equal(a[0].state, c[0].state)
 
 
 @pytest.mark.parametrize("feature_dtype", [np.float64, np.float32])

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from hashstream.client import Client
 from support.data import npz_bytes
 from support.net import free_port, wait_until
 
@@ -134,7 +135,8 @@ class Proc:
 
 
 class Server(Proc):
-    """`python -m hashstream serve` on a free port, with an httpx client."""
+    """`python -m hashstream serve` on a free port, with an httpx client (``http``) and the
+    Python client (``client``)."""
 
     def __init__(self, env: dict[str, str], cwd: Path, workers: int = 1,
                  data_dir: Path | None = None, api_key: str | None = None) -> None:
@@ -147,6 +149,7 @@ class Server(Proc):
         self.url = f"http://127.0.0.1:{self.port}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=self.url, timeout=60.0, headers=headers)
+        self.client = Client(self.url, api_key, timeout=60.0)
 
     def wait_up(self, ready: bool = True, timeout: float = 90.0) -> Server:
         def probe(path: str) -> bool:
@@ -165,6 +168,7 @@ class Server(Proc):
 
     def stop(self) -> None:
         self.http.close()
+        self.client.close()
         super().stop()
 
     # --- API shortcuts ---------------------------------------------------------------------

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, Response
 
 from hashstream.api.deps import IndexesDep, require_api_key
 from hashstream.api.metrics import render
+from hashstream.api.problems import AUTHED, responses
 from hashstream.service import dashboard_data
 from hashstream.service.errors import NotFound
 
@@ -18,7 +19,8 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 # The page and its script carry no data, so a browser can load them without a key; every data
 # route below asks for one (the page prompts for it on a 401).
 page_router = APIRouter(tags=["dashboard"])
-router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key)])
+router = APIRouter(tags=["dashboard"], dependencies=[Depends(require_api_key)],
+                   responses=responses(*AUTHED))
 
 
 @page_router.get("/dashboard", include_in_schema=False)
@@ -42,7 +44,8 @@ async def summary(indexes: IndexesDep) -> dict[str, Any]:
 
 
 @router.get("/indexes/{name}/centers",
-            summary="Center-to-center Hamming distances, latest and previous round")
+            summary="Center-to-center Hamming distances, latest and previous round",
+            responses=responses(404))
 async def centers(name: str, indexes: IndexesDep) -> dict[str, Any]:
     return await run_in_threadpool(dashboard_data.center_distances, indexes, name)
 

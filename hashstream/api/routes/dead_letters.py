@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep
+from hashstream.api.problems import responses
 from hashstream.service.dead_letters import DeadLetters
 
 router = APIRouter(tags=["dead letters"])
@@ -17,7 +18,8 @@ def _dead(request: Request) -> DeadLetters:
     return request.app.state.dead_letters  # type: ignore[no-any-return]
 
 
-@router.get("/indexes/{name}/dead-letters", summary="Chunks moved aside after failed rounds")
+@router.get("/indexes/{name}/dead-letters", summary="Chunks moved aside after failed rounds",
+            responses=responses(404, 422))
 async def list_dead_letters(name: str, request: Request, indexes: IndexesDep,
                             after: str | None = Query(None, description="page after this id"),
                             limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
@@ -26,7 +28,8 @@ async def list_dead_letters(name: str, request: Request, indexes: IndexesDep,
 
 
 @router.post("/indexes/{name}/dead-letters/{entry_id}/requeue", status_code=202,
-             summary="Put a dead-lettered chunk back on the ingest queue")
+             summary="Put a dead-lettered chunk back on the ingest queue",
+             responses=responses(404, 422))
 async def requeue_dead_letter(name: str, entry_id: str, request: Request,
                               indexes: IndexesDep) -> dict[str, Any]:
     await run_in_threadpool(indexes.config, name)
@@ -34,7 +37,7 @@ async def requeue_dead_letter(name: str, entry_id: str, request: Request,
 
 
 @router.delete("/indexes/{name}/dead-letters/{entry_id}", status_code=204,
-               summary="Discard a dead-lettered chunk")
+               summary="Discard a dead-lettered chunk", responses=responses(404, 422))
 async def delete_dead_letter(name: str, entry_id: str, request: Request,
                              indexes: IndexesDep) -> Response:
     await run_in_threadpool(indexes.config, name)

@@ -6,11 +6,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
 from hashstream.api.deps import IndexesDep, require_api_key
+from hashstream.api.problems import responses
+from hashstream.api.schemas import Readiness
 from hashstream.service.replicas import hamming_kernel
 
 router = APIRouter(tags=["health"])
 # Only liveness is open; readiness reveals the deployment's state and needs the key.
-ready_router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)])
+ready_router = APIRouter(tags=["health"], dependencies=[Depends(require_api_key)],
+                         responses=responses(401))
 
 
 @router.get("/healthz", summary="The process is alive, and which Hamming kernel it runs")
@@ -20,7 +23,10 @@ def healthz() -> dict[str, str]:
     return {"status": "ok", "hamming_kernel": hamming_kernel()}
 
 
-@ready_router.get("/readyz", summary="Redis answers and at least one worker is alive")
+@ready_router.get("/readyz", summary="Redis answers and at least one worker is alive",
+                  responses={200: {"model": Readiness},
+                             503: {"model": Readiness, "description": "Not ready: Redis does "
+                                   "not answer, or no worker is alive (not problem+json)"}})
 def readyz(indexes: IndexesDep) -> JSONResponse:
     try:
         state = indexes.readiness()

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep, SettingsDep, media_type
+from hashstream.api.problems import JSON_BODY, responses
 from hashstream.api.schemas import IngestAccepted
 from hashstream.service.chunks import (
     ParsedChunk,
@@ -67,7 +68,7 @@ async def _parse(request: Request, role: Literal["train", "query"] | None,
 
 @router.post("/indexes/{name}/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
-             summary="Queue a chunk for the next round")
+             summary="Queue a chunk for the next round", responses=responses(404, *JSON_BODY))
 async def ingest(name: str, request: Request, indexes: IndexesDep, settings: SettingsDep,
                  role: Literal["train", "query"] | None = Query(
                      None, description="role of an .npz chunk (JSON bodies carry it inside)"),
@@ -78,7 +79,8 @@ async def ingest(name: str, request: Request, indexes: IndexesDep, settings: Set
 
 @router.post("/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
-             summary="Queue a chunk for the default index (created on first use)")
+             summary="Queue a chunk for the default index (created on first use)",
+             responses=responses(*JSON_BODY))
 async def ingest_default(request: Request, indexes: IndexesDep, settings: SettingsDep,
                          role: Literal["train", "query"] | None = Query(None)) -> dict[str, Any]:
     chunk = await _parse(request, role, settings)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import SearchDep, SettingsDep, require_json
+from hashstream.api.problems import JSON_BODY, responses
 from hashstream.api.schemas import (
     LABELS_ALL,
     LABELS_ANY,
@@ -20,6 +21,15 @@ from hashstream.service.errors import InvalidInput
 from hashstream.service.search_options import SearchOptions
 
 router = APIRouter(tags=["search"])
+
+_NOTES = {404: "No index of this name (field `name`), or no stored item with this id (field "
+               "`item`)",
+          409: "min_version is ahead of the index's committed version, or the index has no "
+               "committed round yet",
+          503: "Redis is unreachable, or (field `min_version`, with Retry-After) this replica "
+               "did not reach min_version within HASHSTREAM_REPLICA_WAIT_MS"}
+GET_ERRORS = responses(404, 409, 422, 503, notes=_NOTES)
+POST_ERRORS = responses(404, 409, 503, *JSON_BODY, notes=_NOTES)
 
 
 def _get(name: str, search: Any, vector: str | None, item: int | None, k: int,
@@ -69,7 +79,7 @@ def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[s
 
 
 @router.get("/indexes/{name}/search", response_model=SearchResponse,
-            summary="k nearest items of one vector or one stored item")
+            summary="k nearest items of one vector or one stored item", responses=GET_ERRORS)
 async def search_get(name: str, search: SearchDep,
                      vector: str | None = Query(None, description="v1,v2,… (d numbers)"),
                      item: int | None = Query(None, description="id of a stored item"),
@@ -89,7 +99,7 @@ async def search_get(name: str, search: SearchDep,
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse,
-             dependencies=[Depends(require_json)],
+             dependencies=[Depends(require_json)], responses=POST_ERRORS,
              summary="k nearest items of each vector of a batch")
 async def search_post(name: str, body: SearchRequest, search: SearchDep,
                       settings: SettingsDep) -> dict[str, Any]:
@@ -97,7 +107,8 @@ async def search_post(name: str, body: SearchRequest, search: SearchDep,
                                    settings.max_batch_queries)
 
 
-@router.get("/search", response_model=SearchResponse, summary="Search the default index")
+@router.get("/search", response_model=SearchResponse, summary="Search the default index",
+            responses=GET_ERRORS)
 async def search_default_get(search: SearchDep, settings: SettingsDep,
                              vector: str | None = Query(None), item: int | None = Query(None),
                              k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
@@ -114,7 +125,7 @@ async def search_default_get(search: SearchDep, settings: SettingsDep,
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",
-             dependencies=[Depends(require_json)])
+             dependencies=[Depends(require_json)], responses=POST_ERRORS)
 async def search_default_post(body: SearchRequest, search: SearchDep,
                               settings: SettingsDep) -> dict[str, Any]:
     return await run_in_threadpool(_post, settings.default_index, search, body,

@@ -34,6 +34,7 @@ from hashstream.solver.sdoh_hc.state import (
     empty_label_gram,
     resize_label_gram,
 )
+from hashstream.solver.sdoh_hc.term_weights import term_weights
 
 # Sqn is formed in blocks of this many exemplars, so memory stays O(n · block).
 _SQN_BLOCK = 4096
@@ -156,6 +157,7 @@ class _Terms:
     backend: Backend
     r: int
     n: int
+    # Multipliers of the terms for this round (``term_weights``; 0 for a term that is off).
     beta: float
     theta_distill: float
     theta_hadamard: float
@@ -163,11 +165,12 @@ class _Terms:
     l_hat: Any  # L̂, n × c sparse (SciPy CSR on NumPy, cupyx CSR on CuPy)
     l_hat_t: Any  # L̂ᵀ, c × n sparse
     l_hat_sq: float  # ‖L̂‖²
-    old_weight: float  # w_old · s, applied to ⟨B, L̂H1⟩ (0 when the term is off)
-    old_quad: float  # w_old, applied to ⟨BᵀB, H2⟩
+    old_weight: float  # old-term multiplier · s, applied to ⟨B, L̂H1⟩ (0 when the term is off)
+    old_quad: float  # old-term multiplier, applied to ⟨BᵀB, H2⟩
     l_h1: Any  # L̂ H1, n × r
     h2: Any
-    old_const: float  # w_old · r² ‖S_no‖²
+    old_const: float  # old-term multiplier · r² ‖S_no‖²
+    ex_weight: float  # the exemplar term's multiplier (0 when it is off)
     ex_lin: Any  # E = Sqnᵀ B̃q, n × r (zeros when the term is off)
     ex_gram: Any  # B̃qᵀB̃q, r × r
     ex_const: float  # r² ‖Sqn‖²
@@ -185,8 +188,8 @@ class _Terms:
         out = {
             "old": self.old_const - 2 * r * self.old_weight * float(xp.sum(b * self.l_h1))
             + self.old_quad * float(xp.sum(btb * self.h2)),
-            "exemplar": self.ex_const - 2 * r * float(xp.sum(self.ex_lin * v))
-            + float(xp.sum(self.ex_gram * (v.T @ v))),
+            "exemplar": self.ex_weight * (self.ex_const - 2 * r * float(xp.sum(self.ex_lin * v))
+                                          + float(xp.sum(self.ex_gram * (v.T @ v)))),
             "quantization": self.beta * float(xp.sum((b - v) ** 2)),
             "distillation": 0.0,
             "hadamard": self.theta_hadamard * float(xp.sum((self.centers_t - y) ** 2)),
@@ -207,7 +210,8 @@ class _Terms:
 
     def v_step(self, b: Any, rng: np.random.Generator) -> Any:
         """max tr(VᵀZ) s.t. VᵀV = nI, Vᵀ1 = 0; Z = r Sqnᵀ B̃q + β B (closed form)."""
-        return orthogonal_balanced(self.r * self.ex_lin + self.beta * b, rng, self.backend)
+        return orthogonal_balanced(self.ex_weight * self.r * self.ex_lin + self.beta * b, rng,
+                                   self.backend)
 
     def b_step(self, b: Any, v: Any, y: Any, sweeps: int) -> Any:
         """DCC on min tr(B A Bᵀ) − 2 tr(BᵀQ) (SOLVER.md, B-step)."""
@@ -432,20 +436,21 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
     lap("features")
 
     n_old = state.n_seen
-    use_old = settings.use_old_term and n_old > 0
-    w_old = (n / n_old if settings.old_weight == "balanced" else 1.0) if use_old else 0.0
+    n_ex = int(state.exemplar_codes.shape[0])
+    weights = term_weights(settings, n=n, r=r, c=c, n_old=n_old, n_exemplars=n_ex)
+    use_old = weights.old > 0
     s = 2.0 if settings.old_similarity == "lemon" else 1.0
     h1 = backend.asarray(state.h1, dtype=dt)
     h2 = backend.asarray(state.h2, dtype=dt)
     old_const = 0.0
     if use_old:
         cross = float(new_gram.multiply(state.label_gram).sum())  # ⟨L̂ᵀL̂, Σ L̂_oldᵀL̂_old⟩
-        old_const = w_old * r * r * s * s * cross
+        old_const = weights.old * r * r * s * s * cross
         if settings.old_similarity == "lemon":
             lsum = backend.to_numpy(state.label_sum).astype(np.float64)
-            old_const += w_old * r * r * (n * n_old - 2 * s * float(l_hat_colsum @ lsum))
+            old_const += weights.old * r * r * (n * n_old - 2 * s * float(l_hat_colsum @ lsum))
 
-    use_ex = settings.use_exemplar_term and state.exemplar_codes.shape[0] > 0
+    use_ex = weights.exemplar > 0
     if use_ex:
         e, ex_gram, ex_const = _exemplar_similarity(state, x, labels, backend, r)
     else:
@@ -453,14 +458,12 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
     lap("exemplar_similarity")
 
     terms = _Terms(
-        backend=backend, r=r, n=n, beta=settings.beta,
-        theta_distill=settings.theta if settings.use_distillation else 0.0,
-        theta_hadamard=settings.theta if settings.use_hadamard_term else 0.0,
-        eta=settings.eta if settings.use_center_term else 0.0,
+        backend=backend, r=r, n=n, beta=weights.quantization,
+        theta_distill=weights.distillation, theta_hadamard=weights.hadamard, eta=weights.center,
         l_hat=l_hat, l_hat_t=l_hat_t, l_hat_sq=float(np.sum(l_hat_host.data ** 2)),
-        old_weight=w_old * s, old_quad=w_old, l_h1=l_hat @ h1, h2=h2,
-        old_const=old_const, ex_lin=e, ex_gram=ex_gram, ex_const=ex_const,
-        teacher=backend.asarray(state.teacher, dtype=dt),
+        old_weight=weights.old * s, old_quad=weights.old, l_h1=l_hat @ h1, h2=h2,
+        old_const=old_const, ex_weight=weights.exemplar, ex_lin=e, ex_gram=ex_gram,
+        ex_const=ex_const, teacher=backend.asarray(state.teacher, dtype=dt),
         centers_t=backend.asarray(state.centers, dtype=dt).T,
     )
     if rnd == 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
@@ -10,6 +11,16 @@ from hashstream.solver.feature_map import FeatureMapKind
 ExemplarPolicy = Literal["random", "class_balanced", "nearest_center", "condensed"]
 OldWeight = Literal["balanced", "paper"]
 OldSimilarity = Literal["normalized", "lemon"]
+TermScaling = Literal["normalized", "paper"]
+
+BY_SCALING = math.nan
+"""Default of the five term weights: the value ``WEIGHT_DEFAULTS`` gives the term scaling."""
+WEIGHT_DEFAULTS: dict[str, dict[str, float]] = {
+    # Eq. 7's own weights (SOLVER.md; the exemplar and old-data weights are 1)
+    "paper": {"theta": 1.0, "eta": 1.0, "beta": 1.0, "alpha": 1.0, "gamma": 1.0},
+    # chosen on validation splits carved from the training streams (bench/term_scaling.py)
+    "normalized": {"theta": 0.3, "eta": 1.0, "beta": 0.03, "alpha": 1.0, "gamma": 100.0},
+}
 
 
 @dataclass(frozen=True)
@@ -23,14 +34,22 @@ class SDOHSettings:
     ``condensed_per_class`` per class when that is positive, learned in ``condensed_steps``
     steps. ``old_weight='balanced'`` scales the
     old-data term by n / N_old so it does not swamp the new chunk as the stream grows;
-    ``'paper'`` keeps weight 1. The ``use_*`` switches turn single terms off for ablations.
+    ``'paper'`` keeps weight 1. ``alpha`` and ``gamma`` weigh the old-data and the exemplar
+    terms (1 in the paper). ``term_scaling='normalized'`` scales every term so that a weight
+    means the same pull per code entry at any n, r and c (``term_weights.py``); ``'paper'``
+    sums the terms of Eq. 7 as written (and is what indexes made before the setting keep).
+    A weight not given takes its default under the chosen scaling (``WEIGHT_DEFAULTS``).
+    The ``use_*`` switches turn single terms off for ablations.
     """
 
     bits: int = 32
-    theta: float = 1.0
-    eta: float = 1.0
-    beta: float = 1.0
+    theta: float = BY_SCALING
+    eta: float = BY_SCALING
+    beta: float = BY_SCALING
     lam: float = 1e-3
+    alpha: float = BY_SCALING
+    gamma: float = BY_SCALING
+    term_scaling: TermScaling = "normalized"
     n1: int = 1000
     n2: int = 1000
     iterations: int = 3
@@ -50,9 +69,14 @@ class SDOHSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.term_scaling not in WEIGHT_DEFAULTS:
+            raise ValueError(f"unknown term_scaling {self.term_scaling!r}")
+        for name, value in WEIGHT_DEFAULTS[self.term_scaling].items():
+            if math.isnan(getattr(self, name)):  # not given: the scaling's default
+                object.__setattr__(self, name, value)
         if self.bits < 1 or self.bits > 1024:
             raise ValueError("bits must be between 1 and 1024")
-        for name in ("theta", "eta", "beta", "lam"):
+        for name in ("theta", "eta", "beta", "lam", "alpha", "gamma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative")
         if self.lam <= 0:
@@ -63,7 +87,8 @@ class SDOHSettings:
         if self.iterations < 1 or self.sweeps < 1:
             raise ValueError("iterations and sweeps must be at least 1")
         for name, kind in (("exemplar_policy", ExemplarPolicy), ("old_weight", OldWeight),
-                           ("old_similarity", OldSimilarity), ("feature_map", FeatureMapKind)):
+                           ("old_similarity", OldSimilarity), ("feature_map", FeatureMapKind),
+                           ("term_scaling", TermScaling)):
             if getattr(self, name) not in get_args(kind):  # the Literal is the one list
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}")
 
