@@ -21,7 +21,16 @@ from hashstream.api import problems
 from hashstream.api.deps import require_api_key
 from hashstream.api.metrics import IndexCollector, RequestMetrics
 from hashstream.api.problems import problem
-from hashstream.api.routes import dashboard, dead_letters, docs, health, indexes, ingest, search
+from hashstream.api.routes import (
+    dashboard,
+    dead_letters,
+    docs,
+    health,
+    indexes,
+    ingest,
+    items,
+    search,
+)
 from hashstream.service.errors import PayloadTooLarge, ServiceError
 from hashstream.service.services import Services
 from hashstream.service.settings import Settings, get_settings
@@ -115,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.indexes = services.indexes
         app.state.dead_letters = services.dead_letters
         app.state.search = services.search
+        app.state.items = services.items
         app.state.registry.register(IndexCollector(app.state.indexes, app.state.search))
         yield
         services.close()
@@ -133,7 +143,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     docs.install(app)
     app.include_router(dashboard.page_router)
     app.include_router(dashboard.router)
-    for router in (indexes.router, ingest.router, search.router, dead_letters.router):
+    for router in (indexes.router, ingest.router, search.router, items.router,
+                   dead_letters.router):
         app.include_router(router, dependencies=auth,
                            responses=problems.responses(*problems.AUTHED))
 

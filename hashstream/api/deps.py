@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from hashstream.service.errors import ServiceError, UnsupportedMediaType
+from hashstream.service.items import ItemService
 from hashstream.service.registry import IndexService
 from hashstream.service.replicas import SearchService
 from hashstream.service.settings import Settings
@@ -30,9 +31,14 @@ def get_search(request: Request) -> SearchService:
     return request.app.state.search  # type: ignore[no-any-return]
 
 
+def get_items(request: Request) -> ItemService:
+    return request.app.state.items  # type: ignore[no-any-return]
+
+
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 IndexesDep = Annotated[IndexService, Depends(get_indexes)]
 SearchDep = Annotated[SearchService, Depends(get_search)]
+ItemsDep = Annotated[ItemService, Depends(get_items)]
 
 
 def require_api_key(request: Request, settings: SettingsDep) -> None:

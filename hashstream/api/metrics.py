@@ -84,7 +84,7 @@ class IndexCollector(Collector):
             rounds.add_metric([name], row["version"])
             depth.add_metric([name], row["queue_depth"])
             lag.add_metric([name], row["queue_lag_s"])
-            size.add_metric([name], last["n_database"] if last else 0)
+            size.add_metric([name], row["n_items"])
             if last:
                 seconds.add_metric([name], round_wall_seconds(last.get("seconds", {})))
                 if last.get("map") is not None:

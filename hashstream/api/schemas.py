@@ -115,12 +115,63 @@ class IngestAccepted(BaseModel):
                                        description="[first, stop) of service-assigned ids")
 
 
+class ItemInfo(BaseModel):
+    """One stored item."""
+
+    index: str
+    id: int
+    labels: list[int | str] = Field(description="its class labels, as ingested")
+    code: str = Field(description="its packed code in hex (numpy.packbits order: the first "
+                      "bit is the high bit of the first byte)")
+    codes: dict[str, str] | None = Field(
+        default=None, description="cross-modal: the code of each target (pairs, image, text)")
+    model_version: int = Field(description="the model version that made its code")
+    round: int = Field(description="the round that committed it")
+    version: int = Field(description="the index version this answer was read from")
+
+
+class DeleteItems(BaseModel):
+    """Ids of stored items to delete."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ids: list[int] = Field(min_length=1, max_length=100_000, examples=[[3, 17, 42]])
+
+
+class DeletedItems(BaseModel):
+    """Which ids this request deleted, and which were unknown (never stored, not committed
+    yet, or deleted already)."""
+
+    index: str
+    deleted: list[int]
+    unknown: list[int]
+    version: int = Field(description="the index version the delete applied to")
+
+
 MIN_VERSION = (
     "read-your-writes: search a version at least this one (e.g. the model_version a round "
     "or an earlier search reported); waits up to HASHSTREAM_REPLICA_WAIT_MS for this "
     "process's replica, then 503 (field min_version, Retry-After). 409 when it is ahead of the "
     "index's committed version. Without it, a search answers at once from the version held "
     "(a newer commit is loaded in the background).")
+
+
+MAX_DISTANCE = ("keep only hits within this Hamming distance of the query (still at most k: "
+                "the k nearest, cut at the radius)")
+LABELS_ANY = ("only items with at least one of these labels (the index's label type: ints or "
+              "strings)")
+LABELS_ALL = "only items with all of these labels (the index's label type: ints or strings)"
+
+
+class SearchFilter(BaseModel):
+    """Which stored items a search may return, by their labels (both conditions: both hold)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    labels_any: list[int | str] | None = Field(default=None, min_length=1, max_length=1000,
+                                               description=LABELS_ANY, examples=[[3, 5]])
+    labels_all: list[int | str] | None = Field(default=None, min_length=1, max_length=1000,
+                                               description=LABELS_ALL, examples=[[3, 7]])
 
 
 class SearchRequest(BaseModel):
@@ -139,12 +190,16 @@ class SearchRequest(BaseModel):
         "codes of their image or text side (search within a modality)")
     k: int = Field(default=10, description="neighbours per query, 1..HASHSTREAM_MAX_K")
     min_version: int | None = Field(default=None, ge=0, description=MIN_VERSION)
+    filter: SearchFilter | None = Field(default=None, description="label filter")
+    max_distance: int | None = Field(default=None, ge=0, description=MAX_DISTANCE)
 
 
 class Hit(BaseModel):
     id: int
     distance: int
     labels: list[int | str] = Field(description="the item's class labels, as ingested")
+    model_version: int = Field(description="the model version that made the item's code (the "
+                               "round that learned it; for ECMH the hash networks' version)")
 
 
 class SearchResponse(BaseModel):

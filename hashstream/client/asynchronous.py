@@ -120,10 +120,13 @@ class AsyncClient:
             min_version=min_version, modality=modality, target=target))
         return result
 
-    async def item(self, name: str, item_id: int) -> Item:
-        found: Item = await self._json(Call("GET", calls.index_path(name, "items",
-                                                                    str(item_id))))
+    async def item(self, name: str, item_id: int, *, min_version: int | None = None) -> Item:
+        found: Item = await self._json(calls.item(name, item_id, min_version))
         return found
+
+    async def delete_item(self, name: str, item_id: int) -> DeletedItems:
+        answer: DeletedItems = await self._json(calls.delete_item(name, item_id))
+        return answer
 
     async def delete_items(self, name: str, ids: Sequence[int] | np.ndarray[Any, Any]
                            ) -> DeletedItems:

@@ -107,6 +107,15 @@ def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFi
     return Call("POST", path, json=body)
 
 
+def item(name: str, item_id: int, min_version: int | None = None) -> Call:
+    params = None if min_version is None else {"min_version": min_version}
+    return Call("GET", index_path(name, "items", str(int(item_id))), params=params)
+
+
+def delete_item(name: str, item_id: int) -> Call:
+    return Call("DELETE", index_path(name, "items", str(int(item_id))))
+
+
 def delete_items(name: str, ids: Sequence[int] | np.ndarray[Any, Any]) -> Call:
     return Call("POST", index_path(name, "items", "delete"), json={"ids": [int(i) for i in ids]})
 

@@ -48,7 +48,7 @@ class Hit(TypedDict):
     id: int
     distance: int
     labels: list[Label]
-    model_version: NotRequired[int]  # the model version that made the stored code
+    model_version: int  # the model version that made the stored code
 
 
 class SearchResult(TypedDict):
@@ -68,16 +68,21 @@ class LabelFilter(TypedDict, total=False):
 
 
 class Item(TypedDict):
+    index: str
     id: int
     labels: list[Label]
-    code: str  # hex
-    model_version: int
-    round: int
+    code: str  # hex of the packed bits
+    codes: dict[str, str] | None  # cross-modal: every target's code
+    model_version: int  # the model version that made the code
+    round: int  # the round that committed it
+    version: int  # the index version the answer was read from
 
 
 class DeletedItems(TypedDict):
+    index: str
     deleted: list[int]
     unknown: list[int]
+    version: int  # the index version the delete applied to
 
 
 class DeadLetter(TypedDict):

@@ -152,10 +152,15 @@ class Client:
             min_version=min_version, modality=modality, target=target))
         return result
 
-    def item(self, name: str, item_id: int) -> Item:
+    def item(self, name: str, item_id: int, *, min_version: int | None = None) -> Item:
         """One stored item: labels, code (hex), the model version and round that made it."""
-        found: Item = self._json(Call("GET", calls.index_path(name, "items", str(item_id))))
+        found: Item = self._json(calls.item(name, item_id, min_version))
         return found
+
+    def delete_item(self, name: str, item_id: int) -> DeletedItems:
+        """Delete one stored item (:class:`NotFound` when it is not stored)."""
+        answer: DeletedItems = self._json(calls.delete_item(name, item_id))
+        return answer
 
     def delete_items(self, name: str, ids: Sequence[int] | np.ndarray[Any, Any]
                      ) -> DeletedItems:

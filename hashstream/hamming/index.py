@@ -669,3 +669,33 @@ class HammingView:
         """Packed codes at positions (all below :attr:`size`)."""
         return self._index._codes_in(self._snap.store, positions)
 
+    def ids_at(self, positions: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Ids of the entries at positions (all below :attr:`size`)."""
+        out: NDArray[np.int64] = self._snap.ids[positions]
+        return out
+
+    def live_mask(self) -> NDArray[np.bool_]:
+        """Whether each position 0 … size − 1 holds a live (not removed) entry."""
+        out: NDArray[np.bool_] = self._snap.removed[:self._snap.n] == 0
+        return out
+
+    def without(self, positions: NDArray[np.int64]) -> HammingView:
+        """This view with the entries at ``positions`` removed too (a new view; this one and
+        the index are unchanged): deletes applied to a snapshot without touching its index."""
+        s = self._snap
+        removed = s.removed[:s.n].copy()
+        pos = np.unique(np.asarray(positions, dtype=np.int64))
+        newly = int(np.count_nonzero(removed[pos] == 0)) if pos.size else 0
+        removed[pos] = 1
+        return HammingView(self._index, _Snapshot(s.store, removed, s.ids, s.n,
+                                                  s.n_removed + newly, s.lookup, s.mih))
+
+    def restricted(self, keep: NDArray[np.bool_]) -> HammingView:
+        """This view with only the positions where ``keep`` (length :attr:`size`) is true
+        left live, e.g. the items a filter admits (a new view; lookups of the others find
+        nothing)."""
+        s = self._snap
+        removed = (s.removed[:s.n] != 0) | ~np.asarray(keep, dtype=bool)
+        return HammingView(self._index, _Snapshot(
+            s.store, removed.astype(np.uint8), s.ids, s.n, int(np.count_nonzero(removed)),
+            s.lookup, s.mih))

@@ -5,10 +5,19 @@ Refreshing from version v to v' costs O(items of v + 1 … v'): the new segments
 (an id stored again is an upsert: the index tombstones its old entry), MIH tables are built or
 extended here when due, never inside a search, and a new :class:`Replica` of views is swapped in.
 A search holds one Replica: its encoder and exactly that version's items, whatever the loader
-appends meanwhile (see ``HammingIndex.view``)."""
+appends meanwhile (see ``HammingIndex.view``).
+
+Item deletes (:mod:`hashstream.store.item_deletes`) reach a replica two ways. A search that finds
+the delete epoch ahead applies the missing deletes to the Replica it holds at once
+(:meth:`Replica.with_deletes`: new views whose removal masks hide the items; the indexes are
+not touched). The loader applies them to the growing indexes on its next pass, compacts the
+removed entries away once they are a quarter of a partition (in the background: never in a
+search) and swaps in views that hold them no more. A delete at version v removes an id's entry
+only if round v or an earlier one committed it: an entry of a later round is a new upsert."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -20,9 +29,11 @@ from hashstream.hamming.index import HammingIndex, HammingView
 from hashstream.service.item_labels import ItemLabels, ItemLabelsView
 from hashstream.service.methods import load_state
 from hashstream.service.registry import IndexConfig
+from hashstream.service.segment_rounds import SegmentRounds
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.method import Encoder, Method, target_field
 from hashstream.store.index_store import IndexStore
+from hashstream.store.item_deletes import DeleteEntry
 from hashstream.store.partitions import partition_of
 
 Array = np.ndarray[Any, Any]
@@ -37,19 +48,25 @@ class PartitionView:
     partition: int
     views: dict[str, HammingView]
     labels: ItemLabelsView
+    rounds: SegmentRounds = field(default_factory=SegmentRounds)
 
 
 @dataclass(frozen=True)
 class Replica:
     """One index at ``version`` as searches see it: the method's encoder of that version and
     the partitions this process serves (one, partition 0, for an unpartitioned index).
-    ``class_labels`` is shared and only grows; this version's classes are all in it."""
+    ``class_labels`` (internal class number → client label) and ``class_numbers`` (its
+    inverse) are shared and only grow; this version's classes are all in them. ``epoch``: the
+    item deletes applied."""
 
     version: int
     config: IndexConfig
     encoder: Encoder | None
     parts: list[PartitionView]
     class_labels: list[int | str]
+    class_numbers: dict[int | str, int] = field(default_factory=dict)
+    epoch: int = 0
+    label_kind: str | None = None
 
     @property
     def partitions(self) -> list[int]:
@@ -75,6 +92,39 @@ class Replica:
         labels = (part or self.parts[0]).labels
         return [self.class_labels[c] for c in labels.row(position).tolist()]
 
+    def ids_of(self, part: PartitionView, ids: Array) -> Array:
+        """Those of ``ids`` that ``part`` would hold."""
+        if self.config.partitions == 1:
+            return ids
+        out: Array = ids[partition_of(ids, self.config.partitions) == part.partition]
+        return out
+
+    def with_deletes(self, entries: list[DeleteEntry], epoch: int) -> Replica:
+        """This replica with ``entries`` applied (new views; this one is unchanged), at delete
+        epoch ``epoch``."""
+        parts = []
+        for part in self.parts:
+            views = dict(part.views)
+            for target, view in part.views.items():
+                doomed = [doomed_positions(view, part.rounds, self.ids_of(part, e.ids),
+                                           e.version) for e in entries]
+                if any(d.size for d in doomed):
+                    views[target] = view.without(np.concatenate(doomed))
+            parts.append(dataclasses.replace(part, views=views))
+        return dataclasses.replace(self, parts=parts, epoch=epoch)
+
+
+def doomed_positions(view: HammingView, rounds: SegmentRounds, ids: Array,
+                     version: int) -> Array:
+    """The positions of ``view`` a delete of ``ids`` at ``version`` removes: the ids' live
+    entries that round ``version`` or an earlier one committed."""
+    pos = view.positions(ids) if ids.size else np.zeros(0, dtype=np.int64)
+    pos = pos[pos >= 0]
+    if not pos.size:
+        return pos
+    out: Array = pos[rounds.round_at(pos) <= version]
+    return out
+
 
 def _last_occurrences(ids: Array) -> Array | None:
     """Rows to keep so each id appears once (its last occurrence wins); None when all do."""
@@ -92,15 +142,20 @@ class _Partition:
 
     indexes: dict[str, HammingIndex] = field(default_factory=dict)
     labels: ItemLabels = field(default_factory=ItemLabels)
+    rounds: SegmentRounds = field(default_factory=SegmentRounds)
 
 
 @dataclass
 class IndexReplica:
     """The growing structures of one index (created at ``uid``) and the Replica searches use.
 
-    ``lock`` guards ``current`` and ``loading`` (``changed`` is signalled on every swap and
-    when a load ends); ``load_lock`` lets one load at a time append. ``serve``: the partitions
-    this process holds (None: all); ``tables``: "off" keeps to flat scans (no MIH memory)."""
+    ``lock`` guards ``current``, ``loading`` and ``fetched`` (``changed`` is signalled on every
+    swap and when a load ends); ``load_lock`` lets one load at a time append and apply deletes
+    to the indexes. ``serve``: the partitions this process holds (None: all); ``tables``:
+    "off" keeps to flat scans (no MIH memory). ``deletes_held``: the delete epoch the indexes
+    have applied; ``fetched``: deletes searches applied to their Replica that the indexes may
+    not have yet; ``unsettled``: applied deletes of versions not loaded yet (they also remove
+    entries of the segments still to come)."""
 
     uid: float
     scan_backend: ScanBackend = "auto"
@@ -115,6 +170,11 @@ class IndexReplica:
     load_lock: threading.Lock = field(default_factory=threading.Lock)
     parts: dict[int, _Partition] = field(default_factory=dict)
     class_labels: list[int | str] = field(default_factory=list)
+    class_numbers: dict[int | str, int] = field(default_factory=dict)
+    label_kind: str | None = None
+    deletes_held: int = 0
+    fetched: dict[int, DeleteEntry] = field(default_factory=dict)
+    unsettled: list[DeleteEntry] = field(default_factory=list)
     encoder: Encoder | None = None
     encoder_key: tuple[str, int] | None = None
     fixed: dict[str, Array] = field(default_factory=dict)  # Method.fixed_fields, kept
@@ -140,9 +200,10 @@ class IndexReplica:
 
     # --- loading (the caller holds load_lock) ---------------------------------------------
     def advance(self, store: IndexStore, name: str, config: IndexConfig, method: Method,
-                version: int) -> Replica:
-        """Append the segments (held, version], refresh encoder and class labels, build what
-        the indexes need off the search path, and swap in the Replica of ``version``."""
+                version: int, epoch: int = 0) -> Replica:
+        """Append the segments (held, version], apply the deletes up to ``epoch``, refresh
+        encoder and class labels, compact and build what the indexes need off the search path,
+        and swap in the Replica of ``version``."""
         started = time.perf_counter()
         served = (None if self.serve is None or config.partitions == 1
                   else [p for p in self.serve if p < config.partitions])
@@ -155,32 +216,69 @@ class IndexReplica:
                 if "ids" not in seg:
                     raise LookupError(f"segment {v} of {name!r} is gone (index deleted?)")
                 self.segments_loaded += 1
-                self._append(self.parts[p], seg, method)
+                self._append(self.parts[p], seg, method, v)
             self.held = v
+        fresh = store.deletes.read(name, self.deletes_held, epoch)
+        if len(fresh) != max(0, epoch - self.deletes_held):
+            raise LookupError(f"the delete log of {name!r} is gone (index deleted?)")
+        self._apply_deletes(config, self.unsettled + fresh)
+        self.unsettled = [e for e in self.unsettled + fresh if e.version > self.held]
+        self.deletes_held = max(self.deletes_held, epoch)
         encoder = self._encoder(store, name, method, version)
         kind, new_labels = store.class_labels(name, start=len(self.class_labels))
-        self.class_labels.extend(int(b) if kind == "int" else b.decode() for b in new_labels)
-        views = []
+        self.label_kind = kind
+        for b in new_labels:
+            label: int | str = int(b) if kind == "int" else b.decode()
+            self.class_numbers[label] = len(self.class_labels)
+            self.class_labels.append(label)
         for p in wanted:
             part = self.parts[p]
             self._compact_if_due(part)
             for index in part.indexes.values():
                 index.build_tables()
-            views.append(PartitionView(p, {t: index.view() for t, index in part.indexes.items()},
-                                       part.labels.view()))
-        fresh = Replica(version, config, encoder, views, self.class_labels)
         with self.lock:
-            self.current = fresh
+            # deletes a search applied meanwhile, past what this load read: applied here too
+            # (before the views are taken), so the swap never brings an item back
+            held = self.current.epoch if self.current is not None else 0
+            late = [self.fetched[e] for e in range(self.deletes_held + 1, held + 1)]
+            self._apply_deletes(config, late)
+            self.unsettled += [e for e in late if e.version > self.held]
+            self.deletes_held = max(self.deletes_held, held)
+            self.fetched = {e: d for e, d in self.fetched.items() if e > self.deletes_held}
+            views = [PartitionView(p, {t: index.view()
+                                       for t, index in self.parts[p].indexes.items()},
+                                   self.parts[p].labels.view(), self.parts[p].rounds)
+                     for p in wanted]
+            fresh_replica = Replica(version, config, encoder, views, self.class_labels,
+                                    self.class_numbers, self.deletes_held, self.label_kind)
+            self.current = fresh_replica
             self.refresh_seconds = time.perf_counter() - started
             self.changed.notify_all()
-        return fresh
+        return fresh_replica
 
-    def _append(self, part: _Partition, seg: dict[str, Array], method: Method) -> None:
+    def _apply_deletes(self, config: IndexConfig, entries: list[DeleteEntry]) -> None:
+        """Remove the entries' items from the growing indexes (each target alike)."""
+        for entry in entries:
+            for p, part in self.parts.items():
+                ids = (entry.ids if config.partitions == 1
+                       else entry.ids[partition_of(entry.ids, config.partitions) == p])
+                for index in part.indexes.values():
+                    view = index.view()
+                    doomed = doomed_positions(view, part.rounds, ids, entry.version)
+                    if doomed.size:
+                        index.remove(view.ids_at(doomed))
+
+    def _append(self, part: _Partition, seg: dict[str, Array], method: Method,
+                version: int) -> None:
         ids = np.asarray(seg["ids"], dtype=np.int64)
         labels = ClassLists.of(seg["label_indptr"], seg["label_indices"])
         keep = _last_occurrences(ids)
         if keep is not None:  # an id twice in one segment: its last item is the one stored
             ids, labels = ids[keep], labels.take(keep)
+        model_versions = seg.get("model_version")
+        model_version = (int(model_versions[0]) if model_versions is not None
+                         and model_versions.size else version)
+        part.rounds = part.rounds.appended(len(part.labels), version, model_version)
         for target in method.targets:
             codes = seg.get(target_field(target))
             if codes is None or not ids.size:
@@ -198,12 +296,13 @@ class IndexReplica:
     @staticmethod
     def _compact_if_due(part: _Partition) -> None:
         """Drop replaced and removed entries once they are a quarter of the indexes, from the
-        indexes and the labels alike (positions stay aligned)."""
+        indexes, the labels and the rounds alike (positions stay aligned)."""
         first = next(iter(part.indexes.values()), None)
         if first is None or first.removed_count <= max(1024, len(part.labels) // 4):
             return
         kept = [index.compact() for index in part.indexes.values()]
         part.labels.compact(kept[0])
+        part.rounds = part.rounds.compacted(kept[0])
 
     def _encoder(self, store: IndexStore, name: str, method: Method, version: int
                  ) -> Encoder | None:

@@ -9,7 +9,8 @@ size, growth and compaction make new arrays)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,18 +30,68 @@ def _grown(a: Array, used: int, need: int) -> Array:
     return out
 
 
+ADMITTED_KEPT = 8  # label filters whose admitted positions a view keeps (n bytes each)
+_ADMITTED_LOCK = threading.Lock()
+
+
 @dataclass(frozen=True)
 class ItemLabelsView:
-    """The class lists of positions [0, n) at one moment (``indptr`` None: one class each)."""
+    """The class lists of positions [0, n) at one moment (``indptr`` None: one class each),
+    and the positions its latest label filters admitted (the same filter again costs
+    nothing; at most :data:`ADMITTED_KEPT` of them, one byte per position each)."""
 
     n: int
     classes: Array
     indptr: Array | None
+    admitted: dict[tuple[Any, ...], Array] = field(default_factory=dict, compare=False,
+                                                   repr=False)
 
     def row(self, position: int) -> Array:
         if self.indptr is None:
             return self.classes[position:position + 1]
         return self.classes[self.indptr[position]:self.indptr[position + 1]]
+
+    def admits(self, any_of: Array | None, all_of: Array | None, n_classes: int) -> Array:
+        """Whether each position's classes include one of ``any_of`` (when given) and every
+        one of ``all_of`` (when given; distinct class numbers below ``n_classes``, the classes
+        known): one gather over the lists and a running count."""
+        key = (None if any_of is None else tuple(np.asarray(any_of).tolist()),
+               None if all_of is None else tuple(np.asarray(all_of).tolist()), n_classes)
+        cached = self.admitted.get(key)
+        if cached is None:
+            cached = self._admits(any_of, all_of, n_classes)
+            cached.flags.writeable = False
+            with _ADMITTED_LOCK:  # searches share the view: one writer of the cache at a time
+                while len(self.admitted) >= ADMITTED_KEPT:
+                    del self.admitted[next(iter(self.admitted))]
+                self.admitted[key] = cached
+        return cached
+
+    def _admits(self, any_of: Array | None, all_of: Array | None, n_classes: int) -> Array:
+        n = self.n
+        nnz = n if self.indptr is None else int(self.indptr[n])
+        classes = self.classes[:nnz]
+        ok = np.ones(n, dtype=bool)
+        for wanted, need in ((any_of, 1), (all_of, 0 if all_of is None else len(all_of))):
+            if wanted is None:
+                continue
+            table = np.zeros(n_classes + 1, dtype=bool)  # the last entry: beyond the known
+            table[np.asarray(wanted)[(wanted >= 0) & (wanted < n_classes)]] = True
+            hit = np.take(table, classes, mode="clip")
+            if self.indptr is None:
+                ok &= hit if need == 1 else need == 0
+                continue
+            indptr = self.indptr[:n + 1]
+            at = np.flatnonzero(hit)
+            if at.size * 16 < nnz:  # few matching entries: find their rows
+                matches = np.bincount(np.searchsorted(indptr[1:], at, side="right"),
+                                      minlength=n)
+            else:  # many: differences of the running count at the row bounds
+                running = np.zeros(nnz + 1, dtype=np.int32 if nnz < 2**31 else np.int64)
+                np.cumsum(hit, out=running[1:])
+                matches = running[indptr[1:]] - running[indptr[:-1]]
+            ok &= matches >= need
+        return ok
 
 
 class ItemLabels:

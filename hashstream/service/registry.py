@@ -201,11 +201,11 @@ class IndexService:
         return self.store.load_centers(name, [v for v in (version - 1, version) if v >= 1])
 
     def overview(self) -> list[dict[str, Any]]:
-        """Per index, at one moment each (one round trip): version, queue depth and lag (s the
-        oldest waiting chunk has waited), dead letters, the worker holding its round lease, its
-        method, bits and partitions, the latest round record, and when it was last active
-        (epoch s: created, a round committed or a chunk queued, the latest), most recently
-        active first."""
+        """Per index, at one moment each (one round trip, and one for the live-item count):
+        version, queue depth and lag (s the oldest waiting chunk has waited), dead letters, live
+        items, the worker holding its round lease, its method, bits and partitions, the latest
+        round record, and when it was last active (epoch s: created, a round committed or a
+        chunk queued, the latest), most recently active first."""
         rows = []
         for name in self.store.list_indexes():
             snap = self.store.snapshot(name)
@@ -220,13 +220,19 @@ class IndexService:
                          "dead_letters": snap.dead_letters, "lease_holder": snap.lease_holder,
                          "method": config.method, "bits": config.bits,
                          "partitions": config.partitions, "last_active": round(max(active), 3),
-                         "last": last})
+                         "n_items": self._live_items(name, last), "last": last})
         rows.sort(key=lambda row: (-row["last_active"], row["name"]))
         return rows
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Live workers: id → what its last heartbeat said (backend, kernel, start time)."""
         return self.store.workers()
+
+    def _live_items(self, name: str, last: dict[str, Any] | None) -> int:
+        """Live items, deletes included (an index whose rounds predate the count: the
+        latest round's database size)."""
+        live = self.store.item_count(name)
+        return live if live is not None else int(last["n_database"]) if last else 0
 
     def worker_restarts(self) -> int:
         return self.store.restarts()
@@ -260,7 +266,7 @@ class IndexService:
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
             "partitions": config.partitions,
             "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
-            "n_items": last["n_database"] if last else 0,
+            "n_items": self._live_items(name, last),
             "n_classes": last["n_classes"] if last else 0,
         }
 

@@ -11,6 +11,12 @@ the committed version is a 409 at once (nothing the replica can wait for).
 
 A replica moves from version v to v' only after loading P of v' and the segments up to v'; both
 are immutable once committed, so a search sees one consistent version, never half a round.
+
+Item deletes are never left to the background: every search reads the delete epoch in the same
+MGET as the version, and a replica behind it applies the missing deletes (one LRANGE of the
+delete log) before it answers, so a deleted item is gone from every API process as soon as the
+delete was answered. Filters (labels) restrict the scan to the items they admit (a removal
+mask: exact, like the plain scan); ``max_distance`` keeps the hits within that Hamming radius.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from hashstream.service.errors import Conflict, InvalidInput, NotFound, ReplicaB
 from hashstream.service.index_replica import IndexReplica, Replica
 from hashstream.service.methods import IndexMethods
 from hashstream.service.registry import IndexConfig
+from hashstream.service.search_options import SearchOptions
 from hashstream.solver.method import PAIRS
 from hashstream.store.index_store import IndexStore
 
@@ -71,8 +78,9 @@ class SearchService:
 
     def replica(self, name: str, min_version: int | None = None) -> Replica:
         """The replica of ``name`` this search uses: the version held (a background load is
-        started when the committed one is ahead), at least ``min_version`` when given."""
-        version, raw = self.store.version_and_config(name)
+        started when the committed one is ahead), at least ``min_version`` when given, with
+        every item delete committed so far applied."""
+        version, epoch, raw = self.store.search_state(name)
         if raw is None:
             with self._replicas_lock:
                 self.replicas.pop(name, None)
@@ -84,12 +92,38 @@ class SearchService:
         live = self._index_replica(name, float(raw.get("created", 0.0)), version)
         rep = live.current
         if rep is None or (rep.version == 0 and version > 0):
-            rep = self._load_now(live, name, raw, version)
+            rep = self._load_now(live, name, raw, version, epoch)
         elif rep.version < version:
             with live.lock:
                 self._refresh_locked(live, name)
         if min_version is not None and rep.version < min_version:
             rep = self._wait_for(live, name, min_version)
+        if rep.epoch < epoch:
+            rep = self._catch_up_deletes(live, name, epoch)
+        return rep
+
+    def _catch_up_deletes(self, live: IndexReplica, name: str, epoch: int) -> Replica:
+        """The current Replica with the deletes up to ``epoch`` applied, now (one read of the
+        delete log); the loader applies them to the indexes (and compacts) in the background."""
+        with live.lock:
+            rep = live.current
+            assert rep is not None
+            start = rep.epoch
+        if start >= epoch:
+            return rep
+        entries = self.store.deletes.read(name, start, epoch)
+        if len(entries) != epoch - start:
+            raise NotFound(f"no index named {name!r}", "name")
+        with live.lock:
+            for entry in entries:
+                live.fetched.setdefault(entry.epoch, entry)
+            rep = live.current
+            assert rep is not None
+            if rep.epoch < epoch:
+                rep = live.current = rep.with_deletes(
+                    [live.fetched[e] for e in range(rep.epoch + 1, epoch + 1)], epoch)
+                live.changed.notify_all()
+            self._refresh_locked(live, name)
         return rep
 
     def _index_replica(self, name: str, uid: float, version: int) -> IndexReplica:
@@ -103,14 +137,14 @@ class SearchService:
             return live
 
     def _load_now(self, live: IndexReplica, name: str, raw: dict[str, Any],
-                  version: int) -> Replica:
+                  version: int, epoch: int) -> Replica:
         """A synchronous load: the first one, or the first round of an index held empty
         (there is nothing to answer from); concurrent searches wait for the one load."""
         with live.load_lock:
             if live.current is not None and live.current.version >= version:
                 return live.current
             config, method = self.methods.get(name, raw)
-            return live.advance(self.store, name, config, method, version)
+            return live.advance(self.store, name, config, method, version, epoch)
 
     def _refresh_locked(self, live: IndexReplica, name: str) -> None:
         """Start a background load unless one is in flight (the caller holds ``live.lock``)."""
@@ -124,19 +158,21 @@ class SearchService:
         """Background load: up to the committed version, again while commits keep coming."""
         try:
             while True:
-                version, raw = self.store.version_and_config(name)
+                version, epoch, raw = self.store.search_state(name)
                 if (raw is None or float(raw.get("created", 0.0)) != live.uid
-                        or version <= live.held):
+                        or (version <= live.held and epoch <= live.deletes_held)):
                     return
                 config, method = self.methods.get(name, raw)
                 with live.load_lock:
                     started = time.perf_counter()
-                    held = live.held
-                    if version > held:
-                        live.advance(self.store, name, config, method, version)
+                    held, deletes_held = live.held, live.deletes_held
+                    if version > held or epoch > deletes_held:
+                        live.advance(self.store, name, config, method, max(version, held),
+                                     epoch)
                         log.info(json.dumps({
                             "event": "replica_refresh", "index": name, "from": held,
-                            "to": version, "seconds": round(time.perf_counter() - started, 4)}))
+                            "to": version, "deletes_from": deletes_held, "deletes_to": epoch,
+                            "seconds": round(time.perf_counter() - started, 4)}))
         except Exception as exc:  # a later search starts another load
             log.error(json.dumps({"event": "replica_refresh_failed", "index": name,
                                   "error": repr(exc)}))
@@ -210,7 +246,8 @@ class SearchService:
         return self.methods.get(name, raw)[0]
 
     def search_vector_text(self, name: str, vector: str, k: int, modality: str = "image",
-                           target: str = "pairs", min_version: int | None = None
+                           target: str = "pairs", min_version: int | None = None,
+                           options: SearchOptions | None = None
                            ) -> tuple[int, list[list[dict[str, Any]]]]:
         """A search by one vector given as ``v1,v2,…`` (GET); its width is checked against the
         index's dimension of that modality."""
@@ -222,10 +259,11 @@ class SearchService:
         dim = config.dim if modality == "image" else (
             config.cross_modal.text_dim if config.cross_modal is not None else config.dim)
         return self.search_vectors(name, np.asarray([values], dtype=np.float32), k, dim,
-                                   modality, target, min_version)
+                                   modality, target, min_version, options)
 
     def search_rows(self, name: str, field_name: str, rows: list[list[Any]], k: int,
-                    target: str = "pairs", min_version: int | None = None
+                    target: str = "pairs", min_version: int | None = None,
+                    options: SearchOptions | None = None
                     ) -> tuple[int, list[list[dict[str, Any]]]]:
         """A batch search (POST): ``field_name`` says what the rows are — ``features`` or
         ``image`` vectors, dense ``text`` vectors, or word-id ``tokens`` (padded here)."""
@@ -241,15 +279,17 @@ class SearchService:
                                    field_name) from exc
             dim = config.dim if modality == "image" else (
                 config.cross_modal.text_dim if config.cross_modal is not None else None)
-        return self.search_vectors(name, queries, k, dim, modality, target, min_version)
+        return self.search_vectors(name, queries, k, dim, modality, target, min_version,
+                                   options)
 
     def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
                        dim: int | None, modality: str = "image", target: str = "pairs",
-                       min_version: int | None = None
+                       min_version: int | None = None, options: SearchOptions | None = None
                        ) -> tuple[int, list[list[dict[str, Any]]]]:
         """(model version searched, hits per query). ``dim`` None skips the width check
         (token queries). For cross-modal indexes ``modality`` picks the query encoder and
-        ``target`` the database codes: the pairs' unified codes, or their image or text side."""
+        ``target`` the database codes: the pairs' unified codes, or their image or text side.
+        ``options``: a label filter and a Hamming radius."""
         self._check_k(k)
         field_name = "features" if modality == "image" else modality
         if features.ndim != 2 or features.shape[0] == 0:
@@ -269,10 +309,10 @@ class SearchService:
                                    "target")
             raise InvalidInput("target must be 'pairs', 'image' or 'text'", "target")
         return rep.version, self._top_k(rep, self.encode(rep, features, modality), k,
-                                        exclude=None, target=target)
+                                        exclude=None, target=target, options=options)
 
-    def search_item(self, name: str, item: int, k: int, min_version: int | None = None
-                    ) -> tuple[int, list[dict[str, Any]]]:
+    def search_item(self, name: str, item: int, k: int, min_version: int | None = None,
+                    options: SearchOptions | None = None) -> tuple[int, list[dict[str, Any]]]:
         """(model version searched, hits of the stored item, itself excluded)."""
         self._check_k(k)
         rep = self._ready(name, min_version)
@@ -286,19 +326,26 @@ class SearchService:
         if view is None or pos[0] < 0:
             raise NotFound(f"no stored item with id {item} (items are searchable once their "
                            "round has committed)", "item")
-        return rep.version, self._top_k(rep, view.codes_at(pos), k, exclude=item)[0]
+        return rep.version, self._top_k(rep, view.codes_at(pos), k, exclude=item,
+                                        options=options)[0]
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
-               exclude: int | None, target: str = "pairs") -> list[list[dict[str, Any]]]:
+               exclude: int | None, target: str = "pairs",
+               options: SearchOptions | None = None) -> list[list[dict[str, Any]]]:
         """Exact top-k through the replica's views of the target, over every partition it
         serves (ties by insertion order within one partition; across partitions the scatter's
         lists are merged by (distance, id)); ``exclude`` is an id left out (search by stored
-        item)."""
+        item). A label filter scans only the items it admits; ``max_distance`` cuts the
+        ranked hits at that radius. Each hit names the model version that made its code."""
         extra = 1 if exclude is not None else 0
         found = []
         dist = ids = owner = None
-        parts = [(part, part.views[target]) for part in rep.parts
-                 if target in part.views and len(part.views[target])]
+        flt = (options.class_filter(rep.label_kind, rep.class_numbers)
+               if options is not None else None)
+        parts = [(part, part.views[target] if flt is None else part.views[target].restricted(
+                  part.labels.admits(flt.any_of, flt.all_of, len(rep.class_labels))))
+                 for part in rep.parts if target in part.views]
+        parts = [(part, view) for part, view in parts if len(view)]
         # small answers (a few queries): the partitions are scanned at once (the kernels
         # release the GIL); large batches one after the other, so memory stays q × 2(k+1)
         ready: list[Any] = [None] * len(parts)
@@ -329,11 +376,17 @@ class SearchService:
         out: list[list[dict[str, Any]]] = []
         drows: list[list[int]] = dist.tolist()
         irows: list[list[int]] = ids.tolist()
+        made_by = np.zeros(ids.shape, dtype=np.int64)
+        for i, (part, _) in enumerate(found):
+            mine = (owner == i) & (ids >= 0)
+            made_by[mine] = part.rounds.model_version_at(positions[mine])
         prows: list[list[int]] = positions.tolist()
         orows: list[list[int]] = owner.tolist()
-        for drow, irow, prow, orow in zip(drows, irows, prows, orows, strict=True):
-            hits = [{"id": i, "distance": d, "labels": rep.labels_at(p, found[o][0])}
-                    for d, i, p, o in zip(drow, irow, prow, orow, strict=True)
+        mrows: list[list[int]] = made_by.tolist()
+        for drow, irow, prow, orow, mrow in zip(drows, irows, prows, orows, mrows, strict=True):
+            hits = [{"id": i, "distance": d, "labels": rep.labels_at(p, found[o][0]),
+                     "model_version": m}
+                    for d, i, p, o, m in zip(drow, irow, prow, orow, mrow, strict=True)
                     if i >= 0 and i != exclude]
-            out.append(hits[:k])
+            out.append(hits[:k] if options is None else options.within_radius(hits[:k]))
         return out

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from hashstream.service.dead_letters import DeadLetters
+from hashstream.service.items import ItemService
 from hashstream.service.registry import IndexService
 from hashstream.service.replicas import SearchService
 from hashstream.store.connection import connect
@@ -14,12 +15,13 @@ from hashstream.store.index_store import IndexStore
 
 @dataclass
 class Services:
-    """Registry and ingest, search replicas, and dead letters over one store."""
+    """Registry and ingest, search replicas, single items and dead letters over one store."""
 
     client: Any  # redis.Redis or RedisCluster (store.connection)
     indexes: IndexService
     search: SearchService
     dead_letters: DeadLetters
+    items: ItemService
 
     @classmethod
     def open(cls, redis_url: str, key_prefix: str, *, max_k: int,
@@ -28,10 +30,9 @@ class Services:
              search_tables: Literal["auto", "off"] = "auto") -> Services:
         client = connect(redis_url, health_check_interval=30)
         store = IndexStore(client, key_prefix)
-        return cls(client, IndexService(store),
-                   SearchService(store, max_k, scan_backend, replica_wait_ms,
-                                 serve_partitions, search_tables),
-                   DeadLetters(store))
+        search = SearchService(store, max_k, scan_backend, replica_wait_ms, serve_partitions,
+                               search_tables)
+        return cls(client, IndexService(store), search, DeadLetters(store), ItemService(search))
 
     def close(self) -> None:
         self.client.close()

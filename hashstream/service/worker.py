@@ -15,6 +15,11 @@ commit, so no chunk is committed twice. A kill -9 at any point loses nothing: be
 the chunks are still pending and the next lease holder redoes the round (within the lease TTL, at
 once under ``serve``'s supervisor); after it they are committed and acknowledged together.
 
+Item deletes (:mod:`hashstream.service.items`) land between rounds: before its commit a round
+drops the rows of ids deleted after their chunk was accepted (a delete cancels the upserts
+queued before it) and counts the live items; the commit is refused if a delete landed since
+(the delete epoch is checked like the version), and the round filters again.
+
 Poison never stops an index: every round start is counted per chunk before the round runs, so
 a round that raises and a worker that dies mid-round both use up an attempt. A chunk that
 failed once runs alone next time; one that reaches ``max_attempts`` (or cannot be decoded, or
@@ -37,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from hashstream.service.chunks import Chunk
+from hashstream.service.live_items import LiveItems
 from hashstream.service.methods import IndexMethods, decode_state
 from hashstream.service.registry import IndexConfig
 from hashstream.service.replicas import hamming_kernel
@@ -46,7 +52,8 @@ from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.method import PAIRS, Encoder, LearnResult, Method, stack_rows, target_field
 from hashstream.solver.metrics import evaluate
 from hashstream.store.codec import CodecError
-from hashstream.store.index_store import IndexStore, Lease, RoundCommit
+from hashstream.store.index_store import DeletesLanded, IndexStore, Lease, RoundCommit
+from hashstream.store.item_deletes import stream_position
 from hashstream.store.partitions import partition_of
 
 log = logging.getLogger("hashstream.worker")
@@ -61,8 +68,8 @@ def log_event(event: str, **fields: Any) -> None:
 class _IndexCache:
     """What the worker keeps between rounds of one index (valid for ``version`` of the index
     created at ``created`` only: a deleted and re-created index is another): the method's
-    state, the database's "pairs" codes and labels (to score held-out queries) and the
-    held-out query chunks."""
+    state, the database's "pairs" codes and labels (to score held-out queries), the held-out
+    query chunks, and the live ids (with the deletes applied so far)."""
 
     version: int = -1
     created: float = -1.0
@@ -73,10 +80,7 @@ class _IndexCache:
     # which class numbers the database holds: kept up to date per round, so a round's record
     # does not gather the whole database's labels to count them
     classes_seen: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, bool))
-
-    @property
-    def n_database(self) -> int:
-        return int(sum(len(c) for c in self.db_codes))
+    live: LiveItems = field(default_factory=LiveItems)
 
     def add_labels(self, labels: ClassLists) -> None:
         self.db_labels.append(labels)
@@ -166,8 +170,10 @@ class RoundRunner:
     def __init__(self, store: IndexStore, *, lease_ttl_ms: int = 3_000,
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
                  backend: Backend | None = None, max_attempts: int = 3,
-                 max_round_bytes: int = 4 << 30, worker_id: str | None = None) -> None:
+                 max_round_bytes: int = 4 << 30, worker_id: str | None = None,
+                 max_delete_retries: int = 20) -> None:
         self.store = store
+        self.max_delete_retries = max_delete_retries  # commits refused by deletes, per round
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.lease_ttl_ms = lease_ttl_ms
         self.max_round_items = max_round_items
@@ -304,22 +310,41 @@ class RoundRunner:
                     created: float) -> _IndexCache:
         """The index's cache at ``version``: kept when current, caught up with the segments
         committed since (another worker of the pool ran those rounds: O(their items), not the
-        whole database), built from scratch otherwise."""
+        whole database), built from scratch otherwise; with the deletes logged so far."""
         cache = self.cache.get(name)
-        if cache is not None and cache.version == version and cache.created == created:
-            return cache
-        if cache is None or cache.created != created or cache.version > version:
+        fresh = cache is None or cache.created != created or cache.version > version
+        if cache is None or fresh:
             cache = _IndexCache(version=0, created=created)
-        if version > 0:
-            cache.state = decode_state(self.store, name, method)
+        if fresh or cache.version != version:
+            cache.state = decode_state(self.store, name, method) if version > 0 else None
+            deletes = self.store.deletes.read(name, cache.live.epoch)  # in version order
+            oldest = self._oldest_queued(name)
             for v in range(cache.version + 1, version + 1):
+                while deletes and deletes[0].version < v:  # the deletes before round v
+                    cache.live.apply(deletes.pop(0), oldest)
                 seg = self.store.load_segment(name, v)
                 cache.db_codes.append(seg["codes"])
                 cache.add_labels(ClassLists.of(seg["label_indptr"], seg["label_indices"]))
+                cache.live.add(seg["ids"])
+            for entry in deletes:
+                cache.live.apply(entry, oldest)
+            cache.queries = self.store.load_queries(name)
         cache.version = version
-        cache.queries = self.store.load_queries(name)
         self.cache[name] = cache
+        self._catch_up_deletes(name, cache)
         return cache
+
+    def _oldest_queued(self, name: str) -> tuple[int, int] | None:
+        oldest = self.store.oldest_queued(name)
+        return None if oldest is None else stream_position(oldest)
+
+    def _catch_up_deletes(self, name: str, cache: _IndexCache) -> None:
+        """Apply the deletes logged since the cache's (all at its version: the lease holder is
+        the only one who commits), and forget those no queued chunk predates."""
+        oldest = self._oldest_queued(name)
+        for entry in self.store.deletes.read(name, cache.live.epoch):
+            cache.live.apply(entry, oldest)
+        cache.live.forget_before(oldest)
 
     def _round(self, name: str, config: IndexConfig, method: Method, version: int, lease: Lease,
                train: list[tuple[str, Chunk]], queries: dict[str, Chunk]) -> bool:
@@ -366,29 +391,50 @@ class RoundRunner:
         clock.lap("load")
         result = method.learn(cache.state, features, labels, text=text, ids=ids)
         clock.lap("learn")
-        segment: dict[str, np.ndarray[Any, Any]] = {
-            target_field(t): result.codes[t] for t in method.targets}
-        segment.update(ids=ids, label_indptr=labels.indptr, label_indices=labels.classes,
-                       version=np.asarray(new_version))
-        model = None
-        if "model_version" in result.state_arrays:
-            model_version = int(result.state_arrays["model_version"])
-            segment["model_version"] = np.full(len(ids), model_version, dtype=np.int32)
-            if result.model is not None:
-                model = (model_version, result.model)
-        record = self._record(new_version, chunk_ids, method, result, cache, labels,
-                              query_arrays)
-        record["lease_token"] = lease.token
-        record["partition_items"] = np.bincount(partition_of(ids, config.partitions),
-                                                minlength=config.partitions).tolist()
-        clock.lap("score")
-        record["seconds"] = round_seconds(clock, result.seconds)
-        t = time.perf_counter()
-        ok = self.store.commit_round(name, version, RoundCommit(
-            ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
-            state=result.state_arrays, segment=segment, record=record, model=model,
-            projection=result.projection, centers=result.centers), lease=lease,
-            partitions=config.partitions)
+        accepted_at = [stream_position(eid) for eid, c in train for _ in range(c.n)]
+        model_version = (int(result.state_arrays["model_version"])
+                         if "model_version" in result.state_arrays else None)
+        model = (None if model_version is None or result.model is None
+                 else (model_version, result.model))
+        record: dict[str, Any] = {}
+        ok, t = False, time.perf_counter()
+        for _ in range(self.max_delete_retries):
+            # the rows deletes cancelled (their chunk was accepted before the delete), and the
+            # live items once the rest is stored: against the deletes logged so far, which
+            # the commit checks are still all
+            keep = ~cache.live.cancelled(ids, accepted_at)
+            segment: dict[str, np.ndarray[Any, Any]] = {
+                target_field(t): result.codes[t][keep] for t in method.targets}
+            kept_labels = labels.take(np.flatnonzero(keep))
+            segment.update(ids=ids[keep], label_indptr=kept_labels.indptr,
+                           label_indices=kept_labels.classes, version=np.asarray(new_version))
+            if model_version is not None:
+                segment["model_version"] = np.full(int(keep.sum()), model_version,
+                                                   dtype=np.int32)
+            n_live = cache.live.count_with(ids[keep])
+            if not record:
+                record = self._record(new_version, chunk_ids, method, result, cache,
+                                      segment[target_field(PAIRS)], kept_labels, n_live,
+                                      query_arrays)
+                record["lease_token"] = lease.token
+                clock.lap("score")
+                record["seconds"] = round_seconds(clock, result.seconds)
+            record.update(n_items=int(keep.sum()), n_database=n_live,
+                          cancelled=int((~keep).sum()),
+                          partition_items=np.bincount(
+                              partition_of(ids[keep], config.partitions),
+                              minlength=config.partitions).tolist())
+            t = time.perf_counter()
+            try:
+                ok = self.store.commit_round(name, version, RoundCommit(
+                    ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
+                    state=result.state_arrays, segment=segment, record=record, model=model,
+                    projection=result.projection, centers=result.centers,
+                    delete_epoch=cache.live.epoch, items=n_live), lease=lease,
+                    partitions=config.partitions)
+                break
+            except DeletesLanded:
+                self._catch_up_deletes(name, cache)
         commit_s = time.perf_counter() - t
         if not ok:
             log_event("round_lost_race", index=name, round=new_version, chunks=chunk_ids,
@@ -398,27 +444,30 @@ class RoundRunner:
         self.rounds_committed += 1
         self.store.record_commit_seconds(name, new_version, commit_s)
         cache.version, cache.state = new_version, result.state
-        cache.db_codes.append(result.codes[PAIRS])
-        cache.add_labels(labels)
+        cache.db_codes.append(segment[target_field(PAIRS)])
+        cache.add_labels(kept_labels)
+        cache.live.add(segment["ids"])
         cache.queries.update(query_arrays)
         extra = {"action": record["action"]} if "action" in record else {}
         log_event("round_commit", index=name, round=new_version, chunks=chunk_ids,
-                  items=int(len(ids)), map=record.get("map"), learn_s=record["seconds"]["learn"],
-                  commit_s=round(commit_s, 4), model_version=record["model_version"],
-                  **extra, worker=self.id, lease_token=lease.token)
+                  items=int(len(ids)), cancelled=record["cancelled"], map=record.get("map"),
+                  learn_s=record["seconds"]["learn"], commit_s=round(commit_s, 4),
+                  model_version=record["model_version"], **extra, worker=self.id,
+                  lease_token=lease.token)
         return True
 
     def _record(self, version: int, chunk_ids: list[str], method: Method, result: LearnResult,
-                cache: _IndexCache, labels: ClassLists,
-                new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]) -> dict[str, Any]:
-        """The round record: metrics on held-out queries, loss terms, sizes, bit balance, and
-        the method's own fields (``LearnResult.record``)."""
-        codes = result.codes[PAIRS]
+                cache: _IndexCache, codes: np.ndarray[Any, Any], labels: ClassLists,
+                n_database: int, new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]
+                ) -> dict[str, Any]:
+        """The round record: metrics on held-out queries, loss terms, sizes (``n_database``:
+        live items once committed), bit balance, and the method's own fields
+        (``LearnResult.record``). ``codes``/``labels``: the round's stored items."""
         n_classes = cache.n_classes_with(labels)
         bits = np.unpackbits(codes, axis=1)[:, :method.bits]
         record: dict[str, Any] = {
             "round": version, "model_version": version, "chunks": chunk_ids,
-            "n_items": int(codes.shape[0]), "n_database": cache.n_database + len(codes),
+            "n_items": int(codes.shape[0]), "n_database": n_database,
             "n_classes": n_classes, "ts": time.time(),
             "loss": {k: float(v) for k, v in result.loss.items()},
             "bit_balance": bits.mean(axis=0).round(4).tolist() if len(bits) else [],

@@ -11,6 +11,7 @@ refused instead of committing a chunk twice.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 import redis
 
 from hashstream.store.codec import decode_array, decode_arrays, encode_array, encode_arrays
+from hashstream.store.item_deletes import ItemDeletes
 from hashstream.store.keys import (
     IndexKeys,
     registry_key,
@@ -46,14 +48,19 @@ local token = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], string.format('%d', token) .. ':' .. ARGV[1], 'PX', ARGV[2])
 return token
 """
-# A round's commit, all or nothing on the index's slot: the version must be the expected one
-# and (ARGV[2] not empty) the lease must still be the caller's; then the ops run in order.
-# KEYS: version, lease, the keys the ops write; ARGV: expected version, lease value, then
-# ops as (command, key index, n, n arguments). Returns 1, 0 (version moved), -1 (lease lost).
+# A round's commit, all or nothing on the index's slot: the version must be the expected one,
+# (ARGV[2] not empty) the lease must still be the caller's and (ARGV[3] not empty) no item
+# delete may have landed since the caller filtered its segment; then the ops run in order.
+# KEYS: version, lease, delete epoch, the keys the ops write; ARGV: expected version, lease
+# value, expected delete epoch, then ops as (command, key index, n, n arguments).
+# Returns 1, 0 (version moved), -1 (lease lost), -2 (deletes landed).
 _COMMIT = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
 if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
-local i = 3
+if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
+  return -2
+end
+local i = 4
 while i <= #ARGV do
   local n = tonumber(ARGV[i + 2])
   redis.call(ARGV[i], KEYS[tonumber(ARGV[i + 1])], unpack(ARGV, i + 3, i + 2 + n))
@@ -294,7 +301,10 @@ class RoundCommit:
     acknowledges; ``record``: the round record (JSON);
     ``model``: (model version, arrays) of a new, immutable model version;
     ``projection``: P of the new version (methods with a projection);
-    ``centers``: the round's hash centers Y (into the hash-center memory).
+    ``centers``: the round's hash centers Y (into the hash-center memory);
+    ``delete_epoch``: the item deletes the segment was filtered against (the commit is refused
+    with :class:`DeletesLanded` if more landed since; None: no check);
+    ``items``: the index's live items once the commit lands (None: left as it is).
     """
 
     ack_ids: list[str] = field(default_factory=list)
@@ -305,6 +315,13 @@ class RoundCommit:
     model: tuple[int, Arrays] | None = None
     projection: np.ndarray[Any, Any] | None = None
     centers: np.ndarray[Any, Any] | None = None
+    delete_epoch: int | None = None
+    items: int | None = None
+
+
+class DeletesLanded(RuntimeError):
+    """A round's commit was refused because item deletes landed after the worker filtered its
+    segment against them (``RoundCommit.delete_epoch``): filter again and commit again."""
 
 
 _MAX_OP_ARGS = 1000  # arguments per command of the commit script (Lua's unpack limit ~8000)
@@ -313,7 +330,7 @@ _MAX_OP_ARGS = 1000  # arguments per command of the commit script (Lua's unpack 
 def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
                 ) -> tuple[list[str], list[Any]]:
     """KEYS and the op list (name, key index, n, args…) of :data:`_COMMIT` for ``commit``."""
-    keys = [k.version, k.lease]
+    keys = [k.version, k.lease, k.delete_epoch]
     ops: list[Any] = []
 
     def op(command: str, key: str, args: list[Any], pairs: bool = False,
@@ -342,6 +359,8 @@ def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
     if commit.segment is not None:
         op("HSET", k.segment(new_version), mapping(commit.segment), pairs=True)
         op("SET", k.version, [new_version])
+        if commit.items is not None:
+            op("SET", k.items, [commit.items])
     for chunk_id, arrays in commit.query_chunks.items():
         op("HSET", k.queries, [x for a, v in arrays.items()
                                for x in (f"{chunk_id}:{a}", encode_array(v))], pairs=True)
@@ -384,6 +403,7 @@ class IndexStore:
         self._snapshot = client.register_script(_SNAPSHOT)
         self._map_classes = client.register_script(_MAP_CLASSES)
         self._dead_letter = client.register_script(_DEAD_LETTER)
+        self.deletes = ItemDeletes(client, prefix)
 
     def keys(self, name: str) -> IndexKeys:
         return IndexKeys(self.prefix, name)
@@ -499,6 +519,26 @@ class IndexStore:
         return (int(version) if version is not None else 0,
                 None if config is None else dict(json.loads(config)))
 
+    def search_state(self, name: str) -> tuple[int, int, dict[str, Any] | None]:
+        """Version, delete epoch and config read together (one MGET, one moment): what a search
+        checks its replica against."""
+        k = self.keys(name)
+        version, epoch, config = self.r.mget([k.version, k.delete_epoch, k.config])
+        return (int(version) if version is not None else 0,
+                int(epoch) if epoch is not None else 0,
+                None if config is None else dict(json.loads(config)))
+
+    def item_count(self, name: str) -> int | None:
+        """Live items (None for an index whose rounds predate the count)."""
+        raw = self.r.get(self.keys(name).items)
+        return None if raw is None else int(raw)
+
+    def oldest_queued(self, name: str) -> str | None:
+        """The id of the oldest chunk still in the ingest stream (None when it is empty):
+        chunks accepted before it were committed or dead-lettered."""
+        first = self.r.xrange(self.keys(name).stream, "-", "+", count=1)
+        return first[0][0].decode() if first else None
+
     def status(self, name: str) -> tuple[int, int, dict[str, Any] | None]:
         """(version, queue depth, latest round record) in one MULTI: a consistent snapshot."""
         k = self.keys(name)
@@ -611,7 +651,8 @@ class IndexStore:
         query chunks are stored and the chunks acknowledged. With ``partitions`` > 1 the
         segment's parts are written first, each on its partition's slot under the lease's
         token (they are invisible until the commit's manifest names that token), and the
-        commit writes the manifest in the segment's place.
+        commit writes the manifest in the segment's place. With ``commit.delete_epoch`` set,
+        raises :class:`DeletesLanded` (nothing written) when item deletes landed since.
         """
         if commit.segment is not None and partitions > 1:
             parted = self._write_parts(name, expected_version + 1, commit, partitions, lease)
@@ -619,9 +660,13 @@ class IndexStore:
                 return False
             commit = parted
         keys, args = _commit_ops(self.keys(name), expected_version, commit)
-        reply = self._commit_script(keys=keys, args=[
-            expected_version, _fence(lease), *args])
-        return int(reply) == 1
+        epoch = "" if commit.delete_epoch is None else commit.delete_epoch
+        reply = int(self._commit_script(keys=keys, args=[
+            expected_version, _fence(lease), epoch, *args]))
+        if reply == -2:
+            raise DeletesLanded(f"index {name!r}: item deletes landed after delete epoch "
+                                f"{commit.delete_epoch}")
+        return reply == 1
 
     def _write_parts(self, name: str, version: int, commit: RoundCommit, partitions: int,
                      lease: Lease | None) -> RoundCommit | None:
@@ -645,10 +690,7 @@ class IndexStore:
         manifest = {"partitions": np.asarray(partitions), "lease_token": np.asarray(token),
                     "counts": np.asarray([len(parts[p]["ids"]) for p in range(partitions)]),
                     "version": np.asarray(version)}
-        return RoundCommit(ack_ids=commit.ack_ids, query_chunks=commit.query_chunks,
-                           state=commit.state, segment=manifest, record=commit.record,
-                           model=commit.model, projection=commit.projection,
-                           centers=commit.centers)
+        return dataclasses.replace(commit, segment=manifest)
 
     def load_deep_model(self, name: str, model_version: int) -> Arrays:
         """The arrays of one stored model version of a method that keeps one ({} if none)."""

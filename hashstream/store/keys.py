@@ -136,12 +136,32 @@ class IndexKeys:
         """Stream of chunks whose rounds failed too often (poison), with their history."""
         return self._k("dead_letters")
 
+    @property
+    def delete_epoch(self) -> str:
+        """Counter: item deletes committed (= entries of :attr:`delete_log`); read with the
+        version by every search, so a replica that is behind catches up before it answers."""
+        return self._k("delete_epoch")
+
+    @property
+    def delete_log(self) -> str:
+        """List, oldest first: one entry per delete that removed items, ``<version> <stream
+        id> <encoded int64 ids>`` (the version committed and the ingest stream's last id when
+        it ran). Replicas replay it to drop the items from the segments they hold."""
+        return self._k("delete_log")
+
+    @property
+    def items(self) -> str:
+        """Live items after the latest commit and deletes (set by each round's commit,
+        decreased by each delete)."""
+        return self._k("items")
+
     def all(self) -> list[str]:
         """Fixed keys (projections are found by pattern)."""
         return [self.config, self.version, self.state, self.center_memory, self.queries,
                 self.rounds, self.commit_seconds, self.stream, self.lease, self.lease_token,
                 self.next_id, self.label_kind, self.class_numbers, self.class_labels,
-                self.attempts, self.attempt_errors, self.dead_letters, self.partition_writes]
+                self.attempts, self.attempt_errors, self.dead_letters, self.partition_writes,
+                self.delete_epoch, self.delete_log, self.items]
 
 
 def registry_key(prefix: str) -> str:

@@ -2,8 +2,9 @@
 API replicas (`serve --workers 0`) and two `hashstream worker`s over ``redis+cluster://``.
 
 Indexes on every master are created, fed through both replicas, learned by both workers (each
-takes rounds), searched through both replicas and deleted; a worker killed with SIGKILL in the
-middle of a round has its chunk committed by the other, exactly once.
+takes rounds), searched through both replicas, have items deleted and are deleted; a worker
+killed with SIGKILL in the middle of a round has its chunk committed by the other, exactly
+once.
 """
 
 from __future__ import annotations
@@ -106,6 +107,15 @@ def test_two_replicas_two_workers_create_ingest_search_delete(
                             json={"features": [v.tolist()], "k": 5}).json()
                 for s in (a, b)]
         assert hits[0]["results"] == hits[1]["results"] and len(hits[0]["results"][0]) == 5
+    # item deletes through one replica: gone from the other's searches at once, counted
+    kept = names[1]
+    r = a.http.post(f"/indexes/{kept}/items/delete", json={"ids": [0, 1, 2, 5000]})
+    assert r.json()["deleted"] == [0, 1, 2] and r.json()["unknown"] == [5000], r.text
+    assert b.http.get(f"/indexes/{kept}/items/1").status_code == 404
+    found = b.http.post(f"/indexes/{kept}/search",
+                        json={"features": [v.tolist()], "k": 2000}).json()["results"][0]
+    assert len(found) == 1197 and not {0, 1, 2} & {h["id"] for h in found}
+    assert b.info(kept)["n_items"] == 1197
     # delete through one replica: gone for both, and no key left on its slot
     gone = names[0]
     assert b.http.delete(f"/indexes/{gone}").status_code == 204

@@ -206,7 +206,7 @@ def test_lsh_index_end_to_end(api: Any, hs: Any, store_for: Any) -> None:
                                                          "k": 3})
     assert res.status_code == 200, res.text
     assert res.json()["results"][0][0] == {"id": first, "distance": 0,
-                                           "labels": body["labels"][0]}
+                                           "labels": body["labels"][0], "model_version": 1}
     hs.assert_problem(api.http.post(f"/indexes/{name}/search", json={
         "features": body["image"][:1], "target": "text"}), 422, "target")
     hs.assert_problem(api.http.post("/indexes", json={

@@ -285,7 +285,7 @@ def test_search_tables_off_keeps_a_replica_to_flat_scans() -> None:
     for tables in ("auto", "off"):
         live = IndexReplica(0.0, "auto", None, tables)  # type: ignore[arg-type]
         part = live.parts.setdefault(0, _Partition())
-        live._append(part, seg, OneTarget)  # type: ignore[arg-type]
+        live._append(part, seg, OneTarget, 1)  # type: ignore[arg-type]
         built = [index.build_tables() for index in part.indexes.values()]
         held[tables] = (built, live.memory_bytes() / n)
     from hashstream.hamming.index import native_available

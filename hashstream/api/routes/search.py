@@ -9,8 +9,16 @@ from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import SearchDep, SettingsDep, require_json
 from hashstream.api.problems import JSON_BODY, responses
-from hashstream.api.schemas import MIN_VERSION, SearchRequest, SearchResponse
+from hashstream.api.schemas import (
+    LABELS_ALL,
+    LABELS_ANY,
+    MAX_DISTANCE,
+    MIN_VERSION,
+    SearchRequest,
+    SearchResponse,
+)
 from hashstream.service.errors import InvalidInput
+from hashstream.service.search_options import SearchOptions
 
 router = APIRouter(tags=["search"])
 
@@ -25,18 +33,23 @@ POST_ERRORS = responses(404, 409, 503, *JSON_BODY, notes=_NOTES)
 
 
 def _get(name: str, search: Any, vector: str | None, item: int | None, k: int,
-         modality: str = "image", target: str = "pairs", min_version: int | None = None
-         ) -> dict[str, Any]:
+         modality: str = "image", target: str = "pairs", min_version: int | None = None,
+         options: SearchOptions | None = None) -> dict[str, Any]:
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     if item is not None:
-        version, hits = search.search_item(name, item, k, min_version)
+        version, hits = search.search_item(name, item, k, min_version, options)
         results = [hits]
     else:
         assert vector is not None
         version, results = search.search_vector_text(name, vector, k, modality, target,
-                                                     min_version)
+                                                     min_version, options)
     return _answer(name, search, version, results)
+
+
+def _options(labels_any: str | None, labels_all: str | None,
+             max_distance: int | None) -> SearchOptions:
+    return SearchOptions.from_query(labels_any, labels_all, max_distance)
 
 
 def _answer(name: str, search: Any, version: int, results: list[Any]) -> dict[str, Any]:
@@ -55,8 +68,13 @@ def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[s
     field_name, rows = next(iter(given.items()))
     if len(rows) > max_batch:
         raise InvalidInput(f"at most {max_batch} query vectors per request", field_name)
+    flt = body.filter
+    options = SearchOptions(
+        tuple(flt.labels_any) if flt is not None and flt.labels_any is not None else None,
+        tuple(flt.labels_all) if flt is not None and flt.labels_all is not None else None,
+        body.max_distance)
     version, results = search.search_rows(name, field_name, rows, body.k, body.target,
-                                          body.min_version)
+                                          body.min_version, options)
     return _answer(name, search, version, results)
 
 
@@ -71,9 +89,13 @@ async def search_get(name: str, search: SearchDep,
                      target: Literal["pairs", "image", "text"] = Query(
                          "pairs", description="cross-modal: which codes of the pairs to rank"),
                      min_version: int | None = Query(None, ge=0, description=MIN_VERSION),
+                     labels_any: str | None = Query(None, description=LABELS_ANY + ", e.g. 3,5"),
+                     labels_all: str | None = Query(None, description=LABELS_ALL + ", e.g. 3,7"),
+                     max_distance: int | None = Query(None, ge=0, description=MAX_DISTANCE),
                      ) -> dict[str, Any]:
+    options = _options(labels_any, labels_all, max_distance)
     return await run_in_threadpool(_get, name, search, vector, item, k, modality,
-                                   target, min_version)
+                                   target, min_version, options)
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse,
@@ -92,9 +114,14 @@ async def search_default_get(search: SearchDep, settings: SettingsDep,
                              k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
                              min_version: int | None = Query(None, ge=0,
                                                              description=MIN_VERSION),
+                             labels_any: str | None = Query(None, description=LABELS_ANY),
+                             labels_all: str | None = Query(None, description=LABELS_ALL),
+                             max_distance: int | None = Query(None, ge=0,
+                                                              description=MAX_DISTANCE),
                              ) -> dict[str, Any]:
+    options = _options(labels_any, labels_all, max_distance)
     return await run_in_threadpool(_get, settings.default_index, search, vector,
-                                   item, k, "image", "pairs", min_version)
+                                   item, k, "image", "pairs", min_version, options)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",

@@ -1,0 +1,108 @@
+"""Item deletes: the delete log every replica replays, and the one script that appends to it.
+
+A delete is decided by an API process against its replica (the ids live at delete epoch E and,
+when some were unknown to it, at version V); the script commits it only while the index is still
+at that epoch (and version), so two deletes of one id never both remove it and an id answered
+"unknown" was unknown at the committed version. Each entry names the version it applied to (it
+removes an id's entries from segments up to that version; an entry in a later segment is a new
+upsert) and the ingest stream's last id then: chunks accepted up to it and committed later are
+filtered by the worker, so a delete also cancels the upserts of its ids queued before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import redis
+
+from hashstream.store.codec import decode_array, encode_array
+from hashstream.store.keys import IndexKeys
+
+# KEYS: version, delete_epoch, delete_log, items, stream, config; ARGV: expected delete epoch,
+# expected version ('' = any), number of ids, encoded int64 ids.
+# Returns {1, new epoch, version}, {0, epoch, version} (moved: decide again) or {-1} (no index).
+_DELETE = """
+if redis.call('EXISTS', KEYS[6]) == 0 then return {-1, 0, 0} end
+local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if epoch ~= tonumber(ARGV[1]) or (ARGV[2] ~= '' and version ~= tonumber(ARGV[2])) then
+  return {0, epoch, version}
+end
+local seq = '0-0'
+if redis.call('EXISTS', KEYS[5]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[5])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then seq = info[i + 1] end
+  end
+end
+redis.call('RPUSH', KEYS[3], string.format('%d', version) .. ' ' .. seq .. ' ' .. ARGV[4])
+redis.call('INCR', KEYS[2])
+if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('DECRBY', KEYS[4], ARGV[3]) end
+return {1, epoch + 1, version}
+"""
+
+StreamPosition = tuple[int, int]
+
+
+def stream_position(entry_id: str | bytes) -> StreamPosition:
+    """A stream entry id (``<ms>-<seq>``) as a pair that orders like the stream."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class DeleteEntry:
+    """Delete number ``epoch`` (1, 2, …): ``ids`` removed at committed ``version``, when the
+    ingest stream's last id was ``queued_up_to``."""
+
+    epoch: int
+    version: int
+    queued_up_to: StreamPosition
+    ids: np.ndarray[Any, Any]
+
+    @classmethod
+    def decode(cls, epoch: int, raw: bytes) -> DeleteEntry:
+        version, seq, ids = raw.split(b" ", 2)
+        return cls(epoch, int(version), stream_position(seq),
+                   decode_array(ids).astype(np.int64, copy=False))
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What the delete script did: ``status`` 1 (logged as delete ``epoch`` at ``version``),
+    0 (the index moved on from the expected epoch or version: decide again) or -1 (no index)."""
+
+    status: int
+    epoch: int
+    version: int
+
+
+class ItemDeletes:
+    """The delete log of every index under ``prefix`` (keys: :class:`IndexKeys`)."""
+
+    def __init__(self, client: redis.Redis, prefix: str) -> None:
+        self.r: Any = client
+        self.prefix = prefix
+        self._delete = client.register_script(_DELETE)
+
+    def delete(self, name: str, ids: np.ndarray[Any, Any], epoch: int,
+               version: int | None) -> DeleteOutcome:
+        """Log the removal of ``ids`` (all live at delete epoch ``epoch`` and, unless None, at
+        ``version``) and take them off the live-item count, if the index is still there."""
+        k = IndexKeys(self.prefix, name)
+        ids = np.asarray(ids, dtype=np.int64)
+        reply = self._delete(
+            keys=[k.version, k.delete_epoch, k.delete_log, k.items, k.stream, k.config],
+            args=[epoch, "" if version is None else version, int(ids.size), encode_array(ids)])
+        return DeleteOutcome(*(int(v) for v in reply))
+
+    def read(self, name: str, start: int, stop: int | None = None) -> list[DeleteEntry]:
+        """Deletes ``start + 1`` … ``stop`` (None: the latest), oldest first."""
+        if stop is not None and stop <= start:
+            return []
+        raw = self.r.lrange(IndexKeys(self.prefix, name).delete_log, start,
+                            -1 if stop is None else stop - 1)
+        return [DeleteEntry.decode(start + 1 + i, value) for i, value in enumerate(raw)]
