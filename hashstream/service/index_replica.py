@@ -293,12 +293,22 @@ class IndexReplica:
             index.add(codes, ids)
         part.labels.append(labels)
 
+    def compaction_due(self) -> bool:
+        """Whether a partition holds enough removed entries to compact (the caller holds
+        load_lock): deletes a search applied during a load reach the indexes after that load's
+        compaction pass, so the loader checks again after it."""
+        return any(self._due(part) for part in self.parts.values())
+
     @staticmethod
-    def _compact_if_due(part: _Partition) -> None:
+    def _due(part: _Partition) -> bool:
+        first = next(iter(part.indexes.values()), None)
+        return first is not None and first.removed_count > max(1024, len(part.labels) // 4)
+
+    @classmethod
+    def _compact_if_due(cls, part: _Partition) -> None:
         """Drop replaced and removed entries once they are a quarter of the indexes, from the
         indexes, the labels and the rounds alike (positions stay aligned)."""
-        first = next(iter(part.indexes.values()), None)
-        if first is None or first.removed_count <= max(1024, len(part.labels) // 4):
+        if not cls._due(part):
             return
         kept = [index.compact() for index in part.indexes.values()]
         part.labels.compact(kept[0])

@@ -159,14 +159,17 @@ class SearchService:
         try:
             while True:
                 version, epoch, raw = self.store.search_state(name)
-                if (raw is None or float(raw.get("created", 0.0)) != live.uid
-                        or (version <= live.held and epoch <= live.deletes_held)):
+                if raw is None or float(raw.get("created", 0.0)) != live.uid:
+                    return
+                with live.load_lock:
+                    due = live.compaction_due()
+                if version <= live.held and epoch <= live.deletes_held and not due:
                     return
                 config, method = self.methods.get(name, raw)
                 with live.load_lock:
                     started = time.perf_counter()
                     held, deletes_held = live.held, live.deletes_held
-                    if version > held or epoch > deletes_held:
+                    if version > held or epoch > deletes_held or live.compaction_due():
                         live.advance(self.store, name, config, method, max(version, held),
                                      epoch)
                         log.info(json.dumps({
