@@ -7,12 +7,12 @@ subclasses, never with sleeps; no timed asserts."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pytest
+from support.gated_store import GatedStore
 from support.net import wait_until
 
 from hashstream.service.chunks import ClientLabels, ParsedChunk
@@ -53,23 +53,6 @@ def all_hits(search: SearchService, k: int = 10_000) -> set[int]:
 
 def n_items(store: IndexStore) -> int:
     return int(IndexService(store).describe(NAME)["n_items"])
-
-
-class GatedStore(IndexStore):
-    """A real IndexStore whose replica load of version ``gate_version`` waits for ``release``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate_version: int | None = None
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def load_segment_parts(self, name: str, round_: int, partitions: list[int] | None = None,
-                           manifest: Any = None) -> dict[int, Any]:
-        if round_ == self.gate_version:
-            self.reached.set()
-            assert self.release.wait(60), "the test never released the gate"
-        return super().load_segment_parts(name, round_, partitions, manifest)
 
 
 class HookedStore(IndexStore):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support.gated_store import GatedStore
 
 from hashstream.api.app import create_app
 from hashstream.service.chunks import ClientLabels, ParsedChunk
@@ -25,25 +26,6 @@ from hashstream.store.index_store import IndexStore, RoundCommit
 NAME = "rep"
 BITS = 64
 SEED_ITEMS = 80  # the one real round (ids 0 … 79, classes 0 … 2; a round needs > bits rows)
-
-
-class GatedStore(IndexStore):
-    """A real IndexStore whose ``load_segment_parts`` of one version (what a replica reads)
-    waits for ``release`` (after setting ``reached``): a refresh stops there, the earlier
-    segments already appended."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.gate_version: int | None = None
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    def load_segment_parts(self, name: str, round_: int, partitions: list[int] | None = None,
-                           manifest: Any = None) -> dict[int, Any]:
-        if round_ == self.gate_version:
-            self.reached.set()
-            assert self.release.wait(60), "the test never released the gate"
-        return super().load_segment_parts(name, round_, partitions, manifest)
 
 
 def seeded(store: IndexStore) -> None:
