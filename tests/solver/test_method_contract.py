@@ -1,6 +1,7 @@
 """The Method contract (``hashstream.solver.method``), checked for every registered method the
 way river's ``check_estimator`` checks an estimator: one list of checks, run against each
-method × configuration (SDOH-HC: every exemplar policy × feature map; ECMH: every objective).
+method × configuration (SDOH-HC: every exemplar policy × feature map, and the linear query
+encoder; ECMH: every objective).
 
 Checks: determinism under a seed; the objective never rises across a round's steps (where the
 method reports a trace); a state survives the store's codec (encode_arrays/decode_arrays) and
@@ -43,6 +44,8 @@ def _configs() -> list[Any]:
                     out.append(pytest.param(name, {**SDOH, "exemplar_policy": policy,
                                                    "feature_map": fmap},
                                             id=f"sdoh-hc-{policy}-{fmap}"))
+            out.append(pytest.param(name, {**SDOH, "query_encoder": "linear"},
+                                    id="sdoh-hc-linear-encoder"))
         elif name == "ecmh":
             for loss in ("ecmh", "dhd", "idcwh"):
                 out.append(pytest.param(name, {**ECMH, "loss": loss}, id=f"ecmh-{loss}"))

@@ -59,7 +59,6 @@ class SDOHMethod:
     name: str = "sdoh-hc"
     targets: tuple[str, ...] = (PAIRS,)
     modalities: tuple[str, ...] = ("image",)
-    encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection", *QUERY_NET_FIELDS)
     fixed_fields: tuple[str, ...] = FEATURE_MAP_FIELDS
 
     def __init__(self, settings: SDOHSettings, dim: int, backend: Backend) -> None:
@@ -67,6 +66,8 @@ class SDOHMethod:
         self.dim = dim
         self.backend = backend
         self.bits = settings.bits
+        net = QUERY_NET_FIELDS if settings.query_encoder == "residual_net" else ()
+        self.encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection", *net)
 
     def learn(self, state: SDOHState | None, features: np.ndarray[Any, Any],
               labels: ClassLists, text: np.ndarray[Any, Any] | None = None,
