@@ -53,8 +53,8 @@ class SDOHSettings:
     use_hadamard_term: bool = True
     use_center_term: bool = True
     query_encoder: QueryEncoder = "residual_net"
-    query_hidden: int = 512
-    query_steps: int = 200
+    query_hidden: int = 1024
+    query_steps: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
