@@ -190,3 +190,21 @@ def test_inconsistent_stored_net_is_rejected(np_backend: Backend, make_stream: A
 def test_settings_reject_bad_query_encoder_values(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         SDOHSettings(**bad)
+
+
+def test_cli_and_api_accept_the_query_encoder_settings() -> None:
+    from pydantic import ValidationError
+
+    from hashstream.api.schemas import CreateIndex
+    from hashstream.cli.main import build_parser
+
+    args = build_parser().parse_args(["eval", "--data", "x.npz", "--query-encoder", "linear",
+                                      "--query-hidden", "64", "--query-steps", "7"])
+    assert (args.query_encoder, args.query_hidden, args.query_steps) == ("linear", 64, 7)
+    body = CreateIndex(name="a", dim=4, query_encoder="linear", query_steps=5)
+    cfg = SDOHSettings.from_dict(body.solver_settings())
+    assert (cfg.query_encoder, cfg.query_steps) == ("linear", 5)
+    assert SDOHSettings.from_dict(CreateIndex(name="a", dim=4).solver_settings()
+                                  ).query_encoder == "residual_net"
+    with pytest.raises(ValidationError, match="query_hidden"):
+        CreateIndex(name="a", dim=4, query_hidden=0)
