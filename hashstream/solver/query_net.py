@@ -137,7 +137,7 @@ def train_query_net(net: QueryNet, x: Any, residual: Any, steps: int,
         err /= batch
         grad_hidden = (err @ w2.T) * active
         grads = [xb.T @ grad_hidden, grad_hidden.sum(axis=0), hidden.T @ err, err.sum(axis=0)]
-        step = LEARNING_RATE * np.sqrt(1 - _BETA2 ** t) / (1 - _BETA1 ** t)
+        step = LEARNING_RATE * (1 - _BETA2 ** t) ** 0.5 / (1 - _BETA1 ** t)  # a Python float
         for p, g, m1, m2 in zip(params, grads, first, second, strict=True):
             g += WEIGHT_DECAY * p
             m1 *= _BETA1

@@ -25,7 +25,7 @@ from hashstream.store.codec import decode_arrays, encode_arrays
 
 DIM, TEXT_DIM = 16, 6
 SDOH = {"bits": 16, "n_anchors": 48, "n1": 30, "n2": 30, "iterations": 2,
-        "condensed_steps": 10, "seed": 3}
+        "condensed_steps": 10, "query_hidden": 32, "query_steps": 20, "seed": 3}
 ECMH = {"bits": 16, "text_dim": TEXT_DIM, "image_hidden": [12], "text_hidden": [12],
         "epochs": 2, "extend_epochs": 1, "warmup_epochs": 1, "seed": 3}
 
