@@ -11,6 +11,7 @@ from hashstream.service.registry import (
     FeatureMapKind,
     OldSimilarity,
     OldWeight,
+    QueryEncoder,
     TermScaling,
 )
 
@@ -48,6 +49,14 @@ class CreateIndex(BaseModel):
     use_distillation: bool | None = None
     use_hadamard_term: bool | None = None
     use_center_term: bool | None = None
+    query_encoder: QueryEncoder | None = Field(
+        default=None, description="how queries are encoded: residual_net (default; sgn(φ(q)P) "
+        "corrected by a small network trained each round on the stored codes) or linear "
+        "(sgn(φ(q)P) alone)")
+    query_hidden: int | None = Field(default=None, ge=1, le=4096,
+                                     description="residual_net: hidden units of the network")
+    query_steps: int | None = Field(default=None, ge=0, le=10_000,
+                                    description="residual_net: training steps per round")
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
     max_classes: int = Field(default=5_000, ge=1, le=100_000,
                              description="most distinct class labels the index accepts")

@@ -17,6 +17,7 @@ from hashstream.solver.sdoh_hc.settings import (
     ExemplarPolicy,
     OldSimilarity,
     OldWeight,
+    QueryEncoder,
     SDOHSettings,
     TermScaling,
 )
@@ -25,13 +26,16 @@ from hashstream.store.keys import INDEX_NAME
 
 # The setting vocabularies the HTTP schemas accept (the solver defines them).
 __all__ = ["ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService", "OldSimilarity",
-           "OldWeight", "TermScaling"]
+           "OldWeight", "QueryEncoder", "TermScaling"]
 
 IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
 MethodName = Literal["sdoh-hc", "ecmh", "lsh"]
 DEFAULT_MAX_CLASSES = 5_000
 MAX_CLASSES_LIMIT = 100_000
 MAX_PARTITIONS = 64
+# Settings a stored config may lack, with the value it was built with: a setting added later
+# gets its new default only in indexes created after it.
+LEGACY_SETTINGS: dict[str, Any] = {"query_encoder": "linear", "term_scaling": "paper"}
 
 
 @dataclass(frozen=True)
@@ -80,15 +84,16 @@ class IndexConfig:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> IndexConfig:
         """Decode a stored config; configs written before ``method`` existed name it by their
-        kind ("cross-modal" → "ecmh", else "sdoh-hc")."""
+        kind ("cross-modal" → "ecmh", else "sdoh-hc"), and those written before
+        ``query_encoder`` existed keep the encoder they were built with (``linear``)."""
         cm = data.get("cross_modal")
         stored = data.get("method")
         method: MethodName = (stored if stored in ("sdoh-hc", "ecmh", "lsh")
                               else "ecmh" if data.get("kind") == "cross-modal" else "sdoh-hc")
         kind: IndexKind = "cross-modal" if method == "ecmh" else method
-        # Configs written before term scaling existed summed Eq. 7's raw terms: keep that.
-        solver = {"term_scaling": "paper", **data["settings"]}
-        return cls(data["name"], int(data["dim"]), SDOHSettings.from_dict(solver),
+        # Configs written before a setting existed keep its old meaning (LEGACY_SETTINGS).
+        settings = SDOHSettings.from_dict({**LEGACY_SETTINGS, **data["settings"]})
+        return cls(data["name"], int(data["dim"]), settings,
                    kind, None if cm is None else CrossModalSettings.from_dict(cm),
                    int(data.get("max_classes", DEFAULT_MAX_CLASSES)), method,
                    float(data.get("created", 0.0)), int(data.get("partitions", 1)))

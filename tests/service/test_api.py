@@ -529,6 +529,10 @@ CREATE_CASES = [
     ("bits-huge", {"name": "ok-name", "dim": 4, "bits": 4096}, 422, "bits"),
     ("lam-zero", {"name": "ok-name", "dim": 4, "lam": 0}, 422, "lam"),
     ("feature-map", {"name": "ok-name", "dim": 4, "feature_map": "cnn"}, 422, "feature_map"),
+    ("query-encoder", {"name": "ok-name", "dim": 4, "query_encoder": "mlp"}, 422,
+     "query_encoder"),
+    ("query-steps-negative", {"name": "ok-name", "dim": 4, "query_steps": -1}, 422,
+     "query_steps"),
     ("unknown-field", {"name": "ok-name", "dim": 4, "colour": "red"}, 422, "colour"),
 ]
 

@@ -22,7 +22,8 @@ from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.store.index_store import IndexStore
 
-FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, seed=0)
+FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, query_hidden=32, query_steps=10,
+                    seed=0)
 DIM = 8
 
 

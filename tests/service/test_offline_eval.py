@@ -49,6 +49,7 @@ def data_file(tmp_path: Path) -> Path:
 def _eval(data: Path, out: Path, *extra: str, chunk: int = 100, seed: int = 0) -> int:
     return cli.main(["eval", "--data", str(data), "--bits", "16", "--chunk", str(chunk),
                      "--queries", "50", "--order", "class-incremental", "--seed", str(seed),
+                     "--query-hidden", "64", "--query-steps", "20",
                      "--json", str(out), "--quiet", *extra])
 
 

@@ -33,7 +33,8 @@ from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.store.connection import connect
 from hashstream.store.index_store import IndexStore, RoundCommit
 
-FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, seed=0)
+FAST = SDOHSettings(bits=16, n_anchors=64, n1=50, n2=50, query_hidden=32, query_steps=10,
+                    seed=0)
 DIM = 8
 NAME = "ix"
 

@@ -1,6 +1,7 @@
 """The Method contract (``hashstream.solver.method``), checked for every registered method the
 way river's ``check_estimator`` checks an estimator: one list of checks, run against each
-method × configuration (SDOH-HC: every exemplar policy × feature map; ECMH: every objective).
+method × configuration (SDOH-HC: every exemplar policy × feature map, and the linear query
+encoder; ECMH: every objective).
 
 Checks: determinism under a seed; the objective never rises across a round's steps (where the
 method reports a trace); a state survives the store's codec (encode_arrays/decode_arrays) and
@@ -24,7 +25,7 @@ from hashstream.store.codec import decode_arrays, encode_arrays
 
 DIM, TEXT_DIM = 16, 6
 SDOH = {"bits": 16, "n_anchors": 48, "n1": 30, "n2": 30, "iterations": 2,
-        "condensed_steps": 10, "seed": 3}
+        "condensed_steps": 10, "query_hidden": 32, "query_steps": 20, "seed": 3}
 ECMH = {"bits": 16, "text_dim": TEXT_DIM, "image_hidden": [12], "text_hidden": [12],
         "epochs": 2, "extend_epochs": 1, "warmup_epochs": 1, "seed": 3}
 
@@ -43,6 +44,8 @@ def _configs() -> list[Any]:
                     out.append(pytest.param(name, {**SDOH, "exemplar_policy": policy,
                                                    "feature_map": fmap},
                                             id=f"sdoh-hc-{policy}-{fmap}"))
+            out.append(pytest.param(name, {**SDOH, "query_encoder": "linear"},
+                                    id="sdoh-hc-linear-encoder"))
         elif name == "ecmh":
             for loss in ("ecmh", "dhd", "idcwh"):
                 out.append(pytest.param(name, {**ECMH, "loss": loss}, id=f"ecmh-{loss}"))

@@ -16,7 +16,7 @@ from hashstream.solver.backend import Backend
 from hashstream.solver.sdoh_hc import round as sdoh_hc
 from hashstream.solver.sdoh_hc.round import (
     dcc,
-    encode,
+    encode_with,
     grow_classes,
     learn_chunk,
     orthogonal_balanced,
@@ -190,7 +190,8 @@ def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream
             sqn = np.where(share, _unit(xq) @ _unit(x).T, -1.0)
             bq = state.exemplar_codes.astype(np.float64)
             expect["exemplar"] = w["exemplar"] * np.sum((r * sqn - bq @ v.T) ** 2)
-            b_start = encode(state, x, np_backend).astype(np.float64)
+            b_start = encode_with(state.feature_map, state.projection, x,  # sgn(ΦP), no g
+                                  np_backend).astype(np.float64)
             np.testing.assert_allclose(
                 seen_v[0][0], w["exemplar"] * r * sqn.T @ bq + w["quantization"] * b_start,
                 rtol=1e-9, atol=1e-9)

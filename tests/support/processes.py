@@ -26,8 +26,10 @@ from support.data import npz_bytes
 from support.net import free_port, wait_until
 
 PROBLEM = "application/problem+json"
-# Small, fast solver settings for test indexes (a round on a few hundred rows takes ~0.2 s).
-FAST = {"bits": 16, "n_anchors": 128, "n1": 100, "n2": 100, "seed": 0}
+# Small, fast solver settings for test indexes (a round on a few hundred rows takes ~0.2 s);
+# a small query network, so the default residual_net encoder is exercised without its cost.
+FAST = {"bits": 16, "n_anchors": 128, "n1": 100, "n2": 100, "query_hidden": 64,
+        "query_steps": 20, "seed": 0}
 
 
 class LogReader:

@@ -11,14 +11,21 @@ _NM_COPIES = 3
 
 
 def estimate_round_bytes(*, n: int, dim: int, features_mapped: int, bits: int, labels: int,
-                         classes: int, exemplars: int) -> int:
+                         classes: int, exemplars: int, query_hidden: int = 0) -> int:
     """Peak bytes of one SDOH-HC round over ``n`` items (``dim`` features mapped to
     ``features_mapped``), ``labels`` (item, class) pairs, ``classes`` classes and
-    ``exemplars`` exemplars: linear in each, never quadratic in the classes."""
+    ``exemplars`` exemplars: linear in each, never quadratic in the classes.
+    ``query_hidden``: the query network's width (0: the linear encoder, no network)."""
     m = features_mapped
     per_item = _F64 * (2 * dim + _NM_COPIES * m + _NR_COPIES * bits)
     model = _F64 * (2 * m * m + 2 * m * bits + 4 * classes * bits + bits * bits)
     label_pairs = labels * (_F64 + 4 + 8) * 3  # L̂ in CSR, its transpose, products' indices
     # exemplar similarity: at worst (many distinct label sets) Sqn in blocks of 4,096 exemplars
     memory = exemplars * (_F64 * dim + bits + 16) + min(exemplars, 4096) * n * _F64
-    return n * per_item + model + label_pairs + memory
+    # query network: its rows (chunk and memory) as float32 inputs, mapped features and
+    # residuals; weights with their two Adam moments
+    rows = n + exemplars
+    query_net = 0 if query_hidden <= 0 else (
+        rows * (4 * dim + _F64 * (features_mapped + 2 * bits))
+        + 3 * 4 * (dim * query_hidden + query_hidden * bits) + 4 * 128 * query_hidden * 3)
+    return n * per_item + model + label_pairs + memory + query_net

@@ -2,7 +2,8 @@
 
 A round is :func:`~hashstream.solver.sdoh_hc.round.learn_chunk`; the state is
 :class:`~hashstream.solver.sdoh_hc.state.SDOHState` and its arrays; the encoder is sgn(φ(q)P)
-(:func:`~hashstream.solver.sdoh_hc.round.encode_with`), built from φ's parameters and P.
+(:func:`~hashstream.solver.sdoh_hc.round.encode_with`), built from φ's parameters and P, plus
+the query network g inside the sign when the state holds one (``query_encoder='residual_net'``).
 
 The codes a round stores are the chunk's learned B, not sgn(φ(X)P) of the same features: B is
 the discrete solution of the round's objective and P is fitted to it afterwards by ridge
@@ -20,6 +21,7 @@ from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapParams
 from hashstream.solver.method import PAIRS, Arrays, LearnResult, MethodSpec, register
 from hashstream.solver.metrics import pack_codes
+from hashstream.solver.query_net import QUERY_NET_FIELDS, QueryNet
 from hashstream.solver.sdoh_hc.budget import estimate_round_bytes
 from hashstream.solver.sdoh_hc.round import encode_with, learn_chunk
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
@@ -31,15 +33,16 @@ from hashstream.solver.sdoh_hc.state import (
 
 
 class SDOHEncoder:
-    """sgn(φ(q)P) as packed codes."""
+    """sgn(φ(q)P [+ g(q)]) as packed codes."""
 
     modalities: tuple[str, ...] = ("image",)
 
     def __init__(self, feature_map: FeatureMapParams, projection: np.ndarray[Any, Any],
-                 backend: Backend) -> None:
+                 backend: Backend, query_net: QueryNet | None = None) -> None:
         self.feature_map = feature_map
         self.projection = projection
         self.backend = backend
+        self.query_net = query_net
         self.bits = int(np.asarray(projection).shape[1])
 
     def encode(self, queries: np.ndarray[Any, Any], modality: str = "image"
@@ -47,7 +50,7 @@ class SDOHEncoder:
         if modality != "image":
             raise ValueError(f"sdoh-hc encodes feature vectors only, not {modality!r}")
         return pack_codes(encode_with(self.feature_map, self.projection, queries,
-                                      self.backend))
+                                      self.backend, self.query_net))
 
 
 class SDOHMethod:
@@ -56,7 +59,6 @@ class SDOHMethod:
     name: str = "sdoh-hc"
     targets: tuple[str, ...] = (PAIRS,)
     modalities: tuple[str, ...] = ("image",)
-    encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection")
     fixed_fields: tuple[str, ...] = FEATURE_MAP_FIELDS
 
     def __init__(self, settings: SDOHSettings, dim: int, backend: Backend) -> None:
@@ -64,6 +66,8 @@ class SDOHMethod:
         self.dim = dim
         self.backend = backend
         self.bits = settings.bits
+        net = QUERY_NET_FIELDS if settings.query_encoder == "residual_net" else ()
+        self.encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection", *net)
 
     def learn(self, state: SDOHState | None, features: np.ndarray[Any, Any],
               labels: ClassLists, text: np.ndarray[Any, Any] | None = None,
@@ -73,7 +77,7 @@ class SDOHMethod:
         ex_classes = new.exemplar_labels.classes
         return LearnResult(
             codes={PAIRS: pack_codes(result.codes)}, state=new, state_arrays=new.to_arrays(),
-            encoder=SDOHEncoder(new.feature_map, new.projection, self.backend),
+            encoder=SDOHEncoder(new.feature_map, new.projection, self.backend, new.query_net),
             projection=new.projection, centers=new.teacher,
             loss={k: float(v) for k, v in result.loss.items()}, seconds=dict(result.seconds),
             record={"model_version": new.round, "exemplar_histogram": np.bincount(
@@ -83,13 +87,15 @@ class SDOHMethod:
         return SDOHState.from_arrays(state)
 
     def encoder(self, state: Arrays, model: Arrays | None = None) -> SDOHEncoder:
-        return SDOHEncoder(feature_map_from_arrays(state), state["projection"], self.backend)
+        return SDOHEncoder(feature_map_from_arrays(state), state["projection"], self.backend,
+                           QueryNet.from_arrays(state))
 
     def round_bytes(self, n: int, label_pairs: int, n_classes: int) -> int:
         s = self.settings
         return estimate_round_bytes(
             n=n, dim=self.dim, features_mapped=s.n_anchors if s.feature_map == "rbf" else self.dim,
-            bits=s.bits, labels=label_pairs, classes=n_classes, exemplars=s.n1 + s.n2)
+            bits=s.bits, labels=label_pairs, classes=n_classes, exemplars=s.n1 + s.n2,
+            query_hidden=s.query_hidden if s.query_encoder == "residual_net" else 0)
 
 
 def _factory(spec: MethodSpec) -> SDOHMethod:

@@ -26,8 +26,10 @@ from hashstream.solver.feature_map import (
     l2_normalize_rows,
 )
 from hashstream.solver.hadamard import grow_centers, hadamard_centers
+from hashstream.solver.query_net import QueryNet, query_net_output
 from hashstream.solver.sdoh_hc.condensation import CondenseConfig, condense_exemplars
 from hashstream.solver.sdoh_hc.exemplars import select_exemplars, select_random
+from hashstream.solver.sdoh_hc.query_encoder import fit_query_net
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.solver.sdoh_hc.state import (
     SDOHState,
@@ -133,20 +135,24 @@ def grow_classes(state: SDOHState, n_classes: int, seed: int, backend: Backend) 
         projection=state.projection, feature_map=state.feature_map,
         exemplar_features=state.exemplar_features,
         exemplar_labels=state.exemplar_labels.widen(n_classes),
-        exemplar_codes=state.exemplar_codes,
+        exemplar_codes=state.exemplar_codes, query_net=state.query_net,
     )
 
 
 def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
-    """Codes of new items under the current model: sgn(φ(X) P), ±1 int8, n × r (host)."""
-    return encode_with(state.feature_map, state.projection, features, backend)
+    """Codes of new items under the current model: sgn(φ(X) P [+ g(X)]), ±1 int8, n × r
+    (host)."""
+    return encode_with(state.feature_map, state.projection, features, backend, state.query_net)
 
 
 def encode_with(feature_map: FeatureMapParams, projection: Any, features: Any,
-                backend: Backend) -> np.ndarray[Any, Any]:
-    """sgn(φ(X) P) from φ's parameters and P alone (what a search replica holds)."""
+                backend: Backend, query_net: QueryNet | None = None) -> np.ndarray[Any, Any]:
+    """sgn(φ(X) P) from φ's parameters and P alone (what a search replica holds), plus the
+    query network's g(X) inside the sign when there is one."""
     phi = apply_feature_map(feature_map, features, backend)
     z = phi @ backend.asarray(projection, dtype=backend.dtype)
+    if query_net is not None:
+        z += query_net_output(query_net, features, backend)
     return backend.to_numpy(sign(z, backend.xp)).astype(np.int8)
 
 
@@ -498,13 +504,19 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
     y_host = backend.to_numpy(y).astype(np.int8)
     new_exemplars = _update_exemplars(state, features_host, labels, codes, y_host, settings,
                                       rng, backend)
+    lap("memory")
+    query_net = fit_query_net(
+        state.query_net, settings, rnd, state.feature_map, projection, (features_host, codes),
+        (new_exemplars["exemplar_features"], new_exemplars["exemplar_codes"]), backend)
+    lap("query_net")
     new_state = SDOHState(
         round=rnd, n_seen=n_old + n, dim=state.dim, centers=state.centers,
         teacher=backend.asarray(y_host), h1=h1 + l_hat_t @ v, h2=h2 + v.T @ v, g=g, f=f,
         label_gram=_canonical(state.label_gram + new_gram),
         label_sum=backend.asarray(state.label_sum, dtype=dt)
         + backend.asarray(l_hat_colsum, dtype=dt),
-        projection=projection, feature_map=state.feature_map, **new_exemplars,
+        projection=projection, feature_map=state.feature_map, query_net=query_net,
+        **new_exemplars,
     )
     lap("memory")
     return RoundResult(codes=codes, state=new_state, loss=loss, seconds=seconds, trace=steps)

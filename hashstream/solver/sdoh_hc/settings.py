@@ -12,6 +12,7 @@ ExemplarPolicy = Literal["random", "class_balanced", "nearest_center", "condense
 OldWeight = Literal["balanced", "paper"]
 OldSimilarity = Literal["normalized", "lemon"]
 TermScaling = Literal["normalized", "paper"]
+QueryEncoder = Literal["linear", "residual_net"]
 
 BY_SCALING = math.nan
 """Default of the five term weights: the value ``WEIGHT_DEFAULTS`` gives the term scaling."""
@@ -40,6 +41,10 @@ class SDOHSettings:
     sums the terms of Eq. 7 as written (and is what indexes made before the setting keep).
     A weight not given takes its default under the chosen scaling (``WEIGHT_DEFAULTS``).
     The ``use_*`` switches turn single terms off for ablations.
+    ``query_encoder`` is how queries are encoded: ``'linear'`` is sgn(φ(q)P); ``'residual_net'``
+    adds a network of ``query_hidden`` ReLU units trained ``query_steps`` steps a round on the
+    residual of stored codes (``hashstream/solver/query_net.py``), which reproduces multi-label
+    codes far better (indexes stored before this setting read ``'linear'``).
     """
 
     bits: int = 32
@@ -66,6 +71,9 @@ class SDOHSettings:
     use_distillation: bool = True
     use_hadamard_term: bool = True
     use_center_term: bool = True
+    query_encoder: QueryEncoder = "residual_net"
+    query_hidden: int = 1024
+    query_steps: int = 100
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -81,14 +89,17 @@ class SDOHSettings:
                 raise ValueError(f"{name} must be non-negative")
         if self.lam <= 0:
             raise ValueError("lam must be positive (it keeps the P solve well posed)")
-        for name in ("n1", "n2", "n_anchors", "condensed_per_class", "condensed_steps"):
+        for name in ("n1", "n2", "n_anchors", "condensed_per_class", "condensed_steps",
+                     "query_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative")
         if self.iterations < 1 or self.sweeps < 1:
             raise ValueError("iterations and sweeps must be at least 1")
+        if self.query_hidden < 1:
+            raise ValueError("query_hidden must be at least 1")
         for name, kind in (("exemplar_policy", ExemplarPolicy), ("old_weight", OldWeight),
                            ("old_similarity", OldSimilarity), ("feature_map", FeatureMapKind),
-                           ("term_scaling", TermScaling)):
+                           ("term_scaling", TermScaling), ("query_encoder", QueryEncoder)):
             if getattr(self, name) not in get_args(kind):  # the Literal is the one list
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}")
 

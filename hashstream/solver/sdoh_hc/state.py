@@ -2,7 +2,8 @@
 
 A state is everything a round needs from the past: the fixed centers C, the hash-center memory's
 newest entry (the teacher Ỹ), the exemplar memory, the accumulators H1, H2, G, F (plus the label
-statistics that make the old-data term's value exact), P and the feature map. It converts to a
+statistics that make the old-data term's value exact), P, the feature map and, with the
+``residual_net`` query encoder, the query network's weights. It converts to a
 flat ``dict[str, numpy array]`` so the memory layer can persist it without pickle.
 
 Nothing in a state grows with c² or n·c: the label Gram matrix Σ L̂ᵀL̂ is kept sparse (its
@@ -21,6 +22,7 @@ import scipy.sparse as sp
 from hashstream.solver.backend import Backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapKind, FeatureMapParams
+from hashstream.solver.query_net import QueryNet
 
 # Dense arrays (possibly on the device).
 _ARRAY_FIELDS = (
@@ -79,6 +81,7 @@ class SDOHState:
     exemplar_features: Any  # nq × d
     exemplar_labels: ClassLists  # nq items over c classes (host)
     exemplar_codes: Any  # nq × r int8
+    query_net: QueryNet | None = None  # g of the residual_net query encoder (None: linear)
 
     @property
     def bits(self) -> int:
@@ -91,7 +94,8 @@ class SDOHState:
     def to_host(self, backend: Backend) -> SDOHState:
         """The same state with every array as a NumPy array."""
         arrays: dict[str, Any] = {k: backend.to_numpy(getattr(self, k)) for k in _ARRAY_FIELDS}
-        return replace(self, **arrays)
+        net = None if self.query_net is None else self.query_net.to_host(backend)
+        return replace(self, query_net=net, **arrays)
 
     def to_arrays(self, backend: Backend | None = None) -> dict[str, np.ndarray[Any, Any]]:
         """A flat dict of NumPy arrays (scalars as 0-d arrays) for persistence.
@@ -99,7 +103,8 @@ class SDOHState:
         The label Gram matrix is stored as CSR (``label_gram_indptr``, ``label_gram_indices``,
         ``label_gram_data``; its shape is c × c, c = ``centers.shape[1]``) and the exemplar
         labels as class lists (``exemplar_label_indptr``, ``exemplar_label_classes``,
-        ``exemplar_label_n_classes``)."""
+        ``exemplar_label_n_classes``); the query network, when there is one, as the
+        ``QUERY_NET_FIELDS``."""
         host = self.to_host(backend) if backend is not None else self
         out: dict[str, np.ndarray[Any, Any]] = {k: np.asarray(getattr(host, k))
                                                 for k in _ARRAY_FIELDS}
@@ -116,12 +121,15 @@ class SDOHState:
         out["feature_map_anchors"] = np.asarray(fm.anchors)
         out["feature_map_sigma"] = np.asarray(fm.sigma, dtype=np.float64)
         out["feature_map_mean"] = np.asarray(fm.mean)
+        if host.query_net is not None:
+            out.update(host.query_net.to_arrays())
         return out
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray[Any, Any]]) -> SDOHState:
         """Inverse of :meth:`to_arrays`; also reads states stored before labels became sparse
-        (a dense c × c ``label_gram`` and a dense nq × c ``exemplar_labels``)."""
+        (a dense c × c ``label_gram`` and a dense nq × c ``exemplar_labels``) and those
+        without a query network."""
         fm = feature_map_from_arrays(arrays)
         c = int(np.asarray(arrays["centers"]).shape[1])
         if all(k in arrays for k in LABEL_GRAM_KEYS):
@@ -138,5 +146,6 @@ class SDOHState:
         return cls(
             round=int(arrays["round"]), n_seen=int(arrays["n_seen"]), dim=int(arrays["dim"]),
             feature_map=fm, label_gram=resize_label_gram(gram, c),
-            exemplar_labels=ex_labels.widen(c), **{k: arrays[k] for k in _ARRAY_FIELDS},
+            exemplar_labels=ex_labels.widen(c), query_net=QueryNet.from_arrays(arrays),
+            **{k: arrays[k] for k in _ARRAY_FIELDS},
         )
