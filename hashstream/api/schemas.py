@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,6 +12,9 @@ from hashstream.service.registry import (
     OldSimilarity,
     OldWeight,
 )
+
+Width = Annotated[int, Field(ge=1, le=16_384)]
+"""A hidden-layer width of a cross-modal network."""
 
 
 class CreateIndex(BaseModel):
@@ -60,8 +63,12 @@ class CreateIndex(BaseModel):
     text_kind: Literal["dense", "tokens"] = "dense"
     text_dim: int | None = Field(default=None, ge=1, le=1_000_000,
                                  description="dense text feature dimension (cross-modal)")
-    image_hidden: list[int] | None = Field(default=None, max_length=8)
-    text_hidden: list[int] | None = Field(default=None, max_length=8)
+    image_hidden: list[Width] | None = Field(
+        default=None, max_length=8, description="cross-modal: hidden-layer widths of INet; "
+        "[] makes it linear (one Linear layer and tanh)")
+    text_hidden: list[Width] | None = Field(
+        default=None, max_length=8, description="cross-modal: hidden-layer widths of TNet's "
+        "head; [] makes it linear")
     embed_dim: int | None = Field(default=None, ge=1, le=4096)
     epochs: int | None = Field(default=None, ge=1, le=10_000)
     extend_epochs: int | None = Field(default=None, ge=1, le=10_000)

@@ -26,7 +26,9 @@ class NetworkConfig:
     """Architecture of INet (image MLP) and TNet (text MLP or Deep Averaging Network).
 
     ``image_hidden`` / ``text_hidden`` are the widths of the hidden ReLU layers (their length is
-    the depth); the last layer has ``bits`` tanh outputs (paper §2.3). For ``text_kind='tokens'``
+    the depth); the last layer has ``bits`` tanh outputs (paper §2.3). An empty tuple is the
+    linear option: the net is one Linear layer and tanh on the standardised input (issue 14:
+    the deep path must at least match a linear map). For ``text_kind='tokens'``
     TNet averages word vectors of size ``embed_dim`` (DAN, Iyyer et al. 2015) before its MLP,
     and ``vocab_blocks`` lists the rows added at each vocabulary growth (their sum is the
     vocabulary size); for ``'dense'`` TNet is an MLP over ``text_dim`` features.
@@ -73,7 +75,8 @@ class NetworkConfig:
     def from_json(cls, text: str) -> NetworkConfig:
         raw: dict[str, Any] = json.loads(text)
         for key in ("vocab_blocks", "image_hidden", "text_hidden"):
-            raw[key] = tuple(int(v) for v in raw.get(key, ()))
+            if key in raw:  # absent: the field's default (an absent width list is no linear net)
+                raw[key] = tuple(int(v) for v in raw[key])
         return cls(**raw)
 
 
@@ -188,6 +191,7 @@ class TrainSettings:
     alpha: float = 0.1
     beta: float = 0.5
     train_old_embeddings: bool = True
+    freeze_first_layer: bool = False
     common_loss: CommonLoss = "likelihood"
     seed: int = 0
     device: str = "auto"
