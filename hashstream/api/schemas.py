@@ -72,9 +72,16 @@ class CreateIndex(BaseModel):
     embed_dim: int | None = Field(default=None, ge=1, le=4096)
     epochs: int | None = Field(default=None, ge=1, le=10_000)
     extend_epochs: int | None = Field(default=None, ge=1, le=10_000)
+    distill_weight: float | None = Field(
+        default=None, ge=0, le=1e6, description="cross-modal: weight of the self-taught "
+        "distillation L_d (× its entry mean) when a round extends the model to new classes "
+        "(default per loss: ecmh 300, dhd and idcwh 10)")
+    freeze_first_layer: bool | None = Field(
+        default=None, description="cross-modal: keep the first hidden layer of both nets "
+        "fixed when a round extends the model (default false)")
 
     _CROSS = ("text_kind", "text_dim", "image_hidden", "text_hidden", "embed_dim", "epochs",
-              "extend_epochs", "loss")
+              "extend_epochs", "loss", "distill_weight", "freeze_first_layer")
 
     def method_name(self) -> str | None:
         """The method asked for: ``method``, or "ecmh" for ``kind='cross-modal'``."""

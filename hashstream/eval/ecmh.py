@@ -40,6 +40,7 @@ import numpy as np
 from hashstream.eval.online_hashing import DatasetError
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.ecmh.settings import (
+    DISTILL_WEIGHTS,
     PAD_ID,
     DHDSettings,
     IDCWHSettings,
@@ -142,8 +143,8 @@ class ProtocolConfig:
     new_classes: tuple[int, ...] | None = None  # None: the last ⌈0.3 c⌉ classes
     queries: int | None = None  # without test_idx: this many seeded queries (None: 20 %)
     validation: float | None = None  # this share of the training items as queries instead
-    image_hidden: tuple[int, ...] = (512,)
-    text_hidden: tuple[int, ...] = (512,)
+    image_hidden: tuple[int, ...] = NetworkConfig.image_hidden
+    text_hidden: tuple[int, ...] = NetworkConfig.text_hidden
     embed_dim: int = 256
     database_codes: DatabaseCodes = "unified"
     settings: TrainSettings = field(default_factory=TrainSettings)
@@ -532,16 +533,17 @@ def _loss_note(settings: TrainSettings) -> str:
     if settings.loss == "dhd":
         return ("DHD (L_HP + λ1 L_SdH + λ2 L_bce-Q, proxies shared by INet and TNet, "
                 "feature-space weak/strong views) instead of L_c + L_h; the extension adds "
-                f"ECMH's L_d as an entry mean × {settings.distill_weight}; extension and "
+                f"ECMH's L_d as an entry mean × {settings.l_d_weight:g}; extension and "
                 "fine-tuning continue from the old model's proxies")
     if settings.loss == "idcwh":
         return ("IDCWH (L_clw + γ L_csl + β L_quant, centers shared by INet and TNet, binary "
                 f"centers by {settings.idcwh.center_update!r}) instead of L_c + L_h; the "
-                f"extension adds ECMH's L_d as an entry mean × {settings.distill_weight}; "
+                f"extension adds ECMH's L_d as an entry mean × {settings.l_d_weight:g}; "
                 "extension and fine-tuning continue from the old model's centers")
     return (f"L_c form {settings.common_loss!r} (Eq. 6 as printed collapses; "
-            "'likelihood' is DCMH's negative log-likelihood); λ_d = 1/(M L²), "
-            "λ_c = λ_h = 1/(M² L) as the paper, per mini-batch as unbiased estimates")
+            "'likelihood' is DCMH's negative log-likelihood); λ_c = λ_h = 1/(M² L) as the "
+            "paper, per mini-batch as unbiased estimates; the extension's L_d as an entry "
+            f"mean × {settings.l_d_weight:g} (the paper's λ_d = 1/(M L²) is the weight 1/L)")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -584,9 +586,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--loss", choices=("ecmh", "dhd", "idcwh"), default=d.loss,
                    help="training objective of INet/TNet: ecmh (L_c + L_h, default), dhd "
                    "(Deep Hash Distillation) or idcwh (improved deep classwise hashing)")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
-                   help="with --loss dhd|idcwh: weight of ECMH's L_d (entry mean) in the "
-                   f"extension (default {d.distill_weight})")
+    p.add_argument("--distill-weight", type=float, default=None,
+                   help="weight of ECMH's L_d (× its entry mean) in the extension (default "
+                   + ", ".join(f"{k} {v:g}" for k, v in DISTILL_WEIGHTS.items()) + ")")
     p.add_argument("--dhd-tau", type=float, default=d.dhd.tau,
                    help=f"DHD proxy temperature τ (default {d.dhd.tau})")
     p.add_argument("--idcwh-centers", choices=("sign", "dcc"), default=d.idcwh.center_update,

@@ -21,7 +21,7 @@ from hashstream.solver.ecmh.train import paired_data, train_from_scratch
 from hashstream.solver.metrics import evaluate
 
 Array = np.ndarray[Any, Any]
-FAST = TrainSettings(epochs=15, extend_epochs=6, warmup_epochs=2, batch_size=40, seed=0,
+FAST = TrainSettings(epochs=15, extend_epochs=6, warmup_epochs=2, batch_size=40, lr=3e-3, seed=0,
                      device="cpu")
 
 
@@ -150,3 +150,52 @@ def test_distillation_weight_scales_ecmh_l_d() -> None:
         return float(((a * (result.core.f - result.f_old)) ** 2).sum() / a.sum())
 
     assert drift(strong) < 0.5 * drift(weak)
+
+
+# --- old-code retrieval after an extension, with the defaults ------------------------------
+
+
+def overlapping_pairs(seed: int, classes: tuple[int, ...], n: int
+                      ) -> tuple[Array, Array, Array]:
+    """16-d images and 8-d texts around unit-normal class means with noise 1.5 (classes
+    overlap: mAP ≈ 0.8, so codes that drift show up in retrieval); one label each of 6."""
+    rng = np.random.default_rng(seed)
+    means = np.random.default_rng(99)
+    img_means, txt_means = means.standard_normal((6, 16)), means.standard_normal((6, 8))
+    y = rng.choice(np.asarray(classes), n)
+    return ((img_means[y] + 1.5 * rng.standard_normal((n, 16))).astype(np.float32),
+            (txt_means[y] + 1.5 * rng.standard_normal((n, 8))).astype(np.float32),
+            np.eye(6, dtype=np.uint8)[y])
+
+
+def old_code_ratios(settings: TrainSettings, hidden: tuple[int, ...]) -> tuple[float, float]:
+    """(I→T, T→I) mAP of old-class queries encoded by the extended model against the old
+    items' codes from the old model, divided by the old model's own (paper §3.4 'old codes')."""
+    from hashstream.solver.ecmh.networks import encode_pairs
+
+    config = NetworkConfig(bits=16, image_dim=16, text_dim=8, image_hidden=hidden,
+                           text_hidden=hidden)
+    old_items = overlapping_pairs(1, (0, 1, 2, 3), 300)
+    old = train_from_scratch(config, *old_items, settings).model
+    new = paired_data(config, *overlapping_pairs(101, (4, 5), 150), old.device)
+    extended = extend(old, new, settings).model
+    q_image, q_text, q_labels = overlapping_pairs(201, (0, 1, 2, 3), 200)
+    database = encode_pairs(old, old_items[0], old_items[1])["pairs"]
+    maps = []
+    for model in (old, extended):
+        codes = encode_pairs(model, q_image, q_text)
+        maps.append([evaluate(codes[side], q_labels, database, old_items[2]).map
+                     for side in ("image", "text")])
+    assert min(maps[0]) > 0.6  # the old model retrieves: a drop has room to show
+    return maps[1][0] / maps[0][0], maps[1][1] / maps[0][1]
+
+
+def test_old_code_retrieval_holds_within_two_percent() -> None:
+    """With the defaults an extension keeps old-code retrieval within 2 % (relative) in both
+    directions; the earlier defaults (the paper's λ_d = weight 1/L, Adam 3e-3 on batches of
+    500, 512 hidden units) lose 20–30 % here, so the bound can fail."""
+    i2t, t2i = old_code_ratios(TrainSettings(device="cpu"), NetworkConfig.image_hidden)
+    assert i2t >= 0.98 and t2i >= 0.98, (i2t, t2i)
+    before = TrainSettings(device="cpu", lr=3e-3, batch_size=500, distill_weight=1 / 16)
+    i2t_before, t2i_before = old_code_ratios(before, (512,))
+    assert i2t_before < 0.98 and t2i_before < 0.98, (i2t_before, t2i_before)

@@ -164,7 +164,7 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     the first (hidden) layer of INet and of TNet's head fixed; parameters outside the
     optimisers keep their exact values. The objective is logged before training, every
     ``log_every`` epochs and after the last. L_d (when ``f_old``/``g_old`` are given) is
-    weighted as ``settings.distill_weight`` × its entry mean, whatever the objective.
+    weighted as ``settings.l_d_weight`` × its entry mean, whatever the objective.
 
     With ``settings.loss`` 'dhd' or 'idcwh' each batch step minimises that objective instead
     of L_c + L_h (plus the weighted L_d); ``head`` (copied, never changed) carries the
@@ -187,7 +187,7 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     text_opt = _optimizer(model.text_parameters(text_scope, freeze_first_layer), settings)
     # L_d as ``distill_weight`` × the entry mean of A_α ∘ (F − F_{n|θo})²; distillation_loss
     # is that mean / L (the paper's λ_d = 1/(m L²)), hence the factor L.
-    distill_scale = settings.distill_weight * bits
+    distill_scale = settings.l_d_weight * bits
     head_opt = _optimizer(head.parameters(), settings) if head is not None else None
     f = image_representations(model, data.image)
     g = text_representations(model, data.text)
