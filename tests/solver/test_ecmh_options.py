@@ -21,8 +21,8 @@ from hashstream.solver.ecmh.train import paired_data, train_from_scratch
 from hashstream.solver.metrics import evaluate
 
 Array = np.ndarray[Any, Any]
-FAST = TrainSettings(epochs=15, extend_epochs=6, warmup_epochs=2, batch_size=40, lr=3e-3, seed=0,
-                     device="cpu")
+FAST = TrainSettings(epochs=15, extend_epochs=6, warmup_epochs=2, batch_size=40, seed=0,
+                     lr=3e-3, device="cpu")  # a small budget: a large step
 
 
 def pairs(seed: int, classes: tuple[int, ...], n: int = 160, tokens: bool = False
