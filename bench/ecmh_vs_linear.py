@@ -10,7 +10,8 @@ earlier defaults ("before": Adam 3e-3 on batches of 500, 512 hidden units, the p
 linear → centers baseline fitted on all training items. Columns: all-tasks mAP (T→I / I→T and
 their mean) and old-code retrieval relative to each run's own old model (paper §3.4: old-class
 queries encoded by the extended model against the old items' codes from the old model).
-Fine-tuning and joint retraining are left out (``hashstream ecmh-eval`` has them).
+Fine-tuning and joint retraining are left out (``hashstream ecmh-eval`` has them). ``--loss
+dhd|idcwh`` compares the same for the other objectives (before: their L_d weight 10).
 """
 
 from __future__ import annotations
@@ -35,25 +36,26 @@ from hashstream.eval.ecmh import (
     load_cross_modal,
     train_old_model,
 )
-from hashstream.solver.ecmh.settings import TrainSettings
+from hashstream.solver.ecmh.settings import Objective, TrainSettings
 
 
-def before(seed: int, bits: int) -> tuple[TrainSettings, tuple[int, ...]]:
-    """The defaults before issue 14 item 5, and their hidden widths."""
-    return TrainSettings(seed=seed, device="cpu", lr=3e-3, batch_size=500,
-                         distill_weight=1.0 / bits), (512,)
+def before(seed: int, bits: int, loss: Objective) -> tuple[TrainSettings, tuple[int, ...]]:
+    """The defaults before issue 14 item 5, and their hidden widths (L_d: the paper's λ_d
+    for ECMH's loss, issue 7's weight 10 for DHD/IDCWH)."""
+    return TrainSettings(seed=seed, device="cpu", lr=3e-3, batch_size=500, loss=loss,
+                         distill_weight=1.0 / bits if loss == "ecmh" else 10.0), (512,)
 
 
-def after(seed: int, bits: int) -> tuple[TrainSettings, tuple[int, ...]]:
+def after(seed: int, bits: int, loss: Objective) -> tuple[TrainSettings, tuple[int, ...]]:
     """The current defaults."""
-    return TrainSettings(seed=seed, device="cpu"), ProtocolConfig().image_hidden
+    return TrainSettings(seed=seed, device="cpu", loss=loss), ProtocolConfig().image_hidden
 
 
-def one_run(data: CrossModalData, bits: int, seed: int, validation: float | None
-            ) -> dict[str, Any]:
+def one_run(data: CrossModalData, bits: int, seed: int, validation: float | None,
+            loss: Objective = "ecmh") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, make in (("before", before), ("after", after)):
-        settings, hidden = make(seed, bits)
+        settings, hidden = make(seed, bits, loss)
         config = ProtocolConfig(bits=bits, new_classes=NEW_CLASSES, image_hidden=hidden,
                                 text_hidden=hidden, settings=settings, validation=validation,
                                 log_every=10**6)
@@ -106,6 +108,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--validation", type=float, default=None,
                     help="score on this share of held-out training items instead")
+    ap.add_argument("--loss", choices=("ecmh", "dhd", "idcwh"), default="ecmh",
+                    help="objective of INet/TNet in both runs (default ecmh)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default="bench/out/ecmh_vs_linear.md")
     args = ap.parse_args()
@@ -117,7 +121,7 @@ def main() -> None:
     results: dict[tuple[int, int], dict[str, Any]] = {}
     for bits in args.bits:
         for seed in args.seeds:
-            results[(bits, seed)] = one_run(data, bits, seed, args.validation)
+            results[(bits, seed)] = one_run(data, bits, seed, args.validation, args.loss)
             r = results[(bits, seed)]
             print(f"{bits} bits seed {seed}: before {r['before']['seconds']:.0f}s, after "
                   f"{r['after']['seconds']:.0f}s", file=sys.stderr, flush=True)
@@ -125,7 +129,8 @@ def main() -> None:
                 {f"{b}_{s}": v for (b, s), v in results.items()}, indent=1))
     split = ("validation: 20 % of the training items held out as queries"
              if args.validation else "evaluation queries (test_idx), database = train_idx")
-    text = [f"Wiki, new classes {list(NEW_CLASSES)}, {split}; mAP@all, T→I = text queries, "
+    text = [f"Wiki, new classes {list(NEW_CLASSES)}, {split}, loss {args.loss}; mAP@all, "
+            "T→I = text queries, "
             "I→T = image queries; old codes relative to each run's own old model.", "",
             table(results), "",
             f"total bench time {time.perf_counter() - started:.0f}s, torch threads "
