@@ -44,7 +44,12 @@ from hashstream.solver.ecmh.idcwh import (
     dcc_centers,
     estimate_centers,
 )
-from hashstream.solver.ecmh.settings import DHDSettings, IDCWHSettings, TrainSettings
+from hashstream.solver.ecmh.settings import (
+    DISTILL_WEIGHTS,
+    DHDSettings,
+    IDCWHSettings,
+    TrainSettings,
+)
 from hashstream.solver.ecmh.train import paired_data, train_from_scratch
 
 NAMES = {"old_model": "Old model", "fine_tuning": "Fine-tuning", "ecmh": "ECMH extension",
@@ -232,7 +237,7 @@ def main() -> None:
             t0 = time.perf_counter()
             config = replace(base, bits=32, settings=replace(base.settings, loss=name))
             sweeps[name] = weight_sweep(data, config, args.sweep)
-            default = str(base.settings.distill_weight)
+            default = str(config.settings.l_d_weight)
             sweeps[name]["weights"][default] = {
                 row: results[(32, name)]["ecmh"][row]
                 for row in ("old_codes", "old_tasks", "new_tasks", "all_tasks")}
@@ -261,7 +266,7 @@ def main() -> None:
                                              [*LOSSES, *EXTRA_32]}), ""]
     text += ["All bit lengths:", "", summary_table(results)]
     if sweeps:
-        text += ["", f"32-bit extension, L_d weight (default {base.settings.distill_weight:g}; "
+        text += ["", f"32-bit extension, L_d weight (default {DISTILL_WEIGHTS['dhd']:g}; "
                  "old model identical):", "", sweep_table(sweeps)]
         if "centers" in sweeps.get("idcwh", {}):
             c = sweeps["idcwh"]["centers"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +14,9 @@ from hashstream.service.registry import (
     QueryEncoder,
     TermScaling,
 )
+
+Width = Annotated[int, Field(ge=1, le=16_384)]
+"""A hidden-layer width of a cross-modal network."""
 
 
 class CreateIndex(BaseModel):
@@ -75,14 +78,25 @@ class CreateIndex(BaseModel):
     text_kind: Literal["dense", "tokens"] = "dense"
     text_dim: int | None = Field(default=None, ge=1, le=1_000_000,
                                  description="dense text feature dimension (cross-modal)")
-    image_hidden: list[int] | None = Field(default=None, max_length=8)
-    text_hidden: list[int] | None = Field(default=None, max_length=8)
+    image_hidden: list[Width] | None = Field(
+        default=None, max_length=8, description="cross-modal: hidden-layer widths of INet; "
+        "[] makes it linear (one Linear layer and tanh)")
+    text_hidden: list[Width] | None = Field(
+        default=None, max_length=8, description="cross-modal: hidden-layer widths of TNet's "
+        "head; [] makes it linear")
     embed_dim: int | None = Field(default=None, ge=1, le=4096)
     epochs: int | None = Field(default=None, ge=1, le=10_000)
     extend_epochs: int | None = Field(default=None, ge=1, le=10_000)
+    distill_weight: float | None = Field(
+        default=None, ge=0, le=1e6, description="cross-modal: weight of the self-taught "
+        "distillation L_d (× its entry mean) when a round extends the model to new classes "
+        "(default per loss: ecmh 300, dhd and idcwh 10)")
+    freeze_first_layer: bool | None = Field(
+        default=None, description="cross-modal: keep the first hidden layer of both nets "
+        "fixed when a round extends the model (default false)")
 
     _CROSS = ("text_kind", "text_dim", "image_hidden", "text_hidden", "embed_dim", "epochs",
-              "extend_epochs", "loss")
+              "extend_epochs", "loss", "distill_weight", "freeze_first_layer")
 
     def method_name(self) -> str | None:
         """The method asked for: ``method``, or "ecmh" for ``kind='cross-modal'``."""

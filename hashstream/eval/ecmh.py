@@ -40,6 +40,7 @@ import numpy as np
 from hashstream.eval.online_hashing import DatasetError
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.ecmh.settings import (
+    DISTILL_WEIGHTS,
     PAD_ID,
     DHDSettings,
     IDCWHSettings,
@@ -58,8 +59,9 @@ from hashstream.solver.linear_baseline import (
 from hashstream.solver.metrics import evaluate
 
 if TYPE_CHECKING:  # PyTorch loads only when a run starts, not when the CLI is built
+    from hashstream.solver.ecmh.extend import ExtensionResult
     from hashstream.solver.ecmh.networks import ECMHModel
-    from hashstream.solver.ecmh.train import EpochCallback
+    from hashstream.solver.ecmh.train import CoreResult, EpochCallback
 
 Array = np.ndarray[Any, Any]
 TextInput = Literal["auto", "dense", "tokens"]
@@ -140,8 +142,9 @@ class ProtocolConfig:
     bits: int = 32
     new_classes: tuple[int, ...] | None = None  # None: the last ⌈0.3 c⌉ classes
     queries: int | None = None  # without test_idx: this many seeded queries (None: 20 %)
-    image_hidden: tuple[int, ...] = (512,)
-    text_hidden: tuple[int, ...] = (512,)
+    validation: float | None = None  # this share of the training items as queries instead
+    image_hidden: tuple[int, ...] = NetworkConfig.image_hidden
+    text_hidden: tuple[int, ...] = NetworkConfig.text_hidden
     embed_dim: int = 256
     database_codes: DatabaseCodes = "unified"
     settings: TrainSettings = field(default_factory=TrainSettings)
@@ -158,7 +161,12 @@ class Split:
 
 def split_items(data: CrossModalData, config: ProtocolConfig) -> Split:
     """Queries (``test_idx``, else a seeded sample), database (``train_idx``, else the rest)
-    and which items are new (any label among the new classes)."""
+    and which items are new (any label among the new classes).
+
+    With ``config.validation`` = v the evaluation queries are set aside unseen: a seeded share
+    v of the training items (the database above) becomes the queries and the rest the
+    database, so settings can be chosen without looking at the evaluation queries.
+    """
     n, c = data.labels.shape
     new = config.new_classes
     if new is None:
@@ -180,6 +188,15 @@ def split_items(data: CrossModalData, config: ProtocolConfig) -> Split:
         database = np.setdiff1d(np.unique(data.train_idx), queries)
     else:
         database = np.setdiff1d(np.arange(n), queries)
+    if config.validation is not None:
+        if not 0 < config.validation < 1:
+            raise DatasetError(f"--validation {config.validation} must be between 0 and 1")
+        size = int(round(config.validation * database.size))
+        if not 0 < size < database.size:
+            raise DatasetError(f"--validation {config.validation} leaves no validation "
+                               f"queries or no database among {database.size} training items")
+        held = np.random.default_rng([config.settings.seed, 4343]).permutation(database)
+        queries, database = np.sort(held[:size]), np.sort(held[size:])
     is_new: Array = np.asarray(data.labels[:, list(new)].any(axis=1), dtype=bool)
     for name, idx in (("old-class database", database[~is_new[database]]),
                       ("new-class database", database[is_new[database]]),
@@ -292,55 +309,111 @@ def _history_tail(history: list[dict[str, float]]) -> dict[str, Any]:
     return {"first": history[0], "last": history[-1]}
 
 
+@dataclass(frozen=True)
+class OldModelRun:
+    """The split and the old model: trained on the old-class database items, with their
+    codes (never rewritten) and its own old-codes row (the reference of forward
+    compatibility)."""
+
+    split: Split
+    old_train: Array
+    new_train: Array
+    core: CoreResult
+    old_db: Codes
+    old_codes: dict[str, float]
+
+    @property
+    def database(self) -> Array:
+        """The database items in the order their codes are concatenated: old, then new."""
+        return np.concatenate([self.old_train, self.new_train])
+
+
+def _stage_progress(progress: ProgressFactory | None) -> Callable[[str, int],
+                                                                   EpochCallback | None]:
+    def cb(desc: str, epochs: int) -> EpochCallback | None:
+        return progress(desc, epochs) if progress is not None and epochs > 0 else None
+
+    return cb
+
+
+def train_old_model(data: CrossModalData, config: ProtocolConfig,
+                    progress: ProgressFactory | None = None) -> OldModelRun:
+    """Split the items and train the old model on the old-class database items."""
+    from hashstream.solver.ecmh.networks import resolve_device
+    from hashstream.solver.ecmh.train import train_from_scratch
+
+    settings = config.settings
+    sp = split_items(data, config)
+    old_train = sp.database[~sp.is_new[sp.database]]
+    new_train = sp.database[sp.is_new[sp.database]]
+    lab = data.labels
+    old = train_from_scratch(_network_config(data, config, old_train), data.image[old_train],
+                             data.text[old_train], lab[old_train], settings,
+                             device=resolve_device(settings.device),
+                             log_every=config.log_every,
+                             on_epoch=_stage_progress(progress)(
+                                 f"old model {config.bits} bits", settings.epochs))
+    old_db = encode_items(old.model, data, old_train)
+    q, q_new = sp.queries, sp.is_new[sp.queries]
+    old_q = encode_items(old.model, data, q)
+    ref = _score(old_q.take(~q_new), lab[q][~q_new], old_db, lab[old_train],
+                 config.database_codes)
+    return OldModelRun(sp, old_train, new_train, old, old_db, ref)
+
+
+def extension_rows(data: CrossModalData, config: ProtocolConfig, old: OldModelRun,
+                   settings: TrainSettings | None = None,
+                   progress: ProgressFactory | None = None
+                   ) -> tuple[dict[str, dict[str, float]], ExtensionResult]:
+    """ECMH's extension (Algorithm 2) of the old model to the new-class database items with
+    ``settings`` (default ``config.settings``), and its Table 1 rows; old items keep the old
+    model's codes."""
+    from hashstream.solver.ecmh.extend import extend
+    from hashstream.solver.ecmh.train import paired_data
+
+    settings = settings or config.settings
+    lab, model, new_train = data.labels, old.core.model, old.new_train
+    cb = _stage_progress(progress)
+    new_pairs = paired_data(model.config, data.image[new_train], data.text[new_train],
+                            lab[new_train], model.device)
+    stage_cbs = {"extend": cb("ecmh stage 3 (extend)", settings.extend_epochs)}
+    if data.text_kind == "tokens":  # dense text has no vocabulary: stage 1 is skipped
+        stage_cbs["warmup"] = cb("ecmh stage 1 (warm-up)", settings.warmup_epochs)
+    ext = extend(model, new_pairs, settings, log_every=config.log_every,
+                 on_epoch={k: v for k, v in stage_cbs.items() if v is not None},
+                 head=old.core.head)
+    q = old.split.queries
+    db = Codes.concat([old.old_db, encode_items(ext.model, data, new_train)])
+    rows = _table_rows(encode_items(ext.model, data, q), lab[q], old.split.is_new[q],
+                       old.old_db, lab[old.old_train], db, lab[old.database],
+                       config.database_codes)
+    return rows, ext
+
+
 def run_protocol(data: CrossModalData, config: ProtocolConfig,
                  progress: ProgressFactory | None = None) -> dict[str, Any]:
     """Train the old model, extend it three ways, and score the Table 1 rows; returns the
     JSON-ready result."""
     import torch
 
-    from hashstream.solver.ecmh.extend import extend, fine_tune
-    from hashstream.solver.ecmh.networks import resolve_device
+    from hashstream.solver.ecmh.extend import fine_tune
     from hashstream.solver.ecmh.train import paired_data, train_from_scratch
 
     settings = config.settings
-    device = resolve_device(settings.device)
-    sp = split_items(data, config)
-    old_train = sp.database[~sp.is_new[sp.database]]
-    new_train = sp.database[sp.is_new[sp.database]]
-    lab = data.labels
-
-    def cb(desc: str, epochs: int) -> EpochCallback | None:
-        return progress(desc, epochs) if progress is not None and epochs > 0 else None
-
-    net_old = _network_config(data, config, old_train)
-    old = train_from_scratch(net_old, data.image[old_train], data.text[old_train],
-                             lab[old_train], settings, device=device,
-                             log_every=config.log_every,
-                             on_epoch=cb(f"old model {config.bits} bits", settings.epochs))
-    old_model = old.model
-    old_db = encode_items(old_model, data, old_train)  # never rewritten below
-
+    cb = _stage_progress(progress)
+    run = train_old_model(data, config, progress)
+    sp, old_train, new_train, old, old_db = (run.split, run.old_train, run.new_train,
+                                             run.core, run.old_db)
+    old_model, device, lab = old.model, old.model.device, data.labels
     q = sp.queries
     q_new = sp.is_new[q]
-    db_labels = np.concatenate([lab[old_train], lab[new_train]])
+    db_labels = lab[run.database]
     mode = config.database_codes
-    result: dict[str, Any] = {}
-    old_q = encode_items(old_model, data, q)
-    result["old_model"] = {"old_codes": _score(old_q.take(~q_new), lab[q][~q_new], old_db,
-                                               lab[old_train], mode)}
+    result: dict[str, Any] = {"old_model": {"old_codes": run.old_codes}}
 
+    result["ecmh"], ext = extension_rows(data, config, run, progress=progress)
     new_pairs = paired_data(old_model.config, data.image[new_train], data.text[new_train],
                             lab[new_train], device)
-    stage_cbs = {"extend": cb("ecmh stage 3 (extend)", settings.extend_epochs)}
-    if data.text_kind == "tokens":  # dense text has no vocabulary: stage 1 is skipped
-        stage_cbs["warmup"] = cb("ecmh stage 1 (warm-up)", settings.warmup_epochs)
-    ext = extend(old_model, new_pairs, settings, log_every=config.log_every,
-                 on_epoch={k: v for k, v in stage_cbs.items() if v is not None},
-                 head=old.head)
-    ecmh_db = Codes.concat([old_db, encode_items(ext.model, data, new_train)])
-    result["ecmh"] = _table_rows(encode_items(ext.model, data, q), lab[q], q_new, old_db,
-                                 lab[old_train], ecmh_db, db_labels, mode)
-
     ft = fine_tune(old_model, new_pairs, settings, log_every=config.log_every,
                    on_epoch=cb("fine-tuning", settings.extend_epochs), head=old.head)
     ft_db = Codes.concat([old_db, encode_items(ft.model, data, new_train)])
@@ -404,7 +477,8 @@ def run_protocol(data: CrossModalData, config: ProtocolConfig,
     result["config"] = {"bits": config.bits, "image_hidden": list(config.image_hidden),
                         "text_hidden": list(config.text_hidden), "embed_dim": config.embed_dim,
                         "text_kind": data.text_kind, "database_codes": mode,
-                        "device": device.type, "threads": torch.get_num_threads(),
+                        "validation": config.validation, "device": device.type,
+                        "threads": torch.get_num_threads(),
                         **settings.as_dict()}
     result["protocol"] = _protocol(data, config, sp)
     return result
@@ -416,12 +490,19 @@ def _protocol(data: CrossModalData, config: ProtocolConfig, sp: Split) -> dict[s
                 if config.database_codes == "unified" else
                 "cross: i2t against the database's TNet codes sign(G), t2i against its INet "
                 "codes sign(F)")
-    return {
-        "split": ("queries = test_idx" if data.test_idx is not None else
+    if config.validation is not None:
+        split = (f"validation: queries = {sp.queries.size} training items held out with the "
+                 f"seed ({config.validation:g} of them), database = the other training items; "
+                 "the evaluation queries are not used")
+    else:
+        split = (("queries = test_idx" if data.test_idx is not None else
                   f"queries = {sp.queries.size} items sampled with the seed")
-        + "; database = " + ("train_idx" if data.train_idx is not None else "the other items")
-        + " (the paper draws its database from held-out data; here, as usual for Wiki, the "
-        "database is the training items)",
+                 + "; database = " + ("train_idx" if data.train_idx is not None
+                                      else "the other items")
+                 + " (the paper draws its database from held-out data; here, as usual for "
+                 "Wiki, the database is the training items)")
+    return {
+        "split": split,
         "new_items": f"an item is new when it has any of classes {list(sp.new_classes)}; the "
         "old model is trained on the old-class database items only",
         "database_codes": db_codes,
@@ -452,21 +533,23 @@ def _loss_note(settings: TrainSettings) -> str:
     if settings.loss == "dhd":
         return ("DHD (L_HP + λ1 L_SdH + λ2 L_bce-Q, proxies shared by INet and TNet, "
                 "feature-space weak/strong views) instead of L_c + L_h; the extension adds "
-                f"ECMH's L_d as an entry mean × {settings.distill_weight}; extension and "
+                f"ECMH's L_d as an entry mean × {settings.l_d_weight:g}; extension and "
                 "fine-tuning continue from the old model's proxies")
     if settings.loss == "idcwh":
         return ("IDCWH (L_clw + γ L_csl + β L_quant, centers shared by INet and TNet, binary "
                 f"centers by {settings.idcwh.center_update!r}) instead of L_c + L_h; the "
-                f"extension adds ECMH's L_d as an entry mean × {settings.distill_weight}; "
+                f"extension adds ECMH's L_d as an entry mean × {settings.l_d_weight:g}; "
                 "extension and fine-tuning continue from the old model's centers")
     return (f"L_c form {settings.common_loss!r} (Eq. 6 as printed collapses; "
-            "'likelihood' is DCMH's negative log-likelihood); λ_d = 1/(M L²), "
-            "λ_c = λ_h = 1/(M² L) as the paper, per mini-batch as unbiased estimates")
+            "'likelihood' is DCMH's negative log-likelihood); λ_c = λ_h = 1/(M² L) as the "
+            "paper, per mini-batch as unbiased estimates; the extension's L_d as an entry "
+            f"mean × {settings.l_d_weight:g} (the paper's λ_d = 1/(M L²) is the weight 1/L)")
 
 
 def add_parser(subparsers: Any) -> None:
     """Register ``ecmh-eval`` and its flags on a ``argparse`` sub-parser collection."""
     d = TrainSettings()
+    w = ProtocolConfig().image_hidden
     p = subparsers.add_parser(
         "ecmh-eval", help="run the ECMH extension protocol (paper Table 1) on an .npz",
         description="Train ECMH on the old classes, extend it to the new classes (ECMH, "
@@ -503,9 +586,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--loss", choices=("ecmh", "dhd", "idcwh"), default=d.loss,
                    help="training objective of INet/TNet: ecmh (L_c + L_h, default), dhd "
                    "(Deep Hash Distillation) or idcwh (improved deep classwise hashing)")
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
-                   help="with --loss dhd|idcwh: weight of ECMH's L_d (entry mean) in the "
-                   f"extension (default {d.distill_weight})")
+    p.add_argument("--distill-weight", type=float, default=None,
+                   help="weight of ECMH's L_d (× its entry mean) in the extension (default "
+                   + ", ".join(f"{k} {v:g}" for k, v in DISTILL_WEIGHTS.items()) + ")")
     p.add_argument("--dhd-tau", type=float, default=d.dhd.tau,
                    help=f"DHD proxy temperature τ (default {d.dhd.tau})")
     p.add_argument("--idcwh-centers", choices=("sign", "dcc"), default=d.idcwh.center_update,
@@ -513,8 +596,20 @@ def add_parser(subparsers: Any) -> None:
                    "SDOH-HC's discrete center step")
     p.add_argument("--freeze-old-embeddings", action="store_true",
                    help="stage 3 keeps the old word vectors fixed")
-    p.add_argument("--hidden", type=int, nargs="*", default=[512],
-                   help="hidden widths of INet and TNet (default 512; none for linear heads)")
+    p.add_argument("--freeze-first-layer", action=argparse.BooleanOptionalAction,
+                   default=d.freeze_first_layer,
+                   help="stage 3 keeps the first hidden layer of INet and TNet fixed "
+                   f"(default {'on' if d.freeze_first_layer else 'off'})")
+    p.add_argument("--hidden", type=int, nargs="*", default=list(w),
+                   help=f"hidden widths of INet and TNet (default {' '.join(map(str, w))}; "
+                   "give none for linear nets)")
+    p.add_argument("--image-hidden", type=int, nargs="*", default=None,
+                   help="INet's hidden widths, overriding --hidden (none: linear INet)")
+    p.add_argument("--text-hidden", type=int, nargs="*", default=None,
+                   help="TNet's hidden widths, overriding --hidden (none: linear TNet head)")
+    p.add_argument("--validation", type=float, default=None, metavar="SHARE",
+                   help="score on this share of the training items, held out (e.g. 0.2), "
+                   "instead of the evaluation queries: for choosing settings")
     p.add_argument("--embed-dim", type=int, default=256, help="DAN word-vector size")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=d.device)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -534,6 +629,7 @@ def config_from_args(args: argparse.Namespace) -> ProtocolConfig:
                              optimizer=args.optimizer, lr=args.lr, alpha=args.alpha,
                              beta=args.beta, common_loss=args.common_loss,
                              train_old_embeddings=not args.freeze_old_embeddings,
+                             freeze_first_layer=args.freeze_first_layer,
                              seed=args.seed, device=args.device, loss=args.loss,
                              distill_weight=args.distill_weight,
                              dhd=replace(DHDSettings(), tau=args.dhd_tau),
@@ -541,8 +637,15 @@ def config_from_args(args: argparse.Namespace) -> ProtocolConfig:
     if args.bits < 1:
         raise ValueError("--bits must be positive")
     hidden = tuple(args.hidden)
+    image_hidden = hidden if args.image_hidden is None else tuple(args.image_hidden)
+    text_hidden = hidden if args.text_hidden is None else tuple(args.text_hidden)
+    if any(width < 1 for width in (*image_hidden, *text_hidden)):
+        raise ValueError("hidden widths must be positive")
+    if args.validation is not None and not 0 < args.validation < 1:
+        raise ValueError("--validation must be between 0 and 1")
     return ProtocolConfig(bits=args.bits, new_classes=new, queries=args.queries,
-                          image_hidden=hidden, text_hidden=hidden, embed_dim=args.embed_dim,
+                          validation=args.validation, image_hidden=image_hidden,
+                          text_hidden=text_hidden, embed_dim=args.embed_dim,
                           database_codes=args.database_codes, settings=settings)
 
 

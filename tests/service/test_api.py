@@ -534,6 +534,14 @@ CREATE_CASES = [
     ("query-steps-negative", {"name": "ok-name", "dim": 4, "query_steps": -1}, 422,
      "query_steps"),
     ("unknown-field", {"name": "ok-name", "dim": 4, "colour": "red"}, 422, "colour"),
+    ("width-zero", {"name": "ok-name", "dim": 4, "kind": "cross-modal", "text_dim": 3,
+                    "image_hidden": [8, 0]}, 422, "image_hidden.1"),
+    ("width-text", {"name": "ok-name", "dim": 4, "kind": "cross-modal", "text_dim": 3,
+                    "text_hidden": ["wide"]}, 422, "text_hidden.0"),
+    ("distill-negative", {"name": "ok-name", "dim": 4, "kind": "cross-modal", "text_dim": 3,
+                          "distill_weight": -1}, 422, "distill_weight"),
+    ("freeze-on-sdoh", {"name": "ok-name", "dim": 4, "freeze_first_layer": True}, 422,
+     "freeze_first_layer"),
 ]
 
 

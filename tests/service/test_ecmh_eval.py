@@ -115,3 +115,45 @@ def test_loader_checks_arrays(tmp_path: Path) -> None:
     np.savez(path, **arrays)
     with pytest.raises(DatasetError, match="integer"):
         ecmh_eval.load_cross_modal(path)
+
+
+def test_validation_split_never_touches_the_evaluation_queries(tmp_path: Path) -> None:
+    arrays = _arrays()
+    data = ecmh_eval.CrossModalData(arrays["features"], arrays["text"], "dense",
+                                    arrays["labels"], arrays["train_idx"], arrays["test_idx"])
+    plain = ecmh_eval.split_items(data, ecmh_eval.ProtocolConfig(new_classes=(3, 4)))
+    held = ecmh_eval.split_items(data, ecmh_eval.ProtocolConfig(new_classes=(3, 4),
+                                                                validation=0.25))
+    assert np.array_equal(plain.queries, arrays["test_idx"])
+    assert not set(held.queries) & set(arrays["test_idx"])
+    assert not set(held.database) & set(arrays["test_idx"])
+    assert not set(held.queries) & set(held.database)
+    assert np.array_equal(np.sort(np.concatenate([held.queries, held.database])),
+                          arrays["train_idx"])
+    assert held.queries.size == round(0.25 * arrays["train_idx"].size)
+
+    # through the CLI: linear nets (no widths) on the validation split
+    path, out = tmp_path / "data.npz", tmp_path / "out.json"
+    np.savez(path, **arrays)
+    assert _run(path, out, "--validation", "0.25", "--image-hidden", "--text-hidden",
+                "--freeze-first-layer") == 0
+    result = json.loads(out.read_text())
+    _check_result(result)
+    counts = result["counts"]
+    assert counts["old_queries"] + counts["new_queries"] == held.queries.size
+    assert counts["old_train"] + counts["new_train"] == held.database.size
+    assert result["config"]["image_hidden"] == [] == result["config"]["text_hidden"]
+    assert result["config"]["validation"] == 0.25 and result["config"]["freeze_first_layer"]
+    assert result["protocol"]["split"].startswith("validation")
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--validation", "1.5"], "--validation"),
+    (["--image-hidden", "0"], "widths"),
+], ids=["validation", "width"])
+def test_bad_protocol_flags_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                   flags: list[str], message: str) -> None:
+    path = tmp_path / "data.npz"
+    np.savez(path, **_arrays())
+    assert _run(path, tmp_path / "out.json", *flags) == 2
+    assert message in capsys.readouterr().err

@@ -102,6 +102,7 @@ def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
     scope = "all" if settings.train_old_embeddings else "all_but_old_embeddings"
     core = core_algorithm(grown, data, settings, epochs=settings.extend_epochs,
                           agreement=agreement, f_old=f_old, g_old=g_old, text_scope=scope,
+                          freeze_first_layer=settings.freeze_first_layer,
                           seed=settings.seed + 3, log_every=log_every,
                           on_epoch=callbacks.get("extend"), head=head)
     seconds["extend"] = core.seconds

@@ -72,10 +72,12 @@ def hash_loss(rep: Tensor, codes: Tensor, agreement: Tensor, beta: float,
 @torch.no_grad()
 def objective(f: Tensor, g: Tensor, labels: Tensor, codes: Tensor, agreement: Tensor,
               f_old: Tensor | None, g_old: Tensor | None, beta: float,
-              form: CommonLoss = "likelihood", block: int = 2048) -> dict[str, float]:
+              form: CommonLoss = "likelihood", block: int = 2048,
+              distill_scale: float = 1.0) -> dict[str, float]:
     """The full-set objective of Eq. 1, L = L_d + L_c + L_h, for logging and tests.
 
-    L_d is 0 without old representations (training from scratch, A_α = 0). L_c uses
+    L_d is 0 without old representations (training from scratch, A_α = 0) and multiplied by
+    ``distill_scale`` (1: the paper's λ_d; training uses ``distill_weight`` × L). L_c uses
     Δ = ((1 − A_α) ∘ F) Gᵀ as Eq. 5 writes it; rows are taken ``block`` at a time so the
     M × M matrices Δ and S never exist whole.
     """
@@ -84,8 +86,8 @@ def objective(f: Tensor, g: Tensor, labels: Tensor, codes: Tensor, agreement: Te
         return {"distillation": 0.0, "common": 0.0, "hash": 0.0, "total": 0.0}
     l_d = 0.0
     if f_old is not None and g_old is not None:
-        l_d = float(distillation_loss(f, f_old, agreement) + distillation_loss(g, g_old,
-                                                                                agreement))
+        l_d = distill_scale * float(distillation_loss(f, f_old, agreement)
+                                    + distillation_loss(g, g_old, agreement))
     l_c = 0.0
     for i in range(0, n, block):
         rows = slice(i, min(i + block, n))

@@ -64,6 +64,15 @@ class MLPHead(nn.Module):
         out: Tensor = self.layers((x - self.mean) * self.scale)
         return torch.tanh(out)
 
+    def trainable(self, freeze_first_layer: bool = False) -> Iterator[nn.Parameter]:
+        """The head's parameters, without the first Linear layer's when ``freeze_first_layer``
+        and the head has a hidden layer (a linear head's one layer always trains)."""
+        linears = [m for m in self.layers if isinstance(m, nn.Linear)]
+        frozen = linears[0] if freeze_first_layer and len(linears) > 1 else None
+        for layer in linears:
+            if layer is not frozen:
+                yield from layer.parameters()
+
 
 class GrowableEmbedding(nn.Module):
     """Word vectors held as row blocks, one per vocabulary growth; ``forward`` averages them.
@@ -134,19 +143,25 @@ class ECMHModel:
         return ECMHModel(self.config, copy.deepcopy(self.inet), copy.deepcopy(self.tnet),
                          self.device)
 
-    def text_parameters(self, scope: str) -> Iterator[nn.Parameter]:
+    def image_parameters(self, freeze_first_layer: bool = False) -> Iterator[nn.Parameter]:
+        """INet parameters, without its first (hidden) layer when ``freeze_first_layer``."""
+        yield from self.inet.trainable(freeze_first_layer)
+
+    def text_parameters(self, scope: str, freeze_first_layer: bool = False
+                        ) -> Iterator[nn.Parameter]:
         """TNet parameters by scope: 'all', 'new_embeddings' (last vocabulary block only) or
-        'all_but_old_embeddings' (the head and the last block)."""
+        'all_but_old_embeddings' (the head and the last block); ``freeze_first_layer`` leaves
+        out the head's first (hidden) layer."""
         emb = self.tnet.embedding
-        if scope == "all":
-            yield from self.tnet.parameters()
-            return
-        if scope not in ("new_embeddings", "all_but_old_embeddings"):
+        if scope not in ("all", "new_embeddings", "all_but_old_embeddings"):
             raise ValueError(f"unknown parameter scope {scope!r}")
         if emb is not None:
-            yield emb.blocks[len(emb.blocks) - 1]
-        if scope == "all_but_old_embeddings":
-            yield from self.tnet.head.parameters()
+            if scope == "all":
+                yield from emb.blocks
+            else:
+                yield emb.blocks[len(emb.blocks) - 1]
+        if scope != "new_embeddings":
+            yield from self.tnet.head.trainable(freeze_first_layer)
 
 
 def text_tensor(config: NetworkConfig, text: np.ndarray[Any, Any],

@@ -26,7 +26,9 @@ class NetworkConfig:
     """Architecture of INet (image MLP) and TNet (text MLP or Deep Averaging Network).
 
     ``image_hidden`` / ``text_hidden`` are the widths of the hidden ReLU layers (their length is
-    the depth); the last layer has ``bits`` tanh outputs (paper §2.3). For ``text_kind='tokens'``
+    the depth); the last layer has ``bits`` tanh outputs (paper §2.3). An empty tuple is the
+    linear option: the net is one Linear layer and tanh on the standardised input (issue 14:
+    the deep path must at least match a linear map). For ``text_kind='tokens'``
     TNet averages word vectors of size ``embed_dim`` (DAN, Iyyer et al. 2015) before its MLP,
     and ``vocab_blocks`` lists the rows added at each vocabulary growth (their sum is the
     vocabulary size); for ``'dense'`` TNet is an MLP over ``text_dim`` features.
@@ -38,8 +40,8 @@ class NetworkConfig:
     text_dim: int = 0
     vocab_blocks: tuple[int, ...] = ()
     embed_dim: int = 256
-    image_hidden: tuple[int, ...] = (512,)
-    text_hidden: tuple[int, ...] = (512,)
+    image_hidden: tuple[int, ...] = (1024,)
+    text_hidden: tuple[int, ...] = (1024,)
 
     def __post_init__(self) -> None:
         if self.bits < 1 or self.image_dim < 1:
@@ -73,7 +75,8 @@ class NetworkConfig:
     def from_json(cls, text: str) -> NetworkConfig:
         raw: dict[str, Any] = json.loads(text)
         for key in ("vocab_blocks", "image_hidden", "text_hidden"):
-            raw[key] = tuple(int(v) for v in raw.get(key, ()))
+            if key in raw:  # absent: the field's default (an absent width list is no linear net)
+                raw[key] = tuple(int(v) for v in raw[key])
         return cls(**raw)
 
 
@@ -151,48 +154,61 @@ class IDCWHSettings:
             raise ValueError("dcc_sweeps must be positive")
 
 
+DISTILL_WEIGHTS: dict[str, float] = {"ecmh": 300.0, "dhd": 10.0, "idcwh": 10.0}
+"""Default weight of L_d per objective (``TrainSettings.distill_weight`` None). ECMH's was
+chosen on a validation split of Wiki's training items (issue 14 item 5, bench/RESULTS.md);
+DHD's and IDCWH's are issue 7's."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Hyper-parameters of Algorithms 1 and 2.
 
     From the paper (§3.1): ``alpha`` (agreement threshold, Eq. 2) in [0.1, 0.15], ``beta`` = 0.5
-    (code smoothing, Eq. 7), batch 500, the learning rate decayed by 5 % every 100 steps. The
-    paper's optimiser is SGD at learning rate 1.5 (``optimizer='sgd', lr=1.5``); with MLP
-    heads on feature vectors and the paper's loss scalings (gradients of order 1/L) it trains
-    too slowly (Wiki, all 10 classes, 32 bits, 100 epochs, image→text / text→image mAP:
-    0.17 / 0.42 against 0.26 / 0.61 with Adam), so the default is Adam with step size 3e-3,
-    decayed on the same schedule. ``epochs`` are passes
+    (code smoothing, Eq. 7), the learning rate decayed by 5 % every 100 steps. The paper's
+    batch of 500 and optimiser, SGD at learning rate 1.5 (``optimizer='sgd', lr=1.5``), leave
+    MLP heads on feature vectors under-trained (a few hundred steps with the paper's loss
+    scalings); Adam at step size 3e-3 (the earlier default) falls onto a plateau of saturated
+    tanh units early. The defaults, Adam at 1e-3 on batches of 100 for 100 epochs, were
+    chosen on a validation split of Wiki's training items (issue 14 item 5, bench/RESULTS.md).
+    ``epochs`` are passes
     of Algorithm 1 (one INet and one TNet pass, then the code update Eq. 8) when training from
     scratch, ``extend_epochs`` in stage 3 of an extension (and in plain fine-tuning),
     ``warmup_epochs`` in stage 1.
     ``train_old_embeddings``: whether stage 3 may move the word vectors of the old vocabulary
     (the paper unfreezes every layer but the CNN; ``False`` keeps them bit-identical).
+    ``freeze_first_layer``: whether stage 3 keeps the first hidden layer of INet and of TNet's
+    head fixed (the analogue of the paper's frozen CNN); off by default, as it measured no
+    better on the validation split once L_d is weighted.
     ``common_loss`` picks the form of L_c (see :func:`~hashstream.solver.ecmh.losses.
     common_space_loss`: Eq. 6 as printed collapses, so the default is DCMH's likelihood).
     ``device`` is 'auto' (CUDA when usable, else CPU), 'cpu' or 'cuda'.
     ``loss`` is the training objective of INet/TNet: 'ecmh' (L_c + L_h, the paper), 'dhd'
     (``dhd`` settings) or 'idcwh' (``idcwh`` settings); the latter two train class proxies or
-    centers shared by both modalities and replace L_c and L_h. In an extension they are
-    combined with ECMH's L_d, weighted as ``distill_weight`` × the mean over the m × L entries
-    of A_α ∘ (F − F_{n|θo})² (ECMH's own λ_d = 1/(m L²) is used with ``loss='ecmh'``).
+    centers shared by both modalities and replace L_c and L_h. In an extension every
+    objective is combined with ECMH's L_d, weighted as ``distill_weight`` × the mean over the
+    m × L entries of A_α ∘ (F − F_{n|θo})²; None takes the objective's default
+    (:data:`DISTILL_WEIGHTS`). The paper's λ_d = 1/(m L²) is the weight 1/L: far too weak to
+    hold old codes (old-code retrieval of image queries fell by 30 % on the validation split).
     """
 
     epochs: int = 100
     extend_epochs: int = 50
     warmup_epochs: int = 10
-    batch_size: int = 500
+    batch_size: int = 100
     optimizer: OptimizerName = "adam"
-    lr: float = 3e-3
+    lr: float = 1e-3
     lr_decay: float = 0.95
     lr_decay_every: int = 100
     alpha: float = 0.1
     beta: float = 0.5
     train_old_embeddings: bool = True
+    freeze_first_layer: bool = False
     common_loss: CommonLoss = "likelihood"
     seed: int = 0
     device: str = "auto"
     loss: Objective = "ecmh"
-    distill_weight: float = 10.0
+    distill_weight: float | None = None
     dhd: DHDSettings = field(default_factory=DHDSettings)
     idcwh: IDCWHSettings = field(default_factory=IDCWHSettings)
 
@@ -219,8 +235,15 @@ class TrainSettings:
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', not {self.device!r}")
         if self.loss not in ("ecmh", "dhd", "idcwh"):
             raise ValueError(f"loss must be 'ecmh', 'dhd' or 'idcwh', not {self.loss!r}")
-        if self.distill_weight < 0:
+        if self.distill_weight is not None and self.distill_weight < 0:
             raise ValueError("distill_weight must be non-negative")
+
+    @property
+    def l_d_weight(self) -> float:
+        """The weight of L_d: ``distill_weight``, or the objective's default when None."""
+        if self.distill_weight is not None:
+            return self.distill_weight
+        return DISTILL_WEIGHTS[self.loss]
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -229,18 +252,21 @@ class TrainSettings:
 @dataclass(frozen=True)
 class CrossModalSettings:
     """Per-index settings of the ECMH method in the service (network shape, training budget
-    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``)."""
+    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``; ``distill_weight`` and
+    ``freeze_first_layer`` as there). Empty width tuples make the nets linear."""
 
     text_kind: TextKind = "dense"
     text_dim: int = 0
-    image_hidden: tuple[int, ...] = (512,)
-    text_hidden: tuple[int, ...] = (512,)
+    image_hidden: tuple[int, ...] = (1024,)
+    text_hidden: tuple[int, ...] = (1024,)
     embed_dim: int = 128
     epochs: int = 60
     extend_epochs: int = 30
     warmup_epochs: int = 10
     seed: int = 0
     loss: Objective = "ecmh"
+    distill_weight: float | None = None
+    freeze_first_layer: bool = False
 
     def __post_init__(self) -> None:
         if self.loss not in ("ecmh", "dhd", "idcwh"):
@@ -263,5 +289,6 @@ class CrossModalSettings:
         """The training settings of this index's rounds (on the CPU)."""
         return TrainSettings(epochs=self.epochs, extend_epochs=self.extend_epochs,
                              warmup_epochs=self.warmup_epochs, seed=self.seed, device="cpu",
-                             loss=self.loss)
+                             loss=self.loss, distill_weight=self.distill_weight,
+                             freeze_first_layer=self.freeze_first_layer)
 

@@ -151,7 +151,8 @@ def _sync(device: torch.device) -> None:
 def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
                    epochs: int, agreement: Tensor | None = None, f_old: Tensor | None = None,
                    g_old: Tensor | None = None, train_image: bool = True,
-                   text_scope: str = "all", seed: int | None = None, log_every: int = 10,
+                   text_scope: str = "all", freeze_first_layer: bool = False,
+                   seed: int | None = None, log_every: int = 10,
                    on_epoch: EpochCallback | None = None,
                    head: ObjectiveHead | None = None) -> CoreResult:
     """Algorithm 1 on ``data`` starting from a copy of ``model`` (which is left untouched).
@@ -159,13 +160,14 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     ``agreement`` is A_α (M × L; None means all zeros, as when training from scratch);
     ``f_old``/``g_old`` are F_{n|θo}, G_{n|θo} for L_d (None: L_d is left out).
     ``train_image=False`` skips the INet pass; ``text_scope`` picks the TNet parameters that
-    move ('all', 'new_embeddings', 'all_but_old_embeddings'); parameters outside the
+    move ('all', 'new_embeddings', 'all_but_old_embeddings'); ``freeze_first_layer`` keeps
+    the first (hidden) layer of INet and of TNet's head fixed; parameters outside the
     optimisers keep their exact values. The objective is logged before training, every
-    ``log_every`` epochs and after the last.
+    ``log_every`` epochs and after the last. L_d (when ``f_old``/``g_old`` are given) is
+    weighted as ``settings.l_d_weight`` × its entry mean, whatever the objective.
 
     With ``settings.loss`` 'dhd' or 'idcwh' each batch step minimises that objective instead
-    of L_c + L_h (plus L_d when ``f_old``/``g_old`` are given, weighted as
-    ``settings.distill_weight`` × the entry mean); ``head`` (copied, never changed) carries the
+    of L_c + L_h (plus the weighted L_d); ``head`` (copied, never changed) carries the
     proxies or centers of an earlier run, grown to the label columns of ``data``; without it
     a fresh head is made. Its parameters train in every pass that trains any network.
     """
@@ -180,8 +182,12 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     generator = torch.Generator().manual_seed(run_seed)
     head = _prepare_head(head, settings, bits, int(data.labels.shape[1]), device, run_seed)
     views = torch.Generator(device=device).manual_seed(run_seed + 17)  # DHD's random views
-    image_opt = _optimizer(model.inet.parameters(), settings) if train_image else None
-    text_opt = _optimizer(model.text_parameters(text_scope), settings)
+    image_opt = (_optimizer(model.image_parameters(freeze_first_layer), settings)
+                 if train_image else None)
+    text_opt = _optimizer(model.text_parameters(text_scope, freeze_first_layer), settings)
+    # L_d as ``distill_weight`` × the entry mean of A_α ∘ (F − F_{n|θo})²; distillation_loss
+    # is that mean / L (the paper's λ_d = 1/(m L²)), hence the factor L.
+    distill_scale = settings.l_d_weight * bits
     head_opt = _optimizer(head.parameters(), settings) if head is not None else None
     f = image_representations(model, data.image)
     g = text_representations(model, data.text)
@@ -196,12 +202,12 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
         g_now = text_representations(model, data.text)
         if head is None:
             return objective(f_now, g_now, data.labels, codes, a, f_old, g_old, beta,
-                             settings.common_loss)
+                             settings.common_loss, distill_scale=distill_scale)
         out = head.full_objective(model.inet, model.tnet, data.image, data.text, data.labels,
                                   f_now, g_now, seed=run_seed)
         if f_old is not None and g_old is not None:
             with torch.no_grad():
-                l_d = settings.distill_weight * bits * float(
+                l_d = distill_scale * float(
                     distillation_loss(f_now, f_old, a) + distillation_loss(g_now, g_old, a))
             out["distillation"] = l_d
             out["total"] += l_d
@@ -221,15 +227,12 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
                        else similarity(data.labels[idx], data.labels))
                 loss = common_space_loss(rep, other, sim, a_b, settings.common_loss)
                 loss = loss + hash_loss(rep, codes[idx], a_b, beta, n)
-                if old is not None:
-                    loss = loss + distillation_loss(rep, old[idx], a_b)
             else:
                 rep, terms = head.batch_terms(net, inputs[idx], data.labels[idx], other[idx],
                                               views)
                 loss = torch.stack(list(terms.values())).sum()
-                if old is not None:  # ECMH's L_d as an entry mean: λ_d = 1/(m L²) × L
-                    loss = loss + settings.distill_weight * bits * distillation_loss(
-                        rep, old[idx], a_b)
+            if old is not None:
+                loss = loss + distill_scale * distillation_loss(rep, old[idx], a_b)
             opt[0].zero_grad(set_to_none=True)
             if head_opt is not None:
                 head_opt[0].zero_grad(set_to_none=True)
