@@ -80,6 +80,8 @@ def main() -> None:
                                                     n2=100)),
         ("identity d=4096", 4096, SDOHSettings(bits=32, feature_map="identity")),
         ("rbf 1000 anchors d=784 (default)", 784, SDOHSettings(bits=32)),
+        # the default above trains the residual query net every round (issue 14 item 3)
+        ("rbf d=784, linear query encoder", 784, SDOHSettings(bits=32, query_encoder="linear")),
     ]
     print("| case | median s/round | floor s | ratio | slowest step |")
     print("|---|---|---|---|---|")
