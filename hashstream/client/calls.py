@@ -84,27 +84,18 @@ def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFi
     if (vectors is None) == (item is None):
         raise ValueError("give vectors or item, exactly one")
     path = index_path(name, "search")
+    options = {key: value for key, value in (("max_distance", max_distance),
+                                             ("min_version", min_version), ("target", target))
+               if value is not None}
     if item is not None:
         params: dict[str, Any] = {"item": int(item), "k": k}
         for key, values in _filter_lists(filter).items():
             params[key] = _joined(values)
-        if max_distance is not None:
-            params["max_distance"] = max_distance
-        if min_version is not None:
-            params["min_version"] = min_version
-        if target is not None:
-            params["target"] = target
-        return Call("GET", path, params=params)
+        return Call("GET", path, params={**params, **options})
     body: dict[str, Any] = {_VECTOR_FIELD[modality]: _rows(vectors), "k": k}
     if filter:
         body["filter"] = _filter_lists(filter)
-    if max_distance is not None:
-        body["max_distance"] = max_distance
-    if min_version is not None:
-        body["min_version"] = min_version
-    if target is not None:
-        body["target"] = target
-    return Call("POST", path, json=body)
+    return Call("POST", path, json={**body, **options})
 
 
 def item(name: str, item_id: int, min_version: int | None = None) -> Call:

@@ -21,7 +21,7 @@ from hashstream.solver.sdoh_hc.settings import (
     SDOHSettings,
     TermScaling,
 )
-from hashstream.store.index_store import ClassMapError, IndexStore
+from hashstream.store.index_store import ClassMapError, IndexSnapshot, IndexStore
 from hashstream.store.keys import INDEX_NAME
 
 # The setting vocabularies the HTTP schemas accept (the solver defines them).
@@ -206,9 +206,9 @@ class IndexService:
         return self.store.load_centers(name, [v for v in (version - 1, version) if v >= 1])
 
     def overview(self) -> list[dict[str, Any]]:
-        """Per index, at one moment each (one round trip, and one for the live-item count):
-        version, queue depth and lag (s the oldest waiting chunk has waited), dead letters, live
-        items, the worker holding its round lease, its method, bits and partitions, the latest
+        """Per index, at one moment each (one round trip): version, queue depth and lag (s the
+        oldest waiting chunk has waited), dead letters, live items, the worker holding its
+        round lease, its method, bits and partitions, the latest
         round record, and when it was last active (epoch s: created, a round committed or a
         chunk queued, the latest), most recently active first."""
         rows = []
@@ -225,19 +225,13 @@ class IndexService:
                          "dead_letters": snap.dead_letters, "lease_holder": snap.lease_holder,
                          "method": config.method, "bits": config.bits,
                          "partitions": config.partitions, "last_active": round(max(active), 3),
-                         "n_items": self._live_items(name, last), "last": last})
+                         "n_items": _live_items(snap), "last": last})
         rows.sort(key=lambda row: (-row["last_active"], row["name"]))
         return rows
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Live workers: id → what its last heartbeat said (backend, kernel, start time)."""
         return self.store.workers()
-
-    def _live_items(self, name: str, last: dict[str, Any] | None) -> int:
-        """Live items, deletes included (an index whose rounds predate the count: the
-        latest round's database size)."""
-        live = self.store.item_count(name)
-        return live if live is not None else int(last["n_database"]) if last else 0
 
     def worker_restarts(self) -> int:
         return self.store.restarts()
@@ -262,7 +256,8 @@ class IndexService:
 
     def describe(self, name: str) -> dict[str, Any]:
         config = self.config(name)
-        version, depth, last = self.store.status(name)
+        snap = self.store.snapshot(name)
+        version, depth, last = snap.version, snap.queue_depth, snap.last
         settings = (config.method_settings() if config.method != "sdoh-hc"
                     else config.settings.as_dict())
         return {
@@ -270,8 +265,8 @@ class IndexService:
             "bits": config.settings.bits,
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
             "partitions": config.partitions,
-            "queue_depth": depth, "dead_letters": self.store.dead_letter_count(name),
-            "n_items": self._live_items(name, last),
+            "queue_depth": depth, "dead_letters": snap.dead_letters,
+            "n_items": _live_items(snap),
             "n_classes": last["n_classes"] if last else 0,
         }
 
@@ -340,3 +335,11 @@ class IndexService:
         except ClassMapError as exc:
             raise InvalidInput(str(exc), "labels") from exc
         return ClassLists.of(labels.indptr, np.asarray(numbers, dtype=np.int64)[inverse])
+
+
+def _live_items(snap: IndexSnapshot) -> int:
+    """Live items, deletes included (an index whose rounds predate the count: the latest
+    round's database size)."""
+    if snap.items is not None:
+        return snap.items
+    return int(snap.last["n_database"]) if snap.last else 0

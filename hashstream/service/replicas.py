@@ -162,20 +162,16 @@ class SearchService:
                 if raw is None or float(raw.get("created", 0.0)) != live.uid:
                     return
                 with live.load_lock:
-                    due = live.compaction_due()
-                if version <= live.held and epoch <= live.deletes_held and not due:
-                    return
-                config, method = self.methods.get(name, raw)
-                with live.load_lock:
                     started = time.perf_counter()
                     held, deletes_held = live.held, live.deletes_held
-                    if version > held or epoch > deletes_held or live.compaction_due():
-                        live.advance(self.store, name, config, method, max(version, held),
-                                     epoch)
-                        log.info(json.dumps({
-                            "event": "replica_refresh", "index": name, "from": held,
-                            "to": version, "deletes_from": deletes_held, "deletes_to": epoch,
-                            "seconds": round(time.perf_counter() - started, 4)}))
+                    if version <= held and epoch <= deletes_held and not live.compaction_due():
+                        return
+                    config, method = self.methods.get(name, raw)
+                    live.advance(self.store, name, config, method, max(version, held), epoch)
+                    log.info(json.dumps({
+                        "event": "replica_refresh", "index": name, "from": held,
+                        "to": version, "deletes_from": deletes_held, "deletes_to": epoch,
+                        "seconds": round(time.perf_counter() - started, 4)}))
         except Exception as exc:  # a later search starts another load
             log.error(json.dumps({"event": "replica_refresh_failed", "index": name,
                                   "error": repr(exc)}))

@@ -175,7 +175,7 @@ return {version, redis.call('XLEN', KEYS[2]),
         redis.call('GET', KEYS[5]) or false, redis.call('GET', KEYS[6]) or false,
         first and first[1] or false, last and last[1] or false,
         tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-        redis.call('HGET', KEYS[7], version) or false}
+        redis.call('HGET', KEYS[7], version) or false, redis.call('GET', KEYS[8]) or false}
 """
 # Map a chunk's distinct client labels to internal class numbers, all or nothing: the label
 # kind must match the index's (set by the first chunk), and new classes must fit max_classes.
@@ -258,8 +258,9 @@ class Lease:
 @dataclass(frozen=True)
 class IndexSnapshot:
     """One index at one moment: committed version, chunks waiting, the latest round record,
-    dead letters, the worker holding its round lease (None between rounds), its config, and
-    when (Redis server time, ms) the oldest and newest waiting chunks were queued."""
+    dead letters, the worker holding its round lease (None between rounds), its config, when
+    (Redis server time, ms) the oldest and newest waiting chunks were queued, and the live items
+    (None for an index whose rounds predate the count)."""
 
     version: int
     queue_depth: int
@@ -270,6 +271,7 @@ class IndexSnapshot:
     oldest_waiting_ms: int | None
     newest_waiting_ms: int | None
     now_ms: int
+    items: int | None = None
 
     @property
     def queue_lag_seconds(self) -> float:
@@ -539,23 +541,12 @@ class IndexStore:
         first = self.r.xrange(self.keys(name).stream, "-", "+", count=1)
         return first[0][0].decode() if first else None
 
-    def status(self, name: str) -> tuple[int, int, dict[str, Any] | None]:
-        """(version, queue depth, latest round record) in one MULTI: a consistent snapshot."""
-        k = self.keys(name)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.get(k.version)
-        pipe.xlen(k.stream)
-        pipe.lindex(k.rounds, -1)
-        version, depth, last = pipe.execute()
-        return (int(version) if version is not None else 0, int(depth),
-                None if last is None else dict(json.loads(last)))
-
     def snapshot(self, name: str) -> IndexSnapshot:
         """The index at one moment (one script on its slot): see :class:`IndexSnapshot`."""
         k = self.keys(name)
-        (version, depth, last, dead, lease, config, oldest, newest, now_ms,
-         commit) = self._snapshot(keys=[k.version, k.stream, k.rounds, k.dead_letters, k.lease,
-                                        k.config, k.commit_seconds])
+        (version, depth, last, dead, lease, config, oldest, newest, now_ms, commit,
+         items) = self._snapshot(keys=[k.version, k.stream, k.rounds, k.dead_letters, k.lease,
+                                       k.config, k.commit_seconds, k.items])
         holder = None if lease is None else lease.decode().partition(":")[2]
         record = None if last is None else dict(json.loads(last))
         if record is not None and commit is not None and record.get("round") == int(version):
@@ -564,7 +555,7 @@ class IndexStore:
             version=int(version), queue_depth=int(depth), last=record, dead_letters=int(dead),
             lease_holder=holder, config=None if config is None else dict(json.loads(config)),
             oldest_waiting_ms=_entry_ms(oldest), newest_waiting_ms=_entry_ms(newest),
-            now_ms=int(now_ms))
+            now_ms=int(now_ms), items=None if items is None else int(items))
 
     def version(self, name: str) -> int:
         raw = self.r.get(self.keys(name).version)
