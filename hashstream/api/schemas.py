@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from hashstream.service.registry import (
+    AnchorGrowth,
     ExemplarPolicy,
     FeatureMapKind,
     OldSimilarity,
@@ -42,6 +43,16 @@ class CreateIndex(BaseModel):
     sweeps: int | None = Field(default=None, ge=1, le=10)
     feature_map: FeatureMapKind | None = None
     n_anchors: int | None = Field(default=None, ge=1, le=20_000)
+    anchor_growth: AnchorGrowth | None = Field(
+        default=None, description="rbf: novelty (default; anchors are added, up to n_anchors, "
+        "from later chunks that reach beyond the first chunk's anchors) or off (all anchors "
+        "from the first chunk)")
+    first_anchor_share: float | None = Field(
+        default=None, gt=0, le=1, description="anchor growth: share of n_anchors the first "
+        "chunk gives")
+    anchor_coverage: float | None = Field(
+        default=None, gt=0, lt=1, description="anchor growth: a chunk gets anchors until at "
+        "most 1 − this share of it lies beyond the novelty radius")
     exemplar_policy: ExemplarPolicy | None = None
     condensed_per_class: int | None = Field(default=None, ge=0, le=100_000)
     condensed_steps: int | None = Field(default=None, ge=0, le=10_000)

@@ -26,7 +26,11 @@ _HELP = {
     "lam": "λ, ridge of P", "n1": "exemplars kept at random each round",
     "n2": "new exemplars per round", "iterations": "outer V/B/Y iterations per round",
     "sweeps": "DCC sweeps per B and Y step", "feature_map": "φ: identity or rbf",
-    "n_anchors": "RBF anchors m", "exemplar_policy": "how new exemplars are chosen "
+    "n_anchors": "RBF anchors m (the most, with anchor growth)",
+    "anchor_growth": "rbf anchors: novelty (grow from chunks beyond the anchors) or off",
+    "first_anchor_share": "anchor growth: share of n_anchors from the first chunk",
+    "anchor_coverage": "anchor growth: cover all but 1 − this share of a chunk",
+    "exemplar_policy": "how new exemplars are chosen "
     "(condensed: n2 synthetic exemplars by IEM distribution matching)",
     "condensed_per_class": "condensed: at most this many synthetic exemplars per class "
     "(0: n2 split over the chunk's classes)",

@@ -14,6 +14,7 @@ from hashstream.service.errors import Conflict, InvalidInput, NotFound
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapKind
 from hashstream.solver.sdoh_hc.settings import (
+    AnchorGrowth,
     ExemplarPolicy,
     OldSimilarity,
     OldWeight,
@@ -25,8 +26,8 @@ from hashstream.store.index_store import ClassMapError, IndexSnapshot, IndexStor
 from hashstream.store.keys import INDEX_NAME
 
 # The setting vocabularies the HTTP schemas accept (the solver defines them).
-__all__ = ["ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService", "OldSimilarity",
-           "OldWeight", "QueryEncoder", "TermScaling"]
+__all__ = ["AnchorGrowth", "ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService",
+           "OldSimilarity", "OldWeight", "QueryEncoder", "TermScaling"]
 
 IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
 MethodName = Literal["sdoh-hc", "ecmh", "lsh"]
@@ -35,7 +36,8 @@ MAX_CLASSES_LIMIT = 100_000
 MAX_PARTITIONS = 64
 # Settings a stored config may lack, with the value it was built with: a setting added later
 # gets its new default only in indexes created after it.
-LEGACY_SETTINGS: dict[str, Any] = {"query_encoder": "linear", "term_scaling": "paper"}
+LEGACY_SETTINGS: dict[str, Any] = {"query_encoder": "linear", "term_scaling": "paper",
+                                   "anchor_growth": "off"}
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,13 @@
 """Feature maps φ for SDOH-HC: identity (ℓ2-normalised, plus bias) and RBF on anchors.
 
-Parameters are plain arrays fitted once on the first chunk and then frozen, so encoding a query
-never depends on the other queries of its batch (the authors' code recomputes σ and the kernel
-mean per batch; SOLVER.md, "Mistakes to avoid" 1).
+Parameters are plain arrays fitted on the first chunk, so encoding a query never depends on the
+other queries of its batch (the authors' code recomputes σ and the kernel mean per batch;
+SOLVER.md, "Mistakes to avoid" 1). With anchor growth the RBF anchors are append-only: a later
+chunk whose points lie beyond the novelty radius of every anchor adds anchors drawn from those
+points (k-means++ style), up to the anchor budget. σ, the radius, the existing anchors and
+their kernel means never change, so every column φ had stays bit-identical; a grown anchor's
+kernel mean is 0 (its column is ≈ 0 on the old data far from it, which is what the zero rows
+the accumulators get for it assume).
 """
 
 from __future__ import annotations
@@ -19,18 +24,30 @@ FeatureMapKind = Literal["identity", "rbf"]
 
 @dataclass(frozen=True)
 class FeatureMapParams:
-    """Frozen parameters of φ. For ``identity`` the arrays are empty."""
+    """Parameters of φ. For ``identity`` the arrays are empty. ``radius`` is the novelty
+    radius of anchor growth (0: the anchors never grow, as in states stored before growth)."""
 
     kind: FeatureMapKind
     anchors: np.ndarray[Any, Any]  # m × d (rbf) or 0 × d
     sigma: float
     mean: np.ndarray[Any, Any]  # m (rbf kernel mean, subtracted before the bias column)
+    radius: float = 0.0
 
     def output_dim(self, input_dim: int) -> int:
         """m: the width of φ(x), bias column included."""
         if self.kind == "identity":
             return input_dim + 1
         return int(self.anchors.shape[0]) + 1
+
+    def first(self, m: int) -> FeatureMapParams:
+        """φ as it was with its first ``m`` anchors (append-only growth: the anchors and P of
+        one version are the first P-rows − 1 anchors of any later state)."""
+        if self.kind != "rbf" or m == self.anchors.shape[0]:
+            return self
+        if not 0 <= m < self.anchors.shape[0]:
+            raise ValueError(f"the feature map has {self.anchors.shape[0]} anchors, "
+                             f"{m} were asked for")
+        return FeatureMapParams("rbf", self.anchors[:m], self.sigma, self.mean[:m], self.radius)
 
 
 def l2_normalize_rows(x: Any, xp: Any) -> Any:
@@ -52,8 +69,11 @@ def _rbf_raw(x: Any, anchors: Any, sigma: float, xp: Any, out: Any = None) -> An
 
 
 def fit_feature_map(kind: FeatureMapKind, first_chunk: np.ndarray[Any, Any], n_anchors: int,
-                    seed: int) -> FeatureMapParams:
-    """Fit φ on the first chunk: anchors drawn from it, σ = mean point-to-anchor distance."""
+                    seed: int, coverage: float | None = None) -> FeatureMapParams:
+    """Fit φ on the first chunk: ``n_anchors`` anchors drawn from it (at most all its points),
+    σ = mean point-to-anchor distance. ``coverage`` q (growth on) also sets the novelty
+    radius: the q-quantile of the chunk's distances to their nearest other anchor, so a chunk
+    from the same distribution has about 1 − q of its points beyond it."""
     x = np.asarray(first_chunk, dtype=np.float64)
     d = x.shape[1]
     if kind == "identity":
@@ -62,13 +82,80 @@ def fit_feature_map(kind: FeatureMapKind, first_chunk: np.ndarray[Any, Any], n_a
         raise ValueError(f"feature map must be 'identity' or 'rbf', not {kind!r}")
     rng = np.random.default_rng([seed, 7919])
     m = min(n_anchors, x.shape[0])
-    anchors = x[np.sort(rng.choice(x.shape[0], size=m, replace=False))]
-    sq = (x * x).sum(1)[:, None] - 2 * x @ anchors.T + (anchors * anchors).sum(1)[None, :]
-    sigma = float(np.sqrt(np.maximum(sq, 0)).mean())
+    chosen = np.sort(rng.choice(x.shape[0], size=m, replace=False))
+    anchors = x[chosen]
+    sq = np.maximum((x * x).sum(1)[:, None] - 2 * x @ anchors.T
+                    + (anchors * anchors).sum(1)[None, :], 0)
+    sigma = float(np.sqrt(sq).mean())
     if sigma <= 0:
         sigma = 1.0
     mean = _rbf_raw(x, anchors, sigma, np).mean(axis=0)
-    return FeatureMapParams("rbf", anchors, sigma, mean)
+    radius = 0.0
+    if coverage is not None and m > 1:
+        sq[chosen, np.arange(m)] = np.inf  # an anchor's distance to itself does not count
+        radius = float(np.quantile(np.sqrt(sq.min(axis=1)), coverage))
+    return FeatureMapParams("rbf", anchors, sigma, mean, radius)
+
+
+def novel_anchors(x: np.ndarray[Any, Any], nearest_sq: np.ndarray[Any, Any], radius: float,
+                  coverage: float, limit: int, rng: np.random.Generator) -> np.ndarray[Any, Any]:
+    """Anchors to add for a chunk ``x`` (host) whose squared distances to the nearest anchor
+    are ``nearest_sq``: k-means++ draws (probability ∝ squared distance) among the points
+    beyond ``radius``, each draw updating the distances, until at most 1 − ``coverage`` of
+    the chunk lies beyond the radius or ``limit`` anchors were drawn. Returns k × d."""
+    n = x.shape[0]
+    allowed = int(np.floor((1.0 - coverage) * n))
+    r2 = radius * radius
+    dist = np.asarray(nearest_sq, dtype=np.float64).copy()
+    picked: list[int] = []
+    while len(picked) < limit:
+        beyond = dist > r2
+        if int(beyond.sum()) <= allowed:
+            break
+        weights = np.where(beyond, dist, 0.0)
+        total = weights.sum()
+        i = (int(rng.choice(n, p=weights / total)) if np.isfinite(total) and total > 0
+             else int(np.flatnonzero(beyond)[0]))
+        picked.append(i)
+        diff = x - x[i]
+        np.minimum(dist, np.einsum("ij,ij->i", diff, diff), out=dist)
+    return x[np.asarray(picked, dtype=np.int64)].astype(np.float64).reshape(len(picked),
+                                                                             x.shape[1])
+
+
+def map_and_grow(params: FeatureMapParams, x: Any, backend: Backend, limit: int,
+                 coverage: float, rng: np.random.Generator
+                 ) -> tuple[FeatureMapParams, Any]:
+    """(φ after growth, Φ = φ(X) under it) for a chunk: up to ``limit`` new anchors from the
+    chunk's points beyond the novelty radius (:func:`novel_anchors`), appended after the old
+    ones (before the bias column), with kernel mean 0. The old columns of Φ are exactly those
+    :func:`apply_feature_map` gives; the chunk's kernel against the old anchors is computed
+    once and also yields each point's nearest-anchor distance."""
+    if params.kind != "rbf" or limit <= 0 or params.radius <= 0:
+        return params, apply_feature_map(params, x, backend)
+    xp = backend.xp
+    x = backend.asarray(x, dtype=backend.dtype)
+    n, m = x.shape[0], params.anchors.shape[0]
+    anchors = backend.asarray(params.anchors, dtype=backend.dtype)
+    raw = _rbf_raw(x, anchors, params.sigma, xp)
+    kmax = backend.to_numpy(raw.max(axis=1)).astype(np.float64)
+    tiny = float(np.finfo(np.dtype(str(raw.dtype))).tiny)
+    nearest_sq = -2.0 * params.sigma ** 2 * np.log(np.maximum(kmax, tiny))
+    x_host = backend.to_numpy(x).astype(np.float64)
+    new = novel_anchors(x_host, nearest_sq, params.radius, coverage, limit, rng)
+    k = new.shape[0]
+    grown = params if k == 0 else FeatureMapParams(
+        "rbf", np.concatenate([np.asarray(params.anchors, dtype=np.float64), new]),
+        params.sigma, np.concatenate([np.asarray(params.mean, dtype=np.float64),
+                                      np.zeros(k)]), params.radius)
+    phi = xp.empty((n, m + k + 1), dtype=backend.dtype)
+    phi[:, :m] = raw
+    phi[:, :m] -= backend.asarray(params.mean, dtype=backend.dtype)
+    if k:
+        phi[:, m:m + k] = _rbf_raw(x, backend.asarray(new, dtype=backend.dtype), params.sigma,
+                                   xp)
+    phi[:, -1] = 1
+    return grown, phi
 
 
 def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any:

@@ -4,6 +4,10 @@ A round is :func:`~hashstream.solver.sdoh_hc.round.learn_chunk`; the state is
 :class:`~hashstream.solver.sdoh_hc.state.SDOHState` and its arrays; the encoder is sgn(φ(q)P)
 (:func:`~hashstream.solver.sdoh_hc.round.encode_with`), built from φ's parameters and P, plus
 the query network g inside the sign when the state holds one (``query_encoder='residual_net'``).
+With anchor growth φ's anchors and kernel means change from round to round (append-only), so
+only its kind and σ are fixed fields; an encoder takes the first P-rows − 1 anchors of the
+state it is given, which are exactly the anchors of P's round when the state is that round's
+or a later one.
 
 The codes a round stores are the chunk's learned B, not sgn(φ(X)P) of the same features: B is
 the discrete solution of the round's objective and P is fitted to it afterwards by ridge
@@ -39,7 +43,7 @@ class SDOHEncoder:
 
     def __init__(self, feature_map: FeatureMapParams, projection: np.ndarray[Any, Any],
                  backend: Backend, query_net: QueryNet | None = None) -> None:
-        self.feature_map = feature_map
+        self.feature_map = feature_map_for(feature_map, projection)
         self.projection = projection
         self.backend = backend
         self.query_net = query_net
@@ -51,6 +55,19 @@ class SDOHEncoder:
             raise ValueError(f"sdoh-hc encodes feature vectors only, not {modality!r}")
         return pack_codes(encode_with(self.feature_map, self.projection, queries,
                                       self.backend, self.query_net))
+
+
+def feature_map_for(feature_map: FeatureMapParams, projection: np.ndarray[Any, Any]
+                    ) -> FeatureMapParams:
+    """φ of P's round: its first P-rows − 1 anchors (growth only appends, so a later state's
+    anchors start with them). Fewer anchors than that means the state is older than P."""
+    rows = int(np.asarray(projection).shape[0])
+    if feature_map.kind != "rbf":
+        return feature_map
+    if rows - 1 > feature_map.anchors.shape[0]:
+        raise ValueError(f"P has {rows} rows but the feature map only "
+                         f"{feature_map.anchors.shape[0]} anchors + bias: it is older than P")
+    return feature_map.first(rows - 1)
 
 
 class SDOHMethod:
@@ -66,6 +83,8 @@ class SDOHMethod:
         self.dim = dim
         self.backend = backend
         self.bits = settings.bits
+        if settings.grows_anchors:  # anchors and their means change with the rounds
+            self.fixed_fields = ("feature_map_kind", "feature_map_sigma")
         net = QUERY_NET_FIELDS if settings.query_encoder == "residual_net" else ()
         self.encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection", *net)
 

@@ -10,7 +10,7 @@ O(n) in the chunk size and nothing in the size of the past.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,7 @@ from hashstream.solver.feature_map import (
     apply_feature_map,
     fit_feature_map,
     l2_normalize_rows,
+    map_and_grow,
 )
 from hashstream.solver.hadamard import grow_centers, hadamard_centers
 from hashstream.solver.query_net import QueryNet, query_net_output
@@ -95,7 +96,9 @@ def initial_state(settings: SDOHSettings, first_chunk: np.ndarray[Any, Any],
                   n_classes: int) -> SDOHState:
     """The state before round 1: feature map fitted on the first chunk, Ỹ = Cᵀ, zero sums."""
     r = settings.bits
-    fm = fit_feature_map(settings.feature_map, first_chunk, settings.n_anchors, settings.seed)
+    fm = fit_feature_map(settings.feature_map, first_chunk, settings.first_anchors,
+                         settings.seed, settings.anchor_coverage if settings.grows_anchors
+                         else None)
     d = int(first_chunk.shape[1])
     m = fm.output_dim(d)
     centers = hadamard_centers(r, n_classes, settings.seed)
@@ -137,6 +140,69 @@ def grow_classes(state: SDOHState, n_classes: int, seed: int, backend: Backend) 
         exemplar_labels=state.exemplar_labels.widen(n_classes),
         exemplar_codes=state.exemplar_codes, query_net=state.query_net,
     )
+
+
+def grow_anchors(state: SDOHState, features: Any, settings: SDOHSettings, backend: Backend,
+                 round_: int) -> tuple[SDOHState, Any]:
+    """(state with φ's anchors grown for this chunk, Φ of the chunk under them).
+
+    New anchors (``feature_map.map_and_grow``) go after the old ones, before the bias column,
+    so P's rows stay anchors + bias; P's new rows are 0 until the round solves it, and every
+    old entry of G, F and P stays bit-identical. The past items' values in the new columns
+    are gone, so G's and F's new rows are imputed (:func:`_impute_new_columns`); zeros would
+    claim the new anchors' kernel is 0 on all old data, which the wide kernel (σ = mean
+    distance) never is, and P's new rows would fit the new chunk alone. Without growth (or
+    once ``n_anchors`` are held) this is ``apply_feature_map``."""
+    fm = state.feature_map
+    m = int(fm.anchors.shape[0])
+    limit = settings.n_anchors - m if settings.grows_anchors and round_ > 1 else 0
+    rng = np.random.default_rng([settings.seed, round_, 104729])
+    grown, phi = map_and_grow(fm, features, backend, limit, settings.anchor_coverage, rng)
+    k = int(grown.anchors.shape[0]) - m
+    if k == 0:
+        return state, phi
+    xp, dt = backend.xp, backend.dtype
+    old = xp.asarray(np.r_[np.arange(m), m + k])  # old columns, bias last, in the grown order
+    g_old, f_old = backend.asarray(state.g, dtype=dt), backend.asarray(state.f, dtype=dt)
+    g = xp.zeros((m + k + 1, m + k + 1), dtype=dt)
+    g[old[:, None], old[None, :]] = g_old
+    f = xp.zeros((m + k + 1, f_old.shape[1]), dtype=dt)
+    f[old] = f_old
+    projection = xp.zeros_like(f)
+    projection[old] = backend.asarray(state.projection, dtype=dt)
+    if int(state.exemplar_codes.shape[0]):
+        g_on, g_nn, f_n = _impute_new_columns(
+            g_old, f_old, apply_feature_map(grown, state.exemplar_features, backend),
+            backend.asarray(state.exemplar_codes, dtype=dt), m, k, state.n_seen,
+            settings.lam, backend)
+        g[old, m:m + k] = g_on
+        g[m:m + k, old] = g_on.T
+        g[m:m + k, m:m + k] = g_nn
+        f[m:m + k] = f_n
+    return replace(state, feature_map=grown, g=g, f=f, projection=projection), phi
+
+
+def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, m: int, k: int,
+                        n_seen: int, lam: float, backend: Backend) -> tuple[Any, Any, Any]:
+    """G's new blocks and F's new rows for the past, from the exemplar memory (past items).
+
+    On the exemplars, the new columns are regressed on the old ones (bias included):
+    φ_new ≈ φ_old W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W + s·ΣeᵀE and
+    F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a linear function
+    of φ_old, the residual's share estimated from the sample. The completed G is
+    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is."""
+    xp = backend.xp
+    old = xp.asarray(np.r_[np.arange(m), m + k])
+    phi_o, phi_n = phi_ex[:, old], phi_ex[:, m:m + k]
+    gram = phi_o.T @ phi_o
+    gram += lam * xp.eye(m + 1, dtype=gram.dtype)
+    w = backend.cho_solve(gram, phi_o.T @ phi_n)  # (m + 1) × k
+    resid = phi_n - phi_o @ w
+    s = n_seen / phi_ex.shape[0]
+    g_on = g_old @ w
+    g_nn = w.T @ g_on + s * (resid.T @ resid)
+    f_n = w.T @ f_old + s * (resid.T @ codes_ex)
+    return g_on, (g_nn + g_nn.T) / 2, f_n
 
 
 def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
@@ -438,7 +504,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
     l_hat_colsum = np.asarray(l_hat_t_host.sum(axis=1)).ravel()  # L̂ᵀ1, c
     new_gram = _canonical(l_hat_t_host @ l_hat_host)  # L̂ᵀL̂, c × c sparse
     x = backend.asarray(features, dtype=dt)
-    phi = apply_feature_map(state.feature_map, x, backend)
+    state, phi = grow_anchors(state, x, settings, backend, rnd)
     lap("features")
 
     n_old = state.n_seen

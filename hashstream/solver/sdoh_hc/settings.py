@@ -13,6 +13,7 @@ OldWeight = Literal["balanced", "paper"]
 OldSimilarity = Literal["normalized", "lemon"]
 TermScaling = Literal["normalized", "paper"]
 QueryEncoder = Literal["linear", "residual_net"]
+AnchorGrowth = Literal["off", "novelty"]
 
 BY_SCALING = math.nan
 """Default of the five term weights: the value ``WEIGHT_DEFAULTS`` gives the term scaling."""
@@ -45,6 +46,12 @@ class SDOHSettings:
     adds a network of ``query_hidden`` ReLU units trained ``query_steps`` steps a round on the
     residual of stored codes (``hashstream/solver/query_net.py``), which reproduces multi-label
     codes far better (indexes stored before this setting read ``'linear'``).
+    ``anchor_growth='novelty'`` (RBF only) fits ``first_anchor_share`` × ``n_anchors`` anchors
+    on the first chunk and adds anchors from a later chunk whose points lie beyond the novelty
+    radius (the ``anchor_coverage`` quantile of the first chunk's nearest-anchor distances),
+    until at most 1 − ``anchor_coverage`` of the chunk lies beyond it, up to ``n_anchors`` in
+    all (``feature_map.py``); ``'off'`` fits all ``n_anchors`` on the first chunk and keeps
+    them (what indexes made before the setting keep).
     """
 
     bits: int = 32
@@ -61,6 +68,9 @@ class SDOHSettings:
     sweeps: int = 1
     feature_map: FeatureMapKind = "rbf"
     n_anchors: int = 1000
+    anchor_growth: AnchorGrowth = "novelty"
+    first_anchor_share: float = 0.25
+    anchor_coverage: float = 0.9
     exemplar_policy: ExemplarPolicy = "class_balanced"
     condensed_per_class: int = 0
     condensed_steps: int = 100
@@ -95,13 +105,30 @@ class SDOHSettings:
                 raise ValueError(f"{name} must be non-negative")
         if self.iterations < 1 or self.sweeps < 1:
             raise ValueError("iterations and sweeps must be at least 1")
+        if not 0 < self.first_anchor_share <= 1:
+            raise ValueError("first_anchor_share must be in (0, 1]")
+        if not 0 < self.anchor_coverage < 1:
+            raise ValueError("anchor_coverage must be in (0, 1)")
         if self.query_hidden < 1:
             raise ValueError("query_hidden must be at least 1")
         for name, kind in (("exemplar_policy", ExemplarPolicy), ("old_weight", OldWeight),
                            ("old_similarity", OldSimilarity), ("feature_map", FeatureMapKind),
-                           ("term_scaling", TermScaling), ("query_encoder", QueryEncoder)):
+                           ("term_scaling", TermScaling), ("query_encoder", QueryEncoder),
+                           ("anchor_growth", AnchorGrowth)):
             if getattr(self, name) not in get_args(kind):  # the Literal is the one list
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}")
+
+    @property
+    def grows_anchors(self) -> bool:
+        """Whether φ's anchors grow with the stream (RBF with ``anchor_growth`` on)."""
+        return self.feature_map == "rbf" and self.anchor_growth != "off"
+
+    @property
+    def first_anchors(self) -> int:
+        """How many anchors the first chunk may give (all of ``n_anchors`` without growth)."""
+        if not self.grows_anchors:
+            return self.n_anchors
+        return max(1, math.ceil(self.first_anchor_share * self.n_anchors))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-JSON view of the settings."""

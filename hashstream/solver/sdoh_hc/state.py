@@ -49,16 +49,23 @@ def resize_label_gram(gram: sp.csr_array, n_classes: int) -> sp.csr_array:
 
 FEATURE_MAP_FIELDS = ("feature_map_kind", "feature_map_anchors", "feature_map_sigma",
                       "feature_map_mean")
+# What an encoder never needs: the novelty radius of anchor growth (absent before growth: 0).
+FEATURE_MAP_RADIUS = "feature_map_radius"
 
 
 def feature_map_from_arrays(arrays: dict[str, np.ndarray[Any, Any]]) -> FeatureMapParams:
-    """φ's parameters from state arrays (the ``FEATURE_MAP_FIELDS``)."""
+    """φ's parameters from state arrays (the ``FEATURE_MAP_FIELDS``, and the radius where
+    the arrays hold it)."""
     kind = bytes(np.asarray(arrays["feature_map_kind"], dtype=np.uint8)).decode()
     if kind not in ("identity", "rbf"):
         raise ValueError(f"unknown feature map kind {kind!r} in stored state")
     fm_kind: FeatureMapKind = "identity" if kind == "identity" else "rbf"
-    return FeatureMapParams(fm_kind, arrays["feature_map_anchors"],
-                            float(arrays["feature_map_sigma"]), arrays["feature_map_mean"])
+    anchors, mean = arrays["feature_map_anchors"], arrays["feature_map_mean"]
+    if mean.shape != anchors.shape[:1]:
+        raise ValueError(f"stored feature map has {anchors.shape[0]} anchors but "
+                         f"{mean.shape} kernel means")
+    radius = float(arrays[FEATURE_MAP_RADIUS]) if FEATURE_MAP_RADIUS in arrays else 0.0
+    return FeatureMapParams(fm_kind, anchors, float(arrays["feature_map_sigma"]), mean, radius)
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,8 @@ class SDOHState:
         out["feature_map_anchors"] = np.asarray(fm.anchors)
         out["feature_map_sigma"] = np.asarray(fm.sigma, dtype=np.float64)
         out["feature_map_mean"] = np.asarray(fm.mean)
+        if fm.radius > 0:  # a state without growth stores exactly the fields it did before
+            out[FEATURE_MAP_RADIUS] = np.asarray(fm.radius, dtype=np.float64)
         if host.query_net is not None:
             out.update(host.query_net.to_arrays())
         return out
