@@ -11,11 +11,14 @@ _NM_COPIES = 3
 
 
 def estimate_round_bytes(*, n: int, dim: int, features_mapped: int, bits: int, labels: int,
-                         classes: int, exemplars: int, query_hidden: int = 0) -> int:
+                         classes: int, exemplars: int, query_hidden: int = 0,
+                         anchor_growth: bool = False) -> int:
     """Peak bytes of one SDOH-HC round over ``n`` items (``dim`` features mapped to
     ``features_mapped``), ``labels`` (item, class) pairs, ``classes`` classes and
     ``exemplars`` exemplars: linear in each, never quadratic in the classes.
-    ``query_hidden``: the query network's width (0: the linear encoder, no network)."""
+    ``query_hidden``: the query network's width (0: the linear encoder, no network).
+    ``anchor_growth``: a round may grow φ's anchors, which builds G anew beside the old one
+    and regresses the new columns on the old ones over the exemplars (their Gram matrix)."""
     m = features_mapped
     per_item = _F64 * (2 * dim + _NM_COPIES * m + _NR_COPIES * bits)
     model = _F64 * (2 * m * m + 2 * m * bits + 4 * classes * bits + bits * bits)
@@ -28,4 +31,5 @@ def estimate_round_bytes(*, n: int, dim: int, features_mapped: int, bits: int, l
     query_net = 0 if query_hidden <= 0 else (
         rows * (4 * dim + _F64 * (features_mapped + 2 * bits))
         + 3 * 4 * (dim * query_hidden + query_hidden * bits) + 4 * 128 * query_hidden * 3)
-    return n * per_item + model + label_pairs + memory + query_net
+    growth = _F64 * (3 * m * m + exemplars * m) if anchor_growth else 0
+    return n * per_item + model + label_pairs + memory + query_net + growth

@@ -114,7 +114,8 @@ class SDOHMethod:
         return estimate_round_bytes(
             n=n, dim=self.dim, features_mapped=s.n_anchors if s.feature_map == "rbf" else self.dim,
             bits=s.bits, labels=label_pairs, classes=n_classes, exemplars=s.n1 + s.n2,
-            query_hidden=s.query_hidden if s.query_encoder == "residual_net" else 0)
+            query_hidden=s.query_hidden if s.query_encoder == "residual_net" else 0,
+            anchor_growth=s.grows_anchors)
 
 
 def _factory(spec: MethodSpec) -> SDOHMethod:
