@@ -69,7 +69,7 @@ class SDOHSettings:
     feature_map: FeatureMapKind = "rbf"
     n_anchors: int = 1000
     anchor_growth: AnchorGrowth = "novelty"
-    first_anchor_share: float = 0.25
+    first_anchor_share: float = 0.5
     anchor_coverage: float = 0.9
     exemplar_policy: ExemplarPolicy = "class_balanced"
     condensed_per_class: int = 0
