@@ -106,19 +106,20 @@ def novel_anchors(x: np.ndarray[Any, Any], nearest_sq: np.ndarray[Any, Any], rad
     n = x.shape[0]
     allowed = int(np.floor((1.0 - coverage) * n))
     r2 = radius * radius
-    dist = np.asarray(nearest_sq, dtype=np.float64).copy()
+    dist = np.asarray(nearest_sq, dtype=np.float64)
+    # Only points beyond the radius are drawn or updated (distances only fall, so a point
+    # within it stays within): each draw costs O(points still beyond · d), not O(n · d).
+    live = np.flatnonzero(dist > r2)
+    dist = dist[live]
     picked: list[int] = []
-    while len(picked) < limit:
-        beyond = dist > r2
-        if int(beyond.sum()) <= allowed:
-            break
-        weights = np.where(beyond, dist, 0.0)
-        total = weights.sum()
-        i = (int(rng.choice(n, p=weights / total)) if np.isfinite(total) and total > 0
-             else int(np.flatnonzero(beyond)[0]))
-        picked.append(i)
-        diff = x - x[i]
+    while len(picked) < limit and live.size > allowed:
+        total = dist.sum()
+        j = int(rng.choice(live.size, p=dist / total)) if np.isfinite(total) else 0
+        picked.append(int(live[j]))
+        diff = x[live] - x[live[j]]
         np.minimum(dist, np.einsum("ij,ij->i", diff, diff), out=dist)
+        still = dist > r2
+        live, dist = live[still], dist[still]
     return x[np.asarray(picked, dtype=np.int64)].astype(np.float64).reshape(len(picked),
                                                                              x.shape[1])
 
