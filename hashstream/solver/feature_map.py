@@ -5,9 +5,11 @@ other queries of its batch (the authors' code recomputes σ and the kernel mean 
 SOLVER.md, "Mistakes to avoid" 1). With anchor growth the RBF anchors are append-only: a later
 chunk whose points lie beyond the novelty radius of every anchor adds anchors drawn from those
 points (k-means++ style), up to the anchor budget. σ, the radius, the existing anchors and
-their kernel means never change, so every column φ had stays bit-identical; a grown anchor's
-kernel mean is 0 (its column is ≈ 0 on the old data far from it, which is what the zero rows
-the accumulators get for it assume).
+their kernel means never change, so every column φ had stays bit-identical. A grown anchor's
+kernel mean is 0: the chunk that brings it is the novel region, not a sample of the stream,
+so its mean there would not centre the column either, and with the bias column centring only
+shifts what the ridge shrinks; the round imputes the past's sums for the new columns
+(``sdoh_hc/round.py::grow_anchors``).
 """
 
 from __future__ import annotations
