@@ -64,9 +64,9 @@ class CreateIndex(BaseModel):
     use_hadamard_term: bool | None = None
     use_center_term: bool | None = None
     query_encoder: QueryEncoder | None = Field(
-        default=None, description="how queries are encoded: residual_net (default; sgn(φ(q)P) "
-        "corrected by a small network trained each round on the stored codes) or linear "
-        "(sgn(φ(q)P) alone)")
+        default=None, description="how queries are encoded: linear (default; sgn(φ(q)P)) or "
+        "residual_net (sgn(φ(q)P) corrected by a small network trained each round on the "
+        "stored codes: better on random-order streams, worse on class-incremental ones)")
     query_hidden: int | None = Field(default=None, ge=1, le=4096,
                                      description="residual_net: hidden units of the network")
     query_steps: int | None = Field(default=None, ge=0, le=10_000,

@@ -41,8 +41,8 @@ _HELP = {
     "term_scaling": "normalized (a weight pulls alike at any n, r, c) or paper (Eq. 7's raw "
     "sums)",
     "old_similarity": "S_no form: normalized (L̂L̂ᵀ) or lemon (2L̂L̂ᵀ−11ᵀ)",
-    "query_encoder": "queries: residual_net (sgn(φP + g), g a small network trained on the "
-    "stored codes) or linear (sgn(φP))",
+    "query_encoder": "queries: linear (sgn(φP), default) or residual_net (sgn(φP + g), g a "
+    "small network trained on the stored codes)",
     "query_hidden": "residual_net: hidden units of g", "query_steps": "residual_net: training "
     "steps of g per round",
     "seed": "seed of every random choice",

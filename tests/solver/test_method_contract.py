@@ -44,8 +44,8 @@ def _configs() -> list[Any]:
                     out.append(pytest.param(name, {**SDOH, "exemplar_policy": policy,
                                                    "feature_map": fmap},
                                             id=f"sdoh-hc-{policy}-{fmap}"))
-            out.append(pytest.param(name, {**SDOH, "query_encoder": "linear"},
-                                    id="sdoh-hc-linear-encoder"))
+            out.append(pytest.param(name, {**SDOH, "query_encoder": "residual_net"},
+                                    id="sdoh-hc-residual-net-encoder"))
         elif name == "ecmh":
             for loss in ("ecmh", "dhd", "idcwh"):
                 out.append(pytest.param(name, {**ECMH, "loss": loss}, id=f"ecmh-{loss}"))

@@ -29,8 +29,10 @@ from hashstream.solver.sdoh_hc.state import SDOHState
 from hashstream.store.codec import decode_arrays, encode_arrays
 
 # Few anchors: the linear encoder is short of capacity, as on real multi-label tags.
-MULTI = SDOHSettings(bits=32, n1=200, n2=200, n_anchors=40, query_hidden=128, query_steps=200)
-SMALL = SDOHSettings(bits=16, n1=30, n2=30, n_anchors=30, query_hidden=32, query_steps=40)
+MULTI = SDOHSettings(bits=32, n1=200, n2=200, n_anchors=40, query_hidden=128, query_steps=200,
+                     query_encoder="residual_net")
+SMALL = SDOHSettings(bits=16, n1=30, n2=30, n_anchors=30, query_hidden=32, query_steps=40,
+                      query_encoder="residual_net")
 
 
 def _multilabel(make_stream: Any, seed: int) -> Any:
@@ -160,8 +162,8 @@ def test_states_and_configs_from_before_the_net_read_as_linear(np_backend: Backe
     # a stored config without the setting keeps the encoder it was built with
     stored = {"name": "a", "dim": 10, "settings": {"bits": 16}, "kind": "sdoh-hc"}
     assert IndexConfig.from_json(stored).settings.query_encoder == "linear"
-    assert SDOHSettings().query_encoder == "residual_net"  # new indexes get the net
-    fresh = IndexConfig("b", 10, SDOHSettings(bits=16))
+    assert SDOHSettings().query_encoder == "linear"  # the net is opt-in
+    fresh = IndexConfig("b", 10, SDOHSettings(bits=16, query_encoder="residual_net"))
     assert IndexConfig.from_json(fresh.to_json()).settings.query_encoder == "residual_net"
 
 
@@ -205,6 +207,6 @@ def test_cli_and_api_accept_the_query_encoder_settings() -> None:
     cfg = SDOHSettings.from_dict(body.solver_settings())
     assert (cfg.query_encoder, cfg.query_steps) == ("linear", 5)
     assert SDOHSettings.from_dict(CreateIndex(name="a", dim=4).solver_settings()
-                                  ).query_encoder == "residual_net"
+                                  ).query_encoder == "linear"
     with pytest.raises(ValidationError, match="query_hidden"):
         CreateIndex(name="a", dim=4, query_hidden=0)

@@ -27,7 +27,7 @@ from support.net import free_port, wait_until
 
 PROBLEM = "application/problem+json"
 # Small, fast solver settings for test indexes (a round on a few hundred rows takes ~0.2 s);
-# a small query network, so the default residual_net encoder is exercised without its cost.
+# a small query network where a test opts into the residual_net encoder.
 FAST = {"bits": 16, "n_anchors": 128, "n1": 100, "n2": 100, "query_hidden": 64,
         "query_steps": 20, "seed": 0}
 
