@@ -256,8 +256,13 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     With Z̄ = Z − 1·mean = U Σ Wᵀ, V = √n U Wᵀ over the directions with σ above rounding
     noise; the rest (Z̄ is rank deficient once codes settle on class centers) is completed with
     seeded orthonormal vectors orthogonal to 1 and U, paired with a seeded completion of W.
-    Any completion is a maximiser; seeding it keeps V a continuous function of Z. The SVD is
-    taken through a QR of Z̄ on the backend and the r × r SVD of R on the host.
+    Any completion is a maximiser; seeding it keeps V a continuous function of Z.
+
+    No n × r factorisation: only r × r Grams leave the device. Pass 1 takes the eigenvectors
+    of Z̄ᵀZ̄ (in float64) as Q₁ = Z̄ W Λ^−½, orthonormal up to κ²ε; pass 2 orthonormalises Q₁
+    by its own Gram (Q = Q₁ S) and takes the SVD of R = QᵀZ̄ (Z̄ = Q R), the r × r problem the
+    Householder path solved, so singular values down to the noise floor are kept as before.
+    Device work: four n × r × r products, all GEMMs, on either backend.
     """
     xp = backend.xp
     n, r = z.shape
@@ -265,24 +270,40 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
         raise InputError(f"a chunk needs more rows than bits ({n} rows, {r} bits)")
     dt = z.dtype
     zc = z - z.mean(axis=0, keepdims=True)
-    q_dev, r_dev = xp.linalg.qr(zc)
-    u_r, sigma, w_t = np.linalg.svd(backend.to_numpy(r_dev).astype(np.float64))
+    z64 = zc if dt == np.float64 else zc.astype(np.float64)
+    lam, w = np.linalg.eigh(backend.to_numpy(z64.T @ z64))
+    # Eigenvalues at eigh's resolution (ε·λ_max per entry of an r × r matrix) are not
+    # directions; the noise floor of Z itself is applied to the singular values of R below.
+    top = float(lam[-1]) if r else 0.0
+    keep1 = lam > max(r * _EPS64 * top, 1e-300)
+    m1 = w[:, keep1] / np.sqrt(lam[keep1])
+    q1 = zc @ backend.asarray(m1, dtype=dt)
+    grams = backend.to_numpy(q1.T @ xp.concatenate([q1, zc], axis=1)).astype(np.float64)
+    k = q1.shape[1]
+    lam2, e = np.linalg.eigh(grams[:, :k])
+    keep2 = lam2 > 1e-4 * (float(lam2[-1]) if k else 0.0)  # Q₁ ≈ orthonormal: λ₂ ≈ 1
+    s2 = e[:, keep2] / np.sqrt(lam2[keep2])  # Q = Q₁ S orthonormal
+    a, sigma, w_t = np.linalg.svd(s2.T @ grams[:, k:], full_matrices=False)  # R = QᵀZ̄
     # Noise is judged against the scale of Z itself: when the centred Z̄ is all rounding noise
     # (every row alike), its own largest σ is noise too.
     eps = float(np.finfo(np.dtype(str(dt))).eps)
     z_norm = float(xp.sqrt((z * z).sum()))
     keep = sigma > max(max(n, r) * eps * z_norm, 1e-300)
-    k = int(keep.sum())
-    u_keep = q_dev @ backend.asarray(u_r[:, keep], dtype=dt)
-    w = w_t.T[:, keep]
-    if k < r:
-        u_host = backend.to_numpy(u_keep).astype(np.float64)
-        ones = np.full((n, 1), 1 / np.sqrt(n))
-        u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - k, rng)
-        w_extra = _orthonormal_complement(w, r - k, rng)
-        u_keep = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
-        w = np.hstack([w, w_extra])
-    return np.sqrt(n) * (u_keep @ backend.asarray(w.T, dtype=dt))
+    to_u = s2 @ a[:, keep]  # U = Q₁ S a over the kept directions
+    w_keep = w_t[keep].T
+    kept = int(keep.sum())
+    if kept == r:
+        return np.sqrt(n) * (q1 @ backend.asarray(to_u @ w_keep.T, dtype=dt))
+    u_keep = q1 @ backend.asarray(to_u, dtype=dt)
+    u_host = backend.to_numpy(u_keep).astype(np.float64)
+    ones = np.full((n, 1), 1 / np.sqrt(n))
+    u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - kept, rng)
+    w_extra = _orthonormal_complement(w_keep, r - kept, rng)
+    u_all = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
+    return np.sqrt(n) * (u_all @ backend.asarray(np.hstack([w_keep, w_extra]).T, dtype=dt))
+
+
+_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _safe_norms(a: Any, xp: Any) -> Any:
@@ -502,12 +523,14 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
 
     codes = backend.to_numpy(b).astype(np.int8)
     y_host = backend.to_numpy(y).astype(np.int8)
-    new_exemplars = _update_exemplars(state, features_host, labels, codes, y_host, settings,
-                                      rng, backend)
+    new_exemplars, from_chunk = _update_exemplars(state, features_host, labels, codes, y_host,
+                                                  settings, rng, backend)
     lap("memory")
     query_net = fit_query_net(
-        state.query_net, settings, rnd, state.feature_map, projection, (features_host, codes),
-        (new_exemplars["exemplar_features"], new_exemplars["exemplar_codes"]), backend)
+        state.query_net, settings, rnd, state.feature_map, projection,
+        (features_host, codes, phi),
+        (new_exemplars["exemplar_features"], new_exemplars["exemplar_codes"]), from_chunk,
+        backend)
     lap("query_net")
     new_state = SDOHState(
         round=rnd, n_seen=n_old + n, dim=state.dim, centers=state.centers,
@@ -525,15 +548,17 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
 def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], labels: ClassLists,
                       codes: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
                       settings: SDOHSettings, rng: np.random.Generator,
-                      backend: Backend) -> dict[str, Any]:
+                      backend: Backend) -> tuple[dict[str, Any], np.ndarray[Any, Any] | None]:
     """Keep n1 old exemplars at random, add n2 of this chunk chosen by the policy (or, for
-    ``condensed``, n2 synthetic exemplars with their class's row of Y as code).
+    ``condensed``, n2 synthetic exemplars with their class's row of Y as code); also the chunk
+    rows of the added exemplars (None when they are synthetic), so φ of them is not redone.
 
     The memory is small and its selection is index work, so it stays on the host."""
     old_f = backend.to_numpy(state.exemplar_features)
     old_c = backend.to_numpy(state.exemplar_codes)
     keep = select_random(old_f.shape[0], settings.n1, rng)
     new_l: ClassLists
+    new: np.ndarray[Any, Any] | None = None
     if settings.exemplar_policy == "condensed":
         new_f, new_l, new_c = condense_exemplars(
             x, labels, y, settings.n2, rng, per_class=settings.condensed_per_class,
@@ -548,4 +573,4 @@ def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], labels: ClassLi
         "exemplar_labels": ClassLists.concat([state.exemplar_labels.take(keep), new_l])
         .widen(state.n_classes),
         "exemplar_codes": np.concatenate([old_c[keep], new_c]),
-    }
+    }, new
