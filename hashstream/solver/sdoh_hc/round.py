@@ -356,59 +356,113 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: ClassLists,
     """
     xp, dt = backend.xp, backend.dtype
     lq = state.exemplar_labels
-    xq_raw = backend.asarray(state.exemplar_features)
     bq = backend.asarray(state.exemplar_codes, dtype=dt)
-    n, nq = x.shape[0], xq_raw.shape[0]
+    new_groups = label_set_groups(labels)
+    old_groups = label_set_groups(lq)
+    if len(new_groups[1]) * len(old_groups[1]) <= _MAX_GROUP_PAIRS:
+        e, sq_norm = _grouped_similarity(x, state.exemplar_features, bq, (labels, *new_groups),
+                                         (lq, *old_groups), backend)
+        return e, bq.T @ bq, r * r * sq_norm
+    n, nq = x.shape[0], bq.shape[0]
     e = xp.zeros((n, r), dtype=dt)
-    inv_n, first_n = label_set_groups(labels)
-    inv_q, first_q = label_set_groups(lq)
-    n_sets_n, n_sets_q = len(first_n), len(first_q)
     sq_norm = 0.0
-    if n_sets_n * n_sets_q <= _MAX_GROUP_PAIRS:
-        # Sort both sides by label set once, so each group is a contiguous slice.
-        order_n = np.argsort(inv_n, kind="stable")
-        order_q = np.argsort(inv_q, kind="stable")
-        bounds_n = np.searchsorted(inv_n[order_n], np.arange(n_sets_n + 1))
-        bounds_q = np.searchsorted(inv_q[order_q], np.arange(n_sets_q + 1))
-        # Gather first, then normalise the gathered copy in place: one pass over each side.
-        xn_s = x[backend.asarray(order_n)]
-        xn_s /= _safe_norms(xn_s, xp)
-        xq_s = xq_raw[backend.asarray(order_q)].astype(dt)
-        xq_s /= _safe_norms(xq_s, xp)
-        bq_s = bq[backend.asarray(order_q)]
-        e_s = xp.empty((n, r), dtype=dt)
-        shares = labels.take(first_n).shares_any(lq.take(first_q))
-        bq_total = bq.sum(axis=0)
-        for a in range(n_sets_n):
-            lo, hi = int(bounds_n[a]), int(bounds_n[a + 1])
-            groups = np.flatnonzero(shares[a])
-            if len(groups) == 0:
-                e_s[lo:hi] = -bq_total
-                sq_norm += (hi - lo) * nq
-                continue
-            if len(groups) == 1 or (np.diff(groups) == 1).all():  # one contiguous run
-                sl = slice(int(bounds_q[groups[0]]), int(bounds_q[groups[-1] + 1]))
-                xq_share, bq_share = xq_s[sl], bq_s[sl]
-            else:
-                rows = backend.asarray(np.concatenate(
-                    [np.arange(bounds_q[g], bounds_q[g + 1]) for g in groups]))
-                xq_share, bq_share = xq_s[rows], bq_s[rows]
-            block = xn_s[lo:hi] @ xq_share.T
-            e_s[lo:hi] = block @ bq_share - (bq_total - bq_share.sum(axis=0))
-            sq_norm += float(xp.sum(block * block)) + (hi - lo) * (nq - xq_share.shape[0])
-        e[backend.asarray(order_n)] = e_s
-    else:
-        xq = l2_normalize_rows(xq_raw.astype(dt), xp)
-        xn = l2_normalize_rows(x, xp)
-        new_by_class = labels.by_class()
-        for start in range(0, nq, _SQN_BLOCK):
-            stop = min(start + _SQN_BLOCK, nq)
-            share_host = lq.take(np.arange(start, stop)).shares_any(labels, new_by_class)
-            share = backend.asarray(share_host)
-            sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
-            e += sqn.T @ bq[start:stop]
-            sq_norm += float(xp.sum(sqn * sqn))
+    xq = l2_normalize_rows(backend.asarray(state.exemplar_features).astype(dt), xp)
+    xn = l2_normalize_rows(x, xp)
+    new_by_class = labels.by_class()
+    for start in range(0, nq, _SQN_BLOCK):
+        stop = min(start + _SQN_BLOCK, nq)
+        share_host = lq.take(np.arange(start, stop)).shares_any(labels, new_by_class)
+        share = backend.asarray(share_host)
+        sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
+        e += sqn.T @ bq[start:stop]
+        sq_norm += float(xp.sum(sqn * sqn))
     return e, bq.T @ bq, r * r * sq_norm
+
+
+# Bytes of the padded per-group blocks formed at once by the grouped exemplar similarity.
+_GROUP_BLOCK_BYTES = 1 << 28
+
+_Groups = tuple[ClassLists, np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups,
+                        backend: Backend) -> tuple[Any, float]:
+    """E and ‖Sqn‖² by label-set group, as batched products with no loop over groups.
+
+    Group a of new rows (padded to the largest group) meets the exemplar rows of every old
+    group sharing a label with it (padded to the largest such union): one batched GEMM
+    (groups × rows × d by groups × d × shared rows) gives the raw inner products, scaled to
+    cosines by the inverse row norms, with 0 as the inverse norm of a padding slot (and of a
+    zero row), so padding adds nothing. Only index arrays are built on the host; groups are
+    split into several batches only past ``_GROUP_BLOCK_BYTES``."""
+    xp, dt = backend.xp, backend.dtype
+    labels, inv_n, first_n = new
+    lq, inv_q, first_q = old
+    n, d = x.shape
+    nq, r = bq.shape
+    g_n, g_q = len(first_n), len(first_q)
+    shares = labels.take(first_n).shares_any(lq.take(first_q))  # g_n × g_q
+    rows_n, count_n = _group_slots(inv_n, g_n)  # g_n × max group: row numbers, −1 = padding
+    order_q = np.argsort(inv_q, kind="stable")
+    count_q = np.bincount(inv_q, minlength=g_q)
+    start_q = np.concatenate([[0], np.cumsum(count_q)])
+    # The exemplar rows each new group meets: the ranges of its sharing groups, concatenated.
+    pair_a, pair_b = np.nonzero(shares)
+    length = count_q[pair_b]
+    total = int(length.sum())
+    shared = np.bincount(pair_a, weights=length, minlength=g_n).astype(np.int64)
+    pair_start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    entry = np.arange(total, dtype=np.int64)
+    source = order_q[np.repeat(start_q[pair_b] - pair_start, length) + entry]
+    group_start = np.concatenate([[0], np.cumsum(shared)[:-1]]).astype(np.int64)
+    slot = entry - np.repeat(group_start[pair_a], length)
+    rows_q = np.full((g_n, int(shared.max()) if g_n else 0), -1, dtype=np.int64)
+    rows_q[np.repeat(pair_a, length), slot] = source
+    inv_norm_n = _inverse_norms(x, xp)
+    xq = backend.asarray(xq_raw).astype(dt)
+    inv_norm_q = _inverse_norms(xq, xp)
+    bq_total = bq.sum(axis=0)
+    e = xp.empty((n, r), dtype=dt)
+    sq_norm = float((count_n * (nq - shared)).sum())  # the −1 entries
+    per_group = 8 * (rows_n.shape[1] + rows_q.shape[1]) * (d + r + 1) \
+        + 8 * rows_n.shape[1] * rows_q.shape[1]
+    step = max(1, _GROUP_BLOCK_BYTES // max(per_group, 1))
+    for lo in range(0, g_n, step):  # one pass unless the padded blocks pass the byte cap
+        sl = slice(lo, min(lo + step, g_n))
+        idx_n, idx_q = rows_n[sl], rows_q[sl]
+        take_n = backend.asarray(np.maximum(idx_n, 0))
+        take_q = backend.asarray(np.maximum(idx_q, 0))
+        in_q = backend.asarray(idx_q >= 0, dtype=dt)
+        scale_n = inv_norm_n[take_n] * backend.asarray(idx_n >= 0, dtype=dt)
+        cos = xp.matmul(x[take_n], xq[take_q].transpose(0, 2, 1))
+        cos *= scale_n[:, :, None]
+        cos *= (inv_norm_q[take_q] * in_q)[:, None, :]
+        sq_norm += float(xp.vdot(cos.ravel(), cos.ravel()))
+        bq_pad = bq[take_q]  # padding columns of cos are 0
+        part = xp.matmul(cos, bq_pad)
+        part += (xp.einsum("gk,gkr->gr", in_q, bq_pad) - bq_total)[:, None, :]
+        valid = (idx_n >= 0).ravel()
+        e[backend.asarray(idx_n.ravel()[valid])] = part.reshape(-1, r)[backend.asarray(valid)]
+    return e, sq_norm
+
+
+def _group_slots(group: np.ndarray[Any, Any],
+                 n_groups: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """(n_groups × largest group) item numbers of each group in order, −1 in the padding;
+    and the size of each group."""
+    count = np.bincount(group, minlength=n_groups)
+    order = np.argsort(group, kind="stable")
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    slots = np.full((n_groups, int(count.max()) if n_groups else 0), -1, dtype=np.int64)
+    sorted_group = group[order]
+    slots[sorted_group, np.arange(len(group)) - start[sorted_group]] = order
+    return slots, count
+
+
+def _inverse_norms(a: Any, xp: Any) -> Any:
+    """1/‖row‖ of each row, 0 for a zero row (so it stays a zero row)."""
+    norms = xp.sqrt(xp.einsum("ij,ij->i", a, a))
+    return xp.where(norms > 0, 1 / xp.where(norms > 0, norms, 1), 0)
 
 
 def _canonical(m: Any) -> sp.csr_array:
