@@ -329,6 +329,11 @@ def label_set_groups(labels: ClassLists) -> tuple[np.ndarray[Any, Any], np.ndarr
     order = np.lexsort((labels.classes, rows))  # row by row, classes ascending
     neg = -labels.classes[order].astype(np.int64)
     kmax = max(int(counts.max()) if n else 0, 1)
+    if kmax == 1:  # at most one class a row (single-label data): 1-D keys, same order
+        keys1 = np.full(n, _KEY_PAD, dtype=np.int64)
+        keys1[rows] = neg
+        _, first, inv = np.unique(keys1, return_index=True, return_inverse=True)
+        return inv.ravel().astype(np.int64), first.astype(np.int64)
     if n * kmax <= 16 * max(nnz, n):
         keys = np.full((n, kmax), _KEY_PAD, dtype=np.int64)
         keys[rows, np.arange(nnz) - np.repeat(labels.indptr[:-1], counts)] = neg
