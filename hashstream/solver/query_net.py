@@ -154,11 +154,10 @@ def train_query_net(net: QueryNet, x: Any, residual: Any, steps: int,
         for p, g, m1, m2, tmp in zip(params[1:], small_grads, first[1:], second[1:],
                                      small_scratch, strict=True):
             adam.update(xp, p, g, m1, m2, tmp)
-        xb_t = xp.ascontiguousarray(xb.T)
         for lo in range(0, d, rows):
             hi = min(lo + rows, d)
             g, tmp = grad_block[:hi - lo], scratch_block[:hi - lo]
-            xp.matmul(xb_t[lo:hi], grad_hidden, out=g)
+            xp.matmul(xb[:, lo:hi].T, grad_hidden, out=g)
             adam.update(xp, w1[lo:hi], g, first[0][lo:hi], second[0][lo:hi], tmp)
     w1, b1, w2, b2 = params
     return QueryNet(net.mean, net.scale, w1, b1, w2, b2)

@@ -9,6 +9,7 @@ O(n) in the chunk size and nothing in the size of the past.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -293,14 +294,14 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     w_keep = w_t[keep].T
     kept = int(keep.sum())
     if kept == r:
-        return np.sqrt(n) * (q1 @ backend.asarray(to_u @ w_keep.T, dtype=dt))
+        return math.sqrt(n) * (q1 @ backend.asarray(to_u @ w_keep.T, dtype=dt))
     u_keep = q1 @ backend.asarray(to_u, dtype=dt)
     u_host = backend.to_numpy(u_keep).astype(np.float64)
     ones = np.full((n, 1), 1 / np.sqrt(n))
     u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - kept, rng)
     w_extra = _orthonormal_complement(w_keep, r - kept, rng)
     u_all = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
-    return np.sqrt(n) * (u_all @ backend.asarray(np.hstack([w_keep, w_extra]).T, dtype=dt))
+    return math.sqrt(n) * (u_all @ backend.asarray(np.hstack([w_keep, w_extra]).T, dtype=dt))
 
 
 _EPS64 = float(np.finfo(np.float64).eps)
@@ -574,9 +575,12 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
             steps.append(("Y", terms.objective(b, v, y)["total"]))
     loss = terms.objective(b, v, y)
 
-    g = backend.asarray(state.g, dtype=dt) + phi.T @ phi
-    f = backend.asarray(state.f, dtype=dt) + phi.T @ b
-    reg = g + settings.lam * xp.eye(g.shape[0], dtype=dt)
+    g = phi.T @ phi  # new arrays, added to in place: the state's sums stay as they were
+    g += backend.asarray(state.g, dtype=dt)
+    f = phi.T @ b
+    f += backend.asarray(state.f, dtype=dt)
+    reg = g.copy()
+    reg.ravel()[::reg.shape[0] + 1] += settings.lam  # G + λI without an m × m identity
     projection = backend.cho_solve(reg, f)
     lap("p")
 
