@@ -18,10 +18,12 @@ labels of each round: Sqn's inner products are needed there only (the rest of Sq
 
 ``--reference DIR`` runs every case also with the solver of another source tree (e.g. an
 export of ``main``), in its own process, alternating with this tree's, so before and after
-are measured in the same run against the same floor.
+are measured in the same run. Each process measures the GEMM rates next to its rounds, so a
+shared machine's load moves the floor with the rounds; ``--repeats K`` alternates K runs per
+case and tree and shows the least disturbed (lowest ratio), with every run's ratio beside it.
 
 Run:  OPENBLAS_NUM_THREADS=1 python bench/round_speed.py [--backend numpy|cupy]
-      [--dtype float64|float32] [--rounds 8] [--reference /path/to/main/tree]
+      [--dtype float64|float32] [--rounds 8] [--repeats 2] [--reference /path/to/main/tree]
 """
 
 from __future__ import annotations
@@ -123,6 +125,7 @@ def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
     from hashstream.solver.sdoh_hc.round import learn_chunk
 
     backend = get_backend(backend_name, dtype)  # type: ignore[arg-type]
+    rates = [gemm_rate(backend, backend.dtype), gemm_rate(backend, np.float32)]
     d, kwargs = CASES[name]
     s = SDOHSettings(**kwargs)
     state, times, steps, pairs, nqs = None, [], {}, [], []
@@ -137,8 +140,13 @@ def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
         state = res.state
         for k, v in res.seconds.items():
             steps.setdefault(k, []).append(v)
+    # the machine's rate next to the rounds (best of before and after: a shared machine's
+    # load moves both the rounds and the rate)
+    rates = [max(rates[0], gemm_rate(backend, backend.dtype)),
+             max(rates[1], gemm_rate(backend, np.float32))]
     return {"times": times, "steps": steps, "pairs": pairs, "nq": nqs, "d": d,
-            "m": int(state.projection.shape[0])}
+            "m": int(state.projection.shape[0]), "rate": rates[0], "rate32": rates[1],
+            "load": os.getloadavg()[0]}
 
 
 def run_in_tree(tree: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -160,6 +168,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--reference", default=None,
                     help="another source tree to time beside this one (same run)")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per case and tree, alternating; the least disturbed is shown")
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -167,29 +177,37 @@ def main() -> None:
         print(json.dumps(run_case(args.child, args.backend, args.dtype, args.rounds, args.n)))
         return
     backend = get_backend(args.backend, args.dtype)
-    rate = gemm_rate(backend, backend.dtype)
-    rate32 = gemm_rate(backend, np.float32)
-    print(f"backend {backend.name} {backend.dtype}; GEMM rate {rate / 1e9:.1f} GFLOP/s "
-          f"({backend.dtype}), {rate32 / 1e9:.1f} GFLOP/s (float32); load average "
-          f"{os.getloadavg()[0]:.1f}")
+    print(f"backend {backend.name} {backend.dtype}; rounds 3–{args.rounds} of each run; "
+          f"floor from the GEMM rates measured in the same process as the rounds; load "
+          f"average {os.getloadavg()[0]:.1f} at the start")
     here = str(HERE.parents[1])
     trees = [("before", args.reference), ("after", here)] if args.reference else [("", here)]
-    print("| case | tree | median s/round | mean s/round | floor s | ratio | slowest step |")
-    print("|---|---|---|---|---|---|---|")
+    print("| case | tree | median s/round | floor s | ratio | ratios of all runs | GFLOP/s "
+          "f64 / f32 | slowest step |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in args.cases:
         d, kwargs = CASES[name]
         s = SDOHSettings(**kwargs)
-        for label, tree in trees:
-            res = run_in_tree(tree, name, args)
-            times, steps = res["times"][2:], {k: v[2:] for k, v in res["steps"].items()}
-            floor_terms = floor_seconds(args.n, d, res["m"], int(statistics.median(res["nq"][2:])),
-                                        statistics.mean(res["pairs"][2:]), s, rate, rate32)
-            floor = sum(floor_terms.values())
-            med = statistics.median(times)
+        runs: dict[str, list[tuple[float, float, dict[str, Any], dict[str, float]]]] = {}
+        for _ in range(args.repeats):
+            for label, tree in trees:
+                res = run_in_tree(tree, name, args)
+                times = res["times"][2:]
+                floor_terms = floor_seconds(args.n, d, res["m"],
+                                            int(statistics.median(res["nq"][2:])),
+                                            statistics.mean(res["pairs"][2:]), s, res["rate"],
+                                            res["rate32"])
+                med = statistics.median(times)
+                runs.setdefault(label, []).append(
+                    (med / sum(floor_terms.values()), med, res, floor_terms))
+        for label, _ in trees:
+            ratio, med, res, floor_terms = min(runs[label], key=lambda t: t[0])
+            steps = {k: v[2:] for k, v in res["steps"].items()}
             slow = max(steps, key=lambda k: statistics.median(steps[k]))
-            print(f"| {name} | {label} | {med:.4f} | {statistics.mean(times):.4f} | "
-                  f"{floor:.4f} | {med / floor:.2f} | {slow} "
-                  f"{statistics.median(steps[slow]):.4f} |")
+            every = " ".join(f"{t[0]:.2f}" for t in runs[label])
+            print(f"| {name} | {label} | {med:.4f} | {sum(floor_terms.values()):.4f} | "
+                  f"{ratio:.2f} | {every} | {res['rate'] / 1e9:.0f} / {res['rate32'] / 1e9:.0f} "
+                  f"| {slow} {statistics.median(steps[slow]):.4f} |", flush=True)
             print("    steps: " + ", ".join(f"{k} {statistics.median(v):.4f}"
                                             for k, v in steps.items()))
             print("    floor: " + ", ".join(f"{k} {v:.4f}" for k, v in floor_terms.items()
