@@ -385,7 +385,7 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: ClassLists,
     return e, bq.T @ bq, r * r * sq_norm
 
 
-# Bytes of the padded per-group blocks formed at once by the grouped exemplar similarity.
+# Most bytes of padded per-group blocks the grouped exemplar similarity forms at once.
 _GROUP_BLOCK_BYTES = 1 << 28
 
 _Groups = tuple[ClassLists, np.ndarray[Any, Any], np.ndarray[Any, Any]]
@@ -400,7 +400,7 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
     (groups × rows × d by groups × d × shared rows) gives the raw inner products, scaled to
     cosines by the inverse row norms, with 0 as the inverse norm of a padding slot (and of a
     zero row), so padding adds nothing. Only index arrays are built on the host; groups are
-    split into several batches only past ``_GROUP_BLOCK_BYTES``."""
+    split into several batches only past the bytes the round's memory estimate allows."""
     xp, dt = backend.xp, backend.dtype
     labels, inv_n, first_n = new
     lq, inv_q, first_q = old
@@ -432,7 +432,10 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
     sq_norm = float((count_n * (nq - shared)).sum())  # the −1 entries
     per_group = 8 * (rows_n.shape[1] + rows_q.shape[1]) * (d + r + 1) \
         + 8 * rows_n.shape[1] * rows_q.shape[1]
-    step = max(1, _GROUP_BLOCK_BYTES // max(per_group, 1))
+    # no more at once than the worker's memory estimate allows for this step (budget.py):
+    # the chunk's and the memory's features plus a block of Sqn
+    cap = min(_GROUP_BLOCK_BYTES, 8 * (min(nq, _SQN_BLOCK) * n + (n + nq) * d))
+    step = max(1, cap // max(per_group, 1))
     for lo in range(0, g_n, step):  # one pass unless the padded blocks pass the byte cap
         sl = slice(lo, min(lo + step, g_n))
         idx_n, idx_q = rows_n[sl], rows_q[sl]
