@@ -395,12 +395,15 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
                         backend: Backend) -> tuple[Any, float]:
     """E and ‖Sqn‖² by label-set group, as batched products with no loop over groups.
 
-    Group a of new rows (padded to the largest group) meets the exemplar rows of every old
-    group sharing a label with it (padded to the largest such union): one batched GEMM
-    (groups × rows × d by groups × d × shared rows) gives the raw inner products, scaled to
-    cosines by the inverse row norms, with 0 as the inverse norm of a padding slot (and of a
-    zero row), so padding adds nothing. Only index arrays are built on the host; groups are
-    split into several batches only past the bytes the round's memory estimate allows."""
+    Group a of new rows meets the exemplar rows of every old group sharing a label with it.
+    Groups of alike size (the same power of two of rows and of shared exemplar rows) form one
+    batch, padded to its largest: one batched GEMM (groups × rows × d by groups × d × shared
+    rows) gives the raw inner products, scaled to cosines by the inverse row norms, with 0 as
+    the inverse norm of a padding slot (and of a zero row), so padding adds nothing and wastes
+    under 4× the work of its batch. At most one batch per pair of powers of two (single-label
+    chunks: one or two batches, whatever the number of classes), split further only past the
+    bytes the round's memory estimate allows; ‖Sqn‖² is summed on the device and read once.
+    Only index arrays are built on the host."""
     xp, dt = backend.xp, backend.dtype
     labels, inv_n, first_n = new
     lq, inv_q, first_q = old
@@ -408,7 +411,10 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
     nq, r = bq.shape
     g_n, g_q = len(first_n), len(first_q)
     shares = labels.take(first_n).shares_any(lq.take(first_q))  # g_n × g_q
-    rows_n, count_n = _group_slots(inv_n, g_n)  # g_n × max group: row numbers, −1 = padding
+    order_n = np.argsort(inv_n, kind="stable")
+    count_n = np.bincount(inv_n, minlength=g_n)
+    start_n = np.concatenate([[0], np.cumsum(count_n)[:-1]]).astype(np.int64)
+    slot_n = np.arange(n, dtype=np.int64) - np.repeat(start_n, count_n)
     order_q = np.argsort(inv_q, kind="stable")
     count_q = np.bincount(inv_q, minlength=g_q)
     start_q = np.concatenate([[0], np.cumsum(count_q)])
@@ -419,53 +425,73 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
     shared = np.bincount(pair_a, weights=length, minlength=g_n).astype(np.int64)
     pair_start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
     entry = np.arange(total, dtype=np.int64)
-    source = order_q[np.repeat(start_q[pair_b] - pair_start, length) + entry]
+    source_q = order_q[np.repeat(start_q[pair_b] - pair_start, length) + entry]
+    group_q = np.repeat(pair_a, length)
     group_start = np.concatenate([[0], np.cumsum(shared)[:-1]]).astype(np.int64)
-    slot = entry - np.repeat(group_start[pair_a], length)
-    rows_q = np.full((g_n, int(shared.max()) if g_n else 0), -1, dtype=np.int64)
-    rows_q[np.repeat(pair_a, length), slot] = source
+    slot_q = entry - group_start[group_q]
     inv_norm_n = _inverse_norms(x, xp)
     xq = backend.asarray(xq_raw).astype(dt)
     inv_norm_q = _inverse_norms(xq, xp)
     bq_total = bq.sum(axis=0)
     e = xp.empty((n, r), dtype=dt)
     sq_norm = float((count_n * (nq - shared)).sum())  # the −1 entries
-    per_group = 8 * (rows_n.shape[1] + rows_q.shape[1]) * (d + r + 1) \
-        + 8 * rows_n.shape[1] * rows_q.shape[1]
+    sq_dev = xp.zeros((), dtype=dt)
+    lonely = np.flatnonzero(shared[inv_n] == 0)  # items whose label set no exemplar shares
+    if len(lonely):
+        e[backend.asarray(lonely)] = -bq_total
     # no more at once than the worker's memory estimate allows for this step (budget.py):
     # the chunk's and the memory's features plus a block of Sqn
     cap = min(_GROUP_BLOCK_BYTES, 8 * (min(nq, _SQN_BLOCK) * n + (n + nq) * d))
-    step = max(1, cap // max(per_group, 1))
-    for lo in range(0, g_n, step):  # one pass unless the padded blocks pass the byte cap
-        sl = slice(lo, min(lo + step, g_n))
-        idx_n, idx_q = rows_n[sl], rows_q[sl]
-        take_n = backend.asarray(np.maximum(idx_n, 0))
-        take_q = backend.asarray(np.maximum(idx_q, 0))
-        in_q = backend.asarray(idx_q >= 0, dtype=dt)
-        scale_n = inv_norm_n[take_n] * backend.asarray(idx_n >= 0, dtype=dt)
+    for batch in _size_batches(count_n, shared, cap, d + r + 1):
+        rows_n = _padded(batch, inv_n[order_n], slot_n, order_n, count_n)
+        rows_q = _padded(batch, group_q, slot_q, source_q, shared)
+        take_n = backend.asarray(np.maximum(rows_n, 0))
+        take_q = backend.asarray(np.maximum(rows_q, 0))
+        in_q = backend.asarray(rows_q >= 0, dtype=dt)
+        scale_n = inv_norm_n[take_n] * backend.asarray(rows_n >= 0, dtype=dt)
         cos = xp.matmul(x[take_n], xq[take_q].transpose(0, 2, 1))
         cos *= scale_n[:, :, None]
         cos *= (inv_norm_q[take_q] * in_q)[:, None, :]
-        sq_norm += float(xp.vdot(cos.ravel(), cos.ravel()))
+        sq_dev += xp.vdot(cos.ravel(), cos.ravel())
         bq_pad = bq[take_q]  # padding columns of cos are 0
         part = xp.matmul(cos, bq_pad)
         part += (xp.einsum("gk,gkr->gr", in_q, bq_pad) - bq_total)[:, None, :]
-        valid = (idx_n >= 0).ravel()
-        e[backend.asarray(idx_n.ravel()[valid])] = part.reshape(-1, r)[backend.asarray(valid)]
-    return e, sq_norm
+        filled = np.flatnonzero(rows_n.ravel() >= 0)  # integer positions: no device sync
+        e[backend.asarray(rows_n.ravel()[filled])] = part.reshape(-1, r)[backend.asarray(filled)]
+    return e, sq_norm + float(sq_dev)
 
 
-def _group_slots(group: np.ndarray[Any, Any],
-                 n_groups: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """(n_groups × largest group) item numbers of each group in order, −1 in the padding;
-    and the size of each group."""
-    count = np.bincount(group, minlength=n_groups)
-    order = np.argsort(group, kind="stable")
-    start = np.concatenate([[0], np.cumsum(count)[:-1]])
-    slots = np.full((n_groups, int(count.max()) if n_groups else 0), -1, dtype=np.int64)
-    sorted_group = group[order]
-    slots[sorted_group, np.arange(len(group)) - start[sorted_group]] = order
-    return slots, count
+def _size_batches(rows: np.ndarray[Any, Any], shared: np.ndarray[Any, Any], cap: int,
+                  width: int) -> list[np.ndarray[Any, Any]]:
+    """Groups that meet some exemplar, batched by (⌈log₂ rows⌉, ⌈log₂ shared rows⌉) and split
+    so that a batch's padded blocks (``width`` values a padded row, 8 bytes each, plus the
+    rows × shared cosines) stay under ``cap`` bytes."""
+    live = np.flatnonzero((shared > 0) & (rows > 0))
+    if len(live) == 0:
+        return []
+    key = np.ceil(np.log2(rows[live])).astype(np.int64) * 64 \
+        + np.ceil(np.log2(shared[live])).astype(np.int64)
+    out: list[np.ndarray[Any, Any]] = []
+    for k in np.unique(key):
+        groups = live[key == k]
+        most_rows, most_shared = int(rows[groups].max()), int(shared[groups].max())
+        per_group = 8 * ((most_rows + most_shared) * width + most_rows * most_shared)
+        step = max(1, cap // per_group)
+        out.extend(groups[i:i + step] for i in range(0, len(groups), step))
+    return out
+
+
+def _padded(batch: np.ndarray[Any, Any], group: np.ndarray[Any, Any],
+            slot: np.ndarray[Any, Any], value: np.ndarray[Any, Any],
+            size: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """len(batch) × (largest size in the batch): ``value`` of each entry whose ``group`` is in
+    ``batch``, at its ``slot``; −1 in the padding."""
+    where = np.full(len(size), -1, dtype=np.int64)
+    where[batch] = np.arange(len(batch))
+    pick = where[group] >= 0
+    out = np.full((len(batch), int(size[batch].max())), -1, dtype=np.int64)
+    out[where[group[pick]], slot[pick]] = value[pick]
+    return out
 
 
 def _inverse_norms(a: Any, xp: Any) -> Any:
