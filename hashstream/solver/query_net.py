@@ -109,7 +109,11 @@ def train_query_net(net: QueryNet, x: Any, residual: Any, steps: int,
                     rng: np.random.Generator, backend: Backend) -> QueryNet:
     """``steps`` Adam steps on mean ‖residual − g(x)‖² / 2 + WEIGHT_DECAY ‖θ‖² / 2 over
     mini-batches of the rows of ``x`` (n × d) and ``residual`` (n × r, the targets minus the
-    linear part); each pass over the rows is a fresh seeded permutation. Pure: a new net."""
+    linear part); each pass over the rows is a fresh seeded permutation. Pure: a new net.
+
+    The cost is the step's GEMMs plus Adam's passes over the d × h first layer; that layer is
+    updated in blocks of rows that stay in cache, each block's gradient written by its own
+    product straight before its update (on the GPU, one block)."""
     xp = backend.xp
     n = int(x.shape[0])
     if steps < 1 or n == 0:
@@ -119,31 +123,80 @@ def train_query_net(net: QueryNet, x: Any, residual: Any, steps: int,
     params = [xp.array(a, dtype=_DTYPE) for a in (net.w1, net.b1, net.w2, net.b2)]
     first = [xp.zeros_like(p) for p in params]
     second = [xp.zeros_like(p) for p in params]
+    small_grads = [xp.empty_like(p) for p in params[1:]]
+    small_scratch = [xp.empty_like(p) for p in params[1:]]
     batch = min(BATCH, n)
     passes = -(-steps * batch // n)
     order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:steps * batch]
     order_dev = backend.asarray(order.reshape(steps, batch))
+    d, h = (int(k) for k in params[0].shape)
+    rows = d if backend.name == "cupy" else max(1, _BLOCK_ELEMENTS // h)
+    grad_block = xp.empty((min(rows, d), h), dtype=_DTYPE)
+    scratch_block = xp.empty_like(grad_block)
+    adam = _ScaledAdam()
     for t in range(1, steps + 1):
-        rows = order_dev[t - 1]
-        xb, yb = inputs[rows], target[rows]
+        adam.advance(t)
+        picked = order_dev[t - 1]
+        xb, yb = inputs[picked], target[picked]
         w1, b1, w2, b2 = params
         hidden = xb @ w1
         hidden += b1
-        active = hidden > 0
-        hidden *= active
+        xp.maximum(hidden, 0, out=hidden)
         err = hidden @ w2
         err += b2
         err -= yb
-        err /= batch
-        grad_hidden = (err @ w2.T) * active
-        grads = [xb.T @ grad_hidden, grad_hidden.sum(axis=0), hidden.T @ err, err.sum(axis=0)]
-        step = LEARNING_RATE * (1 - _BETA2 ** t) ** 0.5 / (1 - _BETA1 ** t)  # a Python float
-        for p, g, m1, m2 in zip(params, grads, first, second, strict=True):
-            g += WEIGHT_DECAY * p
-            m1 *= _BETA1
-            m1 += (1 - _BETA1) * g
-            m2 *= _BETA2
-            m2 += (1 - _BETA2) * g * g
-            p -= step * m1 / (xp.sqrt(m2) + _EPS)
+        err *= _DTYPE(1.0 / batch)
+        grad_hidden = err @ w2.T
+        grad_hidden *= hidden > 0
+        xp.sum(grad_hidden, axis=0, out=small_grads[0])
+        xp.matmul(hidden.T, err, out=small_grads[1])
+        xp.sum(err, axis=0, out=small_grads[2])
+        for p, g, m1, m2, tmp in zip(params[1:], small_grads, first[1:], second[1:],
+                                     small_scratch, strict=True):
+            adam.update(xp, p, g, m1, m2, tmp)
+        for lo in range(0, d, rows):
+            hi = min(lo + rows, d)
+            g, tmp = grad_block[:hi - lo], scratch_block[:hi - lo]
+            xp.matmul(xb[:, lo:hi].T, grad_hidden, out=g)
+            adam.update(xp, w1[lo:hi], g, first[0][lo:hi], second[0][lo:hi], tmp)
     w1, b1, w2, b2 = params
     return QueryNet(net.mean, net.scale, w1, b1, w2, b2)
+
+
+# Elements of the first layer updated per block on the CPU: five float32 arrays of this size
+# (weights, two moments, gradient, scratch) fit in a core's L2, so Adam's passes stay there.
+_BLOCK_ELEMENTS = 1 << 17
+
+
+class _ScaledAdam:
+    """Adam with L2 weight decay in twelve in-place passes per array, no temporaries.
+
+    Plain Adam: g ← g + λp; m₁ ← β₁m₁ + (1−β₁)g; m₂ ← β₂m₂ + (1−β₂)g²;
+    p ← p − s_t m₁/(√m₂ + ε) with s_t = lr √(1−β₂ᵗ)/(1−β₁ᵗ). The moments are kept as
+    a = m₁/(1−β₁) and v = m₂/(1−β₂), so a ← β₁a + g and v ← β₂v + g² need no scaling, and
+    p ← p − a/((√v + ε′)/c_t) with ε′ = ε/√(1−β₂), c_t = s_t (1−β₁)/√(1−β₂): the same numbers
+    as plain Adam up to rounding."""
+
+    def __init__(self) -> None:
+        self.scale = self.eps = 1.0
+
+    def advance(self, t: int) -> None:
+        """Set the step-t scalars (t counts from 1; the moments start at zero)."""
+        step = LEARNING_RATE * (1 - _BETA2 ** t) ** 0.5 / (1 - _BETA1 ** t)
+        self.scale = step * (1 - _BETA1) / (1 - _BETA2) ** 0.5
+        self.eps = _EPS / (1 - _BETA2) ** 0.5
+
+    def update(self, xp: Any, p: Any, g: Any, a: Any, v: Any, tmp: Any) -> None:
+        """One step of ``p`` given its gradient ``g`` (overwritten) and moments ``a``, ``v``."""
+        xp.multiply(p, _DTYPE(WEIGHT_DECAY), out=tmp)
+        g += tmp
+        a *= _DTYPE(_BETA1)
+        a += g
+        g *= g
+        v *= _DTYPE(_BETA2)
+        v += g
+        xp.sqrt(v, out=tmp)
+        tmp += _DTYPE(self.eps)
+        tmp *= _DTYPE(1.0 / self.scale)
+        xp.divide(a, tmp, out=tmp)
+        p -= tmp

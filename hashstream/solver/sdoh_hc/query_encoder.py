@@ -20,21 +20,34 @@ from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 def fit_query_net(net: QueryNet | None, settings: SDOHSettings, round_: int,
                   feature_map: FeatureMapParams, projection: Any,
-                  chunk: tuple[Any, Any], memory: tuple[Any, Any],
+                  chunk: tuple[Any, Any, Any], memory: tuple[Any, Any],
+                  memory_from_chunk: np.ndarray[Any, Any] | None,
                   backend: Backend) -> QueryNet | None:
     """g after this round, or None under the linear encoder.
 
-    ``chunk`` and ``memory`` are (features, ±1 codes) pairs: the chunk with its learned codes
-    and the exemplar memory with its stored ones. ``net`` None (the first round, or a state
+    ``chunk`` is (features, ±1 codes, Φ) of the chunk, Φ as the round computed it;
+    ``memory`` is (features, ±1 codes) of the exemplar memory, whose last
+    ``len(memory_from_chunk)`` rows are the chunk rows it names (None: no row is a chunk row).
+    Only the other memory rows get φ computed here. ``net`` None (the first round, or a state
     stored by the linear encoder) starts g from these rows' statistics, at g = 0."""
     if settings.query_encoder != "residual_net":
         return None
-    x = np.concatenate([backend.to_numpy(chunk[0]), backend.to_numpy(memory[0])])
-    codes = np.concatenate([backend.to_numpy(chunk[1]), backend.to_numpy(memory[1])])
+    xp, dt = backend.xp, backend.dtype
+    features, codes, phi = chunk
+    x = np.concatenate([backend.to_numpy(features), backend.to_numpy(memory[0])])
+    targets = np.concatenate([backend.to_numpy(codes), backend.to_numpy(memory[1])])
     if net is None:
         net = init_query_net(x, settings.bits, settings.query_hidden, settings.seed)
-    phi = apply_feature_map(feature_map, x, backend)
-    residual = backend.asarray(codes, dtype=backend.dtype) - phi @ backend.asarray(
-        projection, dtype=backend.dtype)
+    p = backend.asarray(projection, dtype=dt)
+    n_memory = int(memory[0].shape[0])
+    reused = 0 if memory_from_chunk is None else len(memory_from_chunk)
+    linear_chunk = phi @ p
+    parts = [linear_chunk]
+    if n_memory > reused:
+        fresh = backend.asarray(memory[0][:n_memory - reused])
+        parts.append(apply_feature_map(feature_map, fresh, backend) @ p)
+    if reused:
+        parts.append(linear_chunk[backend.asarray(memory_from_chunk)])
+    residual = backend.asarray(targets, dtype=dt) - xp.concatenate(parts)
     rng = np.random.default_rng([settings.seed, round_, 65537])
     return train_query_net(net, x, residual, settings.query_steps, rng, backend)

@@ -9,6 +9,7 @@ O(n) in the chunk size and nothing in the size of the past.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -322,8 +323,13 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     With Z̄ = Z − 1·mean = U Σ Wᵀ, V = √n U Wᵀ over the directions with σ above rounding
     noise; the rest (Z̄ is rank deficient once codes settle on class centers) is completed with
     seeded orthonormal vectors orthogonal to 1 and U, paired with a seeded completion of W.
-    Any completion is a maximiser; seeding it keeps V a continuous function of Z. The SVD is
-    taken through a QR of Z̄ on the backend and the r × r SVD of R on the host.
+    Any completion is a maximiser; seeding it keeps V a continuous function of Z.
+
+    No n × r factorisation: only r × r Grams leave the device. Pass 1 takes the eigenvectors
+    of Z̄ᵀZ̄ (in float64) as Q₁ = Z̄ W Λ^−½, orthonormal up to κ²ε; pass 2 orthonormalises Q₁
+    by its own Gram (Q = Q₁ S) and takes the SVD of R = QᵀZ̄ (Z̄ = Q R), the r × r problem the
+    Householder path solved, so singular values down to the noise floor are kept as before.
+    Device work: four n × r × r products, all GEMMs, on either backend.
     """
     xp = backend.xp
     n, r = z.shape
@@ -331,24 +337,40 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
         raise InputError(f"a chunk needs more rows than bits ({n} rows, {r} bits)")
     dt = z.dtype
     zc = z - z.mean(axis=0, keepdims=True)
-    q_dev, r_dev = xp.linalg.qr(zc)
-    u_r, sigma, w_t = np.linalg.svd(backend.to_numpy(r_dev).astype(np.float64))
+    z64 = zc if dt == np.float64 else zc.astype(np.float64)
+    lam, w = np.linalg.eigh(backend.to_numpy(z64.T @ z64))
+    # Eigenvalues at eigh's resolution (ε·λ_max per entry of an r × r matrix) are not
+    # directions; the noise floor of Z itself is applied to the singular values of R below.
+    top = float(lam[-1]) if r else 0.0
+    keep1 = lam > max(r * _EPS64 * top, 1e-300)
+    m1 = w[:, keep1] / np.sqrt(lam[keep1])
+    q1 = zc @ backend.asarray(m1, dtype=dt)
+    grams = backend.to_numpy(q1.T @ xp.concatenate([q1, zc], axis=1)).astype(np.float64)
+    k = q1.shape[1]
+    lam2, e = np.linalg.eigh(grams[:, :k])
+    keep2 = lam2 > 1e-4 * (float(lam2[-1]) if k else 0.0)  # Q₁ ≈ orthonormal: λ₂ ≈ 1
+    s2 = e[:, keep2] / np.sqrt(lam2[keep2])  # Q = Q₁ S orthonormal
+    a, sigma, w_t = np.linalg.svd(s2.T @ grams[:, k:], full_matrices=False)  # R = QᵀZ̄
     # Noise is judged against the scale of Z itself: when the centred Z̄ is all rounding noise
     # (every row alike), its own largest σ is noise too.
     eps = float(np.finfo(np.dtype(str(dt))).eps)
     z_norm = float(xp.sqrt((z * z).sum()))
     keep = sigma > max(max(n, r) * eps * z_norm, 1e-300)
-    k = int(keep.sum())
-    u_keep = q_dev @ backend.asarray(u_r[:, keep], dtype=dt)
-    w = w_t.T[:, keep]
-    if k < r:
-        u_host = backend.to_numpy(u_keep).astype(np.float64)
-        ones = np.full((n, 1), 1 / np.sqrt(n))
-        u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - k, rng)
-        w_extra = _orthonormal_complement(w, r - k, rng)
-        u_keep = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
-        w = np.hstack([w, w_extra])
-    return np.sqrt(n) * (u_keep @ backend.asarray(w.T, dtype=dt))
+    to_u = s2 @ a[:, keep]  # U = Q₁ S a over the kept directions
+    w_keep = w_t[keep].T
+    kept = int(keep.sum())
+    if kept == r:
+        return math.sqrt(n) * (q1 @ backend.asarray(to_u @ w_keep.T, dtype=dt))
+    u_keep = q1 @ backend.asarray(to_u, dtype=dt)
+    u_host = backend.to_numpy(u_keep).astype(np.float64)
+    ones = np.full((n, 1), 1 / np.sqrt(n))
+    u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - kept, rng)
+    w_extra = _orthonormal_complement(w_keep, r - kept, rng)
+    u_all = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
+    return math.sqrt(n) * (u_all @ backend.asarray(np.hstack([w_keep, w_extra]).T, dtype=dt))
+
+
+_EPS64 = float(np.finfo(np.float64).eps)
 
 
 def _safe_norms(a: Any, xp: Any) -> Any:
@@ -374,6 +396,11 @@ def label_set_groups(labels: ClassLists) -> tuple[np.ndarray[Any, Any], np.ndarr
     order = np.lexsort((labels.classes, rows))  # row by row, classes ascending
     neg = -labels.classes[order].astype(np.int64)
     kmax = max(int(counts.max()) if n else 0, 1)
+    if kmax == 1:  # at most one class a row (single-label data): 1-D keys, same order
+        keys1 = np.full(n, _KEY_PAD, dtype=np.int64)
+        keys1[rows] = neg
+        _, first, inv = np.unique(keys1, return_index=True, return_inverse=True)
+        return inv.ravel().astype(np.int64), first.astype(np.int64)
     if n * kmax <= 16 * max(nnz, n):
         keys = np.full((n, kmax), _KEY_PAD, dtype=np.int64)
         keys[rows, np.arange(nnz) - np.repeat(labels.indptr[:-1], counts)] = neg
@@ -401,59 +428,142 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: ClassLists,
     """
     xp, dt = backend.xp, backend.dtype
     lq = state.exemplar_labels
-    xq_raw = backend.asarray(state.exemplar_features)
     bq = backend.asarray(state.exemplar_codes, dtype=dt)
-    n, nq = x.shape[0], xq_raw.shape[0]
+    new_groups = label_set_groups(labels)
+    old_groups = label_set_groups(lq)
+    if len(new_groups[1]) * len(old_groups[1]) <= _MAX_GROUP_PAIRS:
+        e, sq_norm = _grouped_similarity(x, state.exemplar_features, bq, (labels, *new_groups),
+                                         (lq, *old_groups), backend)
+        return e, bq.T @ bq, r * r * sq_norm
+    n, nq = x.shape[0], bq.shape[0]
     e = xp.zeros((n, r), dtype=dt)
-    inv_n, first_n = label_set_groups(labels)
-    inv_q, first_q = label_set_groups(lq)
-    n_sets_n, n_sets_q = len(first_n), len(first_q)
     sq_norm = 0.0
-    if n_sets_n * n_sets_q <= _MAX_GROUP_PAIRS:
-        # Sort both sides by label set once, so each group is a contiguous slice.
-        order_n = np.argsort(inv_n, kind="stable")
-        order_q = np.argsort(inv_q, kind="stable")
-        bounds_n = np.searchsorted(inv_n[order_n], np.arange(n_sets_n + 1))
-        bounds_q = np.searchsorted(inv_q[order_q], np.arange(n_sets_q + 1))
-        # Gather first, then normalise the gathered copy in place: one pass over each side.
-        xn_s = x[backend.asarray(order_n)]
-        xn_s /= _safe_norms(xn_s, xp)
-        xq_s = xq_raw[backend.asarray(order_q)].astype(dt)
-        xq_s /= _safe_norms(xq_s, xp)
-        bq_s = bq[backend.asarray(order_q)]
-        e_s = xp.empty((n, r), dtype=dt)
-        shares = labels.take(first_n).shares_any(lq.take(first_q))
-        bq_total = bq.sum(axis=0)
-        for a in range(n_sets_n):
-            lo, hi = int(bounds_n[a]), int(bounds_n[a + 1])
-            groups = np.flatnonzero(shares[a])
-            if len(groups) == 0:
-                e_s[lo:hi] = -bq_total
-                sq_norm += (hi - lo) * nq
-                continue
-            if len(groups) == 1 or (np.diff(groups) == 1).all():  # one contiguous run
-                sl = slice(int(bounds_q[groups[0]]), int(bounds_q[groups[-1] + 1]))
-                xq_share, bq_share = xq_s[sl], bq_s[sl]
-            else:
-                rows = backend.asarray(np.concatenate(
-                    [np.arange(bounds_q[g], bounds_q[g + 1]) for g in groups]))
-                xq_share, bq_share = xq_s[rows], bq_s[rows]
-            block = xn_s[lo:hi] @ xq_share.T
-            e_s[lo:hi] = block @ bq_share - (bq_total - bq_share.sum(axis=0))
-            sq_norm += float(xp.sum(block * block)) + (hi - lo) * (nq - xq_share.shape[0])
-        e[backend.asarray(order_n)] = e_s
-    else:
-        xq = l2_normalize_rows(xq_raw.astype(dt), xp)
-        xn = l2_normalize_rows(x, xp)
-        new_by_class = labels.by_class()
-        for start in range(0, nq, _SQN_BLOCK):
-            stop = min(start + _SQN_BLOCK, nq)
-            share_host = lq.take(np.arange(start, stop)).shares_any(labels, new_by_class)
-            share = backend.asarray(share_host)
-            sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
-            e += sqn.T @ bq[start:stop]
-            sq_norm += float(xp.sum(sqn * sqn))
+    xq = l2_normalize_rows(backend.asarray(state.exemplar_features).astype(dt), xp)
+    xn = l2_normalize_rows(x, xp)
+    new_by_class = labels.by_class()
+    for start in range(0, nq, _SQN_BLOCK):
+        stop = min(start + _SQN_BLOCK, nq)
+        share_host = lq.take(np.arange(start, stop)).shares_any(labels, new_by_class)
+        share = backend.asarray(share_host)
+        sqn = xp.where(share, xq[start:stop] @ xn.T, -1.0)
+        e += sqn.T @ bq[start:stop]
+        sq_norm += float(xp.sum(sqn * sqn))
     return e, bq.T @ bq, r * r * sq_norm
+
+
+# Most bytes of padded per-group blocks the grouped exemplar similarity forms at once.
+_GROUP_BLOCK_BYTES = 1 << 28
+
+_Groups = tuple[ClassLists, np.ndarray[Any, Any], np.ndarray[Any, Any]]
+
+
+def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups,
+                        backend: Backend) -> tuple[Any, float]:
+    """E and ‖Sqn‖² by label-set group, as batched products with no loop over groups.
+
+    Group a of new rows meets the exemplar rows of every old group sharing a label with it.
+    Groups of alike size (the same power of two of rows and of shared exemplar rows) form one
+    batch, padded to its largest: one batched GEMM (groups × rows × d by groups × d × shared
+    rows) gives the raw inner products, scaled to cosines by the inverse row norms, with 0 as
+    the inverse norm of a padding slot (and of a zero row), so padding adds nothing and wastes
+    under 4× the work of its batch. At most one batch per pair of powers of two (single-label
+    chunks: one or two batches, whatever the number of classes), split further only past the
+    bytes the round's memory estimate allows; ‖Sqn‖² is summed on the device and read once.
+    Only index arrays are built on the host."""
+    xp, dt = backend.xp, backend.dtype
+    labels, inv_n, first_n = new
+    lq, inv_q, first_q = old
+    n, d = x.shape
+    nq, r = bq.shape
+    g_n, g_q = len(first_n), len(first_q)
+    shares = labels.take(first_n).shares_any(lq.take(first_q))  # g_n × g_q
+    order_n = np.argsort(inv_n, kind="stable")
+    count_n = np.bincount(inv_n, minlength=g_n)
+    start_n = np.concatenate([[0], np.cumsum(count_n)[:-1]]).astype(np.int64)
+    slot_n = np.arange(n, dtype=np.int64) - np.repeat(start_n, count_n)
+    order_q = np.argsort(inv_q, kind="stable")
+    count_q = np.bincount(inv_q, minlength=g_q)
+    start_q = np.concatenate([[0], np.cumsum(count_q)])
+    # The exemplar rows each new group meets: the ranges of its sharing groups, concatenated.
+    pair_a, pair_b = np.nonzero(shares)
+    length = count_q[pair_b]
+    total = int(length.sum())
+    shared = np.bincount(pair_a, weights=length, minlength=g_n).astype(np.int64)
+    pair_start = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    entry = np.arange(total, dtype=np.int64)
+    source_q = order_q[np.repeat(start_q[pair_b] - pair_start, length) + entry]
+    group_q = np.repeat(pair_a, length)
+    group_start = np.concatenate([[0], np.cumsum(shared)[:-1]]).astype(np.int64)
+    slot_q = entry - group_start[group_q]
+    inv_norm_n = _inverse_norms(x, xp)
+    xq = backend.asarray(xq_raw).astype(dt)
+    inv_norm_q = _inverse_norms(xq, xp)
+    bq_total = bq.sum(axis=0)
+    e = xp.empty((n, r), dtype=dt)
+    sq_norm = float((count_n * (nq - shared)).sum())  # the −1 entries
+    sq_dev = xp.zeros((), dtype=dt)
+    lonely = np.flatnonzero(shared[inv_n] == 0)  # items whose label set no exemplar shares
+    if len(lonely):
+        e[backend.asarray(lonely)] = -bq_total
+    # no more at once than the worker's memory estimate allows for this step (budget.py):
+    # the chunk's and the memory's features plus a block of Sqn
+    cap = min(_GROUP_BLOCK_BYTES, 8 * (min(nq, _SQN_BLOCK) * n + (n + nq) * d))
+    for batch in _size_batches(count_n, shared, cap, d + r + 1):
+        rows_n = _padded(batch, inv_n[order_n], slot_n, order_n, count_n)
+        rows_q = _padded(batch, group_q, slot_q, source_q, shared)
+        take_n = backend.asarray(np.maximum(rows_n, 0))
+        take_q = backend.asarray(np.maximum(rows_q, 0))
+        in_q = backend.asarray(rows_q >= 0, dtype=dt)
+        scale_n = inv_norm_n[take_n] * backend.asarray(rows_n >= 0, dtype=dt)
+        cos = xp.matmul(x[take_n], xq[take_q].transpose(0, 2, 1))
+        cos *= scale_n[:, :, None]
+        cos *= (inv_norm_q[take_q] * in_q)[:, None, :]
+        sq_dev += xp.vdot(cos.ravel(), cos.ravel())
+        bq_pad = bq[take_q]  # padding columns of cos are 0
+        part = xp.matmul(cos, bq_pad)
+        part += (xp.einsum("gk,gkr->gr", in_q, bq_pad) - bq_total)[:, None, :]
+        filled = np.flatnonzero(rows_n.ravel() >= 0)  # integer positions: no device sync
+        e[backend.asarray(rows_n.ravel()[filled])] = part.reshape(-1, r)[backend.asarray(filled)]
+    return e, sq_norm + float(sq_dev)
+
+
+def _size_batches(rows: np.ndarray[Any, Any], shared: np.ndarray[Any, Any], cap: int,
+                  width: int) -> list[np.ndarray[Any, Any]]:
+    """Groups that meet some exemplar, batched by (⌈log₂ rows⌉, ⌈log₂ shared rows⌉) and split
+    so that a batch's padded blocks (``width`` values a padded row, 8 bytes each, plus the
+    rows × shared cosines) stay under ``cap`` bytes."""
+    live = np.flatnonzero((shared > 0) & (rows > 0))
+    if len(live) == 0:
+        return []
+    key = np.ceil(np.log2(rows[live])).astype(np.int64) * 64 \
+        + np.ceil(np.log2(shared[live])).astype(np.int64)
+    out: list[np.ndarray[Any, Any]] = []
+    for k in np.unique(key):
+        groups = live[key == k]
+        most_rows, most_shared = int(rows[groups].max()), int(shared[groups].max())
+        per_group = 8 * ((most_rows + most_shared) * width + most_rows * most_shared)
+        step = max(1, cap // per_group)
+        out.extend(groups[i:i + step] for i in range(0, len(groups), step))
+    return out
+
+
+def _padded(batch: np.ndarray[Any, Any], group: np.ndarray[Any, Any],
+            slot: np.ndarray[Any, Any], value: np.ndarray[Any, Any],
+            size: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """len(batch) × (largest size in the batch): ``value`` of each entry whose ``group`` is in
+    ``batch``, at its ``slot``; −1 in the padding."""
+    where = np.full(len(size), -1, dtype=np.int64)
+    where[batch] = np.arange(len(batch))
+    pick = where[group] >= 0
+    out = np.full((len(batch), int(size[batch].max())), -1, dtype=np.int64)
+    out[where[group[pick]], slot[pick]] = value[pick]
+    return out
+
+
+def _inverse_norms(a: Any, xp: Any) -> Any:
+    """1/‖row‖ of each row, 0 for a zero row (so it stays a zero row)."""
+    norms = xp.sqrt(xp.einsum("ij,ij->i", a, a))
+    return xp.where(norms > 0, 1 / xp.where(norms > 0, norms, 1), 0)
 
 
 def _canonical(m: Any) -> sp.csr_array:
@@ -560,20 +670,25 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
             steps.append(("Y", terms.objective(b, v, y)["total"]))
     loss = terms.objective(b, v, y)
 
-    g = backend.asarray(state.g, dtype=dt) + phi.T @ phi
-    f = backend.asarray(state.f, dtype=dt) + phi.T @ b
-    reg = g + settings.lam * xp.eye(g.shape[0], dtype=dt)
+    g = phi.T @ phi  # new arrays, added to in place: the state's sums stay as they were
+    g += backend.asarray(state.g, dtype=dt)
+    f = phi.T @ b
+    f += backend.asarray(state.f, dtype=dt)
+    reg = g.copy()
+    reg.ravel()[::reg.shape[0] + 1] += settings.lam  # G + λI without an m × m identity
     projection = backend.cho_solve(reg, f)
     lap("p")
 
     codes = backend.to_numpy(b).astype(np.int8)
     y_host = backend.to_numpy(y).astype(np.int8)
-    new_exemplars = _update_exemplars(state, features_host, labels, codes, y_host, settings,
-                                      rng, backend)
+    new_exemplars, from_chunk = _update_exemplars(state, features_host, labels, codes, y_host,
+                                                  settings, rng, backend)
     lap("memory")
     query_net = fit_query_net(
-        state.query_net, settings, rnd, state.feature_map, projection, (features_host, codes),
-        (new_exemplars["exemplar_features"], new_exemplars["exemplar_codes"]), backend)
+        state.query_net, settings, rnd, state.feature_map, projection,
+        (features_host, codes, phi),
+        (new_exemplars["exemplar_features"], new_exemplars["exemplar_codes"]), from_chunk,
+        backend)
     lap("query_net")
     new_state = SDOHState(
         round=rnd, n_seen=n_old + n, dim=state.dim, centers=state.centers,
@@ -591,15 +706,17 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
 def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], labels: ClassLists,
                       codes: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
                       settings: SDOHSettings, rng: np.random.Generator,
-                      backend: Backend) -> dict[str, Any]:
+                      backend: Backend) -> tuple[dict[str, Any], np.ndarray[Any, Any] | None]:
     """Keep n1 old exemplars at random, add n2 of this chunk chosen by the policy (or, for
-    ``condensed``, n2 synthetic exemplars with their class's row of Y as code).
+    ``condensed``, n2 synthetic exemplars with their class's row of Y as code); also the chunk
+    rows of the added exemplars (None when they are synthetic), so φ of them is not redone.
 
     The memory is small and its selection is index work, so it stays on the host."""
     old_f = backend.to_numpy(state.exemplar_features)
     old_c = backend.to_numpy(state.exemplar_codes)
     keep = select_random(old_f.shape[0], settings.n1, rng)
     new_l: ClassLists
+    new: np.ndarray[Any, Any] | None = None
     if settings.exemplar_policy == "condensed":
         new_f, new_l, new_c = condense_exemplars(
             x, labels, y, settings.n2, rng, per_class=settings.condensed_per_class,
@@ -614,4 +731,4 @@ def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], labels: ClassLi
         "exemplar_labels": ClassLists.concat([state.exemplar_labels.take(keep), new_l])
         .widen(state.n_classes),
         "exemplar_codes": np.concatenate([old_c[keep], new_c]),
-    }
+    }, new

@@ -1,0 +1,307 @@
+"""The round's fast paths against straightforward references on random and degenerate inputs
+(issue 16): the V-step from r × r Grams against the SVD of the centred Z, the grouped exemplar
+similarity against the dense Sqn, the query net's in-place Adam against plain Adam, its
+targets from the round's Φ against φ recomputed, and the P step against a dense solve."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+from support.sdoh_round import CL
+
+from hashstream.solver.backend import get_backend
+from hashstream.solver.class_lists import ClassLists
+from hashstream.solver.feature_map import apply_feature_map, fit_feature_map
+from hashstream.solver.query_net import (
+    BATCH,
+    LEARNING_RATE,
+    WEIGHT_DECAY,
+    QueryNet,
+    init_query_net,
+    train_query_net,
+)
+from hashstream.solver.sdoh_hc import round as sdoh_round
+from hashstream.solver.sdoh_hc.query_encoder import fit_query_net
+from hashstream.solver.sdoh_hc.round import learn_chunk, orthogonal_balanced
+from hashstream.solver.sdoh_hc.settings import SDOHSettings
+from hashstream.solver.sdoh_hc.state import SDOHState
+
+NUMPY = get_backend("numpy")
+
+# --------------------------------------------------------------------------- V-step
+
+
+def _reference_v(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """√n U Wᵀ from the SVD of the centred Z (unique when Z̄ has r distinct σ > 0), and σ."""
+    n = z.shape[0]
+    u, sigma, w_t = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    return np.sqrt(n) * u @ w_t, sigma
+
+
+def _feasible_and_optimal(v: np.ndarray, z: np.ndarray, tol: float) -> None:
+    n, r = z.shape
+    np.testing.assert_allclose(v.T @ v, n * np.eye(r), atol=tol * n)
+    np.testing.assert_allclose(v.sum(axis=0), np.zeros(r), atol=tol * n)
+    _, sigma = _reference_v(z)
+    best = np.sqrt(n) * sigma.sum()
+    assert np.sum(v * z) == pytest.approx(best, rel=tol, abs=tol * max(1.0, best))
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize(("n", "r"), [(2000, 32), (65, 64), (300, 8)])
+def test_v_step_equals_the_svd_reference(seed: int, n: int, r: int) -> None:
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, r)) * rng.uniform(0.1, 10, r) + rng.standard_normal(r)
+    v = orthogonal_balanced(z, np.random.default_rng(seed), NUMPY)
+    ref, _ = _reference_v(z)
+    np.testing.assert_allclose(v, ref, atol=1e-9 * np.sqrt(n))
+    _feasible_and_optimal(v, z, 1e-10)
+
+
+@pytest.mark.parametrize("spread", [1e2, 1e5, 1e7])
+def test_v_step_ill_conditioned(spread: float) -> None:
+    """σ from 1 down to 1/spread: every direction is real; the Gram's κ² is up to 1e14."""
+    rng = np.random.default_rng(3)
+    n, r = 400, 16
+    u, _ = np.linalg.qr(rng.standard_normal((n, r)) - 0.0)
+    u -= u.mean(axis=0)
+    u, _ = np.linalg.qr(u)
+    w, _ = np.linalg.qr(rng.standard_normal((r, r)))
+    sigma = np.logspace(0, -np.log10(spread), r)
+    z = u @ np.diag(sigma) @ w.T + 2.0
+    v = orthogonal_balanced(z, np.random.default_rng(0), NUMPY)
+    np.testing.assert_allclose(v.T @ v, n * np.eye(r), atol=1e-12 * n)
+    # The offset's rounding in Z̄ = Z − 1·mean, amplified by 1/σ_min, tilts V off 1 exactly
+    # as much as it tilts the SVD of the same Z̄; the objective is checked on Z̄ itself.
+    zc = z - z.mean(axis=0)
+    ref, sv = _reference_v(z)
+    assert np.abs(v.sum(axis=0)).max() <= 2 * np.abs(ref.sum(axis=0)).max() + 1e-9 * n
+    assert np.sum(v * zc) == pytest.approx(np.sqrt(n) * sv.sum(), rel=1e-12)
+
+
+@pytest.mark.parametrize("rank", [0, 1, 5, 31])
+def test_v_step_rank_deficient(rank: int) -> None:
+    """Codes settled on class codes: Z̄ of rank < r; V completes the null directions."""
+    rng = np.random.default_rng(rank)
+    n, r = 500, 32
+    classes = rng.integers(0, rank + 1, n)
+    z = np.where(rng.random((rank + 1, r)) < 0.5, -1.0, 1.0)[classes] * 0.03 + 0.5
+    if rank == 0:
+        z = np.ones((n, r)) * 0.1  # centred: rounding noise only
+    v = orthogonal_balanced(z, np.random.default_rng(1), NUMPY)
+    _feasible_and_optimal(v, z, 1e-9)
+    # continuous in Z: a relative 1e-14 change moves V by rounding only
+    noisy = z * (1 + 1e-14 * rng.standard_normal(z.shape))
+    moved = orthogonal_balanced(noisy, np.random.default_rng(1), NUMPY)
+    assert np.abs(moved - v).max() < 1e-6
+
+
+def test_v_step_float32_backend() -> None:
+    """The CuPy dtype on the CPU: the Gram is taken in float64, V meets the constraints to
+    float32 precision."""
+    backend = get_backend("numpy", "float32")
+    rng = np.random.default_rng(9)
+    z = (rng.standard_normal((1000, 32)) + 1).astype(np.float32)
+    v = orthogonal_balanced(z, np.random.default_rng(0), backend)
+    assert v.dtype == np.float32
+    v64 = v.astype(np.float64)
+    np.testing.assert_allclose(v64.T @ v64, 1000 * np.eye(32), atol=1e-4 * 1000)
+    ref, _ = _reference_v(z.astype(np.float64))
+    np.testing.assert_allclose(v64, ref, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- exemplar similarity
+
+
+def _reference_similarity(xn: np.ndarray, xq: np.ndarray, bq: np.ndarray, ln: ClassLists,
+                          lq: ClassLists, r: int) -> tuple[np.ndarray, float]:
+    """Dense Sqn: cosine where the two items share a label, else −1."""
+    def unit(a: np.ndarray) -> np.ndarray:
+        norms = np.linalg.norm(a, axis=1, keepdims=True)
+        return a / np.where(norms > 0, norms, 1)
+
+    c = max(ln.n_classes, lq.n_classes, 1)
+    share = (lq.to_dense(c).astype(int) @ ln.to_dense(c).astype(int).T) > 0
+    sqn = np.where(share, unit(xq.astype(np.float64)) @ unit(xn).T, -1.0)
+    return sqn.T @ bq, r * r * float((sqn * sqn).sum())
+
+
+def _labels(rng: np.random.Generator, n: int, c: int, kind: str) -> ClassLists:
+    if kind == "single":
+        return ClassLists(np.arange(n + 1), rng.integers(0, c, n), c)
+    if kind == "skewed":  # one class holds most rows, some rows have no label
+        cls = np.where(rng.random(n) < 0.8, 0, rng.integers(0, c, n))
+        rows = [[] if rng.random() < 0.05 else [int(k)] for k in cls]
+        return ClassLists.from_lists(rows, c)
+    rows = [list(np.flatnonzero(rng.random(c) < 0.3)) for _ in range(n)]
+    return ClassLists.from_lists(rows, c)
+
+
+def _state_with_memory(xq: np.ndarray, lq: ClassLists, bq: np.ndarray) -> SDOHState:
+    settings = SDOHSettings(bits=bq.shape[1], feature_map="identity")
+    state = sdoh_round.initial_state(settings, xq.astype(np.float64), lq.n_classes)
+    return replace(state, exemplar_features=xq, exemplar_labels=lq, exemplar_codes=bq)
+
+
+@pytest.mark.parametrize("kind", ["single", "skewed", "multi"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exemplar_similarity_equals_dense_sqn(kind: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n, nq, d, r, c = 300, 120, 20, 16, 5
+    xn = rng.standard_normal((n, d))
+    xq = rng.standard_normal((nq, d)).astype(np.float32)
+    xn[:3] = 0  # zero rows stay zero
+    xq[:2] = 0
+    ln, lq = _labels(rng, n, c, kind), _labels(rng, nq, c, kind)
+    bq = np.where(rng.random((nq, r)) < 0.5, -1, 1).astype(np.int8)
+    e, gram, const = sdoh_round._exemplar_similarity(_state_with_memory(xq, lq, bq), xn, ln,
+                                                     NUMPY, r)
+    e_ref, const_ref = _reference_similarity(xn, xq, bq.astype(np.float64), ln, lq, r)
+    np.testing.assert_allclose(e, e_ref, rtol=1e-12, atol=1e-10)
+    assert const == pytest.approx(const_ref, rel=1e-12)
+    np.testing.assert_array_equal(gram, bq.T.astype(np.float64) @ bq)
+
+
+def test_exemplar_similarity_degenerate_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Groups with no sharing partner, one label set only, and the padded blocks split over
+    several batches by the byte cap."""
+    rng = np.random.default_rng(4)
+    n, nq, d, r = 90, 40, 8, 8
+    xn, xq = rng.standard_normal((n, d)), rng.standard_normal((nq, d)).astype(np.float32)
+    bq = np.where(rng.random((nq, r)) < 0.5, -1, 1).astype(np.int8)
+    cases = [
+        (ClassLists(np.arange(n + 1), np.full(n, 3), 6),  # no exemplar has class 3
+         ClassLists(np.arange(nq + 1), rng.integers(0, 3, nq), 6)),
+        (ClassLists(np.arange(n + 1), np.zeros(n, int), 1),  # one set on both sides
+         ClassLists(np.arange(nq + 1), np.zeros(nq, int), 1)),
+        (ClassLists.from_lists([[]] * n, 2), ClassLists.from_lists([[]] * nq, 2)),
+    ]
+    for capped in (False, True):
+        if capped:
+            monkeypatch.setattr(sdoh_round, "_GROUP_BLOCK_BYTES", 1)
+        for ln, lq in cases + [(_labels(rng, n, 4, "multi"), _labels(rng, nq, 4, "multi"))]:
+            e, _, const = sdoh_round._exemplar_similarity(_state_with_memory(xq, lq, bq), xn,
+                                                          ln, NUMPY, r)
+            e_ref, const_ref = _reference_similarity(xn, xq, bq.astype(np.float64), ln, lq, r)
+            np.testing.assert_allclose(e, e_ref, rtol=1e-12, atol=1e-10)
+            assert const == pytest.approx(const_ref, rel=1e-12)
+
+
+def test_exemplar_similarity_many_label_sets_fallback() -> None:
+    """Past the pair limit the blocked dense path answers, with the same values."""
+    rng = np.random.default_rng(5)
+    n, nq, d, r, c = 200, 150, 6, 8, 12
+    ln, lq = _labels(rng, n, c, "multi"), _labels(rng, nq, c, "multi")
+    groups = len(sdoh_round.label_set_groups(ln)[1]) * len(sdoh_round.label_set_groups(lq)[1])
+    assert groups > sdoh_round._MAX_GROUP_PAIRS
+    xn, xq = rng.standard_normal((n, d)), rng.standard_normal((nq, d)).astype(np.float32)
+    bq = np.where(rng.random((nq, r)) < 0.5, -1, 1).astype(np.int8)
+    e, _, const = sdoh_round._exemplar_similarity(_state_with_memory(xq, lq, bq), xn, ln,
+                                                  NUMPY, r)
+    e_ref, const_ref = _reference_similarity(xn, xq, bq.astype(np.float64), ln, lq, r)
+    np.testing.assert_allclose(e, e_ref, rtol=1e-12, atol=1e-10)
+    assert const == pytest.approx(const_ref, rel=1e-12)
+
+
+def test_label_set_groups_match_dense_unique() -> None:
+    rng = np.random.default_rng(6)
+    for kind in ("single", "skewed", "multi"):
+        labels = _labels(rng, 200, 6, kind)
+        inv, first = sdoh_round.label_set_groups(labels)
+        _, ref_first, ref_inv = np.unique(labels.to_dense(), axis=0, return_index=True,
+                                          return_inverse=True)
+        np.testing.assert_array_equal(inv, ref_inv.ravel())
+        np.testing.assert_array_equal(first, ref_first)
+
+
+# --------------------------------------------------------------------------- query net
+
+
+def _plain_adam(net: QueryNet, x: np.ndarray, residual: np.ndarray, steps: int,
+                rng: np.random.Generator) -> list[np.ndarray]:
+    """The textbook loop: gradients, then m₁, m₂ and the bias-corrected step per array."""
+    inputs = ((x - net.mean) / net.scale).astype(np.float64)
+    params = [np.array(a, dtype=np.float64) for a in (net.w1, net.b1, net.w2, net.b2)]
+    first = [np.zeros_like(p) for p in params]
+    second = [np.zeros_like(p) for p in params]
+    n = x.shape[0]
+    batch = min(BATCH, n)
+    passes = -(-steps * batch // n)
+    order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:steps * batch]
+    for t in range(1, steps + 1):
+        rows = order[(t - 1) * batch:t * batch]
+        xb, yb = inputs[rows], residual[rows]
+        w1, b1, w2, b2 = params
+        pre = xb @ w1 + b1
+        hidden = np.maximum(pre, 0)
+        err = (hidden @ w2 + b2 - yb) / batch
+        grad_hidden = (err @ w2.T) * (pre > 0)
+        grads = [xb.T @ grad_hidden, grad_hidden.sum(0), hidden.T @ err, err.sum(0)]
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            g = g + WEIGHT_DECAY * p
+            first[i] = 0.9 * first[i] + 0.1 * g
+            second[i] = 0.999 * second[i] + 0.001 * g * g
+            m_hat = first[i] / (1 - 0.9 ** t)
+            v_hat = second[i] / (1 - 0.999 ** t)
+            p -= LEARNING_RATE * m_hat / (np.sqrt(v_hat) + 1e-8 / np.sqrt(1 - 0.999 ** t))
+    return params
+
+
+@pytest.mark.parametrize(("d", "hidden", "steps"), [(24, 40, 60), (600, 512, 20)])
+def test_query_net_adam_equals_plain_adam(d: int, hidden: int, steps: int) -> None:
+    """The blocked, in-place float32 Adam (600 × 512 spans three row blocks) against the
+    textbook update in float64: equal up to float32 rounding."""
+    rng = np.random.default_rng(d)
+    x = rng.standard_normal((500, d))
+    residual = np.where(rng.random((500, 8)) < 0.5, -1.0, 1.0) * 0.6
+    net = init_query_net(x, 8, hidden, seed=1)
+    trained = train_query_net(net, x, residual, steps, np.random.default_rng(2), NUMPY)
+    ref = _plain_adam(net, x, residual, steps, np.random.default_rng(2))
+    for got, want in zip((trained.w1, trained.b1, trained.w2, trained.b2), ref, strict=True):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, atol=2e-5 + 2e-4 * np.abs(want).max())
+
+
+def test_query_net_targets_reuse_the_rounds_phi() -> None:
+    """fit_query_net with the chunk's Φ and the memory's chunk rows named gives the net that
+    φ recomputed for every row gives (the residual targets agree to rounding)."""
+    rng = np.random.default_rng(11)
+    n, d, r = 120, 10, 8
+    settings = SDOHSettings(bits=r, n_anchors=30, query_hidden=16, query_steps=30)
+    x = rng.standard_normal((n, d))
+    fm = fit_feature_map("rbf", x, 30, 0)
+    phi = apply_feature_map(fm, x, NUMPY)
+    projection = rng.standard_normal((phi.shape[1], r))
+    codes = np.where(rng.random((n, r)) < 0.5, -1, 1).astype(np.int8)
+    old = rng.standard_normal((25, d)).astype(np.float32)
+    taken = rng.choice(n, 15, replace=False)
+    memory = (np.concatenate([old, x[taken].astype(np.float32)]),
+              np.concatenate([codes[:25], codes[taken]]))
+    fast = fit_query_net(None, settings, 3, fm, projection, (x, codes, phi), memory, taken,
+                         NUMPY)
+    slow = fit_query_net(None, settings, 3, fm, projection, (x, codes, phi), memory, None,
+                         NUMPY)
+    assert fast is not None and slow is not None
+    for a, b in ((fast.w1, slow.w1), (fast.w2, slow.w2), (fast.b2, slow.b2)):
+        np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- P step
+
+
+def test_p_step_equals_a_dense_solve(make_stream: Any) -> None:
+    stream = make_stream(12, n_classes=4, dim=20, n_chunks=3, chunk=120, n_queries=10)
+    settings = SDOHSettings(bits=16, n1=40, n2=40, n_anchors=50, query_encoder="linear")
+    state = None
+    for x, labels in stream.chunks:
+        g_before = None if state is None else state.g.copy()
+        state = learn_chunk(state, x, CL(labels), settings, NUMPY).state
+        m = state.g.shape[0]
+        want = np.linalg.solve(state.g + settings.lam * np.eye(m), state.f)
+        np.testing.assert_allclose(state.projection, want, rtol=1e-8,
+                                   atol=1e-10 * np.abs(want).max())
+        if g_before is not None:  # the previous state's sums were not touched
+            assert not np.shares_memory(g_before, state.g)
