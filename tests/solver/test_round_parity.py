@@ -270,7 +270,8 @@ def test_query_net_targets_reuse_the_rounds_phi() -> None:
     φ recomputed for every row gives (the residual targets agree to rounding)."""
     rng = np.random.default_rng(11)
     n, d, r = 120, 10, 8
-    settings = SDOHSettings(bits=r, n_anchors=30, query_hidden=16, query_steps=30)
+    settings = SDOHSettings(bits=r, n_anchors=30, query_hidden=16, query_steps=30,
+                            query_encoder="residual_net")
     x = rng.standard_normal((n, d))
     fm = fit_feature_map("rbf", x, 30, 0)
     phi = apply_feature_map(fm, x, NUMPY)
