@@ -54,12 +54,13 @@ POST_ERRORS = {**_NPZ_ANSWER, **responses(404, 409, 503, *JSON_BODY, notes=_NOTE
 _NPZ_BODIES = ("application/x-npz", "application/octet-stream", "application/zip")
 _BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
     JSON: {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
-    NPZ: {"schema": {
+    "application/octet-stream": {"schema": {
         "type": "string", "format": "binary",
         "description": "large batches: an .npz of the JSON body's fields as arrays — one of "
         "features / image / text (q × d numbers) or tokens (q × T word ids, −1 pads); "
         "optional k, min_version, max_distance (integers), target (text), labels_any, "
-        "labels_all (1-d, the index's label type). Also sent as application/octet-stream"}}}}}
+        "labels_all (1-d, the index's label type). Also taken as application/x-npz (as "
+        "ingest takes .npz chunks)"}}}}}
 
 
 def _get(name: str, search: SearchService, vector: str | None, item: int | None, k: int,
