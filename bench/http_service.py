@@ -197,8 +197,11 @@ class ServeOn:
                 "--workers", str(workers), "--log-level", "warning"]
         if api_processes > 1:
             args += ["--api-processes", str(api_processes)]
+        # in this process's session, as the clients: a server in a session of its own gets
+        # its own scheduler autogroup (Linux), which here made every single-query latency
+        # ~1 ms longer, whatever the code (a plain `uvicorn` too)
         self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+                                     stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -223,13 +226,12 @@ class ServeOn:
         return [psutil.Process(p).memory_info().rss for p in self.api_pids()]
 
     def close(self) -> None:
-        import signal
-
+        """SIGTERM (the serve stops its children), SIGKILL past a minute (they die with it)."""
+        self.proc.terminate()
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=60)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
             self.proc.wait(timeout=30)
 
 
@@ -288,43 +290,32 @@ def warm(server: ServeOn, path: str) -> None:
     raise RuntimeError(f"only {len(seen)} API processes answered")
 
 
-def percentiles(lat: list[list[float]], elapsed: float) -> tuple[int, float, float, float]:
-    flat = sorted(x for xs in lat for x in xs)
+def percentiles(lat: list[float], elapsed: float) -> tuple[int, float, float, float]:
+    """(requests, requests/s, p50 ms, p99 ms)."""
+    flat = sorted(lat)
     p99 = flat[min(len(flat) - 1, int(0.99 * len(flat)))]
     return len(flat), len(flat) / elapsed, statistics.median(flat) * 1e3, p99 * 1e3
 
 
-def measure_gets(server: ServeOn, clients: int, seconds: float, paths: list[str]
-                 ) -> tuple[int, float, float, float]:
-    conns = spread_clients(server, clients)
-
-    def get(c: int, i: int) -> None:
-        status, _, body = conns[c].request("GET", paths[i % len(paths)])
-        assert status == 200, body[:300]
-
-    t = time.perf_counter()
-    lat = hammer(clients, seconds, get)
-    elapsed = time.perf_counter() - t
-    for conn in conns:
-        conn.close()
-    return percentiles(lat, elapsed)
-
-
-def measure_batches(server: ServeOn, seconds: float, body: bytes, headers: dict[str, str],
-                    batch: int) -> tuple[int, float, float]:
-    """(requests, queries/s, median ms a request) of one client posting ``body``."""
-    [conn] = spread_clients(server, 1)
-
-    def post(c: int, i: int) -> None:
-        status, _, answer = conn.request("POST", "/indexes/s/search", body, headers)
-        assert status == 200, answer[:300]
-
-    t = time.perf_counter()
-    lat = hammer(1, seconds, post)
-    elapsed = time.perf_counter() - t
-    conn.close()
-    n = len(lat[0])
-    return n, n * batch / elapsed, statistics.median(lat[0]) * 1e3
+def interleaved(targets: list[tuple[ServeOn, Any]], clients: int, seconds: float,
+                slice_s: float) -> list[tuple[list[float], float]]:
+    """Latencies and elapsed seconds per target: ``clients`` connections to each target's
+    server (spread over its API processes), ``send(conn, i)`` making request i; every target
+    in turn for ``slice_s`` seconds (the order rotating) until each had ``seconds``, so the
+    machine's noise falls on all of them alike."""
+    conns = [spread_clients(server, clients) for server, _ in targets]
+    out: list[tuple[list[float], float]] = [([], 0.0) for _ in targets]
+    for turn in range(max(1, round(seconds / slice_s))):
+        for j in [(turn + k) % len(targets) for k in range(len(targets))]:
+            mine, send = conns[j], targets[j][1]
+            t = time.perf_counter()
+            lat = hammer(clients, slice_s, lambda c, i, mine=mine, send=send: send(mine[c], i))
+            lats, elapsed = out[j]
+            out[j] = (lats + [x for xs in lat for x in xs], elapsed + time.perf_counter() - t)
+    for held in conns:
+        for conn in held:
+            conn.close()
+    return out
 
 
 def in_process_reference(redis_url: str, prefix: str, vectors: list[str], repeats: int
@@ -353,6 +344,35 @@ def in_process_reference(redis_url: str, prefix: str, vectors: list[str], repeat
     return out
 
 
+def load_floor_index(redis_url: str, prefix: str, items: int, dim: int, bits: int,
+                     centers: np.ndarray, rng: np.random.Generator) -> None:
+    """Index "s" with ``items`` items learned by the service, unless the Redis holds it."""
+    from hashstream.store.connection import connect
+    from hashstream.store.index_store import IndexStore
+
+    held = IndexStore(connect(redis_url), prefix).item_count("s")
+    if held is not None and held >= items:
+        print(f"reusing {held:,} items already learned", flush=True)
+        return
+    loader = ServeOn(redis_url, prefix, workers=1, extra_env={
+        "HASHSTREAM_MAX_ROUND_ITEMS": "100000", "HASHSTREAM_EVAL_QUERIES": "0"})
+    try:
+        t = time.perf_counter()
+        with Client(loader.url, timeout=600) as hs:
+            hs.create_index("s", dim, bits=bits, n_anchors=300)
+            for start in range(0, items, 100_000):
+                n = min(100_000, items - start)
+                y = rng.integers(0, 20, n)
+                x = centers[y] + rng.standard_normal((n, dim))
+                hs.ingest("s", x.astype(np.float32), label_matrix=np.eye(20)[y])
+            info = hs.wait_idle("s", timeout=24 * 3600, poll=1.0)
+        assert info["n_items"] >= items, info
+        print(f"loaded {items:,} items (d={dim}, {bits} bits) in "
+              f"{time.perf_counter() - t:.0f}s incl. rounds", flush=True)
+    finally:
+        loader.close()
+
+
 def bench_search_floor(args: argparse.Namespace) -> None:
     """Search over HTTP at 1M items: the fast path (and the code at --before-code, on the same
     Redis, in the same run), 1 and 2 API processes, 1 and 4 clients, the in-process call as
@@ -361,27 +381,11 @@ def bench_search_floor(args: argparse.Namespace) -> None:
     dim, bits, items = args.dim, args.bits, args.items
     centers = rng.standard_normal((20, dim)) * 2
     tmp = tempfile.TemporaryDirectory()
-    redis = EmbeddedRedis(Path(tmp.name) / "redis").start()
-    prefix = f"floor{uuid.uuid4().hex[:6]}"
+    redis = EmbeddedRedis(Path(args.redis_dir or tmp.name) / "redis").start()
+    prefix = "floor"
     servers: list[tuple[str, ServeOn]] = []
     try:
-        loader = ServeOn(redis.url, prefix, workers=1, extra_env={
-            "HASHSTREAM_MAX_ROUND_ITEMS": "100000", "HASHSTREAM_EVAL_QUERIES": "0"})
-        try:
-            t = time.perf_counter()
-            with Client(loader.url, timeout=600) as hs:
-                hs.create_index("s", dim, bits=bits, n_anchors=300)
-                for start in range(0, items, 100_000):
-                    n = min(100_000, items - start)
-                    y = rng.integers(0, 20, n)
-                    x = centers[y] + rng.standard_normal((n, dim))
-                    hs.ingest("s", x.astype(np.float32), label_matrix=np.eye(20)[y])
-                info = hs.wait_idle("s", timeout=24 * 3600, poll=1.0)
-            assert info["n_items"] >= items, info
-            print(f"loaded {items:,} items (d={dim}, {bits} bits) in "
-                  f"{time.perf_counter() - t:.0f}s incl. rounds", flush=True)
-        finally:
-            loader.close()
+        load_floor_index(redis.url, prefix, items, dim, bits, centers, rng)
         queries = centers[rng.integers(0, 20, 256)] + rng.standard_normal((256, dim))
         vectors = [",".join(f"{v:.4f}" for v in q) for q in queries]
         paths = [f"/indexes/s/search?vector={v}&k=10" for v in vectors]
@@ -392,40 +396,49 @@ def bench_search_floor(args: argparse.Namespace) -> None:
         idle = {id(s): s.rss() for _, s in servers}
         for _, server in servers:
             warm(server, paths[0])
-        print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores", flush=True)
+        print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; every server "
+              f"{args.seconds:g} s per row, in turns of {args.slice:g} s", flush=True)
+
+        def get(conn: RawClient, i: int) -> None:
+            status, _, body = conn.request("GET", paths[i % len(paths)])
+            assert status == 200, body[:300]
+
         print("\n| code | API processes | clients | requests | QPS | p50 ms | p99 ms |")
         print("|---|---|---|---|---|---|---|")
-        for rep in range(args.repeats):
-            for clients in args.clients:
-                for label, server in servers:
-                    n, qps, p50, p99 = measure_gets(server, clients, args.seconds, paths)
-                    print(f"| {label} | {server.api_processes} | {clients} | {n} | {qps:,.0f} "
-                          f"| {p50:.2f} | {p99:.2f} |", flush=True)
-            if rep == 0:
-                ref = in_process_reference(redis.url, prefix, vectors, 2000)
+        for clients in args.clients:
+            got = interleaved([(server, get) for _, server in servers], clients, args.seconds,
+                              args.slice)
+            for (label, server), (lat, elapsed) in zip(servers, got, strict=True):
+                n, qps, p50, p99 = percentiles(lat, elapsed)
+                print(f"| {label} | {server.api_processes} | {clients} | {n} | {qps:,.0f} "
+                      f"| {p50:.2f} | {p99:.2f} |", flush=True)
+        ref = in_process_reference(redis.url, prefix, vectors, 2000)
         print("\nin-process reference (this process, no HTTP; 2,000 calls): "
               + "; ".join(f"{k} p50 {v[0]:.3f} ms, p99 {v[1]:.3f} ms"
-                          for k, v in ref.items() if k != "replica bytes"))
+                          for k, v in ref.items() if k != "replica bytes"), flush=True)
         batch = args.batch
         rows = (centers[rng.integers(0, 20, batch)]
                 + rng.standard_normal((batch, dim))).astype(np.float32)
         json_body = json_bytes({"features": rows.round(4).tolist(), "k": 10})
         buf = io.BytesIO()
         np.savez(buf, features=rows, k=np.int64(10))
-        npz = buf.getvalue()
-        print("\n| code | form | queries a request | requests | queries/s | ms a request |")
-        print("|---|---|---|---|---|---|")
+        forms: list[tuple[str, str, ServeOn, Any]] = []
         for label, server in servers:
             if server.api_processes > 1:
                 continue
-            forms = [("JSON", json_body, {"Content-Type": "application/json"})]
+            forms.append((label, "JSON", server, batch_sender(
+                json_body, {"Content-Type": "application/json"})))
             if label == "after":
-                forms.append(("npz", npz, {"Content-Type": "application/x-npz",
-                                           "Accept": "application/x-npz"}))
-            for form, body, headers in forms:
-                n, qps, ms = measure_batches(server, args.seconds, body, headers, batch)
-                print(f"| {label} | {form} | {batch} | {n} | {qps:,.0f} | {ms:.1f} |",
-                      flush=True)
+                forms.append((label, "npz", server, batch_sender(buf.getvalue(), {
+                    "Content-Type": "application/x-npz", "Accept": "application/x-npz"})))
+        print("\n| code | form | queries a request | requests | queries/s | ms a request |")
+        print("|---|---|---|---|---|---|")
+        got = interleaved([(server, send) for _, _, server, send in forms], 1, args.seconds,
+                          max(args.slice, 2.0))
+        for (label, form, _, _), (lat, elapsed) in zip(forms, got, strict=True):
+            print(f"| {label} | {form} | {batch} | {len(lat)} | "
+                  f"{len(lat) * batch / elapsed:,.0f} | {statistics.median(lat) * 1e3:.1f} |",
+                  flush=True)
         print("\n| code | API processes | RSS idle MB (each) | RSS loaded MB (each) | "
               "bytes/item per process |")
         print("|---|---|---|---|---|")
@@ -446,6 +459,15 @@ def bench_search_floor(args: argparse.Namespace) -> None:
         tmp.cleanup()
 
 
+def batch_sender(body: bytes, headers: dict[str, str]) -> Any:
+    """A ``send(conn, i)`` posting this batch search."""
+    def send(conn: RawClient, i: int) -> None:
+        status, _, answer = conn.request("POST", "/indexes/s/search", body, headers)
+        assert status == 200, answer[:300]
+
+    return send
+
+
 def json_bytes(value: Any) -> bytes:
     import json
 
@@ -459,9 +481,10 @@ def add_search_floor_parser(sub: Any) -> None:
     f.add_argument("--bits", type=int, default=64)
     f.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     f.add_argument("--api-processes", type=int, nargs="+", default=[1, 2])
-    f.add_argument("--seconds", type=float, default=5)
-    f.add_argument("--repeats", type=int, default=2, help="rounds of every measurement, "
-                   "interleaved across the servers")
+    f.add_argument("--seconds", type=float, default=10, help="seconds of each server per row")
+    f.add_argument("--slice", type=float, default=0.5, help="the servers take turns of this")
+    f.add_argument("--redis-dir", default=None, help="keep the embedded Redis here (a later "
+                   "run reuses the learned items)")
     f.add_argument("--batch", type=int, default=1000, help="queries of a batch request")
     f.add_argument("--before-code", default=None, help="a checkout of the code before (its "
                    "root, e.g. `git archive` of main): served too, on the same Redis")
