@@ -246,10 +246,20 @@ class RawClient:
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None) -> tuple[int, str | None, bytes]:
-        """(status, the answering API process, body)."""
-        self.conn.request(method, path, body=body, headers=headers or {})
-        r = self.conn.getresponse()
-        return r.status, r.getheader("x-hashstream-process"), r.read()
+        """(status, the answering API process, body); once more on a new connection when the
+        server had closed this one (uvicorn closes a keep-alive connection idle for 5 s)."""
+        import http.client
+
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                r = self.conn.getresponse()
+                return r.status, r.getheader("x-hashstream-process"), r.read()
+            except (ConnectionError, http.client.HTTPException):
+                self.conn.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
