@@ -8,6 +8,8 @@ httpx sessions, so the figures stay the service's and comparable with earlier ru
 
 Run:  python bench/http_service.py ingest [--dims 784 4096]
       python bench/http_service.py search --items 1000000 --dim 64 --clients 1 4
+      python bench/http_service.py search-floor --items 1000000 --clients 1 4 --api-processes 1 2
+          [--before-code DIR]   (issue 16: the search fast path, API processes, .npz batches)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -176,6 +179,327 @@ def bench_search(items: int, dim: int, clients_list: list[int], seconds: float,
         server.close()
 
 
+# --- issue 16: search at the floor (fast path, API processes, .npz batches) ----------------
+
+class ServeOn:
+    """`hashstream serve` on an existing Redis (``redis_url``, key ``prefix``) running the code
+    of the checkout at ``code`` (None: this one): several servers, one data set."""
+
+    def __init__(self, redis_url: str, prefix: str, workers: int, api_processes: int = 1,
+                 code: str | None = None, extra_env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.api_processes = api_processes
+        env = {**os.environ, "REDIS_URL": redis_url, "HASHSTREAM_KEY_PREFIX": prefix,
+               **(extra_env or {})}
+        if code is not None:
+            env["PYTHONPATH"] = str(Path(code).resolve())
+        args = [sys.executable, "-m", "hashstream", "serve", "--port", str(self.port),
+                "--workers", str(workers), "--log-level", "warning"]
+        if api_processes > 1:
+            args += ["--api-processes", str(api_processes)]
+        # in this process's session, as the clients: a server in a session of its own gets
+        # its own scheduler autogroup (Linux), which here made every single-query latency
+        # ~1 ms longer, whatever the code (a plain `uvicorn` too)
+        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError("server did not start")
+
+    def api_pids(self) -> list[int]:
+        """The processes that answer HTTP: the API children, or the serve itself."""
+        import psutil
+
+        kids = [p.pid for p in psutil.Process(self.proc.pid).children()
+                if "--process-id" in p.cmdline()]
+        return kids or [self.proc.pid]
+
+    def rss(self) -> list[int]:
+        import psutil
+
+        return [psutil.Process(p).memory_info().rss for p in self.api_pids()]
+
+    def close(self) -> None:
+        """SIGTERM (the serve stops its children), SIGKILL past a minute (they die with it)."""
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection (stdlib http.client: a lighter client than httpx,
+    so more of the latency measured is the server's)."""
+
+    def __init__(self, port: int) -> None:
+        import http.client
+
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None) -> tuple[int, str | None, bytes]:
+        """(status, the answering API process, body); once more on a new connection when the
+        server had closed this one (uvicorn closes a keep-alive connection idle for 5 s)."""
+        import http.client
+
+        for attempt in (0, 1):
+            try:
+                self.conn.request(method, path, body=body, headers=headers or {})
+                r = self.conn.getresponse()
+                return r.status, r.getheader("x-hashstream-process"), r.read()
+            except (ConnectionError, http.client.HTTPException):
+                self.conn.close()
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def spread_clients(server: ServeOn, n: int) -> list[RawClient]:
+    """``n`` connections spread evenly over the server's API processes (as a load balancer
+    would): a connection the kernel gave to a process that has its share is closed, again."""
+    share = -(-n // server.api_processes)
+    held: dict[str | None, int] = {}
+    out: list[RawClient] = []
+    for _ in range(500):
+        if len(out) == n:
+            return out
+        c = RawClient(server.port)
+        status, proc, _ = c.request("GET", "/healthz")
+        assert status == 200
+        if held.get(proc, 0) < share:
+            held[proc] = held.get(proc, 0) + 1
+            out.append(c)
+        else:
+            c.close()
+    raise RuntimeError(f"could not spread {n} connections over {server.api_processes} "
+                       f"processes: {held}")
+
+
+def warm(server: ServeOn, path: str) -> None:
+    """Load every API process's replica (the first search of each loads it)."""
+    seen: set[str | None] = set()
+    for _ in range(500):
+        c = RawClient(server.port)
+        status, proc, body = c.request("GET", path)
+        c.close()
+        assert status == 200, body[:300]
+        seen.add(proc)
+        if len(seen) >= server.api_processes:
+            return
+    raise RuntimeError(f"only {len(seen)} API processes answered")
+
+
+def percentiles(lat: list[float], elapsed: float) -> tuple[int, float, float, float]:
+    """(requests, requests/s, p50 ms, p99 ms)."""
+    flat = sorted(lat)
+    p99 = flat[min(len(flat) - 1, int(0.99 * len(flat)))]
+    return len(flat), len(flat) / elapsed, statistics.median(flat) * 1e3, p99 * 1e3
+
+
+def interleaved(targets: list[tuple[ServeOn, Any]], clients: int, seconds: float,
+                slice_s: float) -> list[tuple[list[float], float]]:
+    """Latencies and elapsed seconds per target: ``clients`` connections to each target's
+    server (spread over its API processes), ``send(conn, i)`` making request i; every target
+    in turn for ``slice_s`` seconds (the order rotating) until each had ``seconds``, so the
+    machine's noise falls on all of them alike."""
+    conns = [spread_clients(server, clients) for server, _ in targets]
+    out: list[tuple[list[float], float]] = [([], 0.0) for _ in targets]
+    for turn in range(max(1, round(seconds / slice_s))):
+        for j in [(turn + k) % len(targets) for k in range(len(targets))]:
+            mine, send = conns[j], targets[j][1]
+            t = time.perf_counter()
+            lat = hammer(clients, slice_s, lambda c, i, mine=mine, send=send: send(mine[c], i))
+            lats, elapsed = out[j]
+            out[j] = (lats + [x for xs in lat for x in xs], elapsed + time.perf_counter() - t)
+    for held in conns:
+        for conn in held:
+            conn.close()
+    return out
+
+
+def in_process_reference(redis_url: str, prefix: str, vectors: list[str], repeats: int
+                         ) -> dict[str, Any]:
+    """The service's own call in this process (no HTTP): the search alone, and the search
+    plus the JSON answer's encoding; the replica's bytes per item."""
+    from hashstream.api.search_answer import json_answer
+    from hashstream.service.replicas import SearchService
+    from hashstream.store.connection import connect
+    from hashstream.store.index_store import IndexStore
+
+    search = SearchService(IndexStore(connect(redis_url), prefix))
+    search.search_vector_text("s", vectors[0], 10)  # the first load
+    alone, encoded = [], []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        hits = search.search_vector_text("s", vectors[i % len(vectors)], 10)
+        t1 = time.perf_counter()
+        json_answer("s", hits)
+        t2 = time.perf_counter()
+        alone.append(t1 - t0)
+        encoded.append(t2 - t0)
+    out = {name: (statistics.median(x) * 1e3, sorted(x)[int(0.99 * len(x))] * 1e3)
+           for name, x in (("search", alone), ("search + JSON", encoded))}
+    out["replica bytes"] = search.replicas["s"].memory_bytes()
+    return out
+
+
+def load_floor_index(redis_url: str, prefix: str, items: int, dim: int, bits: int,
+                     centers: np.ndarray, rng: np.random.Generator) -> None:
+    """Index "s" with ``items`` items learned by the service, unless the Redis holds it."""
+    from hashstream.store.connection import connect
+    from hashstream.store.index_store import IndexStore
+
+    held = IndexStore(connect(redis_url), prefix).item_count("s")
+    if held is not None and held >= items:
+        print(f"reusing {held:,} items already learned", flush=True)
+        return
+    loader = ServeOn(redis_url, prefix, workers=1, extra_env={
+        "HASHSTREAM_MAX_ROUND_ITEMS": "100000", "HASHSTREAM_EVAL_QUERIES": "0"})
+    try:
+        t = time.perf_counter()
+        with Client(loader.url, timeout=600) as hs:
+            hs.create_index("s", dim, bits=bits, n_anchors=300)
+            for start in range(0, items, 100_000):
+                n = min(100_000, items - start)
+                y = rng.integers(0, 20, n)
+                x = centers[y] + rng.standard_normal((n, dim))
+                hs.ingest("s", x.astype(np.float32), label_matrix=np.eye(20)[y])
+            info = hs.wait_idle("s", timeout=24 * 3600, poll=1.0)
+        assert info["n_items"] >= items, info
+        print(f"loaded {items:,} items (d={dim}, {bits} bits) in "
+              f"{time.perf_counter() - t:.0f}s incl. rounds", flush=True)
+    finally:
+        loader.close()
+
+
+def bench_search_floor(args: argparse.Namespace) -> None:
+    """Search over HTTP at 1M items: the fast path (and the code at --before-code, on the same
+    Redis, in the same run), 1 and 2 API processes, 1 and 4 clients, the in-process call as
+    the reference, and the .npz batch form against JSON."""
+    rng = np.random.default_rng(1)
+    dim, bits, items = args.dim, args.bits, args.items
+    centers = rng.standard_normal((20, dim)) * 2
+    tmp = tempfile.TemporaryDirectory()
+    redis = EmbeddedRedis(Path(args.redis_dir or tmp.name) / "redis").start()
+    prefix = "floor"
+    servers: list[tuple[str, ServeOn]] = []
+    try:
+        load_floor_index(redis.url, prefix, items, dim, bits, centers, rng)
+        queries = centers[rng.integers(0, 20, 256)] + rng.standard_normal((256, dim))
+        vectors = [",".join(f"{v:.4f}" for v in q) for q in queries]
+        paths = [f"/indexes/s/search?vector={v}&k=10" for v in vectors]
+        if args.before_code:
+            servers.append(("before", ServeOn(redis.url, prefix, 0, 1, args.before_code)))
+        for n in args.api_processes:
+            servers.append(("after", ServeOn(redis.url, prefix, 0, n)))
+        idle = {id(s): s.rss() for _, s in servers}
+        for _, server in servers:
+            warm(server, paths[0])
+        print(f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} cores; every server "
+              f"{args.seconds:g} s per row, in turns of {args.slice:g} s", flush=True)
+
+        def get(conn: RawClient, i: int) -> None:
+            status, _, body = conn.request("GET", paths[i % len(paths)])
+            assert status == 200, body[:300]
+
+        print("\n| code | API processes | clients | requests | QPS | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        for clients in args.clients:
+            got = interleaved([(server, get) for _, server in servers], clients, args.seconds,
+                              args.slice)
+            for (label, server), (lat, elapsed) in zip(servers, got, strict=True):
+                n, qps, p50, p99 = percentiles(lat, elapsed)
+                print(f"| {label} | {server.api_processes} | {clients} | {n} | {qps:,.0f} "
+                      f"| {p50:.2f} | {p99:.2f} |", flush=True)
+        ref = in_process_reference(redis.url, prefix, vectors, 2000)
+        print("\nin-process reference (this process, no HTTP; 2,000 calls): "
+              + "; ".join(f"{k} p50 {v[0]:.3f} ms, p99 {v[1]:.3f} ms"
+                          for k, v in ref.items() if k != "replica bytes"), flush=True)
+        batch = args.batch
+        rows = (centers[rng.integers(0, 20, batch)]
+                + rng.standard_normal((batch, dim))).astype(np.float32)
+        json_body = json_bytes({"features": rows.round(4).tolist(), "k": 10})
+        buf = io.BytesIO()
+        np.savez(buf, features=rows, k=np.int64(10))
+        forms: list[tuple[str, str, ServeOn, Any]] = []
+        for label, server in servers:
+            if server.api_processes > 1:
+                continue
+            forms.append((label, "JSON", server, batch_sender(
+                json_body, {"Content-Type": "application/json"})))
+            if label == "after":
+                forms.append((label, "npz", server, batch_sender(buf.getvalue(), {
+                    "Content-Type": "application/x-npz", "Accept": "application/x-npz"})))
+        print("\n| code | form | queries a request | requests | queries/s | ms a request |")
+        print("|---|---|---|---|---|---|")
+        got = interleaved([(server, send) for _, _, server, send in forms], 1, args.seconds,
+                          max(args.slice, 2.0))
+        for (label, form, _, _), (lat, elapsed) in zip(forms, got, strict=True):
+            print(f"| {label} | {form} | {batch} | {len(lat)} | "
+                  f"{len(lat) * batch / elapsed:,.0f} | {statistics.median(lat) * 1e3:.1f} |",
+                  flush=True)
+        print("\n| code | API processes | RSS idle MB (each) | RSS loaded MB (each) | "
+              "bytes/item per process |")
+        print("|---|---|---|---|---|")
+        for label, server in servers:
+            before, after = idle[id(server)], server.rss()
+            per = [(a - b) / items for a, b in zip(after, before, strict=True)]
+            print(f"| {label} | {server.api_processes} | "
+                  f"{', '.join(f'{b / 1e6:.0f}' for b in before)} | "
+                  f"{', '.join(f'{a / 1e6:.0f}' for a in after)} | "
+                  f"{', '.join(f'{p:.0f}' for p in per)} |")
+        print(f"replica arrays (HammingIndex + labels, capacity included): "
+              f"{ref['replica bytes'] / items:.1f} bytes/item")
+        print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    finally:
+        for _, server in servers:
+            server.close()
+        redis.stop()
+        tmp.cleanup()
+
+
+def batch_sender(body: bytes, headers: dict[str, str]) -> Any:
+    """A ``send(conn, i)`` posting this batch search."""
+    def send(conn: RawClient, i: int) -> None:
+        status, _, answer = conn.request("POST", "/indexes/s/search", body, headers)
+        assert status == 200, answer[:300]
+
+    return send
+
+
+def json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
+
+
+def add_search_floor_parser(sub: Any) -> None:
+    f = sub.add_parser("search-floor", help="issue 16: fast path, API processes, .npz batches")
+    f.add_argument("--items", type=int, default=1_000_000)
+    f.add_argument("--dim", type=int, default=64)
+    f.add_argument("--bits", type=int, default=64)
+    f.add_argument("--clients", type=int, nargs="+", default=[1, 4])
+    f.add_argument("--api-processes", type=int, nargs="+", default=[1, 2])
+    f.add_argument("--seconds", type=float, default=10, help="seconds of each server per row")
+    f.add_argument("--slice", type=float, default=0.5, help="the servers take turns of this")
+    f.add_argument("--redis-dir", default=None, help="keep the embedded Redis here (a later "
+                   "run reuses the learned items)")
+    f.add_argument("--batch", type=int, default=1000, help="queries of a batch request")
+    f.add_argument("--before-code", default=None, help="a checkout of the code before (its "
+                   "root, e.g. `git archive` of main): served too, on the same Redis")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -191,9 +515,12 @@ def main() -> None:
     s.add_argument("--seconds", type=float, default=8)
     s.add_argument("--scan", choices=("auto", "numpy"), default="auto",
                    help="numpy: the plain NumPy Hamming scan (the 'before' figure)")
+    add_search_floor_parser(sub)
     args = ap.parse_args()
     if args.what == "ingest":
         bench_ingest(args.dims, args.clients, args.seconds)
+    elif args.what == "search-floor":
+        bench_search_floor(args)
     else:
         bench_search(args.items, args.dim, args.clients, args.seconds, args.bits, args.scan)
 

@@ -105,8 +105,8 @@ def main() -> None:
             queries = rng.standard_normal((args.queries, DIM)).astype(np.float32)
             same = {}
             for k in (10, 100):
-                a = search.search_vectors("flat", queries, k, DIM)[1]
-                b = search.search_vectors(split, queries, k, DIM)[1]
+                a = search.search_vectors("flat", queries, k, DIM).rows()
+                b = search.search_vectors(split, queries, k, DIM).rows()
                 same[k] = a == b
             seq = f"{split} (partitions in turn)"
             lat: dict[str, list[float]] = {"flat": [], split: [], seq: []}

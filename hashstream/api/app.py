@@ -136,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   # operationId = the route function's name: what generated clients call
                   generate_unique_id_function=lambda route: route.name)
     problems.install(app)
+    search.install(app)  # the POST bodies' schema components (read by the route itself)
     app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)

@@ -1,4 +1,7 @@
-"""Typed dependencies of the routes: settings, services, auth."""
+"""Typed dependencies of the routes: settings, services, auth.
+
+Each is ``async def``: none blocks, and FastAPI runs a plain ``def`` dependency in its thread
+pool (a thread hop per dependency per request: most of a small search's time)."""
 
 from __future__ import annotations
 
@@ -19,19 +22,19 @@ class Unauthorized(ServiceError):
     title = "Unauthorized"
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_indexes(request: Request) -> IndexService:
+async def get_indexes(request: Request) -> IndexService:
     return request.app.state.indexes  # type: ignore[no-any-return]
 
 
-def get_search(request: Request) -> SearchService:
+async def get_search(request: Request) -> SearchService:
     return request.app.state.search  # type: ignore[no-any-return]
 
 
-def get_items(request: Request) -> ItemService:
+async def get_items(request: Request) -> ItemService:
     return request.app.state.items  # type: ignore[no-any-return]
 
 
@@ -41,7 +44,7 @@ SearchDep = Annotated[SearchService, Depends(get_search)]
 ItemsDep = Annotated[ItemService, Depends(get_items)]
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """When API keys are configured, demand ``Authorization: Bearer <key>`` (constant time)."""
     keys = settings.api_key_list()
     if not keys:
@@ -62,7 +65,7 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """JSON routes answer a wrong Content-Type with 415, as ingest does."""
     kind = media_type(request)
     if kind not in ("", "application/json") and not kind.endswith("+json"):

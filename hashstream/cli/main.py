@@ -1,4 +1,5 @@
-"""The `hashstream` command line: `serve` (API + worker + embedded Redis), `worker`, `eval`."""
+"""The `hashstream` command line: `serve` (API + worker + embedded Redis), `worker`, `eval`;
+`api` is one API process of `serve --api-processes N`."""
 
 from __future__ import annotations
 
@@ -151,7 +152,27 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--data-dir", default=None, help="embedded Redis files (default "
                    "./hashstream-data or HASHSTREAM_DATA_DIR)")
     p.add_argument("--workers", type=int, default=1, help="round-worker processes (default 1)")
+    p.add_argument("--api-processes", type=int, default=None,
+                   help="API processes sharing the port, each with its own replicas (default "
+                   "HASHSTREAM_API_PROCESSES or 1: the API runs in this process)")
+    _add_server_flags(p)
+
+
+def _add_server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="event loop (auto: uvloop where installed)")
+    p.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto",
+                   help="HTTP parser (auto: httptools where installed)")
     p.add_argument("--log-level", default="info")
+
+
+def _api_parser(sub: Any) -> None:
+    p = sub.add_parser("api", help="one API process on an inherited listening socket (what "
+                       "`serve --api-processes N` starts N of)")
+    p.add_argument("--fd", type=int, required=True, help="the listening socket's descriptor")
+    p.add_argument("--process-id", default="api", help="sent as X-Hashstream-Process on every "
+                   "answer (which process answered)")
+    _add_server_flags(p)
 
 
 def _worker_parser(sub: Any) -> None:
@@ -234,6 +255,9 @@ def _run_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+APP = "hashstream.api.app:create_app"
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     import os
     import signal
@@ -284,8 +308,11 @@ def _run_serve(args: argparse.Namespace) -> int:
             supervisor.shutdown()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config("hashstream.api.app:create_app", factory=True, host=args.host,
-                            port=args.port, log_level=args.log_level)
+    config = uvicorn.Config(APP, factory=True, host=args.host, port=args.port,
+                            log_level=args.log_level, loop=args.loop, http=args.http)
+    n_api = args.api_processes or get_settings().api_processes
+    if n_api > 1:
+        return _serve_processes(args, config, n_api, env, supervisor, embedded)
     server = Server(config)
 
     def terminated(sig: int, frame: FrameType | None) -> None:
@@ -306,10 +333,83 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0 if server.started else STARTUP_FAILURE
 
 
+def _serve_processes(args: argparse.Namespace, config: Any, n_api: int, env: dict[str, str],
+                     workers: Any, embedded: Any) -> int:
+    """`serve` with ``n_api`` API processes: this process binds the port once and supervises
+    the API children (each `hashstream api --fd` on the inherited socket: the kernel hands
+    each connection to one of them) beside the round workers; it serves no request itself.
+    SIGTERM/SIGINT stop the API children first, then the workers, then the embedded Redis."""
+    import signal
+    import subprocess
+    import threading
+
+    from hashstream.cli.embedded_redis import _die_with_parent
+    from hashstream.cli.supervisor import ProcessSupervisor, log_event
+
+    try:
+        sock = config.bind_socket()  # logs the error and exits when the port is taken
+    except SystemExit:
+        if embedded is not None:
+            embedded.stop()
+        raise
+    sock.listen(config.backlog)  # connections queue while the API processes start or restart
+    fd = sock.fileno()
+
+    def spawn(process_id: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "hashstream", "api", "--fd", str(fd),
+                                 "--process-id", process_id, "--log-level", args.log_level,
+                                 "--loop", args.loop, "--http", args.http],
+                                env=env, pass_fds=(fd,),
+                                preexec_fn=_die_with_parent)  # noqa: PLW1509
+
+    apis = ProcessSupervisor(spawn, n_api)
+    stop = threading.Event()
+
+    def stopping(sig: int, frame: Any) -> None:
+        apis.shutdown()
+        workers.shutdown()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    try:
+        workers.start()
+        apis.start()
+        log_event("api_processes", n=n_api, host=args.host, port=args.port)
+        print(f"hashstream: {n_api} API processes on http://{args.host}:{args.port}",
+              file=sys.stderr)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        apis.stop()
+        workers.stop()
+        sock.close()
+        if embedded is not None:
+            embedded.stop()
+    return 0
+
+
+def _run_api(args: argparse.Namespace) -> int:
+    """One API process of `serve --api-processes N`: uvicorn on the inherited socket."""
+    import socket
+
+    import uvicorn
+
+    _configure_logging(args.log_level)
+    sock = socket.socket(fileno=args.fd)  # family and type read from the descriptor
+    config = uvicorn.Config(APP, factory=True, log_level=args.log_level, loop=args.loop,
+                            http=args.http,
+                            headers=[("X-Hashstream-Process", args.process_id)])
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    return 0 if server.started else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hashstream", description="Streaming online hashing.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _api_parser(sub)
     _worker_parser(sub)
     _worker_health_parser(sub)
     _eval_parser(sub)
@@ -323,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_eval(args)
     if args.command == "serve":
         return _run_serve(args)
+    if args.command == "api":
+        return _run_api(args)
     if args.command == "worker":
         return _run_worker(args)
     if args.command == "worker-health":

@@ -1,4 +1,5 @@
-"""`serve`'s supervisor: keeps its round-worker children running.
+"""`serve`'s supervisors: keep its round-worker children and (with ``--api-processes N``) its
+API-process children running.
 
 Each child runs ``hashstream worker --worker-id ID`` with an id the supervisor chose, so when a
 child exits while `serve` is running (OOM kill, kill -9, a crash) the supervisor knows exactly
@@ -19,6 +20,11 @@ thread outlives them and a kill -9 of `serve` still takes them down. :meth:`shut
 from the serve's signal handler, before the children see the same Ctrl-C) ends restarts and
 has the thread terminate the children (SIGTERM, SIGKILL after ``grace_s``); :meth:`stop` does
 the same and waits until they are gone.
+
+API processes (:class:`ProcessSupervisor`, the same loop without the Redis clean-up: an API
+process holds nothing in Redis) share one listening socket the serve bound; one that dies is
+replaced the same way (a JSON line ``{"event": "api_process_restart", …}``) while the others
+keep accepting on the socket.
 """
 
 from __future__ import annotations
@@ -81,21 +87,30 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-class WorkerSupervisor:
-    """Runs ``n`` worker children via ``spawn(worker_id)`` and restarts any that dies."""
+def new_api_process_id() -> str:
+    return f"api-{uuid.uuid4().hex[:8]}"
 
-    def __init__(self, store: IndexStore, spawn: Spawn, n: int, *, poll_s: float = 0.1,
-                 grace_s: float = 10.0, backoff: Callable[[], Backoff] = Backoff) -> None:
-        self.store = store
+
+class ProcessSupervisor:
+    """Runs ``n`` children via ``spawn(child_id)`` (ids from ``new_id``) and restarts any that
+    dies, logging ``{kind}_restart``."""
+
+    kind = "api_process"
+
+    def __init__(self, spawn: Spawn, n: int, *, poll_s: float = 0.1, grace_s: float = 10.0,
+                 backoff: Callable[[], Backoff] = Backoff,
+                 new_id: Callable[[], str] = new_api_process_id) -> None:
         self.spawn = spawn
+        self.new_id = new_id
         self.poll_s = poll_s
         self.grace_s = grace_s
         self.slots = [_Slot(backoff()) for _ in range(max(0, n))]
         self._stopping = threading.Event()
         self._lock = threading.Lock()  # spawning vs. shutdown
-        self._thread = threading.Thread(target=self._run, name="worker-supervisor", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind}-supervisor",
+                                        daemon=True)
 
-    def start(self) -> WorkerSupervisor:
+    def start(self) -> ProcessSupervisor:
         if self.slots:
             self._thread.start()
         return self
@@ -130,7 +145,7 @@ class WorkerSupervisor:
         with self._lock:
             if self._stopping.is_set():
                 return
-            slot.worker_id = new_worker_id()
+            slot.worker_id = self.new_id()
             slot.child = self.spawn(slot.worker_id)
             slot.started = time.monotonic()
             slot.restart_at = None
@@ -150,23 +165,13 @@ class WorkerSupervisor:
                 self._start_child(slot)
             except OSError as exc:  # fork/exec failed: try again after the next backoff
                 delay = slot.backoff.next_delay(0.0)
-                log_event("worker_spawn_error", error=repr(exc), backoff_s=delay)
+                log_event(f"{self.kind}_spawn_error", error=repr(exc), backoff_s=delay)
                 slot.restart_at = time.monotonic() + delay
 
-    def _forget(self, worker_id: str, code: int, lived: float, delay: float) -> None:
-        """Clear what a dead worker left in Redis, count the restart, log it."""
-        released: list[str] = []
-        restarts: int | None = None
-        error = None
-        try:
-            self.store.drop_heartbeat(worker_id)
-            released = self.store.release_leases_of(worker_id)
-            restarts = self.store.count_restart()
-        except Exception as exc:  # noqa: BLE001 - Redis down: restart anyway, the TTLs expire
-            error = repr(exc)
-        log_event("worker_restart", worker=worker_id, exit_code=code, restarts=restarts,
-                  backoff_s=delay, lived_s=round(lived, 3), leases_released=released,
-                  **({"error": error} if error else {}))
+    def _forget(self, child_id: str, code: int, lived: float, delay: float) -> None:
+        """Log a dead child's restart."""
+        log_event(f"{self.kind}_restart", id=child_id, exit_code=code, backoff_s=delay,
+                  lived_s=round(lived, 3))
 
     def _terminate_all(self) -> None:
         with self._lock:
@@ -182,3 +187,31 @@ class WorkerSupervisor:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
+
+
+class WorkerSupervisor(ProcessSupervisor):
+    """Runs ``n`` worker children via ``spawn(worker_id)`` and restarts any that dies; a dead
+    worker's heartbeat and leases are cleared and its restart counted in Redis."""
+
+    kind = "worker"
+
+    def __init__(self, store: IndexStore, spawn: Spawn, n: int, *, poll_s: float = 0.1,
+                 grace_s: float = 10.0, backoff: Callable[[], Backoff] = Backoff) -> None:
+        super().__init__(spawn, n, poll_s=poll_s, grace_s=grace_s, backoff=backoff,
+                         new_id=new_worker_id)
+        self.store = store
+
+    def _forget(self, worker_id: str, code: int, lived: float, delay: float) -> None:
+        """Clear what a dead worker left in Redis, count the restart, log it."""
+        released: list[str] = []
+        restarts: int | None = None
+        error = None
+        try:
+            self.store.drop_heartbeat(worker_id)
+            released = self.store.release_leases_of(worker_id)
+            restarts = self.store.count_restart()
+        except Exception as exc:  # noqa: BLE001 - Redis down: restart anyway, the TTLs expire
+            error = repr(exc)
+        log_event("worker_restart", worker=worker_id, exit_code=code, restarts=restarts,
+                  backoff_s=delay, lived_s=round(lived, 3), leases_released=released,
+                  **({"error": error} if error else {}))

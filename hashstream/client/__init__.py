@@ -33,12 +33,13 @@ from hashstream.client.models import (
     RoundRecord,
     SearchResult,
 )
+from hashstream.client.search_arrays import SearchArrays
 from hashstream.client.sync import Client
 
 __all__ = [
     "AsyncClient", "ChunkDeadLettered", "ChunkId", "ChunkNotLearned", "Client", "Conflict",
     "DeadLetter", "DeletedItems", "HashstreamError", "Hit", "IndexInfo", "InvalidInput", "Item",
     "LabelFilter", "MalformedBody", "NotFound", "PayloadTooLarge", "ProblemError",
-    "RoundRecord", "RoundTimeout", "SearchResult", "Unauthorized", "Unavailable",
+    "RoundRecord", "RoundTimeout", "SearchArrays", "SearchResult", "Unauthorized", "Unavailable",
     "UnsupportedMediaType", "raise_for_problem",
 ]

@@ -25,6 +25,7 @@ from hashstream.client.models import (
     RoundRecord,
     SearchResult,
 )
+from hashstream.client.search_arrays import SearchArrays
 from hashstream.client.sync import headers_for
 
 
@@ -113,12 +114,19 @@ class AsyncClient:
     async def search(self, name: str, vectors: Any = None, *, item: int | None = None,
                      k: int = 10, filter: LabelFilter | None = None,
                      max_distance: int | None = None, min_version: int | None = None,
-                     modality: Modality = "image", target: Target | None = None
-                     ) -> SearchResult:
-        result: SearchResult = await self._json(calls.search(
+                     modality: Modality = "image", target: Target | None = None,
+                     encoding: Encoding = "auto") -> SearchResult:
+        return calls.search_answer(await self._send(calls.search(
             name, vectors, item, k=k, filter=filter, max_distance=max_distance,
-            min_version=min_version, modality=modality, target=target))
-        return result
+            min_version=min_version, modality=modality, target=target, encoding=encoding)))
+
+    async def search_arrays(self, name: str, vectors: Any, *, k: int = 10,
+                            filter: LabelFilter | None = None, max_distance: int | None = None,
+                            min_version: int | None = None, modality: Modality = "image",
+                            target: Target | None = None) -> SearchArrays:
+        return calls.search_arrays(await self._send(calls.search(
+            name, vectors, None, k=k, filter=filter, max_distance=max_distance,
+            min_version=min_version, modality=modality, target=target, encoding="npz")))
 
     async def item(self, name: str, item_id: int, *, min_version: int | None = None) -> Item:
         found: Item = await self._json(calls.item(name, item_id, min_version))

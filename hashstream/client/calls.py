@@ -13,7 +13,13 @@ import numpy as np
 
 from hashstream.client.chunk_body import Body, Encoding, chunk_body
 from hashstream.client.errors import ChunkDeadLettered, ChunkNotLearned, RoundTimeout
-from hashstream.client.models import DeadLetter, IndexInfo, LabelFilter, RoundRecord
+from hashstream.client.models import DeadLetter, IndexInfo, LabelFilter, RoundRecord, SearchResult
+from hashstream.client.search_arrays import (
+    NPZ_MIN_QUERIES,
+    NPZ_SEARCH,
+    SearchArrays,
+    npz_bytes,
+)
 
 Modality = Literal["image", "text", "tokens"]
 Target = Literal["pairs", "image", "text"]
@@ -77,10 +83,20 @@ def _joined(values: Sequence[Any]) -> str:
     return ",".join(str(v) for v in values)
 
 
+def npz_search(vectors: Any, encoding: Encoding) -> bool:
+    """Whether a search of ``vectors`` goes as .npz: asked for, or (``auto``) a NumPy batch of
+    at least NPZ_MIN_QUERIES rows."""
+    if encoding != "auto":
+        return encoding == "npz"
+    return (isinstance(vectors, np.ndarray) and vectors.ndim == 2
+            and vectors.shape[0] >= NPZ_MIN_QUERIES)
+
+
 def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFilter | None,
            max_distance: int | None, min_version: int | None, modality: Modality,
-           target: Target | None) -> Call:
-    """By vectors (one or a batch): POST with a JSON body. By a stored item: GET ?item=."""
+           target: Target | None, encoding: Encoding = "auto") -> Call:
+    """By vectors (one or a batch): POST with a JSON body, or an .npz body answered with an
+    .npz (see :func:`npz_search`). By a stored item: GET ?item=."""
     if (vectors is None) == (item is None):
         raise ValueError("give vectors or item, exactly one")
     path = index_path(name, "search")
@@ -92,10 +108,31 @@ def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFi
         for key, values in _filter_lists(filter).items():
             params[key] = _joined(values)
         return Call("GET", path, params={**params, **options})
+    if npz_search(vectors, encoding):
+        rows = np.asarray(vectors)
+        arrays: dict[str, Any] = {_VECTOR_FIELD[modality]: rows[None, :] if rows.ndim == 1
+                                  else rows, "k": np.int64(k), **_filter_lists(filter)}
+        arrays.update({key: np.str_(value) if key == "target" else np.int64(value)
+                       for key, value in options.items()})
+        return Call("POST", path, content=npz_bytes(arrays),
+                    headers={"Content-Type": NPZ_SEARCH, "Accept": NPZ_SEARCH})
     body: dict[str, Any] = {_VECTOR_FIELD[modality]: _rows(vectors), "k": k}
     if filter:
         body["filter"] = _filter_lists(filter)
     return Call("POST", path, json={**body, **options})
+
+
+def search_answer(response: Any) -> SearchResult:
+    """A search response's answer, JSON or .npz (by its Content-Type)."""
+    if response.headers.get("content-type", "").startswith(NPZ_SEARCH):
+        return SearchArrays.from_npz(response.content).result()
+    result: SearchResult = response.json()
+    return result
+
+
+def search_arrays(response: Any) -> SearchArrays:
+    """The arrays of an .npz search answer."""
+    return SearchArrays.from_npz(response.content)
 
 
 def item(name: str, item_id: int, min_version: int | None = None) -> Call:

@@ -57,7 +57,7 @@ class SearchResult(TypedDict):
     index: str
     model_version: int
     results: list[list[Hit]]
-    partitions: NotRequired[list[int]]
+    partitions: NotRequired[list[int] | None]  # None: an unpartitioned index
 
 
 class LabelFilter(TypedDict, total=False):

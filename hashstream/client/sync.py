@@ -24,6 +24,7 @@ from hashstream.client.models import (
     RoundRecord,
     SearchResult,
 )
+from hashstream.client.search_arrays import SearchArrays
 
 
 def headers_for(api_key: str | None) -> dict[str, str]:
@@ -140,17 +141,28 @@ class Client:
     def search(self, name: str, vectors: Any = None, *, item: int | None = None, k: int = 10,
                filter: LabelFilter | None = None, max_distance: int | None = None,
                min_version: int | None = None, modality: Modality = "image",
-               target: Target | None = None) -> SearchResult:
+               target: Target | None = None, encoding: Encoding = "auto") -> SearchResult:
         """The ``k`` nearest items of each query: ``vectors`` (one, or a batch of rows) or the
         stored ``item``. ``filter`` keeps hits carrying any of ``labels_any`` and all of
         ``labels_all``; ``max_distance`` keeps hits within that Hamming radius (still at most
         ``k``); ``min_version`` waits for that model version (read-your-writes). Cross-modal:
         ``modality`` of the vectors (image, dense text or tokens), ``target`` the codes to
-        rank. ``results[i]`` holds query i's hits, nearest first."""
-        result: SearchResult = self._json(calls.search(
+        rank. ``results[i]`` holds query i's hits, nearest first. ``encoding``: ``auto``
+        sends a NumPy batch of 32 rows or more as .npz and reads an .npz answer (the same
+        result), ``json`` or ``npz`` force one."""
+        return calls.search_answer(self._send(calls.search(
             name, vectors, item, k=k, filter=filter, max_distance=max_distance,
-            min_version=min_version, modality=modality, target=target))
-        return result
+            min_version=min_version, modality=modality, target=target, encoding=encoding)))
+
+    def search_arrays(self, name: str, vectors: Any, *, k: int = 10,
+                      filter: LabelFilter | None = None, max_distance: int | None = None,
+                      min_version: int | None = None, modality: Modality = "image",
+                      target: Target | None = None) -> SearchArrays:
+        """A batch search as arrays (:class:`SearchArrays`), sent and answered as .npz: for
+        large batches, with no dict per hit."""
+        return calls.search_arrays(self._send(calls.search(
+            name, vectors, None, k=k, filter=filter, max_distance=max_distance,
+            min_version=min_version, modality=modality, target=target, encoding="npz")))
 
     def item(self, name: str, item_id: int, *, min_version: int | None = None) -> Item:
         """One stored item: labels, code (hex), the model version and round that made it."""

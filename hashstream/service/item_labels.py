@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hashstream.service.search_hits import concat_ranges
 from hashstream.solver.class_lists import ClassLists
 
 Array = np.ndarray[Any, Any]
@@ -50,6 +51,17 @@ class ItemLabelsView:
         if self.indptr is None:
             return self.classes[position:position + 1]
         return self.classes[self.indptr[position]:self.indptr[position + 1]]
+
+    def rows_at(self, positions: Array) -> tuple[Array, Array]:
+        """The class lists at ``positions`` at once: (classes per position, their classes
+        concatenated in order)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.indptr is None:
+            out: Array = self.classes[positions].astype(np.int64)
+            return np.ones(positions.shape[0], dtype=np.int64), out
+        starts = self.indptr[positions]
+        lengths = self.indptr[positions + 1] - starts
+        return lengths, self.classes[concat_ranges(starts, lengths)].astype(np.int64)
 
     def admits(self, any_of: Array | None, all_of: Array | None, n_classes: int) -> Array:
         """Whether each position's classes include one of ``any_of`` (when given) and every

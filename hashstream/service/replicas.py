@@ -37,14 +37,16 @@ from hashstream.service.errors import Conflict, InvalidInput, NotFound, ReplicaB
 from hashstream.service.index_replica import IndexReplica, Replica
 from hashstream.service.methods import IndexMethods
 from hashstream.service.registry import IndexConfig
+from hashstream.service.search_hits import SearchHits, concat_ranges
 from hashstream.service.search_options import SearchOptions
 from hashstream.solver.method import PAIRS
 from hashstream.store.index_store import IndexStore
 
-__all__ = ["IndexReplica", "Replica", "SearchService", "hamming_kernel"]
+__all__ = ["IndexReplica", "Replica", "SearchHits", "SearchService", "hamming_kernel"]
 
 log = logging.getLogger("hashstream.replicas")
 _SCATTER_MAX = 1 << 20  # queries × (k+1) × partitions scattered at once (the rest in turn)
+SearchState = tuple[int, int, dict[str, Any] | None]  # version, delete epoch, stored config
 
 
 def hamming_kernel() -> str:
@@ -76,11 +78,14 @@ class SearchService:
         self._replicas_lock = threading.Lock()
         self.methods = IndexMethods()
 
-    def replica(self, name: str, min_version: int | None = None) -> Replica:
+    def replica(self, name: str, min_version: int | None = None,
+                state: SearchState | None = None) -> Replica:
         """The replica of ``name`` this search uses: the version held (a background load is
         started when the committed one is ahead), at least ``min_version`` when given, with
-        every item delete committed so far applied."""
-        version, epoch, raw = self.store.search_state(name)
+        every item delete committed so far applied. ``state``: the index's version, delete
+        epoch and config as the search read them (one MGET, :meth:`IndexStore.search_state`);
+        read here when not given."""
+        version, epoch, raw = state if state is not None else self.store.search_state(name)
         if raw is None:
             with self._replicas_lock:
                 self.replicas.pop(name, None)
@@ -210,18 +215,10 @@ class SearchService:
                     out[name] = (replica.current.version, replica.refresh_seconds)
         return out
 
-    def partitions_served(self, name: str) -> list[int] | None:
-        """The partitions this process searches of a partitioned index (None: unpartitioned
-        or not loaded)."""
-        live = self.replicas.get(name)
-        rep = live.current if live is not None else None
-        if rep is None or rep.config.partitions == 1:
-            return None
-        return rep.partitions
-
     # --- queries --------------------------------------------------------------------------
-    def _ready(self, name: str, min_version: int | None) -> Replica:
-        rep = self.replica(name, min_version)
+    def _ready(self, name: str, min_version: int | None,
+               state: SearchState | None = None) -> Replica:
+        rep = self.replica(name, min_version, state)
         if rep.version == 0 or rep.encoder is None:
             raise Conflict(f"index {name!r} has no committed round yet; ingest training chunks "
                            "and wait for the first round", "name")
@@ -238,19 +235,19 @@ class SearchService:
         if k < 1 or k > self.max_k:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", "k")
 
-    def _config(self, name: str) -> IndexConfig:
-        raw = self.store.config(name)
-        if raw is None:
+    def _state_and_config(self, name: str) -> tuple[SearchState, IndexConfig]:
+        """The index's search state (one MGET) and its config decoded from it."""
+        state = self.store.search_state(name)
+        if state[2] is None:
             raise NotFound(f"no index named {name!r}", "name")
-        return self.methods.get(name, raw)[0]
+        return state, self.methods.get(name, state[2])[0]
 
     def search_vector_text(self, name: str, vector: str, k: int, modality: str = "image",
                            target: str = "pairs", min_version: int | None = None,
-                           options: SearchOptions | None = None
-                           ) -> tuple[int, list[list[dict[str, Any]]]]:
+                           options: SearchOptions | None = None) -> SearchHits:
         """A search by one vector given as ``v1,v2,…`` (GET); its width is checked against the
         index's dimension of that modality."""
-        config = self._config(name)
+        state, config = self._state_and_config(name)
         try:
             values = [float(v) for v in vector.split(",")]
         except ValueError as exc:
@@ -258,37 +255,37 @@ class SearchService:
         dim = config.dim if modality == "image" else (
             config.cross_modal.text_dim if config.cross_modal is not None else config.dim)
         return self.search_vectors(name, np.asarray([values], dtype=np.float32), k, dim,
-                                   modality, target, min_version, options)
+                                   modality, target, min_version, options, state)
 
-    def search_rows(self, name: str, field_name: str, rows: list[list[Any]], k: int,
+    def search_rows(self, name: str, field_name: str, rows: Any, k: int,
                     target: str = "pairs", min_version: int | None = None,
-                    options: SearchOptions | None = None
-                    ) -> tuple[int, list[list[dict[str, Any]]]]:
+                    options: SearchOptions | None = None) -> SearchHits:
         """A batch search (POST): ``field_name`` says what the rows are — ``features`` or
-        ``image`` vectors, dense ``text`` vectors, or word-id ``tokens`` (padded here)."""
+        ``image`` vectors, dense ``text`` vectors, or word-id ``tokens`` (padded here; an
+        array arrives padded with −1). ``rows``: lists (a JSON body) or a 2-d array (.npz)."""
         modality = "text" if field_name in ("text", "tokens") else "image"
-        config = self._config(name)
+        state, config = self._state_and_config(name)
         if field_name == "tokens":
-            queries, dim = pad_tokens(rows), None
+            queries, dim = (rows if isinstance(rows, np.ndarray) else pad_tokens(rows)), None
         else:
             try:
                 queries = np.asarray(rows, dtype=np.float32)
-            except ValueError as exc:
+            except (ValueError, TypeError) as exc:
                 raise InvalidInput(f"{field_name} must be equal-length vectors",
                                    field_name) from exc
             dim = config.dim if modality == "image" else (
                 config.cross_modal.text_dim if config.cross_modal is not None else None)
         return self.search_vectors(name, queries, k, dim, modality, target, min_version,
-                                   options)
+                                   options, state)
 
     def search_vectors(self, name: str, features: np.ndarray[Any, Any], k: int,
                        dim: int | None, modality: str = "image", target: str = "pairs",
-                       min_version: int | None = None, options: SearchOptions | None = None
-                       ) -> tuple[int, list[list[dict[str, Any]]]]:
-        """(model version searched, hits per query). ``dim`` None skips the width check
-        (token queries). For cross-modal indexes ``modality`` picks the query encoder and
-        ``target`` the database codes: the pairs' unified codes, or their image or text side.
-        ``options``: a label filter and a Hamming radius."""
+                       min_version: int | None = None, options: SearchOptions | None = None,
+                       state: SearchState | None = None) -> SearchHits:
+        """The hits of each query vector. ``dim`` None skips the width check (token
+        queries). For cross-modal indexes ``modality`` picks the query encoder and ``target``
+        the database codes: the pairs' unified codes, or their image or text side.
+        ``options``: a label filter and a Hamming radius; ``state``: as read by the caller."""
         self._check_k(k)
         field_name = "features" if modality == "image" else modality
         if features.ndim != 2 or features.shape[0] == 0:
@@ -298,7 +295,7 @@ class SearchService:
                                f"{dim}", field_name)
         if not np.isfinite(features).all():
             raise InvalidInput("query vectors contain NaN or Inf", field_name)
-        rep = self._ready(name, min_version)
+        rep = self._ready(name, min_version, state)
         assert rep.encoder is not None
         targets = ("pairs",) if len(rep.encoder.modalities) == 1 else ("pairs", "image",
                                                                         "text")
@@ -307,12 +304,12 @@ class SearchService:
                 raise InvalidInput("text queries and targets are for cross-modal indexes",
                                    "target")
             raise InvalidInput("target must be 'pairs', 'image' or 'text'", "target")
-        return rep.version, self._top_k(rep, self.encode(rep, features, modality), k,
-                                        exclude=None, target=target, options=options)
+        return self._top_k(rep, self.encode(rep, features, modality), k, exclude=None,
+                           target=target, options=options)
 
     def search_item(self, name: str, item: int, k: int, min_version: int | None = None,
-                    options: SearchOptions | None = None) -> tuple[int, list[dict[str, Any]]]:
-        """(model version searched, hits of the stored item, itself excluded)."""
+                    options: SearchOptions | None = None) -> SearchHits:
+        """The hits of the stored item (one query), itself excluded."""
         self._check_k(k)
         rep = self._ready(name, min_version)
         storable = 0 <= item < 2**63  # ids are int64: any other number is no stored item
@@ -325,12 +322,11 @@ class SearchService:
         if view is None or pos[0] < 0:
             raise NotFound(f"no stored item with id {item} (items are searchable once their "
                            "round has committed)", "item")
-        return rep.version, self._top_k(rep, view.codes_at(pos), k, exclude=item,
-                                        options=options)[0]
+        return self._top_k(rep, view.codes_at(pos), k, exclude=item, options=options)
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
                exclude: int | None, target: str = "pairs",
-               options: SearchOptions | None = None) -> list[list[dict[str, Any]]]:
+               options: SearchOptions | None = None) -> SearchHits:
         """Exact top-k through the replica's views of the target, over every partition it
         serves (ties by insertion order within one partition; across partitions the scatter's
         lists are merged by (distance, id)); ``exclude`` is an id left out (search by stored
@@ -366,26 +362,36 @@ class SearchService:
             order = np.lexsort((ids, key_d), axis=1)[:, :k + extra]
             dist, ids, owner = (np.take_along_axis(a, order, axis=1)
                                 for a in (dist, ids, owner))
+        served = rep.partitions if rep.config.partitions > 1 else None
         if dist is None or ids is None or owner is None:
-            return [[] for _ in range(queries.shape[0])]
-        positions: np.ndarray[Any, Any] = np.full(ids.shape, -1, dtype=np.int64)
-        for i, (_, view) in enumerate(found):
-            mine = (owner == i) & (ids >= 0)
-            positions[mine] = view.positions(ids[mine])
-        out: list[list[dict[str, Any]]] = []
-        drows: list[list[int]] = dist.tolist()
-        irows: list[list[int]] = ids.tolist()
-        made_by = np.zeros(ids.shape, dtype=np.int64)
-        for i, (part, _) in enumerate(found):
-            mine = (owner == i) & (ids >= 0)
-            made_by[mine] = part.rounds.model_version_at(positions[mine])
-        prows: list[list[int]] = positions.tolist()
-        orows: list[list[int]] = owner.tolist()
-        mrows: list[list[int]] = made_by.tolist()
-        for drow, irow, prow, orow, mrow in zip(drows, irows, prows, orows, mrows, strict=True):
-            hits = [{"id": i, "distance": d, "labels": rep.labels_at(p, found[o][0]),
-                     "model_version": m}
-                    for d, i, p, o, m in zip(drow, irow, prow, orow, mrow, strict=True)
-                    if i >= 0 and i != exclude]
-            out.append(hits[:k] if options is None else options.within_radius(hits[:k]))
-        return out
+            return SearchHits.empty(rep.version, queries.shape[0], rep.class_labels, served)
+        # the hits kept, in rank order: live entries, not the excluded item, the first k,
+        # within the radius (the ranks are sorted by distance, so the radius is a cut)
+        keep = ids >= 0
+        if exclude is not None:
+            keep &= ids != exclude
+        keep &= np.cumsum(keep, axis=1) <= k
+        if options is not None and options.max_distance is not None:
+            keep &= dist <= options.max_distance
+        offsets = np.zeros(queries.shape[0] + 1, dtype=np.int64)
+        np.cumsum(keep.sum(axis=1), out=offsets[1:])
+        hit_ids, hit_dist, hit_owner = ids[keep], dist[keep], owner[keep]
+        made_by = np.zeros(hit_ids.shape, dtype=np.int64)
+        n_labels = np.zeros(hit_ids.shape, dtype=np.int64)
+        classes_of: list[tuple[Any, Any]] = []
+        for i, (part, view) in enumerate(found):
+            mine = hit_owner == i if len(found) > 1 else slice(None)
+            positions = view.positions(hit_ids[mine])
+            made_by[mine] = part.rounds.model_version_at(positions)
+            n_labels[mine], classes = part.labels.rows_at(positions)
+            classes_of.append((mine, classes))
+        label_offsets = np.zeros(hit_ids.shape[0] + 1, dtype=np.int64)
+        np.cumsum(n_labels, out=label_offsets[1:])
+        if len(found) == 1:
+            label_classes = classes_of[0][1]
+        else:
+            label_classes = np.zeros(int(label_offsets[-1]), dtype=np.int64)
+            for mine, classes in classes_of:
+                label_classes[concat_ranges(label_offsets[:-1][mine], n_labels[mine])] = classes
+        return SearchHits(rep.version, offsets, hit_ids, hit_dist.astype(np.int32, copy=False),
+                          made_by, label_offsets, label_classes, rep.class_labels, served)

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
         default="", pattern=r"^\s*(\d+\s*(,\s*\d+\s*)*)?$",
         description="comma-separated partitions of partitioned indexes this API process holds "
         "and searches (empty: all); its search answers name the partitions they cover")
+    api_processes: int = Field(
+        default=1, ge=1, le=64, description="API processes `hashstream serve` runs on its one "
+        "port (each holds its own replicas; `--api-processes` overrides)")
     backend: str = Field(default="numpy", description="solver array backend: auto|numpy|cupy")
     search_backend: Literal["auto", "native", "numpy"] = Field(
         default="auto", description="Hamming scan: compiled kernels (auto/native) or NumPy")

@@ -47,7 +47,7 @@ def ingest(store: IndexStore, ids: Any, seed: int, classes: Any = None) -> str:
 
 def all_hits(search: SearchService, k: int = 10_000) -> set[int]:
     """Every id a search returns (k covers the whole index)."""
-    _, results = search.search_vectors(NAME, np.zeros((1, DIM), np.float32), k, DIM)
+    results = search.search_vectors(NAME, np.zeros((1, DIM), np.float32), k, DIM).rows()
     return {h["id"] for h in results[0]}
 
 

@@ -263,7 +263,7 @@ def test_an_index_from_before_class_maps_keeps_working(redis_client: Any, sessio
     assert kind == "int" and [int(b) for b in known] == [0, 1, 2, 7]
     search = SearchService(store)
     # every item ranked: the old round's items are searchable (the new round's may rank first)
-    _, hits = search.search_vectors("old", clusters.vector(1)[None, :], 2 * N, 16)
+    hits = search.search_vectors("old", clusters.vector(1)[None, :], 2 * N, 16).rows()
     assert {h["id"] for h in hits[0]} == set(range(2 * N)), "old items are searchable"
     truth = {**dict(enumerate(cls.tolist())),
              **{N + i: (7 if c == 2 else c) for i, c in enumerate(cls2.tolist())}}

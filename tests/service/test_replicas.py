@@ -99,7 +99,8 @@ def test_upsert_replaces_the_code_but_not_in_the_older_version(gated: GatedStore
         assert ids[0, 0] == 500 and d[0, 0] == 0
         assert len(view) == SEED_ITEMS + 1  # an upsert does not add a live item
     # Through the service: the newer version answers, the item is its latest code.
-    version, hits = search.search_item(NAME, 500, 5)
+    found = search.search_item(NAME, 500, 5)
+    version, [hits] = found.version, found.rows()
     assert version == v2 and 500 not in [h["id"] for h in hits] and len(hits) == 5
 
 
@@ -221,7 +222,7 @@ def test_results_equal_brute_force_after_many_appends_and_upserts(gated: GatedSt
         compactions += removed < removed_before
         removed_before = removed
         queries = random_codes(rng, 3)
-        results = [search._top_k(rep, q[None, :], 25, exclude=None)[0] for q in queries]
+        results = [search._top_k(rep, q[None, :], 25, exclude=None).rows()[0] for q in queries]
         all_codes = np.stack([codes_of[i] for i in order])
         for q, hits in zip(queries, results, strict=True):
             d = hamming(q, all_codes)

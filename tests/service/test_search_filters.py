@@ -2,7 +2,9 @@
 from the codes and labels that GET /items returns: label filters (labels_any, labels_all, both;
 integer and string labels), max_distance (every item within the radius, capped by k) and the
 model version on every hit, on the GET and POST forms, by vector and by stored item, on the
-short forms of the default index and on a partitioned index.
+short forms of the default index and on a partitioned index; each JSON answer parses as the
+schema's ``SearchResponse``, and the binary forms (an .npz body, ``Accept: application/x-npz``)
+answer the same hits.
 
 The indexes are LSH (a stored item's code is the code of its feature vector), so a stored
 item's vector is a query whose code the test knows. Ties rank by id (insertion order within a
@@ -15,6 +17,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from support.data import npz_bytes
+
+from hashstream.api.schemas import SearchResponse
+from hashstream.client.search_arrays import SearchArrays
 
 DIM, BITS, CLASSES = 16, 32, 8
 NAMES = "abcdefgh"  # the string index's labels: class k is NAMES[k]
@@ -72,9 +78,36 @@ def chunk(rng: np.random.Generator, means: np.ndarray, n: int, labels: Callable[
     return x, {"features": x.tolist(), "labels": rows}
 
 
+NPZ = "application/x-npz"
+
+
 def hits_of(response: Any) -> list[list[dict[str, Any]]]:
+    """The hits of a JSON answer, once it parsed as the schema's SearchResponse."""
     assert response.status_code == 200, response.text
-    return list(response.json()["results"])
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == {"index", "model_version", "results", "partitions"}
+    assert SearchResponse.model_validate(body).model_dump() == body
+    return list(body["results"])
+
+
+def npz_hits_of(response: Any, like: Any) -> list[list[dict[str, Any]]]:
+    """The hits of an .npz answer, once its index, version and partitions match the JSON
+    answer ``like``."""
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == NPZ
+    result = SearchArrays.from_npz(response.content).result()
+    body = like.json()
+    assert {k: result[k] for k in ("index", "model_version", "partitions")} == {  # type: ignore
+        k: body[k] for k in ("index", "model_version", "partitions")}
+    return list(result["results"])
+
+
+def npz_body(case: dict[str, Any], rows: np.ndarray, k: int) -> bytes:
+    """The .npz form of a POST body: the same fields as arrays."""
+    arrays: dict[str, Any] = {"features": rows, "k": np.int64(k)}
+    arrays.update({key: np.asarray(v) for key, v in case.items()})
+    return npz_bytes(**arrays)
 
 
 def check(snap: Snapshot, hits: list[dict[str, Any]], expected: list[tuple[int, int]]) -> None:
@@ -141,10 +174,21 @@ def test_filters_and_radius_are_exact_on_every_form(server: Any, default_index: 
             check(snap, hits, item_ref)
             [hits] = hits_of(server.http.get(path, params={"vector": vector, **params}))
             check(snap, hits, vector_ref)
-            batch = hits_of(server.http.post(path, json={
-                "features": [x[query].tolist(), x[0].tolist()], "k": k, **post_body(case)}))
+            answer = server.http.post(path, json={
+                "features": [x[query].tolist(), x[0].tolist()], "k": k, **post_body(case)})
+            batch = hits_of(answer)
             check(snap, batch[0], vector_ref)
             check(snap, batch[1], snap.reference(0, k, **case))
+            # the binary forms: .npz in and out, JSON in and .npz out, GET and .npz out
+            binary = server.http.post(path, content=npz_body(case, x[[query, 0]], k),
+                                      headers={"Content-Type": NPZ, "Accept": NPZ})
+            assert npz_hits_of(binary, answer) == batch
+            assert npz_hits_of(server.http.post(path, json={
+                "features": [x[query].tolist(), x[0].tolist()], "k": k, **post_body(case)},
+                headers={"Accept": NPZ}), answer) == batch
+            get = server.http.get(path, params={"item": query, **params})
+            assert npz_hits_of(server.http.get(path, params={"item": query, **params},
+                                               headers={"Accept": NPZ}), get) == hits_of(get)
     unknown = 99 in case.get("labels_any", []) + case.get("labels_all", [])
     assert (found == 0) == unknown  # every case but the unknown labels finds something
 
@@ -167,9 +211,14 @@ def test_filters_on_a_partitioned_index_with_string_labels(server: Any, hs: Any)
             [hits] = hits_of(server.http.get(path, params={"item": query, "k": 20,
                                                            **query_params(case)}))
             check(snap, hits, ref)
-            [hits] = hits_of(server.http.post(path, json={"features": [x[query].tolist()],
-                                                          "k": 20, **post_body(case)}))
+            answer = server.http.post(path, json={"features": [x[query].tolist()], "k": 20,
+                                                  **post_body(case)})
+            [hits] = hits_of(answer)
+            assert answer.json()["partitions"] == [0, 1, 2]
             check(snap, hits, snap.reference(query, 20, **case))
+            binary = server.http.post(path, content=npz_body(case, x[[query]], 20),
+                                      headers={"Content-Type": NPZ, "Accept": NPZ})
+            assert npz_hits_of(binary, answer) == [hits]
     # labels of the index's type only
     r = server.http.post(path, json={"features": [x[0].tolist()], "filter": {"labels_any": [1]}})
     hs.assert_problem(r, 422, "labels_any")
@@ -196,3 +245,53 @@ def test_bad_options_are_problems_naming_the_field(server: Any, default_index: A
                         ({"max_distance": -2}, "max_distance")):
         r = server.http.post("/search", json={"features": [[0.0] * DIM], **body})
         hs.assert_problem(r, 422, field)
+
+
+def test_bad_npz_bodies_are_problems_naming_the_member(server: Any, default_index: Any,
+                                                       hs: Any) -> None:
+    _, x = default_index
+    rows = x[:2].astype(np.float32)
+
+    def post(content: bytes, content_type: str = NPZ) -> Any:
+        return server.http.post("/search", content=content,
+                                headers={"Content-Type": content_type, "Accept": NPZ})
+
+    hs.assert_problem(post(b"not a zip"), 400, "body")
+    hs.assert_problem(post(b""), 400, "body")
+    for arrays, field in (({"features": rows, "extra": rows}, "extra"),
+                          ({"features": rows, "tokens": rows.astype(np.int64)}, "features"),
+                          ({"k": np.int64(3)}, "features"),
+                          ({"features": rows[0]}, "features"),
+                          ({"features": rows.astype(str)}, "features"),
+                          ({"features": rows[:, :3]}, "features"),
+                          ({"features": np.full((2, DIM), np.nan, np.float32)}, "features"),
+                          ({"features": rows, "k": np.float64(3)}, "k"),
+                          ({"features": rows, "k": np.arange(2)}, "k"),
+                          ({"features": rows, "k": np.int64(0)}, "k"),
+                          ({"features": rows, "target": np.str_("codes")}, "target"),
+                          ({"features": rows, "min_version": np.int64(-1)}, "min_version"),
+                          ({"features": rows, "max_distance": np.int64(-1)}, "max_distance"),
+                          ({"features": rows, "labels_any": np.zeros((2, 2), np.int64)},
+                           "labels_any"),
+                          ({"features": rows, "labels_all": np.zeros(0, np.int64)},
+                           "labels_all"),
+                          ({"features": rows, "labels_any": np.asarray(["3"])}, "labels_any")):
+        hs.assert_problem(post(npz_bytes(**arrays)), 422, field)
+    hs.assert_problem(post(npz_bytes(features=rows), "text/plain"), 415, "Content-Type")
+    # the same body as application/octet-stream (ingest's media type) is a search too
+    r = post(npz_bytes(features=rows, k=np.int64(3)), "application/octet-stream")
+    assert r.status_code == 200 and SearchArrays.from_npz(r.content).ids.shape == (2, 3)
+
+
+def test_the_client_sends_large_batches_as_npz_with_the_same_answer(server: Any,
+                                                                    default_index: Any) -> None:
+    _, x = default_index
+    queries = x[:40]
+    flt: Any = {"labels_any": [1, 2]}
+    by_json = server.client.search("default", queries, k=7, filter=flt, encoding="json")
+    by_npz = server.client.search("default", queries, k=7, filter=flt)  # auto: 40 rows → npz
+    assert by_npz == by_json and len(by_json["results"]) == 40
+    arrays = server.client.search_arrays("default", queries, k=7, filter=flt)
+    assert arrays.ids.shape == (40, 7) and arrays.counts.tolist() == [7] * 40
+    assert arrays.ids.tolist() == [[h["id"] for h in r] for r in by_json["results"]]
+    assert arrays.model_version == by_json["model_version"]

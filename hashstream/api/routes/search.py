@@ -1,13 +1,24 @@
-"""Search by vector, by stored item, and in batches; ranked by Hamming distance."""
+"""Search by vector, by stored item, and in batches; ranked by Hamming distance.
+
+The hot path builds no pydantic object per hit and re-validates nothing: each route returns
+its answer as bytes (:mod:`hashstream.api.search_answer`: orjson from the hit arrays, or an
+``.npz`` when the client sends ``Accept: application/x-npz``). ``response_model`` stays on
+every route, so ``/openapi.json`` documents ``SearchResponse`` as before. A POST body is JSON
+(``SearchRequest``, validated by pydantic from the raw bytes) or an ``.npz`` of the same
+fields (:mod:`hashstream.service.search_body`), for large batches.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
-from hashstream.api.deps import SearchDep, SettingsDep, require_json
+from hashstream.api.deps import SearchDep, SettingsDep, media_type
 from hashstream.api.problems import JSON_BODY, responses
 from hashstream.api.schemas import (
     LABELS_ALL,
@@ -17,8 +28,13 @@ from hashstream.api.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from hashstream.service.errors import InvalidInput
+from hashstream.api.search_answer import JSON, NPZ, answer, wants_npz
+from hashstream.service.errors import InvalidInput, UnsupportedMediaType
+from hashstream.service.replicas import SearchService
+from hashstream.service.search_body import BatchSearch, one_query_field, read_npz_search
+from hashstream.service.search_hits import SearchHits
 from hashstream.service.search_options import SearchOptions
+from hashstream.service.settings import Settings
 
 router = APIRouter(tags=["search"])
 
@@ -28,59 +44,92 @@ _NOTES = {404: "No index of this name (field `name`), or no stored item with thi
                "committed round yet",
           503: "Redis is unreachable, or (field `min_version`, with Retry-After) this replica "
                "did not reach min_version within HASHSTREAM_REPLICA_WAIT_MS"}
-GET_ERRORS = responses(404, 409, 422, 503, notes=_NOTES)
-POST_ERRORS = responses(404, 409, 503, *JSON_BODY, notes=_NOTES)
+_NPZ_ANSWER = {200: {"content": {NPZ: {"schema": {
+    "type": "string", "format": "binary",
+    "description": "with Accept: application/x-npz: ids, distances, model_versions (q × w, "
+    "−1 past a query's hits), counts, labels + label_offsets (each hit's labels, "
+    "concatenated), model_version, index, partitions (partitioned indexes)"}}}}}
+GET_ERRORS = {**_NPZ_ANSWER, **responses(404, 409, 422, 503, notes=_NOTES)}
+POST_ERRORS = {**_NPZ_ANSWER, **responses(404, 409, 503, *JSON_BODY, notes=_NOTES)}
+_NPZ_BODIES = ("application/x-npz", "application/octet-stream", "application/zip")
+_BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    JSON: {"schema": {"$ref": "#/components/schemas/SearchRequest"}},
+    "application/octet-stream": {"schema": {
+        "type": "string", "format": "binary",
+        "description": "large batches: an .npz of the JSON body's fields as arrays — one of "
+        "features / image / text (q × d numbers) or tokens (q × T word ids, −1 pads); "
+        "optional k, min_version, max_distance (integers), target (text), labels_any, "
+        "labels_all (1-d, the index's label type). Also taken as application/x-npz (as "
+        "ingest takes .npz chunks)"}}}}}
 
 
-def _get(name: str, search: Any, vector: str | None, item: int | None, k: int,
-         modality: str = "image", target: str = "pairs", min_version: int | None = None,
-         options: SearchOptions | None = None) -> dict[str, Any]:
+def _get(name: str, search: SearchService, vector: str | None, item: int | None, k: int,
+         modality: str, target: str, min_version: int | None, options: SearchOptions,
+         npz: bool) -> tuple[bytes, str]:
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
+    hits: SearchHits
     if item is not None:
-        version, hits = search.search_item(name, item, k, min_version, options)
-        results = [hits]
+        hits = search.search_item(name, item, k, min_version, options)
     else:
         assert vector is not None
-        version, results = search.search_vector_text(name, vector, k, modality, target,
-                                                     min_version, options)
-    return _answer(name, search, version, results)
+        hits = search.search_vector_text(name, vector, k, modality, target, min_version,
+                                         options)
+    return answer(name, hits, npz)
 
 
-def _options(labels_any: str | None, labels_all: str | None,
-             max_distance: int | None) -> SearchOptions:
-    return SearchOptions.from_query(labels_any, labels_all, max_distance)
-
-
-def _answer(name: str, search: Any, version: int, results: list[Any]) -> dict[str, Any]:
-    out = {"index": name, "model_version": version, "results": results}
-    partitions = search.partitions_served(name)
-    if partitions is not None:
-        out["partitions"] = partitions
-    return out
-
-
-def _post(name: str, search: Any, body: SearchRequest, max_batch: int) -> dict[str, Any]:
-    given = {f: getattr(body, f) for f in ("features", "image", "text", "tokens")
-             if getattr(body, f) is not None}
-    if len(given) != 1:
-        raise InvalidInput("give exactly one of features (or image), text, tokens", "features")
-    field_name, rows = next(iter(given.items()))
-    if len(rows) > max_batch:
-        raise InvalidInput(f"at most {max_batch} query vectors per request", field_name)
-    flt = body.filter
+def _json_batch(body: bytes) -> BatchSearch:
+    """The batch search of a JSON body; FastAPI's validation errors (400 for a body that is
+    empty or no JSON, 422 naming the field) for one that is not a ``SearchRequest``."""
+    if not body:
+        raise RequestValidationError([{"type": "missing", "loc": ("body",),
+                                       "msg": "Field required", "input": None}])
+    try:
+        request = SearchRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors()]) from None
+    field_name, rows = one_query_field({f: getattr(request, f) for f in
+                                        ("features", "image", "text", "tokens")
+                                        if getattr(request, f) is not None})
+    flt = request.filter
     options = SearchOptions(
         tuple(flt.labels_any) if flt is not None and flt.labels_any is not None else None,
         tuple(flt.labels_all) if flt is not None and flt.labels_all is not None else None,
-        body.max_distance)
-    version, results = search.search_rows(name, field_name, rows, body.k, body.target,
-                                          body.min_version, options)
-    return _answer(name, search, version, results)
+        request.max_distance)
+    return BatchSearch(field_name, rows, request.k, request.target, request.min_version,
+                       options)
+
+
+def _post(name: str, search: SearchService, body: bytes, npz_body: bool, settings: Settings,
+          npz: bool) -> tuple[bytes, str]:
+    batch = (read_npz_search(body, settings.chunk_limits().max_decompressed_bytes)
+             if npz_body else _json_batch(body))
+    if batch.n_queries > settings.max_batch_queries:
+        raise InvalidInput(f"at most {settings.max_batch_queries} query vectors per request",
+                           batch.field_name)
+    hits = search.search_rows(name, batch.field_name, batch.rows, batch.k, batch.target,
+                              batch.min_version, batch.options)
+    return answer(name, hits, npz)
+
+
+async def _post_answer(name: str, request: Request, search: SearchService,
+                       settings: Settings) -> Response:
+    kind = media_type(request)
+    npz_body = kind in _NPZ_BODIES
+    if not npz_body and kind not in ("", JSON) and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send "
+                                   "application/json or application/x-npz (.npz)",
+                                   "Content-Type")
+    body = await request.body()
+    content, kind = await run_in_threadpool(_post, name, search, body, npz_body, settings,
+                                            wants_npz(request))
+    return Response(content, media_type=kind)
 
 
 @router.get("/indexes/{name}/search", response_model=SearchResponse,
             summary="k nearest items of one vector or one stored item", responses=GET_ERRORS)
-async def search_get(name: str, search: SearchDep,
+async def search_get(name: str, request: Request, search: SearchDep,
                      vector: str | None = Query(None, description="v1,v2,… (d numbers)"),
                      item: int | None = Query(None, description="id of a stored item"),
                      k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
@@ -92,24 +141,23 @@ async def search_get(name: str, search: SearchDep,
                      labels_any: str | None = Query(None, description=LABELS_ANY + ", e.g. 3,5"),
                      labels_all: str | None = Query(None, description=LABELS_ALL + ", e.g. 3,7"),
                      max_distance: int | None = Query(None, ge=0, description=MAX_DISTANCE),
-                     ) -> dict[str, Any]:
-    options = _options(labels_any, labels_all, max_distance)
-    return await run_in_threadpool(_get, name, search, vector, item, k, modality,
-                                   target, min_version, options)
+                     ) -> Response:
+    options = SearchOptions.from_query(labels_any, labels_all, max_distance)
+    content, kind = await run_in_threadpool(_get, name, search, vector, item, k, modality,
+                                            target, min_version, options, wants_npz(request))
+    return Response(content, media_type=kind)
 
 
-@router.post("/indexes/{name}/search", response_model=SearchResponse,
-             dependencies=[Depends(require_json)], responses=POST_ERRORS,
-             summary="k nearest items of each vector of a batch")
-async def search_post(name: str, body: SearchRequest, search: SearchDep,
-                      settings: SettingsDep) -> dict[str, Any]:
-    return await run_in_threadpool(_post, name, search, body,
-                                   settings.max_batch_queries)
+@router.post("/indexes/{name}/search", response_model=SearchResponse, responses=POST_ERRORS,
+             openapi_extra=_BODY_DOC, summary="k nearest items of each vector of a batch")
+async def search_post(name: str, request: Request, search: SearchDep,
+                      settings: SettingsDep) -> Response:
+    return await _post_answer(name, request, search, settings)
 
 
 @router.get("/search", response_model=SearchResponse, summary="Search the default index",
             responses=GET_ERRORS)
-async def search_default_get(search: SearchDep, settings: SettingsDep,
+async def search_default_get(request: Request, search: SearchDep, settings: SettingsDep,
                              vector: str | None = Query(None), item: int | None = Query(None),
                              k: int = Query(10, description="neighbours, 1..HASHSTREAM_MAX_K"),
                              min_version: int | None = Query(None, ge=0,
@@ -118,15 +166,50 @@ async def search_default_get(search: SearchDep, settings: SettingsDep,
                              labels_all: str | None = Query(None, description=LABELS_ALL),
                              max_distance: int | None = Query(None, ge=0,
                                                               description=MAX_DISTANCE),
-                             ) -> dict[str, Any]:
-    options = _options(labels_any, labels_all, max_distance)
-    return await run_in_threadpool(_get, settings.default_index, search, vector,
-                                   item, k, "image", "pairs", min_version, options)
+                             ) -> Response:
+    options = SearchOptions.from_query(labels_any, labels_all, max_distance)
+    content, kind = await run_in_threadpool(_get, settings.default_index, search, vector,
+                                            item, k, "image", "pairs", min_version, options,
+                                            wants_npz(request))
+    return Response(content, media_type=kind)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",
-             dependencies=[Depends(require_json)], responses=POST_ERRORS)
-async def search_default_post(body: SearchRequest, search: SearchDep,
-                              settings: SettingsDep) -> dict[str, Any]:
-    return await run_in_threadpool(_post, settings.default_index, search, body,
-                                   settings.max_batch_queries)
+             responses=POST_ERRORS, openapi_extra=_BODY_DOC)
+async def search_default_post(request: Request, search: SearchDep,
+                              settings: SettingsDep) -> Response:
+    return await _post_answer(settings.default_index, request, search, settings)
+
+
+def _body_components() -> dict[str, Any]:
+    """The component schemas FastAPI makes of ``SearchRequest`` as a route's JSON body (built
+    by FastAPI itself, on a throwaway app, so they read exactly as for any body model)."""
+    probe = FastAPI()
+
+    @probe.post("/")
+    def body_of(body: SearchRequest) -> None:  # pragma: no cover - never called
+        return None
+
+    schemas: dict[str, Any] = probe.openapi()["components"]["schemas"]
+    return {k: v for k, v in schemas.items() if k in ("SearchRequest", "SearchFilter")}
+
+
+def document(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with the components the POST bodies refer to (their routes read the body
+    themselves, JSON or .npz, so FastAPI does not collect ``SearchRequest`` on its own)."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for model_name, model_schema in _body_components().items():
+        components.setdefault(model_name, model_schema)
+    return schema
+
+
+def install(app: FastAPI) -> None:
+    """Make ``app.openapi()`` return the schema through :func:`document` (built once)."""
+    build: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
