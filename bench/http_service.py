@@ -8,6 +8,8 @@ httpx sessions, so the figures stay the service's and comparable with earlier ru
 
 Run:  python bench/http_service.py ingest [--dims 784 4096]
       python bench/http_service.py search --items 1000000 --dim 64 --clients 1 4
+      python bench/http_service.py learn --clients 4 --seconds 12   (sustained ingest with
+          a worker: learned items/s beside the solver's in-process rate, same round size)
 """
 
 from __future__ import annotations
@@ -176,6 +178,100 @@ def bench_search(items: int, dim: int, clients_list: list[int], seconds: float,
         server.close()
 
 
+def _post_until(session: httpx.Client, url: str, body: bytes, stop: float,
+                counts: dict[str, int], lock: threading.Lock) -> None:
+    """Post ``body`` until ``stop``; a 429 waits its Retry-After (counted), a 202 counts."""
+    while time.time() < stop:
+        r = session.post(url, content=body, headers={"content-type": "application/octet-stream"})
+        with lock:
+            counts[str(r.status_code)] = counts.get(str(r.status_code), 0) + 1
+        if r.status_code == 429:
+            time.sleep(min(float(r.headers.get("Retry-After", "1")), max(0.0, stop - time.time())))
+        else:
+            assert r.status_code == 202, r.text
+
+
+def solver_rate(dim: int, bits: int, n: int, rounds: int = 4, seed: int = 0) -> float:
+    """Items/s of the index's method called in-process on rounds of ``n`` items (the first
+    round, which fits the feature map, is left out): the floor a service round is held to."""
+    from hashstream.service.methods import IndexMethods
+    from hashstream.service.registry import IndexConfig
+    from hashstream.solver.class_lists import ClassLists
+    from hashstream.solver.sdoh_hc.settings import SDOHSettings
+
+    config = IndexConfig("solver", dim, SDOHSettings(bits=bits))
+    method = IndexMethods().method(config)
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((10, dim)).astype(np.float32) * 2
+    state, took = None, []
+    for i in range(rounds + 1):
+        y = rng.integers(0, 10, n)
+        x = (centers[y] + rng.standard_normal((n, dim), dtype=np.float32))
+        t = time.perf_counter()
+        result = method.learn(state, x, ClassLists.from_dense(np.eye(10, dtype=np.uint8)[y]))
+        if i:
+            took.append(time.perf_counter() - t)
+        state = result.state
+    return n / statistics.median(took)
+
+
+def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
+                env: dict[str, str]) -> None:
+    """Sustained ingest into a served index with one worker: items acknowledged per second,
+    items learned per second (first round start to last commit), where a round's time goes,
+    and the solver's own rate at the mean round size, measured after the server stopped."""
+    rng = np.random.default_rng(2)
+    centers = rng.standard_normal((10, dim)).astype(np.float32) * 2
+    bodies = []
+    for _ in range(4):
+        y = rng.integers(0, 10, chunk)
+        bodies.append(npz_body(centers[y] + rng.standard_normal((chunk, dim)), np.eye(10)[y]))
+    server = Server(workers=1, extra_env={"HASHSTREAM_EVAL_QUERIES": "0", **env})
+    try:
+        with Client(server.url, timeout=600) as hs:
+            hs.create_index("l", dim, bits=bits)
+            counts: dict[str, int] = {}
+            lock = threading.Lock()
+            sessions = [httpx.Client(timeout=600) for _ in range(clients)]
+            t0 = time.time()
+            threads = [threading.Thread(target=_post_until, args=(
+                sessions[c], server.url + "/indexes/l/ingest", bodies[c % 4], t0 + seconds,
+                counts, lock)) for c in range(clients)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            acked = counts.get("202", 0) * chunk
+            ingest_s = time.time() - t0
+            hs.wait_idle("l", timeout=3600, poll=0.5)
+            for session in sessions:
+                session.close()
+            records = hs.rounds("l")
+    finally:
+        server.close()
+    first = min(r["ts"] - r["seconds"]["total"] for r in records)
+    last = max(r["ts"] + r["seconds"].get("commit", 0.0) for r in records)
+    learned = sum(r["n_items"] for r in records)
+    mean_round = learned / len(records)
+    steps: dict[str, float] = {}
+    for r in records[1:]:  # round 1 fits the feature map
+        for k, v in r["seconds"].items():
+            steps[k] = steps.get(k, 0.0) + v / (len(records) - 1)
+    floor = solver_rate(dim, bits, int(round(mean_round)))
+    service = sum(r["n_items"] for r in records[1:]) / sum(
+        r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in records[1:])
+    print(f"ingest: {clients} clients × {chunk:,}-item npz chunks for {seconds:.0f} s: "
+          f"{acked / ingest_s:,.0f} items/s acknowledged; answers {counts}")
+    print("| learned items | rounds | mean round | learned items/s (wall) | service round "
+          "items/s | solver in-process items/s | ratio (wall) | ratio (round) |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| {learned:,} | {len(records)} | {mean_round:,.0f} | {learned / (last - first):,.0f} "
+          f"| {service:,.0f} | {floor:,.0f} | {learned / (last - first) / floor:.2f} "
+          f"| {service / floor:.2f} |")
+    print("mean seconds per round (rounds 2…): " + ", ".join(
+        f"{k} {v:.3f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -191,8 +287,19 @@ def main() -> None:
     s.add_argument("--seconds", type=float, default=8)
     s.add_argument("--scan", choices=("auto", "numpy"), default="auto",
                    help="numpy: the plain NumPy Hamming scan (the 'before' figure)")
+    lp = sub.add_parser("learn")
+    lp.add_argument("--dim", type=int, default=784)
+    lp.add_argument("--bits", type=int, default=64)
+    lp.add_argument("--chunk", type=int, default=10_000)
+    lp.add_argument("--clients", type=int, default=4)
+    lp.add_argument("--seconds", type=float, default=12)
+    lp.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="server settings, e.g. HASHSTREAM_MAX_QUEUED_ITEMS=100000")
     args = ap.parse_args()
-    if args.what == "ingest":
+    if args.what == "learn":
+        bench_learn(args.dim, args.bits, args.chunk, args.clients, args.seconds,
+                    dict(kv.split("=", 1) for kv in args.env))
+    elif args.what == "ingest":
         bench_ingest(args.dims, args.clients, args.seconds)
     else:
         bench_search(args.items, args.dim, args.clients, args.seconds, args.bits, args.scan)

@@ -111,21 +111,22 @@ class Chunk:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> Chunk:
-        """Inverse of :meth:`to_fields`; raises :class:`CodecError` for a corrupt entry."""
+    def from_fields(cls, fields: dict[bytes, bytes], copy: bool = True) -> Chunk:
+        """Inverse of :meth:`to_fields`; raises :class:`CodecError` for a corrupt entry.
+        ``copy=False``: the arrays are read-only views of ``fields``' bytes (no copy)."""
         try:
             role = fields[b"role"].decode()
-            features = decode_array(fields[b"features"])
+            features = decode_array(fields[b"features"], copy=copy)
             if b"label_indptr" not in fields and b"labels" in fields:
                 # an entry queued before labels became class lists: dense 0/1 rows whose
                 # column j is class j (the index's class map was seeded as the identity)
                 legacy = ClassLists.from_dense(decode_array(fields[b"labels"]))
                 indptr, classes = legacy.indptr, legacy.classes
             else:
-                indptr = decode_array(fields[b"label_indptr"])
-                classes = decode_array(fields[b"label_classes"])
-            ids = decode_array(fields[b"ids"]) if b"ids" in fields else None
-            text = decode_array(fields[b"text"]) if b"text" in fields else None
+                indptr = decode_array(fields[b"label_indptr"], copy=copy)
+                classes = decode_array(fields[b"label_classes"], copy=copy)
+            ids = decode_array(fields[b"ids"], copy=copy) if b"ids" in fields else None
+            text = decode_array(fields[b"text"], copy=copy) if b"text" in fields else None
         except KeyError as exc:
             raise CodecError(f"stream entry lacks {exc}") from exc
         except UnicodeDecodeError as exc:

@@ -37,6 +37,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -57,6 +58,7 @@ from hashstream.store.item_deletes import stream_position
 from hashstream.store.partitions import partition_of
 
 log = logging.getLogger("hashstream.worker")
+READ_PAGE = 8  # stream entries per read while a round gathers its chunks
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -243,54 +245,83 @@ class RoundRunner:
         # Chunks read by a worker that lost its lease (or died) are ours now.
         if self.store.claim_stale(name, self.id, idle_ms=0, lease=lease) < 0:
             return False  # the lease lapsed already
-        entries = self.store.read_chunks(name, self.id, 1000, new=False)
-        entries += self.store.read_chunks(name, self.id, 1000, new=True)
-        if not entries:
-            return False
-        dead = 0
-        decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
-        for eid, fields in entries:
-            try:
-                chunk = Chunk.from_fields(fields)
-            except CodecError as exc:
-                dead += self._dead_letter(lease, eid, fields, f"corrupt stream entry: {exc}")
-                continue
-            if chunk.features.shape[1] != config.dim:
-                dead += self._dead_letter(lease, eid, fields, f"features have dimension "
-                                          f"{chunk.features.shape[1]}, the index {config.dim}")
-                continue
-            decoded.append((eid, fields, chunk))
-        used = self.store.attempts(name, [eid for eid, _, c in decoded if c.role == "train"])
-        queries: dict[str, Chunk] = {}
-        train: list[tuple[str, Chunk]] = []
-        rows = 0
-        for eid, fields, chunk in decoded:
-            if chunk.role == "query":
-                queries[eid] = chunk
-                continue
-            if used[eid] >= self.max_attempts:  # its rounds failed, or killed their worker
-                dead += self._dead_letter(lease, eid, fields, f"{used[eid]} rounds with this "
-                                          "chunk failed or did not finish")
-                continue
-            if train and (used[eid] or used[train[0][0]]) and rows > config.bits:
-                continue  # a chunk that failed before runs alone, so its fault stays its own
-            if train and rows + chunk.n > self.max_round_items:
-                continue
-            need = self._round_bytes(config, [c for _, c in train] + [chunk])
-            if need > self.max_round_bytes:
-                if not train:
-                    dead += self._dead_letter(
-                        lease, eid, fields, f"a round with this chunk needs ~{need / 2**30:.1f} "
-                        f"GiB, over HASHSTREAM_MAX_ROUND_BYTES ({self.max_round_bytes / 2**30:.1f}"
-                        " GiB)")
-                continue
-            train.append((eid, chunk))
-            rows += chunk.n
+        clock = RoundClock()
+        dead, queries, train = self._gather(name, config, lease)
+        rows = sum(c.n for _, c in train)
         if rows <= config.bits:
             train = []  # wait for more items: a round needs more rows than bits
         if not train and not queries:
             return dead > 0
-        return self._round(name, config, method, version, lease, train, queries)
+        clock.lap("read")
+        return self._round(name, config, method, version, lease, train, queries, clock)
+
+    def _pages(self, name: str) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
+        """This consumer's pending entries, then new ones, ``READ_PAGE`` at a time: a round
+        reads what it learns (and at most a page more), never the whole backlog."""
+        after: str | None = "0"
+        while after is not None:
+            page, after = self.store.read_pending_page(name, self.id, READ_PAGE, after)
+            if page:
+                yield page
+        while page := self.store.read_chunks(name, self.id, READ_PAGE, new=True):
+            yield page
+
+    def _gather(self, name: str, config: IndexConfig, lease: Lease
+                ) -> tuple[int, dict[str, Chunk], list[tuple[str, Chunk]]]:
+        """Dead-letter what cannot be learned and pick the round's chunks, page by page:
+        (dead-lettered, held-out query chunks, training chunks in stream order). Training
+        chunks merge up to ``max_round_items`` and the memory budget; a chunk that failed
+        before runs alone. Reading stops once the round is full."""
+        dead = 0
+        queries: dict[str, Chunk] = {}
+        train: list[tuple[str, Chunk]] = []
+        rows, full = 0, False
+        for page in self._pages(name):
+            decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
+            for eid, fields in page:
+                try:  # views of the reply: merging the round copies them once
+                    chunk = Chunk.from_fields(fields, copy=False)
+                except CodecError as exc:
+                    dead += self._dead_letter(lease, eid, fields, f"corrupt stream entry: {exc}")
+                    continue
+                if chunk.features.shape[1] != config.dim:
+                    dead += self._dead_letter(lease, eid, fields, "features have dimension "
+                                              f"{chunk.features.shape[1]}, the index {config.dim}")
+                    continue
+                decoded.append((eid, fields, chunk))
+            used = self.store.attempts(name, [eid for eid, _, c in decoded if c.role == "train"])
+            for eid, fields, chunk in decoded:
+                if chunk.role == "query":
+                    queries[eid] = chunk
+                    continue
+                if full:
+                    continue
+                if used[eid] >= self.max_attempts:  # its rounds failed, or killed their worker
+                    dead += self._dead_letter(lease, eid, fields, f"{used[eid]} rounds with "
+                                              "this chunk failed or did not finish")
+                    continue
+                if train and (used[eid] or used[train[0][0]]) and rows > config.bits:
+                    full = True  # a chunk that failed before runs alone: its fault stays its own
+                    continue
+                if train and rows + chunk.n > self.max_round_items:
+                    full = True
+                    continue
+                need = self._round_bytes(config, [c for _, c in train] + [chunk])
+                if need > self.max_round_bytes:
+                    if not train:
+                        dead += self._dead_letter(
+                            lease, eid, fields, f"a round with this chunk needs ~"
+                            f"{need / 2**30:.1f} GiB, over HASHSTREAM_MAX_ROUND_BYTES "
+                            f"({self.max_round_bytes / 2**30:.1f} GiB)")
+                    else:
+                        full = True
+                    continue
+                train.append((eid, chunk))
+                rows += chunk.n
+                full = rows >= self.max_round_items
+            if full:
+                break
+        return dead, queries, train
 
     def _round_bytes(self, config: IndexConfig, chunks: list[Chunk]) -> int:
         """The method's estimate of a round's peak memory over ``chunks``."""
@@ -347,7 +378,8 @@ class RoundRunner:
         cache.live.forget_before(oldest)
 
     def _round(self, name: str, config: IndexConfig, method: Method, version: int, lease: Lease,
-               train: list[tuple[str, Chunk]], queries: dict[str, Chunk]) -> bool:
+               train: list[tuple[str, Chunk]], queries: dict[str, Chunk],
+               clock: RoundClock) -> bool:
         query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
         if not train:  # only held-out queries to store
             ok = self.store.commit_round(name, version, RoundCommit(
@@ -362,7 +394,7 @@ class RoundRunner:
             return False  # the lease lapsed before the round began
         try:
             return self._learn_round(name, config, method, version, lease, train,
-                                     query_arrays)
+                                     query_arrays, clock)
         except Exception as exc:  # noqa: BLE001 - counted against the chunks, then retried
             self.store.record_failure(name, chunk_ids, {
                 "ts": round(time.time(), 3), "worker": self.id, "round": version + 1,
@@ -374,12 +406,14 @@ class RoundRunner:
 
     def _learn_round(self, name: str, config: IndexConfig, method: Method, version: int,
                      lease: Lease, train: list[tuple[str, Chunk]],
-                     query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
-        """One round of any method: learn, score, commit."""
-        clock = RoundClock()
+                     query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]],
+                     clock: RoundClock) -> bool:
+        """One round of any method: learn, score, commit (``clock`` started before the
+        round's chunks were read)."""
         cache = self._load_cache(name, method, version, config.created)
         chunk_ids = [eid for eid, _ in train]
-        features = np.concatenate([c.features for _, c in train])
+        # one copy, into the solver's input dtype (queued float16 features widen here)
+        features = np.concatenate([c.features for _, c in train], dtype=np.float32)
         labels = ClassLists.concat([c.labels for _, c in train])
         ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
         text_blocks = [c.text for _, c in train if c.text is not None]

@@ -61,8 +61,10 @@ def _header(buf: memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     return dtype, shape, 8 + hlen
 
 
-def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
-    """Inverse of :func:`encode_array`; the result owns its memory and is writeable."""
+def decode_array(data: bytes | bytearray | memoryview, copy: bool = True
+                 ) -> np.ndarray[Any, Any]:
+    """Inverse of :func:`encode_array`; the result owns its memory and is writeable, or with
+    ``copy=False`` is a view of ``data`` (read-only for bytes) where the byte order allows."""
     buf = memoryview(data)
     dtype, shape, offset = _header(buf)
     count = math.prod(shape)
@@ -70,7 +72,7 @@ def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
     if len(body) != count * dtype.itemsize:
         raise CodecError(f"array body has {len(body)} bytes, expected {count * dtype.itemsize}")
     out = np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
-    return out.astype(dtype.newbyteorder("="), copy=True)
+    return out.astype(dtype.newbyteorder("="), copy=copy)
 
 
 def encode_arrays(arrays: dict[str, Any]) -> dict[str, bytes]:

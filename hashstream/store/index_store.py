@@ -492,6 +492,17 @@ class IndexStore:
             return []
         return [(eid.decode(), fields) for eid, fields in reply[0][1] if fields]
 
+    def read_pending_page(self, name: str, consumer: str, count: int, after: str
+                          ) -> tuple[list[tuple[str, dict[bytes, bytes]]], str | None]:
+        """Up to ``count`` of this consumer's pending entries after id ``after`` (exclusive;
+        "0": from the first), and the id to read the next page after (None: none left).
+        Entries deleted while pending are skipped."""
+        reply = self.r.xreadgroup(GROUP, consumer, {self.keys(name).stream: after},
+                                  count=count)
+        raw = reply[0][1] if reply else []
+        entries = [(eid.decode(), fields) for eid, fields in raw if fields]
+        return entries, (raw[-1][0].decode() if len(raw) == count else None)
+
     def claim_stale(self, name: str, consumer: str, idle_ms: int, limit: int = 100_000,
                     lease: Lease | None = None) -> int:
         """Take over entries other consumers read but never acknowledged (idle at least

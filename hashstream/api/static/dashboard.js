@@ -116,7 +116,7 @@ function drawLoss(r) {
 // (records written before the worker timed every part have only the method's steps and
 // "learn"), so that each stack adds up to the round.
 const TOTALS = ["learn", "total"];
-const FIRST = ["load"], LAST = ["other", "score", "commit"];
+const FIRST = ["read", "load"], LAST = ["other", "score", "commit"];
 
 function roundWall(seconds) {
   return (seconds.total ?? seconds.learn ?? 0) + (seconds.commit ?? 0);
