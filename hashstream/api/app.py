@@ -150,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        response = problem(exc.status, exc.title, exc.message, exc.field)
+        response = problem(exc.status, exc.title, exc.message, exc.field, exc.extra)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hashstream"'
         if exc.retry_after is not None:

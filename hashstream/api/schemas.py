@@ -254,3 +254,8 @@ class Problem(BaseModel):
     status: int
     detail: str
     field: str | None = None
+    limit: str | None = Field(None, description="429: the setting(s) whose limit the index's "
+                              "backlog passed")
+    backlog_items: int | None = Field(None, description="429: items waiting for rounds")
+    backlog_seconds: float | None = Field(None, description="429: the estimated seconds of "
+                                          "work waiting (null before a round gave a rate)")

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hashstream.service.backlog import BacklogLimits, refusal
 from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk, validate_chunk
 from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
@@ -207,7 +208,8 @@ class IndexService:
 
     def overview(self) -> list[dict[str, Any]]:
         """Per index, at one moment each (one round trip): version, queue depth and lag (s the
-        oldest waiting chunk has waited), dead letters, live items, the worker holding its
+        oldest waiting chunk has waited), items waiting, the recent rounds' items/s, ingests
+        refused for backlog, dead letters, live items, the worker holding its
         round lease, its method, bits and partitions, the latest
         round record, and when it was last active (epoch s: created, a round committed or a
         chunk queued, the latest), most recently active first."""
@@ -225,7 +227,9 @@ class IndexService:
                          "dead_letters": snap.dead_letters, "lease_holder": snap.lease_holder,
                          "method": config.method, "bits": config.bits,
                          "partitions": config.partitions, "last_active": round(max(active), 3),
-                         "n_items": _live_items(snap), "last": last})
+                         "n_items": _live_items(snap), "last": last,
+                         "queued_items": snap.queued_items, "learn_rate": snap.learn_rate,
+                         "refusals": snap.refusals})
         rows.sort(key=lambda row: (-row["last_active"], row["name"]))
         return rows
 
@@ -302,13 +306,22 @@ class IndexService:
             first = self.store.next_ids(name, parsed.n)
             ids = np.arange(first, first + parsed.n, dtype=np.int64)
         chunk = Chunk(parsed.features, labels, ids, parsed.role, parsed.text)
-        chunk_id = self.store.enqueue(name, chunk.to_fields())
+        chunk_id = self.store.enqueue(name, chunk.to_fields(), chunk.n)
         out: dict[str, Any] = {"chunk_id": chunk_id, "index": name, "items": chunk.n,
                                "role": chunk.role}
         if assigned:
             assert ids is not None
             out["id_range"] = [int(ids[0]), int(ids[-1]) + 1]
         return out
+
+    def check_backlog(self, name: str, limits: BacklogLimits) -> None:
+        """Raise :class:`Backlogged` (429, counted) while the index's backlog is at or past a
+        limit; one MGET otherwise."""
+        queued, rate = self.store.backlog(name)
+        refused = refusal(name, queued, rate, limits)
+        if refused is not None:
+            self.store.count_refusal(name)
+            raise refused
 
     def _seed_legacy_class_map(self, name: str) -> None:
         """An index made before labels were mapped has rounds but no class map: its class

@@ -36,8 +36,9 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -59,6 +60,7 @@ from hashstream.store.partitions import partition_of
 
 log = logging.getLogger("hashstream.worker")
 READ_PAGE = 8  # stream entries per read while a round gathers its chunks
+RATE_ROUNDS = 5  # rounds the learn rate (items/s) is averaged over
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -191,6 +193,7 @@ class RoundRunner:
                      "started": round(time.time(), 3)}
         self.keeper: LeaseKeeper | None = None
         self.rounds_committed = 0
+        self.recent_rounds: dict[str, deque[tuple[int, float]]] = {}  # (items, s) per index
 
     def run_forever(self, stop: threading.Event) -> None:
         log_event("worker_start", worker=self.id, lease_ttl_ms=self.lease_ttl_ms, **self.info)
@@ -221,7 +224,7 @@ class RoundRunner:
         """Run at most one round (or store query chunks) for ``name`` under its lease; True if
         work was done. False at once when nothing is queued or another worker holds the
         lease."""
-        if self.store.queue_depth(name) == 0:
+        if self.store.idle_queue_depth(name) == 0:
             return False
         lease = self.store.take_lease(name, self.id, self.lease_ttl_ms)
         if lease is None:
@@ -383,7 +386,8 @@ class RoundRunner:
         query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
         if not train:  # only held-out queries to store
             ok = self.store.commit_round(name, version, RoundCommit(
-                ack_ids=list(queries), query_chunks=query_arrays), lease=lease)
+                ack_ids=list(queries), query_chunks=query_arrays,
+                ack_items=sum(q.n for q in queries.values())), lease=lease)
             if ok:
                 if name in self.cache:
                     self.cache[name].queries.update(query_arrays)
@@ -412,6 +416,8 @@ class RoundRunner:
         round's chunks were read)."""
         cache = self._load_cache(name, method, version, config.created)
         chunk_ids = [eid for eid, _ in train]
+        acked = sum(c.n for _, c in train) + sum(len(q["label_indptr"]) - 1
+                                                 for q in query_arrays.values())
         # one copy, into the solver's input dtype (queued float16 features widen here)
         features = np.concatenate([c.features for _, c in train], dtype=np.float32)
         labels = ClassLists.concat([c.labels for _, c in train])
@@ -464,7 +470,7 @@ class RoundRunner:
                     ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
                     state=result.state_arrays, segment=segment, record=record, model=model,
                     projection=result.projection, centers=result.centers,
-                    delete_epoch=cache.live.epoch, items=n_live), lease=lease,
+                    delete_epoch=cache.live.epoch, items=n_live, ack_items=acked), lease=lease,
                     partitions=config.partitions)
                 break
             except DeletesLanded:
@@ -476,7 +482,8 @@ class RoundRunner:
             self.cache.pop(name, None)
             return False
         self.rounds_committed += 1
-        self.store.record_commit_seconds(name, new_version, commit_s)
+        self.store.record_commit_seconds(name, new_version, commit_s, self._learn_rate(
+            name, len(ids), clock.since_start() + commit_s))
         cache.version, cache.state = new_version, result.state
         cache.db_codes.append(segment[target_field(PAIRS)])
         cache.add_labels(kept_labels)
@@ -489,6 +496,14 @@ class RoundRunner:
                   model_version=record["model_version"], **extra, worker=self.id,
                   lease_token=lease.token)
         return True
+
+    def _learn_rate(self, name: str, items: int, seconds: float) -> float:
+        """Items per second of this worker's latest rounds of ``name`` (up to
+        ``RATE_ROUNDS``, this one included): the rate the index's backlog drains at, which
+        ingest's backpressure divides the backlog by."""
+        recent = self.recent_rounds.setdefault(name, deque(maxlen=RATE_ROUNDS))
+        recent.append((items, seconds))
+        return sum(n for n, _ in recent) / max(1e-6, sum(s for _, s in recent))
 
     def _record(self, version: int, chunk_ids: list[str], method: Method, result: LearnResult,
                 cache: _IndexCache, codes: np.ndarray[Any, Any], labels: ClassLists,
