@@ -279,6 +279,7 @@ class RoundRunner:
         queries: dict[str, Chunk] = {}
         train: list[tuple[str, Chunk]] = []
         rows, full = 0, False
+        used: dict[str, int] = {}  # rounds started with each chunk read so far
         for page in self._pages(name):
             decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
             for eid, fields in page:
@@ -292,7 +293,8 @@ class RoundRunner:
                                               f"{chunk.features.shape[1]}, the index {config.dim}")
                     continue
                 decoded.append((eid, fields, chunk))
-            used = self.store.attempts(name, [eid for eid, _, c in decoded if c.role == "train"])
+            used.update(self.store.attempts(name, [eid for eid, _, c in decoded
+                                                   if c.role == "train"]))
             for eid, fields, chunk in decoded:
                 if chunk.role == "query":
                     queries[eid] = chunk

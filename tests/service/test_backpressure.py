@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from support.data import Clusters, npz_bytes, one_hot
-from support.net import unique, wait_until
+from support.net import unique
 from support.processes import Proc, Server, assert_problem
 
 from hashstream.client import Backlogged, Client
