@@ -10,6 +10,8 @@ Run:  python bench/http_service.py ingest [--dims 784 4096]
       python bench/http_service.py search --items 1000000 --dim 64 --clients 1 4
       python bench/http_service.py learn --clients 4 --seconds 12   (sustained ingest with
           a worker: learned items/s beside the solver's in-process rate, same round size)
+      python bench/http_service.py ingest-disk [--before-code DIR]   (npz ingest beside the
+          disk's sequential write rate, measured in the same run in Redis's data dir)
 """
 
 from __future__ import annotations
@@ -178,6 +180,82 @@ def bench_search(items: int, dim: int, clients_list: list[int], seconds: float,
         server.close()
 
 
+def disk_write_rate(directory: Path, total: int, block: int = 40 << 20) -> float:
+    """Bytes/s of a dd-style sequential write of ``total`` bytes in ``block``-byte writes to
+    a new file in ``directory``, fsync'd before the clock stops (``dd conv=fsync``)."""
+    data = np.random.default_rng(0).integers(0, 256, block, dtype=np.uint8).tobytes()
+    path = directory / "ddtest.bin"
+    t = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        written = 0
+        while written < total:
+            written += os.write(fd, data[:min(block, total - written)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    took = time.perf_counter() - t
+    path.unlink()
+    return written / took
+
+
+def _aof_bytes(server: Server) -> int:
+    import redis
+
+    info = redis.Redis.from_url(server.redis.url).info("persistence")
+    return int(info.get("aof_current_size", 0))
+
+
+def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None) -> None:
+    """Bulk npz ingest (~40 MB bodies, no worker, no backlog limit) per code version and
+    queue_dtype: items/s, body MB/s, queued MB/s (items/s × queued bytes/item) and the MB/s the
+    append-only file grew, beside a dd-style fsync'd write of as many bytes in the same data
+    dir right after (the disk's sequential rate, measured in the same run)."""
+    n = 40_000_000 // (4 * dim)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    body = npz_body(x, np.eye(10)[rng.integers(0, 10, n)])
+    variants = [("after", None, "float32"), ("after", None, "float16")]
+    if before:
+        variants.insert(0, ("before", before, "float32"))
+    print("| code | queue_dtype | d | items/request | requests | items/s | body MB/s | "
+          "queued MB/s | AOF MB/s | disk MB/s (dd, fsync) | queued / disk |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for code, path, dtype in variants:
+        env = {"HASHSTREAM_MAX_QUEUED_ITEMS": "0"}
+        if path:
+            env["PYTHONPATH"] = path
+        server = Server(workers=0, extra_env=env)
+        try:
+            with Client(server.url) as hs:
+                hs.create_index("b", dim, bits=32, **({} if code == "before"
+                                                      else {"queue_dtype": dtype}))
+            sessions = [httpx.Client(timeout=300) for _ in range(clients)]
+
+            def post(c: int, i: int, sessions: list = sessions, url: str = server.url) -> None:
+                r = sessions[c].post(url + "/indexes/b/ingest", content=body,
+                                     headers={"content-type": "application/octet-stream"})
+                assert r.status_code == 202, r.text
+
+            aof0 = _aof_bytes(server)
+            t = time.perf_counter()
+            lat = hammer(clients, seconds, post)
+            elapsed = time.perf_counter() - t
+            aof = _aof_bytes(server) - aof0
+            for session in sessions:
+                session.close()
+            disk = disk_write_rate(Path(server.tmp.name) / "redis", max(aof, 400 << 20))
+        finally:
+            server.close()
+        reqs = sum(len(v) for v in lat)
+        items = reqs * n / elapsed
+        queued = items * dim * np.dtype(dtype).itemsize
+        print(f"| {code} | {dtype} | {dim} | {n:,} | {reqs} | {items:,.0f} | "
+              f"{reqs * len(body) / elapsed / 1e6:,.0f} | {queued / 1e6:,.0f} | "
+              f"{aof / elapsed / 1e6:,.0f} | {disk / 1e6:,.0f} | {queued / disk:.2f} |",
+              flush=True)
+
+
 def _post_until(session: httpx.Client, url: str, body: bytes, stop: float,
                 counts: dict[str, int], lock: threading.Lock) -> None:
     """Post ``body`` until ``stop``; a 429 waits its Retry-After (counted), a 202 counts."""
@@ -295,8 +373,17 @@ def main() -> None:
     lp.add_argument("--seconds", type=float, default=12)
     lp.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
                     help="server settings, e.g. HASHSTREAM_MAX_QUEUED_ITEMS=100000")
+    di = sub.add_parser("ingest-disk")
+    di.add_argument("--dim", type=int, default=784)
+    di.add_argument("--clients", type=int, default=2)
+    di.add_argument("--seconds", type=float, default=8)
+    di.add_argument("--before-code", default=None, metavar="DIR",
+                    help="a checkout's directory holding hashstream/ of the code before (run "
+                    "as its server, same machine, same run)")
     args = ap.parse_args()
-    if args.what == "learn":
+    if args.what == "ingest-disk":
+        bench_ingest_disk(args.dim, args.clients, args.seconds, args.before_code)
+    elif args.what == "learn":
         bench_learn(args.dim, args.bits, args.chunk, args.clients, args.seconds,
                     dict(kv.split("=", 1) for kv in args.env))
     elif args.what == "ingest":

@@ -100,10 +100,10 @@ class Chunk:
     def n(self) -> int:
         return int(self.features.shape[0])
 
-    def to_fields(self, features_dtype: str = "float32") -> dict[str, bytes | bytearray]:
+    def to_fields(self, features_dtype: str = "float32") -> dict[str, bytes | memoryview]:
         """The Redis Stream entry of this chunk, its features stored as ``features_dtype``
         (the index's ``queue_dtype``) in the one copy made of them."""
-        fields: dict[str, bytes | bytearray] = {
+        fields: dict[str, bytes | memoryview] = {
             "role": self.role.encode(),
             "features": encode_array_as(self.features, features_dtype),
             "label_indptr": encode_array(self.labels.indptr),

@@ -34,20 +34,22 @@ def encode_array(array: Any) -> bytes:
                      np.ascontiguousarray(le).reshape(-1).view(np.uint8).data))
 
 
-def encode_array_as(array: np.ndarray[Any, Any], dtype: Any) -> bytearray:
+def encode_array_as(array: np.ndarray[Any, Any], dtype: Any) -> memoryview:
     """:func:`encode_array` of ``array`` converted to ``dtype``, written in one pass into one
-    preallocated buffer (the header, then the converted data: the only copy of the data). A
-    bytearray goes to Redis as it is (redis-py does not copy a large argument)."""
+    preallocated, never zero-filled buffer (the header, then the converted data: the only copy
+    of the data). A memoryview goes to Redis as it is (redis-py does not copy it into the
+    command)."""
     target = np.dtype(dtype).newbyteorder("<")
     if target.kind not in _ALLOWED_KINDS:
         raise CodecError(f"cannot encode dtype {target} (numbers and booleans only)")
     header = json.dumps({"dtype": target.str, "shape": list(array.shape)}).encode()
+    header += b" " * (-(8 + len(header)) % 16)  # JSON allows the padding: aligned data
     offset = 8 + len(header)
-    out = bytearray(offset + array.size * target.itemsize)
-    out[:offset] = MAGIC + struct.pack("<I", len(header)) + header
-    data = np.frombuffer(out, dtype=target, count=array.size, offset=offset)
+    out = np.empty(offset + array.size * target.itemsize, dtype=np.uint8)
+    out[:offset] = np.frombuffer(MAGIC + struct.pack("<I", len(header)) + header, np.uint8)
+    data = out[offset:].view(target)
     np.copyto(data.reshape(array.shape), array, casting="unsafe")
-    return out
+    return out.data
 
 
 def array_shape(data: bytes | memoryview) -> tuple[int, ...]:
