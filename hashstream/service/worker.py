@@ -61,6 +61,8 @@ from hashstream.store.partitions import partition_of
 log = logging.getLogger("hashstream.worker")
 READ_PAGE = 8  # stream entries per read while a round gathers its chunks
 RATE_ROUNDS = 5  # rounds the learn rate (items/s) is averaged over
+# Most of its rounds' time a worker spends scoring held-out queries while chunks wait.
+SCORE_BUDGET = 0.2
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -175,7 +177,7 @@ class RoundRunner:
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
                  backend: Backend | None = None, max_attempts: int = 3,
                  max_round_bytes: int = 4 << 30, worker_id: str | None = None,
-                 max_delete_retries: int = 20) -> None:
+                 max_delete_retries: int = 20, score_budget: float = SCORE_BUDGET) -> None:
         self.store = store
         self.max_delete_retries = max_delete_retries  # commits refused by deletes, per round
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -194,6 +196,8 @@ class RoundRunner:
         self.keeper: LeaseKeeper | None = None
         self.rounds_committed = 0
         self.recent_rounds: dict[str, deque[tuple[int, float]]] = {}  # (items, s) per index
+        self.score_budget = score_budget
+        self.scoring: dict[str, tuple[float, float]] = {}  # (scoring s, round s) per index
 
     def run_forever(self, stop: threading.Event) -> None:
         log_event("worker_start", worker=self.id, lease_ttl_ms=self.lease_ttl_ms, **self.info)
@@ -455,11 +459,13 @@ class RoundRunner:
                                                    dtype=np.int32)
             n_live = cache.live.count_with(ids[keep])
             if not record:
+                clock.lap("other")
+                score = self._may_score(name, len(chunk_ids) + len(query_arrays), clock)
                 record = self._record(new_version, chunk_ids, method, result, cache,
                                       segment[target_field(PAIRS)], kept_labels, n_live,
-                                      query_arrays)
+                                      query_arrays, score)
                 record["lease_token"] = lease.token
-                clock.lap("score")
+                self._spent(name, clock.lap("score"), clock.since_start())
                 record["seconds"] = round_seconds(clock, result.seconds)
             record.update(n_items=int(keep.sum()), n_database=n_live,
                           cancelled=int((~keep).sum()),
@@ -499,6 +505,21 @@ class RoundRunner:
                   lease_token=lease.token)
         return True
 
+    def _may_score(self, name: str, consumed: int, clock: RoundClock) -> bool:
+        """Whether this round scores the held-out queries: always when no chunk waits beyond
+        the round's (the latest model of a burst is always scored), else only while this
+        worker's scoring of the index has taken at most ``score_budget`` of its rounds' time
+        (the score runs against the whole database: its cost grows with it, the round's
+        does not)."""
+        if self.store.queue_depth(name) <= consumed:
+            return True
+        spent, total = self.scoring.get(name, (0.0, 0.0))
+        return spent <= self.score_budget * (total + clock.since_start())
+
+    def _spent(self, name: str, scoring: float, round_s: float) -> None:
+        spent, total = self.scoring.get(name, (0.0, 0.0))
+        self.scoring[name] = (spent + scoring, total + round_s)
+
     def _learn_rate(self, name: str, items: int, seconds: float) -> float:
         """Items per second of this worker's latest rounds of ``name`` (up to
         ``RATE_ROUNDS``, this one included): the rate the index's backlog drains at, which
@@ -509,8 +530,8 @@ class RoundRunner:
 
     def _record(self, version: int, chunk_ids: list[str], method: Method, result: LearnResult,
                 cache: _IndexCache, codes: np.ndarray[Any, Any], labels: ClassLists,
-                n_database: int, new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]
-                ) -> dict[str, Any]:
+                n_database: int, new_queries: dict[str, dict[str, np.ndarray[Any, Any]]],
+                score: bool = True) -> dict[str, Any]:
         """The round record: metrics on held-out queries, loss terms, sizes (``n_database``:
         live items once committed), bit balance, and the method's own fields
         (``LearnResult.record``). ``codes``/``labels``: the round's stored items."""
@@ -527,7 +548,9 @@ class RoundRunner:
             **result.record,
         }
         all_queries = {**cache.queries, **new_queries}
-        if all_queries:  # only now is the whole database gathered
+        if all_queries and not score:
+            record["score_skipped"] = True  # over the scoring budget while chunks wait
+        elif all_queries:  # only now is the whole database gathered
             record.update(self._scores(method, result.encoder,
                                        np.concatenate([*cache.db_codes, codes]),
                                        ClassLists.concat([*cache.db_labels, labels]),
