@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -199,6 +200,40 @@ def disk_write_rate(directory: Path, total: int, block: int = 40 << 20) -> float
     return written / took
 
 
+_PARTS_SNIPPET = """
+import io, json, sys, time
+import numpy as np
+from hashstream.service.chunks import Chunk, parse_npz_chunk, validate_chunk
+from hashstream.solver.class_lists import ClassLists
+dim = int(sys.argv[1]); n = 40_000_000 // (4 * dim)
+rng = np.random.default_rng(0)
+buf = io.BytesIO()
+np.savez(buf, features=rng.standard_normal((n, dim)).astype(np.float32),
+         labels=np.eye(10, dtype=np.uint8)[rng.integers(0, 10, n)])
+body = buf.getvalue()
+best = {}
+for _ in range(5):
+    t = time.perf_counter(); parsed = parse_npz_chunk(body); t1 = time.perf_counter()
+    validate_chunk(parsed, dim); t2 = time.perf_counter()
+    chunk = Chunk(parsed.features, ClassLists.of(parsed.labels.indptr, parsed.labels.values),
+                  np.arange(n), "train")
+    fields = chunk.to_fields(); t3 = time.perf_counter()
+    for k, v in (("parse", t1 - t), ("validate", t2 - t1), ("entry", t3 - t2)):
+        best[k] = min(best.get(k, 1e9), v)
+print(json.dumps(best))
+"""
+
+
+def request_parts(dim: int, code: str | None) -> dict[str, float]:
+    """Seconds (best of 5) the service's own steps take on one ~40 MB npz body, in a fresh
+    interpreter running ``code``'s hashstream (None: this checkout): parse (.npz to arrays),
+    validate, and the stream entry's encoding."""
+    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
+    out = subprocess.run([sys.executable, "-c", _PARTS_SNIPPET, str(dim)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
 def _aof_bytes(server: Server) -> int:
     import redis
 
@@ -211,6 +246,11 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
     queue_dtype: items/s, body MB/s, queued MB/s (items/s × queued bytes/item) and the MB/s the
     append-only file grew, beside a dd-style fsync'd write of as many bytes in the same data
     dir right after (the disk's sequential rate, measured in the same run)."""
+    print("in-process, one ~40 MB npz body (ms, best of 5; the XADD is in the table below):")
+    for code, path in ([("before", before)] if before else []) + [("after", None)]:
+        parts = request_parts(dim, path)
+        print(f"  {code}: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in parts.items()),
+              flush=True)
     n = 40_000_000 // (4 * dim)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, dim)).astype(np.float32)
@@ -293,61 +333,89 @@ def solver_rate(dim: int, bits: int, n: int, rounds: int = 4, seed: int = 0) -> 
     return n / statistics.median(took)
 
 
+def _learn_run(dim: int, bits: int, chunk: int, clients: int, seconds: float,
+               env: dict[str, str], bodies: list[bytes], query_body: bytes | None
+               ) -> tuple[dict[str, int], float, list[dict]]:
+    """One served index under sustained ingest: (answers by status, seconds posting, round
+    records once the queue is empty)."""
+    server = Server(workers=1, extra_env=env)
+    try:
+        with Client(server.url, timeout=600) as hs:
+            hs.create_index("l", dim, bits=bits)
+            if query_body is not None:
+                r = hs.http.post("/indexes/l/ingest", content=query_body,
+                                 params={"role": "query"},
+                                 headers={"content-type": "application/octet-stream"})
+                assert r.status_code == 202, r.text
+            counts: dict[str, int] = {}
+            lock = threading.Lock()
+            sessions = [httpx.Client(timeout=600) for _ in range(clients)]
+            t0 = time.time()
+            threads = [threading.Thread(target=_post_until, args=(
+                sessions[c], server.url + "/indexes/l/ingest", bodies[c % len(bodies)],
+                t0 + seconds, counts, lock)) for c in range(clients)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            ingest_s = time.time() - t0
+            hs.wait_idle("l", timeout=3600, poll=0.5)
+            for session in sessions:
+                session.close()
+            return counts, ingest_s, hs.rounds("l")
+    finally:
+        server.close()
+
+
 def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
-                env: dict[str, str]) -> None:
-    """Sustained ingest into a served index with one worker: items acknowledged per second,
-    items learned per second (first round start to last commit), where a round's time goes,
-    and the solver's own rate at the mean round size, measured after the server stopped."""
+                env: dict[str, str], queries: int, before: str | None) -> None:
+    """Sustained ingest into a served index with one worker, per code version: items
+    acknowledged per second, items learned per second (first round start to last commit),
+    where a round's time goes, beside the solver's own rate at the mean round size (the same
+    method called in-process on rounds of that size, measured first, in the same run)."""
     rng = np.random.default_rng(2)
     centers = rng.standard_normal((10, dim)).astype(np.float32) * 2
     bodies = []
     for _ in range(4):
         y = rng.integers(0, 10, chunk)
         bodies.append(npz_body(centers[y] + rng.standard_normal((chunk, dim)), np.eye(10)[y]))
-    server = Server(workers=1, extra_env={"HASHSTREAM_EVAL_QUERIES": "0", **env})
-    try:
-        with Client(server.url, timeout=600) as hs:
-            hs.create_index("l", dim, bits=bits)
-            counts: dict[str, int] = {}
-            lock = threading.Lock()
-            sessions = [httpx.Client(timeout=600) for _ in range(clients)]
-            t0 = time.time()
-            threads = [threading.Thread(target=_post_until, args=(
-                sessions[c], server.url + "/indexes/l/ingest", bodies[c % 4], t0 + seconds,
-                counts, lock)) for c in range(clients)]
-            for th in threads:
-                th.start()
-            for th in threads:
-                th.join()
-            acked = counts.get("202", 0) * chunk
-            ingest_s = time.time() - t0
-            hs.wait_idle("l", timeout=3600, poll=0.5)
-            for session in sessions:
-                session.close()
-            records = hs.rounds("l")
-    finally:
-        server.close()
-    first = min(r["ts"] - r["seconds"]["total"] for r in records)
-    last = max(r["ts"] + r["seconds"].get("commit", 0.0) for r in records)
-    learned = sum(r["n_items"] for r in records)
-    mean_round = learned / len(records)
-    steps: dict[str, float] = {}
-    for r in records[1:]:  # round 1 fits the feature map
-        for k, v in r["seconds"].items():
-            steps[k] = steps.get(k, 0.0) + v / (len(records) - 1)
-    floor = solver_rate(dim, bits, int(round(mean_round)))
-    service = sum(r["n_items"] for r in records[1:]) / sum(
-        r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in records[1:])
-    print(f"ingest: {clients} clients × {chunk:,}-item npz chunks for {seconds:.0f} s: "
-          f"{acked / ingest_s:,.0f} items/s acknowledged; answers {counts}")
-    print("| learned items | rounds | mean round | learned items/s (wall) | service round "
-          "items/s | solver in-process items/s | ratio (wall) | ratio (round) |")
-    print("|---|---|---|---|---|---|---|---|")
-    print(f"| {learned:,} | {len(records)} | {mean_round:,.0f} | {learned / (last - first):,.0f} "
-          f"| {service:,.0f} | {floor:,.0f} | {learned / (last - first) / floor:.2f} "
-          f"| {service / floor:.2f} |")
-    print("mean seconds per round (rounds 2…): " + ", ".join(
-        f"{k} {v:.3f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])), flush=True)
+    query_body = None
+    if queries:
+        y = rng.integers(0, 10, queries)
+        query_body = npz_body(centers[y] + rng.standard_normal((queries, dim)), np.eye(10)[y])
+    round_items = int(env.get("HASHSTREAM_MAX_ROUND_ITEMS", 20_000)) // chunk * chunk or chunk
+    floor = solver_rate(dim, bits, round_items)
+    print(f"solver in-process, rounds of {round_items:,} items (d={dim}, {bits} bits): "
+          f"{floor:,.0f} items/s")
+    print("| code | acknowledged items/s | answers | learned items | rounds | mean round | "
+          "rounds scored | learned items/s (wall) | service round items/s | ratio to solver "
+          "(wall) | ratio (round) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    variants = [("after", None)] + ([("before", before)] if before else [])
+    for code, path in variants:
+        run_env = {**({"HASHSTREAM_EVAL_QUERIES": "0"} if not queries else {}), **env}
+        if path:
+            run_env["PYTHONPATH"] = path
+        counts, ingest_s, records = _learn_run(dim, bits, chunk, clients, seconds, run_env,
+                                               bodies, query_body)
+        first = min(r["ts"] - r["seconds"]["total"] for r in records)
+        last = max(r["ts"] + r["seconds"].get("commit", 0.0) for r in records)
+        learned = sum(r["n_items"] for r in records)
+        steps: dict[str, float] = {}
+        for r in records[1:]:  # round 1 fits the feature map
+            for k, v in r["seconds"].items():
+                steps[k] = steps.get(k, 0.0) + v / (len(records) - 1)
+        service = sum(r["n_items"] for r in records[1:]) / sum(
+            r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in records[1:])
+        wall = learned / (last - first)
+        scored = sum(1 for r in records if r.get("map") is not None)
+        print(f"| {code} | {counts.get('202', 0) * chunk / ingest_s:,.0f} | {counts} | "
+              f"{learned:,} | {len(records)} | {learned / len(records):,.0f} | {scored} | "
+              f"{wall:,.0f} | {service:,.0f} | {wall / floor:.2f} | {service / floor:.2f} |",
+              flush=True)
+        print(f"  {code}: mean seconds per round (rounds 2…): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:12]),
+            flush=True)
 
 
 def main() -> None:
@@ -373,6 +441,9 @@ def main() -> None:
     lp.add_argument("--seconds", type=float, default=12)
     lp.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
                     help="server settings, e.g. HASHSTREAM_MAX_QUEUED_ITEMS=100000")
+    lp.add_argument("--queries", type=int, default=0,
+                    help="a held-out query chunk of this many items first (rounds score it)")
+    lp.add_argument("--before-code", default=None, metavar="DIR")
     di = sub.add_parser("ingest-disk")
     di.add_argument("--dim", type=int, default=784)
     di.add_argument("--clients", type=int, default=2)
@@ -385,7 +456,7 @@ def main() -> None:
         bench_ingest_disk(args.dim, args.clients, args.seconds, args.before_code)
     elif args.what == "learn":
         bench_learn(args.dim, args.bits, args.chunk, args.clients, args.seconds,
-                    dict(kv.split("=", 1) for kv in args.env))
+                    dict(kv.split("=", 1) for kv in args.env), args.queries, args.before_code)
     elif args.what == "ingest":
         bench_ingest(args.dims, args.clients, args.seconds)
     else:
