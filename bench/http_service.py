@@ -34,6 +34,7 @@ import numpy as np
 
 from hashstream.cli.embedded_redis import EmbeddedRedis, free_port
 from hashstream.client import Client
+from hashstream.service.round_timing import WORKER_PARTS
 
 
 class Server:
@@ -224,11 +225,26 @@ print(json.dumps(best))
 """
 
 
+def code_env(code: str | None) -> dict[str, str]:
+    """Environment of a server running ``code``'s hashstream (None: this checkout's): its
+    directory on PYTHONPATH, and PYTHONSAFEPATH so that ``-m`` does not put the working
+    directory (this checkout) before it."""
+    return {"PYTHONPATH": code, "PYTHONSAFEPATH": "1"} if code else {}
+
+
+def check_code(server: Server, code: str) -> None:
+    """Refuse to measure a server that runs other code than asked: only this session's
+    ingest documents 429."""
+    spec = httpx.get(server.url + "/openapi.json").json()
+    has_429 = "429" in spec["paths"]["/indexes/{name}/ingest"]["post"]["responses"]
+    assert has_429 == (code == "after"), f"the {code} server runs the other code"
+
+
 def request_parts(dim: int, code: str | None) -> dict[str, float]:
     """Seconds (best of 5) the service's own steps take on one ~40 MB npz body, in a fresh
     interpreter running ``code``'s hashstream (None: this checkout): parse (.npz to arrays),
     validate, and the stream entry's encoding."""
-    env = {**os.environ, **({"PYTHONPATH": code} if code else {})}
+    env = {**os.environ, **code_env(code)}
     out = subprocess.run([sys.executable, "-c", _PARTS_SNIPPET, str(dim)], env=env,
                          capture_output=True, text=True, check=True).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
@@ -262,11 +278,10 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
           "queued MB/s | AOF MB/s | disk MB/s (dd, fsync) | queued / disk |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for code, path, dtype in variants:
-        env = {"HASHSTREAM_MAX_QUEUED_ITEMS": "0"}
-        if path:
-            env["PYTHONPATH"] = path
+        env = {"HASHSTREAM_MAX_QUEUED_ITEMS": "0", **code_env(path)}
         server = Server(workers=0, extra_env=env)
         try:
+            check_code(server, code)
             with Client(server.url) as hs:
                 hs.create_index("b", dim, bits=32, **({} if code == "before"
                                                       else {"queue_dtype": dtype}))
@@ -333,13 +348,14 @@ def solver_rate(dim: int, bits: int, n: int, rounds: int = 4, seed: int = 0) -> 
     return n / statistics.median(took)
 
 
-def _learn_run(dim: int, bits: int, chunk: int, clients: int, seconds: float,
+def _learn_run(code: str, dim: int, bits: int, chunk: int, clients: int, seconds: float,
                env: dict[str, str], bodies: list[bytes], query_body: bytes | None
                ) -> tuple[dict[str, int], float, list[dict]]:
     """One served index under sustained ingest: (answers by status, seconds posting, round
     records once the queue is empty)."""
     server = Server(workers=1, extra_env=env)
     try:
+        check_code(server, code)
         with Client(server.url, timeout=600) as hs:
             hs.create_index("l", dim, bits=bits)
             if query_body is not None:
@@ -389,15 +405,15 @@ def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
           f"{floor:,.0f} items/s")
     print("| code | acknowledged items/s | answers | learned items | rounds | mean round | "
           "rounds scored | learned items/s (wall) | service round items/s | ratio to solver "
-          "(wall) | ratio (round) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "(wall) | ratio (round) | solver inside the same rounds items/s | round / solver "
+          "inside |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     variants = [("after", None)] + ([("before", before)] if before else [])
     for code, path in variants:
-        run_env = {**({"HASHSTREAM_EVAL_QUERIES": "0"} if not queries else {}), **env}
-        if path:
-            run_env["PYTHONPATH"] = path
-        counts, ingest_s, records = _learn_run(dim, bits, chunk, clients, seconds, run_env,
-                                               bodies, query_body)
+        run_env = {**({"HASHSTREAM_EVAL_QUERIES": "0"} if not queries else {}), **env,
+                   **code_env(path)}
+        counts, ingest_s, records = _learn_run(code, dim, bits, chunk, clients, seconds,
+                                               run_env, bodies, query_body)
         first = min(r["ts"] - r["seconds"]["total"] for r in records)
         last = max(r["ts"] + r["seconds"].get("commit", 0.0) for r in records)
         learned = sum(r["n_items"] for r in records)
@@ -409,10 +425,14 @@ def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
             r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in records[1:])
         wall = learned / (last - first)
         scored = sum(1 for r in records if r.get("map") is not None)
+        # the method's own steps in the same rounds: the solver's rate under the same load
+        inside = sum(r["n_items"] for r in records[1:]) / sum(
+            sum(v for k, v in r["seconds"].items() if k not in WORKER_PARTS)
+            for r in records[1:])
         print(f"| {code} | {counts.get('202', 0) * chunk / ingest_s:,.0f} | {counts} | "
               f"{learned:,} | {len(records)} | {learned / len(records):,.0f} | {scored} | "
-              f"{wall:,.0f} | {service:,.0f} | {wall / floor:.2f} | {service / floor:.2f} |",
-              flush=True)
+              f"{wall:,.0f} | {service:,.0f} | {wall / floor:.2f} | {service / floor:.2f} | "
+              f"{inside:,.0f} | {service / inside:.2f} |", flush=True)
         print(f"  {code}: mean seconds per round (rounds 2…): " + ", ".join(
             f"{k} {v:.3f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:12]),
             flush=True)
