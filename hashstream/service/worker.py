@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -37,7 +38,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,7 +60,7 @@ from hashstream.store.item_deletes import stream_position
 from hashstream.store.partitions import partition_of
 
 log = logging.getLogger("hashstream.worker")
-READ_PAGE = 8  # stream entries per read while a round gathers its chunks
+READ_PAGE = 64  # most stream entries per read while a round gathers its chunks
 RATE_ROUNDS = 5  # rounds the learn rate (items/s) is averaged over
 # Most of its rounds' time a worker spends scoring held-out queries while chunks wait.
 SCORE_BUDGET = 0.2
@@ -262,15 +263,16 @@ class RoundRunner:
         clock.lap("read")
         return self._round(name, config, method, version, lease, train, queries, clock)
 
-    def _pages(self, name: str) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
-        """This consumer's pending entries, then new ones, ``READ_PAGE`` at a time: a round
+    def _pages(self, name: str, size: Callable[[], int]
+               ) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
+        """This consumer's pending entries, then new ones, ``size()`` entries a read: a round
         reads what it learns (and at most a page more), never the whole backlog."""
         after: str | None = "0"
         while after is not None:
-            page, after = self.store.read_pending_page(name, self.id, READ_PAGE, after)
+            page, after = self.store.read_pending_page(name, self.id, size(), after)
             if page:
                 yield page
-        while page := self.store.read_chunks(name, self.id, READ_PAGE, new=True):
+        while page := self.store.read_chunks(name, self.id, size(), new=True):
             yield page
 
     def _gather(self, name: str, config: IndexConfig, lease: Lease
@@ -284,7 +286,17 @@ class RoundRunner:
         train: list[tuple[str, Chunk]] = []
         rows, full = 0, False
         used: dict[str, int] = {}  # rounds started with each chunk read so far
-        for page in self._pages(name):
+        seen = [0, 0]  # entries and items read so far
+
+        def page_size() -> int:
+            """As many entries as the round still has room for at the mean size read so far
+            (one to start with): large chunks are read one by one, small ones in pages."""
+            if not seen[0]:
+                return 1
+            mean = max(1.0, seen[1] / seen[0])
+            return max(1, min(READ_PAGE, math.ceil((self.max_round_items - rows) / mean)))
+
+        for page in self._pages(name, page_size):
             decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
             for eid, fields in page:
                 try:  # views of the reply: merging the round copies them once
@@ -297,6 +309,7 @@ class RoundRunner:
                                               f"{chunk.features.shape[1]}, the index {config.dim}")
                     continue
                 decoded.append((eid, fields, chunk))
+                seen[0], seen[1] = seen[0] + 1, seen[1] + chunk.n
             used.update(self.store.attempts(name, [eid for eid, _, c in decoded
                                                    if c.role == "train"]))
             for eid, fields, chunk in decoded:
