@@ -10,12 +10,17 @@ Run:  python bench/http_service.py ingest [--dims 784 4096]
       python bench/http_service.py search --items 1000000 --dim 64 --clients 1 4
       python bench/http_service.py search-floor --items 1000000 --clients 1 4 --api-processes 1 2
           [--before-code DIR]   (issue 16: the search fast path, API processes, .npz batches)
+      python bench/http_service.py learn --clients 4 --seconds 12   (sustained ingest with
+          a worker: learned items/s beside the solver's in-process rate, same round size)
+      python bench/http_service.py ingest-disk [--before-code DIR]   (npz ingest beside the
+          disk's sequential write rate, measured in the same run in Redis's data dir)
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import os
 import statistics
 import subprocess
@@ -32,6 +37,7 @@ import numpy as np
 
 from hashstream.cli.embedded_redis import EmbeddedRedis, free_port
 from hashstream.client import Client
+from hashstream.service.round_timing import WORKER_PARTS
 
 
 class Server:
@@ -500,6 +506,262 @@ def add_search_floor_parser(sub: Any) -> None:
                    "root, e.g. `git archive` of main): served too, on the same Redis")
 
 
+def disk_write_rate(directory: Path, total: int, block: int = 40 << 20) -> float:
+    """Bytes/s of a dd-style sequential write of ``total`` bytes in ``block``-byte writes to
+    a new file in ``directory``, fsync'd before the clock stops (``dd conv=fsync``)."""
+    data = np.random.default_rng(0).integers(0, 256, block, dtype=np.uint8).tobytes()
+    path = directory / "ddtest.bin"
+    t = time.perf_counter()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        written = 0
+        while written < total:
+            written += os.write(fd, data[:min(block, total - written)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    took = time.perf_counter() - t
+    path.unlink()
+    return written / took
+
+
+_PARTS_SNIPPET = """
+import io, json, sys, time
+import numpy as np
+from hashstream.service.chunks import Chunk, parse_npz_chunk, validate_chunk
+from hashstream.solver.class_lists import ClassLists
+dim = int(sys.argv[1]); n = 40_000_000 // (4 * dim)
+rng = np.random.default_rng(0)
+buf = io.BytesIO()
+np.savez(buf, features=rng.standard_normal((n, dim)).astype(np.float32),
+         labels=np.eye(10, dtype=np.uint8)[rng.integers(0, 10, n)])
+body = buf.getvalue()
+best = {}
+for _ in range(5):
+    t = time.perf_counter(); parsed = parse_npz_chunk(body); t1 = time.perf_counter()
+    validate_chunk(parsed, dim); t2 = time.perf_counter()
+    chunk = Chunk(parsed.features, ClassLists.of(parsed.labels.indptr, parsed.labels.values),
+                  np.arange(n), "train")
+    fields = chunk.to_fields(); t3 = time.perf_counter()
+    for k, v in (("parse", t1 - t), ("validate", t2 - t1), ("entry", t3 - t2)):
+        best[k] = min(best.get(k, 1e9), v)
+print(json.dumps(best))
+"""
+
+
+def code_env(code: str | None) -> dict[str, str]:
+    """Environment of a server running ``code``'s hashstream (None: this checkout's): its
+    directory on PYTHONPATH, and PYTHONSAFEPATH so that ``-m`` does not put the working
+    directory (this checkout) before it."""
+    return {"PYTHONPATH": code, "PYTHONSAFEPATH": "1"} if code else {}
+
+
+def check_code(server: Server, code: str) -> None:
+    """Refuse to measure a server that runs other code than asked: only this session's
+    ingest documents 429."""
+    spec = httpx.get(server.url + "/openapi.json").json()
+    has_429 = "429" in spec["paths"]["/indexes/{name}/ingest"]["post"]["responses"]
+    assert has_429 == (code == "after"), f"the {code} server runs the other code"
+
+
+def request_parts(dim: int, code: str | None) -> dict[str, float]:
+    """Seconds (best of 5) the service's own steps take on one ~40 MB npz body, in a fresh
+    interpreter running ``code``'s hashstream (None: this checkout): parse (.npz to arrays),
+    validate, and the stream entry's encoding."""
+    env = {**os.environ, **code_env(code)}
+    out = subprocess.run([sys.executable, "-c", _PARTS_SNIPPET, str(dim)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _aof_bytes(server: Server) -> int:
+    import redis
+
+    info = redis.Redis.from_url(server.redis.url).info("persistence")
+    return int(info.get("aof_current_size", 0))
+
+
+def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None) -> None:
+    """Bulk npz ingest (~40 MB bodies, no worker, no backlog limit) per code version and
+    queue_dtype: items/s, body MB/s, queued MB/s (items/s × queued bytes/item) and the MB/s the
+    append-only file grew, beside a dd-style fsync'd write of as many bytes in the same data
+    dir right after (the disk's sequential rate, measured in the same run)."""
+    print("in-process, one ~40 MB npz body (ms, best of 5; the XADD is in the table below):")
+    for code, path in ([("before", before)] if before else []) + [("after", None)]:
+        parts = request_parts(dim, path)
+        print(f"  {code}: " + ", ".join(f"{k} {v * 1e3:.1f}" for k, v in parts.items()),
+              flush=True)
+    n = 40_000_000 // (4 * dim)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, dim)).astype(np.float32)
+    body = npz_body(x, np.eye(10)[rng.integers(0, 10, n)])
+    variants = [("after", None, "float32"), ("after", None, "float16")]
+    if before:
+        variants.insert(0, ("before", before, "float32"))
+    print("| code | queue_dtype | d | items/request | requests | items/s | body MB/s | "
+          "queued MB/s | AOF MB/s | disk MB/s (dd, fsync) | queued / disk |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for code, path, dtype in variants:
+        env = {"HASHSTREAM_MAX_QUEUED_ITEMS": "0", **code_env(path)}
+        server = Server(workers=0, extra_env=env)
+        try:
+            check_code(server, code)
+            with Client(server.url) as hs:
+                hs.create_index("b", dim, bits=32, **({} if code == "before"
+                                                      else {"queue_dtype": dtype}))
+            sessions = [httpx.Client(timeout=300) for _ in range(clients)]
+
+            def post(c: int, i: int, sessions: list = sessions, url: str = server.url) -> None:
+                r = sessions[c].post(url + "/indexes/b/ingest", content=body,
+                                     headers={"content-type": "application/octet-stream"})
+                assert r.status_code == 202, r.text
+
+            aof0 = _aof_bytes(server)
+            t = time.perf_counter()
+            lat = hammer(clients, seconds, post)
+            elapsed = time.perf_counter() - t
+            aof = _aof_bytes(server) - aof0
+            for session in sessions:
+                session.close()
+            disk = disk_write_rate(Path(server.tmp.name) / "redis", max(aof, 400 << 20))
+        finally:
+            server.close()
+        reqs = sum(len(v) for v in lat)
+        items = reqs * n / elapsed
+        queued = items * dim * np.dtype(dtype).itemsize
+        print(f"| {code} | {dtype} | {dim} | {n:,} | {reqs} | {items:,.0f} | "
+              f"{reqs * len(body) / elapsed / 1e6:,.0f} | {queued / 1e6:,.0f} | "
+              f"{aof / elapsed / 1e6:,.0f} | {disk / 1e6:,.0f} | {queued / disk:.2f} |",
+              flush=True)
+
+
+def _post_until(session: httpx.Client, url: str, body: bytes, stop: float,
+                counts: dict[str, int], lock: threading.Lock) -> None:
+    """Post ``body`` until ``stop``; a 429 waits its Retry-After (counted), a 202 counts."""
+    while time.time() < stop:
+        r = session.post(url, content=body, headers={"content-type": "application/octet-stream"})
+        with lock:
+            counts[str(r.status_code)] = counts.get(str(r.status_code), 0) + 1
+        if r.status_code == 429:
+            time.sleep(min(float(r.headers.get("Retry-After", "1")), max(0.0, stop - time.time())))
+        else:
+            assert r.status_code == 202, r.text
+
+
+def solver_rate(dim: int, bits: int, n: int, rounds: int = 4, seed: int = 0) -> float:
+    """Items/s of the index's method called in-process on rounds of ``n`` items (the first
+    round, which fits the feature map, is left out): the floor a service round is held to."""
+    from hashstream.service.methods import IndexMethods
+    from hashstream.service.registry import IndexConfig
+    from hashstream.solver.class_lists import ClassLists
+    from hashstream.solver.sdoh_hc.settings import SDOHSettings
+
+    config = IndexConfig("solver", dim, SDOHSettings(bits=bits))
+    method = IndexMethods().method(config)
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((10, dim)).astype(np.float32) * 2
+    state, took = None, []
+    for i in range(rounds + 1):
+        y = rng.integers(0, 10, n)
+        x = (centers[y] + rng.standard_normal((n, dim), dtype=np.float32))
+        t = time.perf_counter()
+        result = method.learn(state, x, ClassLists.from_dense(np.eye(10, dtype=np.uint8)[y]))
+        if i:
+            took.append(time.perf_counter() - t)
+        state = result.state
+    return n / statistics.median(took)
+
+
+def _learn_run(code: str, dim: int, bits: int, chunk: int, clients: int, seconds: float,
+               env: dict[str, str], bodies: list[bytes], query_body: bytes | None
+               ) -> tuple[dict[str, int], float, list[dict]]:
+    """One served index under sustained ingest: (answers by status, seconds posting, round
+    records once the queue is empty)."""
+    server = Server(workers=1, extra_env=env)
+    try:
+        check_code(server, code)
+        with Client(server.url, timeout=600) as hs:
+            hs.create_index("l", dim, bits=bits)
+            if query_body is not None:
+                r = hs.http.post("/indexes/l/ingest", content=query_body,
+                                 params={"role": "query"},
+                                 headers={"content-type": "application/octet-stream"})
+                assert r.status_code == 202, r.text
+            counts: dict[str, int] = {}
+            lock = threading.Lock()
+            sessions = [httpx.Client(timeout=600) for _ in range(clients)]
+            t0 = time.time()
+            threads = [threading.Thread(target=_post_until, args=(
+                sessions[c], server.url + "/indexes/l/ingest", bodies[c % len(bodies)],
+                t0 + seconds, counts, lock)) for c in range(clients)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            ingest_s = time.time() - t0
+            hs.wait_idle("l", timeout=3600, poll=0.5)
+            for session in sessions:
+                session.close()
+            return counts, ingest_s, hs.rounds("l")
+    finally:
+        server.close()
+
+
+def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
+                env: dict[str, str], queries: int, before: str | None) -> None:
+    """Sustained ingest into a served index with one worker, per code version: items
+    acknowledged per second, items learned per second (first round start to last commit),
+    where a round's time goes, beside the solver's own rate at the mean round size (the same
+    method called in-process on rounds of that size, measured first, in the same run)."""
+    rng = np.random.default_rng(2)
+    centers = rng.standard_normal((10, dim)).astype(np.float32) * 2
+    bodies = []
+    for _ in range(4):
+        y = rng.integers(0, 10, chunk)
+        bodies.append(npz_body(centers[y] + rng.standard_normal((chunk, dim)), np.eye(10)[y]))
+    query_body = None
+    if queries:
+        y = rng.integers(0, 10, queries)
+        query_body = npz_body(centers[y] + rng.standard_normal((queries, dim)), np.eye(10)[y])
+    round_items = int(env.get("HASHSTREAM_MAX_ROUND_ITEMS", 20_000)) // chunk * chunk or chunk
+    floor = solver_rate(dim, bits, round_items)
+    print(f"solver in-process, rounds of {round_items:,} items (d={dim}, {bits} bits): "
+          f"{floor:,.0f} items/s")
+    print("| code | acknowledged items/s | answers | learned items | rounds | mean round | "
+          "rounds scored | learned items/s (wall) | service round items/s | ratio to solver "
+          "(wall) | ratio (round) | solver inside the same rounds items/s | round / solver "
+          "inside |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    variants = [("after", None)] + ([("before", before)] if before else [])
+    for code, path in variants:
+        run_env = {**({"HASHSTREAM_EVAL_QUERIES": "0"} if not queries else {}), **env,
+                   **code_env(path)}
+        counts, ingest_s, records = _learn_run(code, dim, bits, chunk, clients, seconds,
+                                               run_env, bodies, query_body)
+        first = min(r["ts"] - r["seconds"]["total"] for r in records)
+        last = max(r["ts"] + r["seconds"].get("commit", 0.0) for r in records)
+        learned = sum(r["n_items"] for r in records)
+        steps: dict[str, float] = {}
+        for r in records[1:]:  # round 1 fits the feature map
+            for k, v in r["seconds"].items():
+                steps[k] = steps.get(k, 0.0) + v / (len(records) - 1)
+        service = sum(r["n_items"] for r in records[1:]) / sum(
+            r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in records[1:])
+        wall = learned / (last - first)
+        scored = sum(1 for r in records if r.get("map") is not None)
+        # the method's own steps in the same rounds: the solver's rate under the same load
+        inside = sum(r["n_items"] for r in records[1:]) / sum(
+            sum(v for k, v in r["seconds"].items() if k not in WORKER_PARTS)
+            for r in records[1:])
+        print(f"| {code} | {counts.get('202', 0) * chunk / ingest_s:,.0f} | {counts} | "
+              f"{learned:,} | {len(records)} | {learned / len(records):,.0f} | {scored} | "
+              f"{wall:,.0f} | {service:,.0f} | {wall / floor:.2f} | {service / floor:.2f} | "
+              f"{inside:,.0f} | {service / inside:.2f} |", flush=True)
+        print(f"  {code}: mean seconds per round (rounds 2…): " + ", ".join(
+            f"{k} {v:.3f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:12]),
+            flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -516,8 +778,31 @@ def main() -> None:
     s.add_argument("--scan", choices=("auto", "numpy"), default="auto",
                    help="numpy: the plain NumPy Hamming scan (the 'before' figure)")
     add_search_floor_parser(sub)
+    lp = sub.add_parser("learn")
+    lp.add_argument("--dim", type=int, default=784)
+    lp.add_argument("--bits", type=int, default=64)
+    lp.add_argument("--chunk", type=int, default=10_000)
+    lp.add_argument("--clients", type=int, default=4)
+    lp.add_argument("--seconds", type=float, default=12)
+    lp.add_argument("--env", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="server settings, e.g. HASHSTREAM_MAX_QUEUED_ITEMS=100000")
+    lp.add_argument("--queries", type=int, default=0,
+                    help="a held-out query chunk of this many items first (rounds score it)")
+    lp.add_argument("--before-code", default=None, metavar="DIR")
+    di = sub.add_parser("ingest-disk")
+    di.add_argument("--dim", type=int, default=784)
+    di.add_argument("--clients", type=int, default=2)
+    di.add_argument("--seconds", type=float, default=8)
+    di.add_argument("--before-code", default=None, metavar="DIR",
+                    help="a checkout's directory holding hashstream/ of the code before (run "
+                    "as its server, same machine, same run)")
     args = ap.parse_args()
-    if args.what == "ingest":
+    if args.what == "ingest-disk":
+        bench_ingest_disk(args.dim, args.clients, args.seconds, args.before_code)
+    elif args.what == "learn":
+        bench_learn(args.dim, args.bits, args.chunk, args.clients, args.seconds,
+                    dict(kv.split("=", 1) for kv in args.env), args.queries, args.before_code)
+    elif args.what == "ingest":
         bench_ingest(args.dims, args.clients, args.seconds)
     elif args.what == "search-floor":
         bench_search_floor(args)

@@ -151,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        response = problem(exc.status, exc.title, exc.message, exc.field)
+        response = problem(exc.status, exc.title, exc.message, exc.field, exc.extra)
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hashstream"'
         if exc.retry_after is not None:
@@ -178,6 +178,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(redis.ConnectionError)
     async def redis_down(request: Request, exc: redis.ConnectionError) -> JSONResponse:
         return problem(503, "Service unavailable", f"Redis is unreachable: {exc}")
+
+    @app.exception_handler(redis.TimeoutError)
+    async def redis_slow(request: Request, exc: redis.TimeoutError) -> JSONResponse:
+        # redis-py's socket timeout (5 s by default) passed: Redis stalled, e.g. in a slow
+        # append-only-file write under load. The request may or may not have taken effect.
+        response = problem(503, "Service unavailable", f"Redis did not answer in time ({exc}); "
+                           "whether this request took effect is not known")
+        response.headers["Retry-After"] = "5"
+        return response
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,6 +1,7 @@
 """Prometheus metrics: request counts and latency per route (middleware); per-index gauges read
 from Redis at scrape time (rounds, the latest round's seconds, mAP and precision@r2, queue depth
-and lag, database size, dead letters); the version and refresh time of each replica this API
+and lag, the backlog in items and seconds of work, the learn rate, ingests refused for backlog,
+database size, dead letters); the version and refresh time of each replica this API
 process holds; live workers and the worker-restart counter of `serve`'s supervisor."""
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ class IndexCollector(Collector):
         depth = gauge("hashstream_queue_depth", "chunks waiting")
         lag = gauge("hashstream_queue_lag_seconds",
                     "seconds the oldest waiting chunk has waited (0 when none waits)")
+        backlog = gauge("hashstream_queue_items", "items in the chunks waiting for rounds (the "
+                        "backlog HASHSTREAM_MAX_QUEUED_ITEMS bounds)")
+        rate = gauge("hashstream_learn_rate_items_per_second", "items per second of the "
+                     "index's recent rounds (how fast the backlog drains)")
+        backlog_s = gauge("hashstream_queue_work_seconds", "the backlog's estimated seconds of "
+                          "work: items waiting / the recent rounds' items per second")
+        refused = CounterMetricFamily("hashstream_ingest_refused", "ingests refused with 429 "
+                                      "because the index's backlog passed a limit",
+                                      labels=["index"])
         size = gauge("hashstream_database_items", "items in the code store")
         dead = gauge("hashstream_dead_letters", "chunks in the dead-letter stream")
         for row in self.indexes.overview():
@@ -84,6 +94,11 @@ class IndexCollector(Collector):
             rounds.add_metric([name], row["version"])
             depth.add_metric([name], row["queue_depth"])
             lag.add_metric([name], row["queue_lag_s"])
+            backlog.add_metric([name], row["queued_items"])
+            refused.add_metric([name], row["refusals"])
+            if row["learn_rate"]:
+                rate.add_metric([name], row["learn_rate"])
+                backlog_s.add_metric([name], row["queued_items"] / row["learn_rate"])
             size.add_metric([name], row["n_items"])
             if last:
                 seconds.add_metric([name], round_wall_seconds(last.get("seconds", {})))
@@ -104,8 +119,8 @@ class IndexCollector(Collector):
         restarts = CounterMetricFamily("hashstream_worker_restarts",
                                        "worker children restarted by serve's supervisor",
                                        value=self.indexes.worker_restarts())
-        yield from (rounds, seconds, quality, precision, depth, lag, size, dead, version,
-                    refresh, workers, restarts)
+        yield from (rounds, seconds, quality, precision, depth, lag, backlog, rate, backlog_s,
+                    refused, size, dead, version, refresh, workers, restarts)
 
 
 def render(registry: CollectorRegistry) -> bytes:

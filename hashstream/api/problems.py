@@ -28,10 +28,15 @@ _TEXT = {
          "bytes",
     415: "Unsupported media type (field `Content-Type`)",
     422: "Invalid input: the field is named, the detail says why",
+    429: "The index's backlog passed a limit (member `limit` names the setting: "
+         "HASHSTREAM_MAX_QUEUED_ITEMS or HASHSTREAM_MAX_QUEUED_SECONDS); retry after "
+         "Retry-After seconds, the time its worker takes to drain it below the limit",
     503: "Service unavailable: Redis is unreachable",
 }
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "Bearer realm", "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "seconds until the backlog is estimated to be below "
+                                         "the limit", "schema": {"type": "integer"}}},
     503: {"Retry-After": {"description": "seconds to wait before retrying, when retrying soon "
                                          "can succeed", "schema": {"type": "integer"}}},
 }
@@ -56,12 +61,15 @@ def responses(*statuses: int, notes: Mapping[int, str] | None = None
     return out
 
 
-def problem(status: int, title: str, detail: str, field: str | None = None) -> JSONResponse:
-    """An error answer: RFC 9457 problem details, ``field`` naming the input at fault."""
+def problem(status: int, title: str, detail: str, field: str | None = None,
+            extra: Mapping[str, Any] | None = None) -> JSONResponse:
+    """An error answer: RFC 9457 problem details, ``field`` naming the input at fault,
+    ``extra`` its extension members (a 429's ``limit`` and backlog)."""
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
                             "detail": detail}
     if field is not None:
         body["field"] = field
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM)
 
 

@@ -78,6 +78,10 @@ class CreateIndex(BaseModel):
                             "on its own Redis Cluster hash slot, so a large index spreads over "
                             "shards; searches scatter over them and merge the exact top-k "
                             "(ties by id). The model stays one per index")
+    queue_dtype: Literal["float32", "float16"] = Field(
+        default="float32", description="dtype of features waiting in the ingest queue: "
+        "float16 halves the bytes queued and persisted per item (rounds still compute in the "
+        "solver's dtype; features beyond ±65504 are refused with 422)")
     method: Literal["sdoh-hc", "ecmh", "lsh"] | None = Field(
         default=None, description="hashing method: sdoh-hc (default), ecmh (image–text pairs, "
         "as kind 'cross-modal') or lsh (random projections, the baseline)")
@@ -114,7 +118,8 @@ class CreateIndex(BaseModel):
         return self.method or ("ecmh" if self.kind == "cross-modal" else None)
 
     def solver_settings(self) -> dict[str, Any]:
-        skip = {"name", "dim", "kind", "method", "max_classes", "partitions", *self._CROSS}
+        skip = {"name", "dim", "kind", "method", "max_classes", "partitions", "queue_dtype",
+                *self._CROSS}
         return {k: v for k, v in self.model_dump(exclude=skip).items() if v is not None}
 
     def cross_modal_settings(self) -> dict[str, Any]:
@@ -134,6 +139,7 @@ class IndexInfo(BaseModel):
     model_version: int
     max_classes: int
     partitions: int
+    queue_dtype: str = "float32"
     queue_depth: int
     dead_letters: int = Field(description="chunks in the dead-letter stream")
     n_items: int
@@ -265,3 +271,8 @@ class Problem(BaseModel):
     status: int
     detail: str
     field: str | None = None
+    limit: str | None = Field(None, description="429: the setting(s) whose limit the index's "
+                              "backlog passed")
+    backlog_items: int | None = Field(None, description="429: items waiting for rounds")
+    backlog_seconds: float | None = Field(None, description="429: the estimated seconds of "
+                                          "work waiting (null before a round gave a rate)")

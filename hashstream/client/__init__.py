@@ -7,6 +7,7 @@ import-linter contract keeps it so), and talks to any hashstream over HTTP.
 
 from hashstream.client.asynchronous import AsyncClient
 from hashstream.client.errors import (
+    Backlogged,
     ChunkDeadLettered,
     ChunkNotLearned,
     Conflict,
@@ -37,7 +38,8 @@ from hashstream.client.search_arrays import SearchArrays
 from hashstream.client.sync import Client
 
 __all__ = [
-    "AsyncClient", "ChunkDeadLettered", "ChunkId", "ChunkNotLearned", "Client", "Conflict",
+    "AsyncClient", "Backlogged", "ChunkDeadLettered", "ChunkId", "ChunkNotLearned", "Client",
+    "Conflict",
     "DeadLetter", "DeletedItems", "HashstreamError", "Hit", "IndexInfo", "InvalidInput", "Item",
     "LabelFilter", "MalformedBody", "NotFound", "PayloadTooLarge", "ProblemError",
     "RoundRecord", "RoundTimeout", "SearchArrays", "SearchResult", "Unauthorized", "Unavailable",

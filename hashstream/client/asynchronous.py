@@ -14,7 +14,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import raise_for_problem
+from hashstream.client.errors import Backlogged, raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -80,11 +80,19 @@ class AsyncClient:
                      label_matrix: Any = None,
                      ids: Sequence[int] | np.ndarray[Any, Any] | None = None,
                      role: Literal["train", "query"] | None = None, text: Any = None,
-                     tokens: Any = None, encoding: Encoding = "auto") -> ChunkId:
-        answer = await self._json(calls.ingest(
-            name, features, labels, label_matrix=label_matrix, ids=ids, role=role, text=text,
-            tokens=tokens, encoding=encoding))
-        return ChunkId.of(answer)
+                     tokens: Any = None, encoding: Encoding = "auto",
+                     retry_for: float = 0.0) -> ChunkId:
+        call = calls.ingest(name, features, labels, label_matrix=label_matrix, ids=ids,
+                            role=role, text=text, tokens=tokens, encoding=encoding)
+        retry = calls.BacklogRetry(retry_for)
+        while True:
+            try:
+                return ChunkId.of(await self._json(call))
+            except Backlogged as exc:
+                wait = retry.wait(exc)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
 
     async def rounds(self, name: str, since: int = 0) -> list[RoundRecord]:
         records: list[RoundRecord] = (await self._json(calls.rounds(name, since)))["rounds"]

@@ -12,7 +12,12 @@ from urllib.parse import quote
 import numpy as np
 
 from hashstream.client.chunk_body import Body, Encoding, chunk_body
-from hashstream.client.errors import ChunkDeadLettered, ChunkNotLearned, RoundTimeout
+from hashstream.client.errors import (
+    Backlogged,
+    ChunkDeadLettered,
+    ChunkNotLearned,
+    RoundTimeout,
+)
 from hashstream.client.models import DeadLetter, IndexInfo, LabelFilter, RoundRecord, SearchResult
 from hashstream.client.search_arrays import (
     NPZ_MIN_QUERIES,
@@ -165,6 +170,23 @@ def dead_letters(name: str, after: str | None = None) -> Call:
     if after is not None:
         params["after"] = after
     return Call("GET", index_path(name, "dead-letters"), params=params)
+
+
+class BacklogRetry:
+    """How long to wait before sending a chunk again after a 429, for ``retry_for`` seconds in
+    all (the same for both clients)."""
+
+    def __init__(self, retry_for: float) -> None:
+        self.deadline = time.monotonic() + retry_for if retry_for > 0 else None
+
+    def wait(self, error: Backlogged) -> float | None:
+        """Seconds to sleep before the next try (the answer's Retry-After, 1 s if it gave
+        none), or None to give up: no retrying asked for, or the next try would come after
+        the deadline."""
+        if self.deadline is None:
+            return None
+        wait = error.retry_after if error.retry_after is not None else 1.0
+        return wait if time.monotonic() + wait <= self.deadline else None
 
 
 class RoundWatch:

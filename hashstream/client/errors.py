@@ -70,13 +70,28 @@ class InvalidInput(ProblemError):
     """422: a field's value is wrong; ``field`` names it, ``detail`` says why."""
 
 
+class Backlogged(ProblemError):
+    """429: the index's backlog of items waiting for rounds passed a limit (``limit`` names
+    the setting); retry after ``retry_after`` seconds, or pass ``retry_for`` to ``ingest``."""
+
+    @property
+    def limit(self) -> str | None:
+        value = self.problem.get("limit")
+        return None if value is None else str(value)
+
+    @property
+    def backlog_items(self) -> int | None:
+        value = self.problem.get("backlog_items")
+        return None if value is None else int(value)
+
+
 class Unavailable(ProblemError):
     """503: Redis is unreachable, or the replica is behind ``min_version`` (``retry_after``)."""
 
 
 _BY_STATUS: dict[int, type[ProblemError]] = {
     400: MalformedBody, 401: Unauthorized, 404: NotFound, 409: Conflict, 413: PayloadTooLarge,
-    415: UnsupportedMediaType, 422: InvalidInput, 503: Unavailable}
+    415: UnsupportedMediaType, 422: InvalidInput, 429: Backlogged, 503: Unavailable}
 
 
 def raise_for_problem(response: httpx.Response) -> None:

@@ -38,6 +38,7 @@ class IndexInfo(TypedDict):
     model_version: int
     max_classes: int
     partitions: int
+    queue_dtype: str
     queue_depth: int
     dead_letters: int
     n_items: int

@@ -13,7 +13,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import raise_for_problem
+from hashstream.client.errors import Backlogged, raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -94,16 +94,28 @@ class Client:
     def ingest(self, name: str, features: Any, labels: Any = None, *, label_matrix: Any = None,
                ids: Sequence[int] | np.ndarray[Any, Any] | None = None,
                role: Literal["train", "query"] | None = None, text: Any = None,
-               tokens: Any = None, encoding: Encoding = "auto") -> ChunkId:
+               tokens: Any = None, encoding: Encoding = "auto",
+               retry_for: float = 0.0) -> ChunkId:
         """Queue a chunk for the next round; its id (:class:`ChunkId`). ``features`` n × d
         (a NumPy array is sent as .npz, lists as JSON; ``encoding`` forces one); ``labels``
         each item's classes (a flat sequence for one class per item) or ``label_matrix`` n × c
         0/1; ``ids`` int64 ids (else the service assigns them, see ``ChunkId.id_range``);
-        ``role="query"`` for held-out queries; ``text``/``tokens`` for cross-modal pairs."""
-        answer = self._json(calls.ingest(name, features, labels, label_matrix=label_matrix,
-                                         ids=ids, role=role, text=text, tokens=tokens,
-                                         encoding=encoding))
-        return ChunkId.of(answer)
+        ``role="query"`` for held-out queries; ``text``/``tokens`` for cross-modal pairs.
+
+        A backlogged index answers 429: :class:`~hashstream.client.errors.Backlogged` is
+        raised, or with ``retry_for`` > 0 the chunk is sent again after each Retry-After for up
+        to that many seconds in all (then the last 429 is raised)."""
+        call = calls.ingest(name, features, labels, label_matrix=label_matrix, ids=ids,
+                            role=role, text=text, tokens=tokens, encoding=encoding)
+        retry = calls.BacklogRetry(retry_for)
+        while True:
+            try:
+                return ChunkId.of(self._json(call))
+            except Backlogged as exc:
+                wait = retry.wait(exc)
+                if wait is None:
+                    raise
+                time.sleep(wait)
 
     def rounds(self, name: str, since: int = 0) -> list[RoundRecord]:
         """The records of the rounds after round ``since``, oldest first."""

@@ -19,7 +19,7 @@ from hashstream.service.cross_modal import dense_text, pad_tokens
 from hashstream.service.errors import InvalidInput, MalformedBody, PayloadTooLarge
 from hashstream.service.npz_body import read_npz
 from hashstream.solver.class_lists import ClassLists
-from hashstream.store.codec import CodecError, decode_array, encode_array
+from hashstream.store.codec import CodecError, decode_array, encode_array, encode_array_as
 
 Role = Literal["train", "query"]
 LabelKind = Literal["int", "str"]
@@ -86,7 +86,8 @@ class ParsedChunk:
 
 @dataclass(frozen=True)
 class Chunk:
-    """A queued chunk: features n × d float32, labels as internal class lists, ids int64
+    """A queued chunk: features n × d float32 (float16 when queued so and read back: rounds
+    widen them), labels as internal class lists, ids int64
     (None for held-out query chunks, which never enter the database)."""
 
     features: np.ndarray[Any, Any]
@@ -99,11 +100,14 @@ class Chunk:
     def n(self) -> int:
         return int(self.features.shape[0])
 
-    def to_fields(self) -> dict[str, bytes]:
-        """The Redis Stream entry of this chunk."""
-        fields = {"role": self.role.encode(), "features": encode_array(self.features),
-                  "label_indptr": encode_array(self.labels.indptr),
-                  "label_classes": encode_array(self.labels.classes)}
+    def to_fields(self, features_dtype: str = "float32") -> dict[str, bytes | memoryview]:
+        """The Redis Stream entry of this chunk, its features stored as ``features_dtype``
+        (the index's ``queue_dtype``) in the one copy made of them."""
+        fields: dict[str, bytes | memoryview] = {
+            "role": self.role.encode(),
+            "features": encode_array_as(self.features, features_dtype),
+            "label_indptr": encode_array(self.labels.indptr),
+            "label_classes": encode_array(self.labels.classes)}
         if self.ids is not None:
             fields["ids"] = encode_array(self.ids)
         if self.text is not None:
@@ -111,21 +115,22 @@ class Chunk:
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> Chunk:
-        """Inverse of :meth:`to_fields`; raises :class:`CodecError` for a corrupt entry."""
+    def from_fields(cls, fields: dict[bytes, bytes], copy: bool = True) -> Chunk:
+        """Inverse of :meth:`to_fields`; raises :class:`CodecError` for a corrupt entry.
+        ``copy=False``: the arrays are read-only views of ``fields``' bytes (no copy)."""
         try:
             role = fields[b"role"].decode()
-            features = decode_array(fields[b"features"])
+            features = decode_array(fields[b"features"], copy=copy)
             if b"label_indptr" not in fields and b"labels" in fields:
                 # an entry queued before labels became class lists: dense 0/1 rows whose
                 # column j is class j (the index's class map was seeded as the identity)
                 legacy = ClassLists.from_dense(decode_array(fields[b"labels"]))
                 indptr, classes = legacy.indptr, legacy.classes
             else:
-                indptr = decode_array(fields[b"label_indptr"])
-                classes = decode_array(fields[b"label_classes"])
-            ids = decode_array(fields[b"ids"]) if b"ids" in fields else None
-            text = decode_array(fields[b"text"]) if b"text" in fields else None
+                indptr = decode_array(fields[b"label_indptr"], copy=copy)
+                classes = decode_array(fields[b"label_classes"], copy=copy)
+            ids = decode_array(fields[b"ids"], copy=copy) if b"ids" in fields else None
+            text = decode_array(fields[b"text"], copy=copy) if b"text" in fields else None
         except KeyError as exc:
             raise CodecError(f"stream entry lacks {exc}") from exc
         except UnicodeDecodeError as exc:

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from hashstream.service.backlog import BacklogLimits
 from hashstream.service.registry import IndexService
 
 # The heat maps show at most this many classes (the first ones): c × c numbers in a JSON reply
@@ -33,9 +34,10 @@ def round_wall_seconds(seconds: dict[str, float]) -> float:
     return float(before) + float(seconds.get("commit", 0.0))
 
 
-def summary(indexes: IndexService) -> dict[str, Any]:
+def summary(indexes: IndexService, limits: BacklogLimits | None = None) -> dict[str, Any]:
     """One line per index, most recently active first (sizes, queue depth and lag, dead
-    letters, lease holder, the latest round's headline figures), and the live workers with the
+    letters, lease holder, the latest round's headline figures, the backlog: items waiting,
+    learn rate, ingests refused), ingest's backlog ``limits``, and the live workers with the
     indexes whose round lease each holds now and the latest round each committed."""
     rows = []
     latest_by_worker: dict[str, dict[str, Any]] = {}
@@ -45,6 +47,8 @@ def summary(indexes: IndexService) -> dict[str, Any]:
                      "method": row["method"], "bits": row["bits"],
                      "partitions": row["partitions"], "queue_depth": row["queue_depth"],
                      "queue_lag_s": row["queue_lag_s"], "dead_letters": row["dead_letters"],
+                     "queued_items": row["queued_items"], "learn_rate": row["learn_rate"],
+                     "refusals": row["refusals"],
                      "lease_holder": row["lease_holder"], "last_active": row["last_active"],
                      "n_database": rec.get("n_database", 0), "n_classes": rec.get("n_classes", 0),
                      "map": rec.get("map"), "precision_r2": rec.get("precision_r2"),
@@ -61,4 +65,6 @@ def summary(indexes: IndexService) -> dict[str, Any]:
                         "started": info.get("started"),
                         "holding": [r["name"] for r in rows if r["lease_holder"] == worker],
                         "latest_round": latest_by_worker.get(worker)})
-    return {"indexes": rows, "workers": workers, "now": round(time.time(), 3)}
+    limits = limits or BacklogLimits()
+    return {"indexes": rows, "workers": workers, "now": round(time.time(), 3),
+            "backlog_limits": {"items": limits.items, "seconds": limits.seconds}}

@@ -17,6 +17,7 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.field = field
+        self.extra: dict[str, object] = {}  # problem+json extension members
 
 
 class InvalidInput(ServiceError):

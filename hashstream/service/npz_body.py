@@ -3,15 +3,19 @@
 ``np.load`` trusts each member's ``.npy`` header and allocates what it declares, so a small
 compressed body can make the service allocate gigabytes. :func:`read_npz` reads each header
 first, charges the declared size against a byte budget shared by all members, and only then
-reads exactly that many bytes into a preallocated array (no second copy). Every failure is a
-:mod:`hashstream.service.errors` class naming the member at fault, or ``"body"``.
+reads exactly that many bytes into a preallocated array (no second copy). A member stored
+uncompressed (``np.savez``) is not copied at all: its array is a read-only view of the body,
+checked against the member's CRC-32. Every failure is a :mod:`hashstream.service.errors` class
+naming the member at fault, or ``"body"``.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import struct
 import zipfile
+import zlib
 from collections.abc import Collection
 from typing import IO, Any
 
@@ -59,6 +63,7 @@ def read_npz(body: bytes, *, members: Collection[str], max_bytes: int,
     """The arrays of an ``.npz`` body, each with the dtype, shape and memory order it was
     stored with (callers convert). Only names in ``members`` are accepted; their data may hold
     at most ``max_bytes`` bytes in all, which is checked from the headers before any is read.
+    Arrays of uncompressed members are read-only views of ``body``.
 
     Raises :class:`MalformedBody` (400) for a body that is not a readable archive of ``.npy``
     members, :class:`InvalidInput` (422) for an unknown member or a dtype that is not plain
@@ -85,8 +90,11 @@ def read_npz(body: bytes, *, members: Collection[str], max_bytes: int,
             named[name] = info
         out: dict[str, np.ndarray[Any, Any]] = {}
         left = max_bytes
+        view = memoryview(body)
         for name, info in named.items():
-            out[name] = _read_member(archive, info, name, left, max_bytes)
+            stored = _stored_view(view, info, name)
+            out[name] = (_read_member(archive, info, name, left, max_bytes) if stored is None
+                         else _view_member(stored, info, name, left, max_bytes))
             left -= out[name].nbytes
     return out
 
@@ -112,6 +120,57 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, lef
     except Exception as exc:  # noqa: BLE001 - zlib/zipfile/numpy raise many types
         raise MalformedBody(f"array {name!r} is not a readable .npy member: {exc}",
                             name) from exc
+    return array.T if fortran_order else array
+
+
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, …, name length, extra length
+# Flag bits a member read as a view may have: a data descriptor (3) and UTF-8 names (11);
+# any other (encryption, patched data, …) goes through zipfile, which refuses it.
+_PLAIN_FLAGS = 0x0008 | 0x0800
+
+
+def _stored_view(body: memoryview, info: zipfile.ZipInfo, name: str) -> memoryview | None:
+    """The bytes of an uncompressed, unencrypted member inside ``body`` (None for any other:
+    those are read through ``zipfile``)."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & ~_PLAIN_FLAGS \
+            or info.compress_size != info.file_size:
+        return None
+    start = info.header_offset
+    if start < 0 or start + _LOCAL_HEADER.size > len(body):
+        raise MalformedBody(f"array {name!r} lies outside the body", name)
+    signature, name_len, extra_len = _LOCAL_HEADER.unpack_from(body, start)
+    if signature != b"PK\x03\x04":
+        raise MalformedBody(f"array {name!r} has no zip local header", name)
+    data = start + _LOCAL_HEADER.size + name_len + extra_len
+    if data + info.file_size > len(body):
+        raise MalformedBody(f"array {name!r} ends after the body", name)
+    member = body[data:data + info.file_size]
+    if zlib.crc32(member) != info.CRC:
+        raise MalformedBody(f"array {name!r} fails its CRC-32 check", name)
+    return member
+
+
+def _view_member(member: memoryview, info: zipfile.ZipInfo, name: str, left: int,
+                 max_bytes: int) -> np.ndarray[Any, Any]:
+    """An uncompressed member's array as a view of its bytes: the header, the budget check,
+    and exactly the declared bytes, as :func:`_read_member` checks them."""
+    stream = io.BytesIO(bytes(member[:_MAX_HEADER]))
+    shape, fortran_order, dtype = _read_header(stream, name)
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > left:
+        raise PayloadTooLarge(
+            f"array {name!r} declares {nbytes} bytes ({shape} × {dtype}); the arrays "
+            f"of a body may hold {max_bytes} bytes in all ({left} left)", name)
+    offset = stream.tell()
+    if len(member) - offset != nbytes:
+        raise MalformedBody(f"array {name!r} holds {len(member) - offset} data bytes; its "
+                            f"header declares {shape} × {dtype}", name)
+    try:
+        array = np.frombuffer(member, dtype=dtype, count=math.prod(shape), offset=offset)
+    except ValueError as exc:
+        raise MalformedBody(f"array {name!r} is not a readable .npy member: {exc}",
+                            name) from exc
+    array = array.reshape(shape[::-1] if fortran_order else shape)
     return array.T if fortran_order else array
 
 

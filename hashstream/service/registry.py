@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from hashstream.service.backlog import BacklogLimits, refusal
 from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk, validate_chunk
 from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
@@ -30,6 +31,9 @@ __all__ = ["AnchorGrowth", "ExemplarPolicy", "FeatureMapKind", "IndexConfig", "I
            "OldSimilarity", "OldWeight", "QueryEncoder", "TermScaling"]
 
 IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
+QueueDtype = Literal["float32", "float16"]
+QUEUE_DTYPES = ("float32", "float16")
+FLOAT16_MAX = 65504.0  # the largest finite float16
 MethodName = Literal["sdoh-hc", "ecmh", "lsh"]
 DEFAULT_MAX_CLASSES = 5_000
 MAX_CLASSES_LIMIT = 100_000
@@ -61,6 +65,7 @@ class IndexConfig:
     method: MethodName = "sdoh-hc"
     created: float = 0.0
     partitions: int = 1
+    queue_dtype: QueueDtype = "float32"
 
     @property
     def bits(self) -> int:
@@ -78,7 +83,8 @@ class IndexConfig:
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "dim": self.dim, "settings": self.settings.as_dict(),
                "kind": self.kind, "method": self.method, "max_classes": self.max_classes,
-               "created": self.created or time.time(), "partitions": self.partitions}
+               "created": self.created or time.time(), "partitions": self.partitions,
+               "queue_dtype": self.queue_dtype}
         if self.cross_modal is not None:
             out["cross_modal"] = self.cross_modal.as_dict()
         return out
@@ -95,10 +101,13 @@ class IndexConfig:
         kind: IndexKind = "cross-modal" if method == "ecmh" else method
         # Configs written before a setting existed keep its old meaning (LEGACY_SETTINGS).
         settings = SDOHSettings.from_dict({**LEGACY_SETTINGS, **data["settings"]})
+        queue_dtype: QueueDtype = "float16" if data.get("queue_dtype") == "float16" \
+            else "float32"
         return cls(data["name"], int(data["dim"]), settings,
                    kind, None if cm is None else CrossModalSettings.from_dict(cm),
                    int(data.get("max_classes", DEFAULT_MAX_CLASSES)), method,
-                   float(data.get("created", 0.0)), int(data.get("partitions", 1)))
+                   float(data.get("created", 0.0)), int(data.get("partitions", 1)),
+                   queue_dtype)
 
 
 class ConfigCache:
@@ -132,10 +141,13 @@ class IndexService:
     def create(self, name: str, dim: int, settings: SDOHSettings,
                cross_modal: CrossModalSettings | None = None,
                max_classes: int = DEFAULT_MAX_CLASSES, method: str | None = None,
-               partitions: int = 1) -> IndexConfig:
+               partitions: int = 1, queue_dtype: str = "float32") -> IndexConfig:
         """Create an index; ``method`` defaults to "ecmh" with ``cross_modal`` settings and to
         "sdoh-hc" without."""
         check_name(name)
+        if queue_dtype not in QUEUE_DTYPES:
+            raise InvalidInput(f"queue_dtype must be 'float32' or 'float16', not {queue_dtype!r}",
+                               "queue_dtype")
         if dim < 1 or dim > 1_000_000:
             raise InvalidInput("dim must be between 1 and 1,000,000", "dim")
         if not 1 <= max_classes <= MAX_CLASSES_LIMIT:
@@ -161,7 +173,8 @@ class IndexService:
             else "sdoh-hc"
         config = IndexConfig(name, dim, settings,
                              "cross-modal" if mname == "ecmh" else mname, cross_modal,
-                             max_classes, mname, time.time(), partitions)
+                             max_classes, mname, time.time(), partitions,
+                             "float16" if queue_dtype == "float16" else "float32")
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config
@@ -170,7 +183,7 @@ class IndexService:
                             cross_modal: dict[str, Any] | None,
                             max_classes: int = DEFAULT_MAX_CLASSES,
                             method: str | None = None, kind: str = "sdoh-hc",
-                            partitions: int = 1) -> IndexConfig:
+                            partitions: int = 1, queue_dtype: str = "float32") -> IndexConfig:
         """``create`` from the settings of a request (422 naming ``settings`` when invalid, or
         the setting that the method does not take: nothing is ignored silently)."""
         chosen = method or ("ecmh" if kind == "cross-modal" else "sdoh-hc")
@@ -193,7 +206,8 @@ class IndexService:
                      else CrossModalSettings.from_dict(cross_modal))
         except (ValueError, TypeError) as exc:
             raise InvalidInput(str(exc), "settings") from exc
-        return self.create(name, dim, settings, cross, max_classes, method, partitions)
+        return self.create(name, dim, settings, cross, max_classes, method, partitions,
+                           queue_dtype)
 
     def rounds(self, name: str, since: int = 0) -> dict[str, Any]:
         """Round records after round ``since``, with the queue depth."""
@@ -209,7 +223,8 @@ class IndexService:
 
     def overview(self) -> list[dict[str, Any]]:
         """Per index, at one moment each (one round trip): version, queue depth and lag (s the
-        oldest waiting chunk has waited), dead letters, live items, the worker holding its
+        oldest waiting chunk has waited), items waiting, the recent rounds' items/s, ingests
+        refused for backlog, dead letters, live items, the worker holding its
         round lease, its method, bits and partitions, the latest
         round record, and when it was last active (epoch s: created, a round committed or a
         chunk queued, the latest), most recently active first."""
@@ -227,7 +242,9 @@ class IndexService:
                          "dead_letters": snap.dead_letters, "lease_holder": snap.lease_holder,
                          "method": config.method, "bits": config.bits,
                          "partitions": config.partitions, "last_active": round(max(active), 3),
-                         "n_items": _live_items(snap), "last": last})
+                         "n_items": _live_items(snap), "last": last,
+                         "queued_items": snap.queued_items, "learn_rate": snap.learn_rate,
+                         "refusals": snap.refusals})
         rows.sort(key=lambda row: (-row["last_active"], row["name"]))
         return rows
 
@@ -266,7 +283,7 @@ class IndexService:
             "name": name, "kind": config.kind, "method": config.method, "dim": config.dim,
             "bits": config.settings.bits,
             "settings": settings, "model_version": version, "max_classes": config.max_classes,
-            "partitions": config.partitions,
+            "partitions": config.partitions, "queue_dtype": config.queue_dtype,
             "queue_depth": depth, "dead_letters": snap.dead_letters,
             "n_items": _live_items(snap),
             "n_classes": last["n_classes"] if last else 0,
@@ -293,6 +310,8 @@ class IndexService:
         training chunk that brings none, and queue the chunk (202)."""
         config = self.config(name)
         validate_chunk(parsed, config.dim)
+        if config.queue_dtype == "float16" and parsed.n:
+            fits(parsed.features)
         if config.cross_modal is not None:
             validate_text(parsed.text, parsed.n, config.cross_modal)
         elif parsed.text is not None:
@@ -304,13 +323,22 @@ class IndexService:
             first = self.store.next_ids(name, parsed.n)
             ids = np.arange(first, first + parsed.n, dtype=np.int64)
         chunk = Chunk(parsed.features, labels, ids, parsed.role, parsed.text)
-        chunk_id = self.store.enqueue(name, chunk.to_fields())
+        chunk_id = self.store.enqueue(name, chunk.to_fields(config.queue_dtype), chunk.n)
         out: dict[str, Any] = {"chunk_id": chunk_id, "index": name, "items": chunk.n,
                                "role": chunk.role}
         if assigned:
             assert ids is not None
             out["id_range"] = [int(ids[0]), int(ids[-1]) + 1]
         return out
+
+    def check_backlog(self, name: str, limits: BacklogLimits) -> None:
+        """Raise :class:`Backlogged` (429, counted) while the index's backlog is at or past a
+        limit; one MGET otherwise."""
+        queued, rate = self.store.backlog(name)
+        refused = refusal(name, queued, rate, limits)
+        if refused is not None:
+            self.store.count_refusal(name)
+            raise refused
 
     def _seed_legacy_class_map(self, name: str) -> None:
         """An index made before labels were mapped has rounds but no class map: its class
@@ -337,6 +365,15 @@ class IndexService:
         except ClassMapError as exc:
             raise InvalidInput(str(exc), "labels") from exc
         return ClassLists.of(labels.indptr, np.asarray(numbers, dtype=np.int64)[inverse])
+
+
+def fits(features: np.ndarray[Any, Any]) -> None:
+    """Refuse features a float16 queue would turn into ±inf (never queued silently)."""
+    top = max(float(features.max()), -float(features.min()))
+    if top > FLOAT16_MAX:
+        raise InvalidInput(f"features holds {top:g}; this index queues features as float16 "
+                           f"(queue_dtype), which holds at most ±{FLOAT16_MAX:g}: scale the "
+                           "features or use an index with queue_dtype float32", "features")
 
 
 def _live_items(snap: IndexSnapshot) -> int:

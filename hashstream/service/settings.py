@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hashstream.service.backlog import BacklogLimits
 from hashstream.service.chunks import ChunkLimits
 
 
@@ -67,12 +68,22 @@ class Settings(BaseSettings):
     max_round_items: int = Field(default=20_000,
                                  description="pending chunks merge into one round up to this")
     eval_queries: int = Field(default=1000, description="held-out queries scored per round")
+    max_queued_items: int = Field(
+        default=1_000_000, ge=0, description="an index with this many items waiting for "
+        "rounds refuses ingest with 429 and Retry-After until its worker drains it (0: no "
+        "limit)")
+    max_queued_seconds: float = Field(
+        default=0.0, ge=0, description="the same for the estimated seconds of work waiting "
+        "(items waiting / the recent rounds' items per second; 0: no limit)")
 
     def chunk_limits(self) -> ChunkLimits:
         return ChunkLimits(max_items=self.max_chunk_items,
                            max_labels_per_item=self.max_labels_per_item,
                            max_decompressed_bytes=self.max_decompressed_bytes
                            or self.max_body_bytes)
+
+    def backlog_limits(self) -> BacklogLimits:
+        return BacklogLimits(items=self.max_queued_items, seconds=self.max_queued_seconds)
 
     def served_partitions(self) -> list[int] | None:
         """``serve_partitions`` as numbers (None: all)."""

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import socket
 import threading
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +60,10 @@ from hashstream.store.item_deletes import stream_position
 from hashstream.store.partitions import partition_of
 
 log = logging.getLogger("hashstream.worker")
+READ_PAGE = 64  # most stream entries per read while a round gathers its chunks
+RATE_ROUNDS = 5  # rounds the learn rate (items/s) is averaged over
+# Most of its rounds' time a worker spends scoring held-out queries while chunks wait.
+SCORE_BUDGET = 0.2
 
 
 def log_event(event: str, **fields: Any) -> None:
@@ -171,7 +178,7 @@ class RoundRunner:
                  max_round_items: int = 20_000, eval_queries: int = 1000, poll_ms: int = 200,
                  backend: Backend | None = None, max_attempts: int = 3,
                  max_round_bytes: int = 4 << 30, worker_id: str | None = None,
-                 max_delete_retries: int = 20) -> None:
+                 max_delete_retries: int = 20, score_budget: float = SCORE_BUDGET) -> None:
         self.store = store
         self.max_delete_retries = max_delete_retries  # commits refused by deletes, per round
         self.id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -189,6 +196,9 @@ class RoundRunner:
                      "started": round(time.time(), 3)}
         self.keeper: LeaseKeeper | None = None
         self.rounds_committed = 0
+        self.recent_rounds: dict[str, deque[tuple[int, float]]] = {}  # (items, s) per index
+        self.score_budget = score_budget
+        self.scoring: dict[str, tuple[float, float]] = {}  # (scoring s, round s) per index
 
     def run_forever(self, stop: threading.Event) -> None:
         log_event("worker_start", worker=self.id, lease_ttl_ms=self.lease_ttl_ms, **self.info)
@@ -219,7 +229,7 @@ class RoundRunner:
         """Run at most one round (or store query chunks) for ``name`` under its lease; True if
         work was done. False at once when nothing is queued or another worker holds the
         lease."""
-        if self.store.queue_depth(name) == 0:
+        if self.store.idle_queue_depth(name) == 0:
             return False
         lease = self.store.take_lease(name, self.id, self.lease_ttl_ms)
         if lease is None:
@@ -243,54 +253,97 @@ class RoundRunner:
         # Chunks read by a worker that lost its lease (or died) are ours now.
         if self.store.claim_stale(name, self.id, idle_ms=0, lease=lease) < 0:
             return False  # the lease lapsed already
-        entries = self.store.read_chunks(name, self.id, 1000, new=False)
-        entries += self.store.read_chunks(name, self.id, 1000, new=True)
-        if not entries:
-            return False
-        dead = 0
-        decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
-        for eid, fields in entries:
-            try:
-                chunk = Chunk.from_fields(fields)
-            except CodecError as exc:
-                dead += self._dead_letter(lease, eid, fields, f"corrupt stream entry: {exc}")
-                continue
-            if chunk.features.shape[1] != config.dim:
-                dead += self._dead_letter(lease, eid, fields, f"features have dimension "
-                                          f"{chunk.features.shape[1]}, the index {config.dim}")
-                continue
-            decoded.append((eid, fields, chunk))
-        used = self.store.attempts(name, [eid for eid, _, c in decoded if c.role == "train"])
-        queries: dict[str, Chunk] = {}
-        train: list[tuple[str, Chunk]] = []
-        rows = 0
-        for eid, fields, chunk in decoded:
-            if chunk.role == "query":
-                queries[eid] = chunk
-                continue
-            if used[eid] >= self.max_attempts:  # its rounds failed, or killed their worker
-                dead += self._dead_letter(lease, eid, fields, f"{used[eid]} rounds with this "
-                                          "chunk failed or did not finish")
-                continue
-            if train and (used[eid] or used[train[0][0]]) and rows > config.bits:
-                continue  # a chunk that failed before runs alone, so its fault stays its own
-            if train and rows + chunk.n > self.max_round_items:
-                continue
-            need = self._round_bytes(config, [c for _, c in train] + [chunk])
-            if need > self.max_round_bytes:
-                if not train:
-                    dead += self._dead_letter(
-                        lease, eid, fields, f"a round with this chunk needs ~{need / 2**30:.1f} "
-                        f"GiB, over HASHSTREAM_MAX_ROUND_BYTES ({self.max_round_bytes / 2**30:.1f}"
-                        " GiB)")
-                continue
-            train.append((eid, chunk))
-            rows += chunk.n
+        clock = RoundClock()
+        dead, queries, train = self._gather(name, config, lease)
+        rows = sum(c.n for _, c in train)
         if rows <= config.bits:
             train = []  # wait for more items: a round needs more rows than bits
         if not train and not queries:
             return dead > 0
-        return self._round(name, config, method, version, lease, train, queries)
+        clock.lap("read")
+        return self._round(name, config, method, version, lease, train, queries, clock)
+
+    def _pages(self, name: str, size: Callable[[], int]
+               ) -> Iterator[list[tuple[str, dict[bytes, bytes]]]]:
+        """This consumer's pending entries, then new ones, ``size()`` entries a read: a round
+        reads what it learns (and at most a page more), never the whole backlog."""
+        after: str | None = "0"
+        while after is not None:
+            page, after = self.store.read_pending_page(name, self.id, size(), after)
+            if page:
+                yield page
+        while page := self.store.read_chunks(name, self.id, size(), new=True):
+            yield page
+
+    def _gather(self, name: str, config: IndexConfig, lease: Lease
+                ) -> tuple[int, dict[str, Chunk], list[tuple[str, Chunk]]]:
+        """Dead-letter what cannot be learned and pick the round's chunks, page by page:
+        (dead-lettered, held-out query chunks, training chunks in stream order). Training
+        chunks merge up to ``max_round_items`` and the memory budget; a chunk that failed
+        before runs alone. Reading stops once the round is full."""
+        dead = 0
+        queries: dict[str, Chunk] = {}
+        train: list[tuple[str, Chunk]] = []
+        rows, full = 0, False
+        used: dict[str, int] = {}  # rounds started with each chunk read so far
+        seen = [0, 0]  # entries and items read so far
+
+        def page_size() -> int:
+            """As many entries as the round still has room for at the mean size read so far
+            (one to start with): large chunks are read one by one, small ones in pages."""
+            if not seen[0]:
+                return 1
+            mean = max(1.0, seen[1] / seen[0])
+            return max(1, min(READ_PAGE, math.ceil((self.max_round_items - rows) / mean)))
+
+        for page in self._pages(name, page_size):
+            decoded: list[tuple[str, dict[bytes, bytes], Chunk]] = []
+            for eid, fields in page:
+                try:  # views of the reply: merging the round copies them once
+                    chunk = Chunk.from_fields(fields, copy=False)
+                except CodecError as exc:
+                    dead += self._dead_letter(lease, eid, fields, f"corrupt stream entry: {exc}")
+                    continue
+                if chunk.features.shape[1] != config.dim:
+                    dead += self._dead_letter(lease, eid, fields, "features have dimension "
+                                              f"{chunk.features.shape[1]}, the index {config.dim}")
+                    continue
+                decoded.append((eid, fields, chunk))
+                seen[0], seen[1] = seen[0] + 1, seen[1] + chunk.n
+            used.update(self.store.attempts(name, [eid for eid, _, c in decoded
+                                                   if c.role == "train"]))
+            for eid, fields, chunk in decoded:
+                if chunk.role == "query":
+                    queries[eid] = chunk
+                    continue
+                if full:
+                    continue
+                if used[eid] >= self.max_attempts:  # its rounds failed, or killed their worker
+                    dead += self._dead_letter(lease, eid, fields, f"{used[eid]} rounds with "
+                                              "this chunk failed or did not finish")
+                    continue
+                if train and (used[eid] or used[train[0][0]]) and rows > config.bits:
+                    full = True  # a chunk that failed before runs alone: its fault stays its own
+                    continue
+                if train and rows + chunk.n > self.max_round_items:
+                    full = True
+                    continue
+                need = self._round_bytes(config, [c for _, c in train] + [chunk])
+                if need > self.max_round_bytes:
+                    if not train:
+                        dead += self._dead_letter(
+                            lease, eid, fields, f"a round with this chunk needs ~"
+                            f"{need / 2**30:.1f} GiB, over HASHSTREAM_MAX_ROUND_BYTES "
+                            f"({self.max_round_bytes / 2**30:.1f} GiB)")
+                    else:
+                        full = True
+                    continue
+                train.append((eid, chunk))
+                rows += chunk.n
+                full = rows >= self.max_round_items
+            if full:
+                break
+        return dead, queries, train
 
     def _round_bytes(self, config: IndexConfig, chunks: list[Chunk]) -> int:
         """The method's estimate of a round's peak memory over ``chunks``."""
@@ -347,11 +400,13 @@ class RoundRunner:
         cache.live.forget_before(oldest)
 
     def _round(self, name: str, config: IndexConfig, method: Method, version: int, lease: Lease,
-               train: list[tuple[str, Chunk]], queries: dict[str, Chunk]) -> bool:
+               train: list[tuple[str, Chunk]], queries: dict[str, Chunk],
+               clock: RoundClock) -> bool:
         query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
         if not train:  # only held-out queries to store
             ok = self.store.commit_round(name, version, RoundCommit(
-                ack_ids=list(queries), query_chunks=query_arrays), lease=lease)
+                ack_ids=list(queries), query_chunks=query_arrays,
+                ack_items=sum(q.n for q in queries.values())), lease=lease)
             if ok:
                 if name in self.cache:
                     self.cache[name].queries.update(query_arrays)
@@ -362,7 +417,7 @@ class RoundRunner:
             return False  # the lease lapsed before the round began
         try:
             return self._learn_round(name, config, method, version, lease, train,
-                                     query_arrays)
+                                     query_arrays, clock)
         except Exception as exc:  # noqa: BLE001 - counted against the chunks, then retried
             self.store.record_failure(name, chunk_ids, {
                 "ts": round(time.time(), 3), "worker": self.id, "round": version + 1,
@@ -374,12 +429,16 @@ class RoundRunner:
 
     def _learn_round(self, name: str, config: IndexConfig, method: Method, version: int,
                      lease: Lease, train: list[tuple[str, Chunk]],
-                     query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]]) -> bool:
-        """One round of any method: learn, score, commit."""
-        clock = RoundClock()
+                     query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]],
+                     clock: RoundClock) -> bool:
+        """One round of any method: learn, score, commit (``clock`` started before the
+        round's chunks were read)."""
         cache = self._load_cache(name, method, version, config.created)
         chunk_ids = [eid for eid, _ in train]
-        features = np.concatenate([c.features for _, c in train])
+        acked = sum(c.n for _, c in train) + sum(len(q["label_indptr"]) - 1
+                                                 for q in query_arrays.values())
+        # one copy, into the solver's input dtype (queued float16 features widen here)
+        features = np.concatenate([c.features for _, c in train], dtype=np.float32)
         labels = ClassLists.concat([c.labels for _, c in train])
         ids = np.concatenate([c.ids for _, c in train if c.ids is not None])
         text_blocks = [c.text for _, c in train if c.text is not None]
@@ -413,11 +472,13 @@ class RoundRunner:
                                                    dtype=np.int32)
             n_live = cache.live.count_with(ids[keep])
             if not record:
+                clock.lap("other")
+                score = self._may_score(name, len(chunk_ids) + len(query_arrays), clock)
                 record = self._record(new_version, chunk_ids, method, result, cache,
                                       segment[target_field(PAIRS)], kept_labels, n_live,
-                                      query_arrays)
+                                      query_arrays, score)
                 record["lease_token"] = lease.token
-                clock.lap("score")
+                self._spent(name, clock.lap("score"), clock.since_start())
                 record["seconds"] = round_seconds(clock, result.seconds)
             record.update(n_items=int(keep.sum()), n_database=n_live,
                           cancelled=int((~keep).sum()),
@@ -430,7 +491,7 @@ class RoundRunner:
                     ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
                     state=result.state_arrays, segment=segment, record=record, model=model,
                     projection=result.projection, centers=result.centers,
-                    delete_epoch=cache.live.epoch, items=n_live), lease=lease,
+                    delete_epoch=cache.live.epoch, items=n_live, ack_items=acked), lease=lease,
                     partitions=config.partitions)
                 break
             except DeletesLanded:
@@ -442,7 +503,8 @@ class RoundRunner:
             self.cache.pop(name, None)
             return False
         self.rounds_committed += 1
-        self.store.record_commit_seconds(name, new_version, commit_s)
+        self.store.record_commit_seconds(name, new_version, commit_s, self._learn_rate(
+            name, len(ids), clock.since_start() + commit_s))
         cache.version, cache.state = new_version, result.state
         cache.db_codes.append(segment[target_field(PAIRS)])
         cache.add_labels(kept_labels)
@@ -456,10 +518,33 @@ class RoundRunner:
                   lease_token=lease.token)
         return True
 
+    def _may_score(self, name: str, consumed: int, clock: RoundClock) -> bool:
+        """Whether this round scores the held-out queries: always when no chunk waits beyond
+        the round's (the latest model of a burst is always scored), else only while this
+        worker's scoring of the index has taken at most ``score_budget`` of its rounds' time
+        (the score runs against the whole database: its cost grows with it, the round's
+        does not)."""
+        if self.store.queue_depth(name) <= consumed:
+            return True
+        spent, total = self.scoring.get(name, (0.0, 0.0))
+        return spent <= self.score_budget * (total + clock.since_start())
+
+    def _spent(self, name: str, scoring: float, round_s: float) -> None:
+        spent, total = self.scoring.get(name, (0.0, 0.0))
+        self.scoring[name] = (spent + scoring, total + round_s)
+
+    def _learn_rate(self, name: str, items: int, seconds: float) -> float:
+        """Items per second of this worker's latest rounds of ``name`` (up to
+        ``RATE_ROUNDS``, this one included): the rate the index's backlog drains at, which
+        ingest's backpressure divides the backlog by."""
+        recent = self.recent_rounds.setdefault(name, deque(maxlen=RATE_ROUNDS))
+        recent.append((items, seconds))
+        return sum(n for n, _ in recent) / max(1e-6, sum(s for _, s in recent))
+
     def _record(self, version: int, chunk_ids: list[str], method: Method, result: LearnResult,
                 cache: _IndexCache, codes: np.ndarray[Any, Any], labels: ClassLists,
-                n_database: int, new_queries: dict[str, dict[str, np.ndarray[Any, Any]]]
-                ) -> dict[str, Any]:
+                n_database: int, new_queries: dict[str, dict[str, np.ndarray[Any, Any]]],
+                score: bool = True) -> dict[str, Any]:
         """The round record: metrics on held-out queries, loss terms, sizes (``n_database``:
         live items once committed), bit balance, and the method's own fields
         (``LearnResult.record``). ``codes``/``labels``: the round's stored items."""
@@ -476,7 +561,9 @@ class RoundRunner:
             **result.record,
         }
         all_queries = {**cache.queries, **new_queries}
-        if all_queries:  # only now is the whole database gathered
+        if all_queries and not score:
+            record["score_skipped"] = True  # over the scoring budget while chunks wait
+        elif all_queries:  # only now is the whole database gathered
             record.update(self._scores(method, result.encoder,
                                        np.concatenate([*cache.db_codes, codes]),
                                        ClassLists.concat([*cache.db_labels, labels]),

@@ -34,6 +34,24 @@ def encode_array(array: Any) -> bytes:
                      np.ascontiguousarray(le).reshape(-1).view(np.uint8).data))
 
 
+def encode_array_as(array: np.ndarray[Any, Any], dtype: Any) -> memoryview:
+    """:func:`encode_array` of ``array`` converted to ``dtype``, written in one pass into one
+    preallocated, never zero-filled buffer (the header, then the converted data: the only copy
+    of the data). A memoryview goes to Redis as it is (redis-py does not copy it into the
+    command)."""
+    target = np.dtype(dtype).newbyteorder("<")
+    if target.kind not in _ALLOWED_KINDS:
+        raise CodecError(f"cannot encode dtype {target} (numbers and booleans only)")
+    header = json.dumps({"dtype": target.str, "shape": list(array.shape)}).encode()
+    header += b" " * (-(8 + len(header)) % 16)  # JSON allows the padding: aligned data
+    offset = 8 + len(header)
+    out = np.empty(offset + array.size * target.itemsize, dtype=np.uint8)
+    out[:offset] = np.frombuffer(MAGIC + struct.pack("<I", len(header)) + header, np.uint8)
+    data = out[offset:].view(target)
+    np.copyto(data.reshape(array.shape), array, casting="unsafe")
+    return out.data
+
+
 def array_shape(data: bytes | memoryview) -> tuple[int, ...]:
     """The shape of an encoded array, read from its header alone (no data decoded)."""
     return _header(memoryview(data))[1]
@@ -61,8 +79,10 @@ def _header(buf: memoryview) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     return dtype, shape, 8 + hlen
 
 
-def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
-    """Inverse of :func:`encode_array`; the result owns its memory and is writeable."""
+def decode_array(data: bytes | bytearray | memoryview, copy: bool = True
+                 ) -> np.ndarray[Any, Any]:
+    """Inverse of :func:`encode_array`; the result owns its memory and is writeable, or with
+    ``copy=False`` is a view of ``data`` (read-only for bytes) where the byte order allows."""
     buf = memoryview(data)
     dtype, shape, offset = _header(buf)
     count = math.prod(shape)
@@ -70,7 +90,7 @@ def decode_array(data: bytes | memoryview) -> np.ndarray[Any, Any]:
     if len(body) != count * dtype.itemsize:
         raise CodecError(f"array body has {len(body)} bytes, expected {count * dtype.itemsize}")
     out = np.frombuffer(body, dtype=dtype, count=count).reshape(shape)
-    return out.astype(dtype.newbyteorder("="), copy=True)
+    return out.astype(dtype.newbyteorder("="), copy=copy)
 
 
 def encode_arrays(arrays: dict[str, Any]) -> dict[str, bytes]:

@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import redis
 
-from hashstream.store.codec import decode_array, decode_arrays, encode_array, encode_arrays
+from hashstream.store.codec import (
+    CodecError,
+    array_shape,
+    decode_array,
+    decode_arrays,
+    encode_array,
+    encode_arrays,
+)
 from hashstream.store.item_deletes import ItemDeletes
 from hashstream.store.keys import (
     IndexKeys,
@@ -164,7 +171,8 @@ return out
 # record and the commit seconds of the version's round, dead letters, lease, config, the ids of
 # the oldest and newest waiting chunks (only the ids leave the server, never a chunk's arrays)
 # and the server's time in ms.
-# KEYS: version, ingest stream, rounds, dead letters, lease, config, commit seconds.
+# KEYS: version, ingest stream, rounds, dead letters, lease, config, commit seconds, items,
+# queued items, learn rate, refusals.
 _SNAPSHOT = """
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)[1]
 local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
@@ -175,7 +183,9 @@ return {version, redis.call('XLEN', KEYS[2]),
         redis.call('GET', KEYS[5]) or false, redis.call('GET', KEYS[6]) or false,
         first and first[1] or false, last and last[1] or false,
         tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000),
-        redis.call('HGET', KEYS[7], version) or false, redis.call('GET', KEYS[8]) or false}
+        redis.call('HGET', KEYS[7], version) or false, redis.call('GET', KEYS[8]) or false,
+        redis.call('GET', KEYS[9]) or false, redis.call('GET', KEYS[10]) or false,
+        redis.call('GET', KEYS[11]) or false}
 """
 # Map a chunk's distinct client labels to internal class numbers, all or nothing: the label
 # kind must match the index's (set by the first chunk), and new classes must fit max_classes.
@@ -211,15 +221,18 @@ return numbers
 # Move one chunk from the ingest stream to the dead letters with its error history, if it is
 # still there (a script: no WATCH on a stream every ingest writes to).
 # Fenced like a commit: only the holder of the lease (ARGV lease value) moves chunks.
-# KEYS: stream, dead_letters, attempts, attempt_errors, lease; ARGV: group, chunk id, reason,
-# ts, lease value ('' = unfenced), then the entry's field/value pairs. Returns the dead
-# letter's id, or false.
+# KEYS: stream, dead_letters, attempts, attempt_errors, lease, queued items; ARGV: group,
+# chunk id, reason, ts, lease value ('' = unfenced), the chunk's items, then the entry's
+# field/value pairs. Returns the dead letter's id, or false.
 _DEAD_LETTER = """
 local id = ARGV[2]
 if ARGV[5] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[5] then return false end
 if #redis.call('XRANGE', KEYS[1], id, id) == 0 then return false end
+if tonumber(ARGV[6]) > 0 and redis.call('DECRBY', KEYS[6], ARGV[6]) < 0 then
+  redis.call('SET', KEYS[6], 0)
+end
 local entry = {}
-for i = 6, #ARGV do entry[#entry + 1] = ARGV[i] end
+for i = 7, #ARGV do entry[#entry + 1] = ARGV[i] end
 for _, pair in ipairs({{'dl:chunk_id', id}, {'dl:reason', ARGV[3]},
     {'dl:attempts', redis.call('HGET', KEYS[3], id) or '0'},
     {'dl:history', redis.call('HGET', KEYS[4], id) or '[]'}, {'dl:ts', ARGV[4]}}) do
@@ -231,6 +244,15 @@ redis.call('XDEL', KEYS[1], id)
 redis.call('HDEL', KEYS[3], id)
 redis.call('HDEL', KEYS[4], id)
 return dead
+"""
+# The stream's length; an empty stream's queued-item count is set to 0 (a stream queued before
+# the count existed would otherwise leave it below the truth). KEYS: stream, queued items.
+_QUEUE_DEPTH = """
+local depth = redis.call('XLEN', KEYS[1])
+if depth == 0 and (tonumber(redis.call('GET', KEYS[2]) or '0')) ~= 0 then
+  redis.call('SET', KEYS[2], 0)
+end
+return depth
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -260,7 +282,8 @@ class IndexSnapshot:
     """One index at one moment: committed version, chunks waiting, the latest round record,
     dead letters, the worker holding its round lease (None between rounds), its config, when
     (Redis server time, ms) the oldest and newest waiting chunks were queued, and the live items
-    (None for an index whose rounds predate the count)."""
+    (None for an index whose rounds predate the count), the items waiting, the recent rounds'
+    items per second (None before a round) and the ingests refused for backlog."""
 
     version: int
     queue_depth: int
@@ -272,6 +295,9 @@ class IndexSnapshot:
     newest_waiting_ms: int | None
     now_ms: int
     items: int | None = None
+    queued_items: int = 0
+    learn_rate: float | None = None
+    refusals: int = 0
 
     @property
     def queue_lag_seconds(self) -> float:
@@ -279,6 +305,16 @@ class IndexSnapshot:
         if self.oldest_waiting_ms is None:
             return 0.0
         return max(0.0, (self.now_ms - self.oldest_waiting_ms) / 1000)
+
+
+def entry_items(fields: dict[bytes, bytes]) -> int:
+    """The items of a queued chunk's stream entry, from its features' header alone (0 for an
+    entry whose features cannot be read)."""
+    try:
+        shape = array_shape(fields[b"features"])
+    except (KeyError, CodecError):
+        return 0
+    return int(shape[0]) if shape else 0
 
 
 def _entry_ms(entry_id: bytes | None) -> int | None:
@@ -306,7 +342,8 @@ class RoundCommit:
     ``centers``: the round's hash centers Y (into the hash-center memory);
     ``delete_epoch``: the item deletes the segment was filtered against (the commit is refused
     with :class:`DeletesLanded` if more landed since; None: no check);
-    ``items``: the index's live items once the commit lands (None: left as it is).
+    ``items``: the index's live items once the commit lands (None: left as it is);
+    ``ack_items``: the items of the acknowledged chunks (leave the queued-item count).
     """
 
     ack_ids: list[str] = field(default_factory=list)
@@ -319,6 +356,7 @@ class RoundCommit:
     centers: np.ndarray[Any, Any] | None = None
     delete_epoch: int | None = None
     items: int | None = None
+    ack_items: int = 0
 
 
 class DeletesLanded(RuntimeError):
@@ -373,6 +411,8 @@ def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
         op("XDEL", k.stream, list(commit.ack_ids))
         op("HDEL", k.attempts, list(commit.ack_ids))
         op("HDEL", k.attempt_errors, list(commit.ack_ids))
+    if commit.ack_items:
+        op("DECRBY", k.queued_items, [commit.ack_items])
     return keys, ops
 
 
@@ -405,6 +445,7 @@ class IndexStore:
         self._snapshot = client.register_script(_SNAPSHOT)
         self._map_classes = client.register_script(_MAP_CLASSES)
         self._dead_letter = client.register_script(_DEAD_LETTER)
+        self._queue_depth = client.register_script(_QUEUE_DEPTH)
         self.deletes = ItemDeletes(client, prefix)
 
     def keys(self, name: str) -> IndexKeys:
@@ -479,9 +520,33 @@ class IndexStore:
                     pipe.execute()
 
     # --- ingest queue ---------------------------------------------------------------------
-    def enqueue(self, name: str, fields: dict[str, bytes]) -> str:
-        """Append a chunk to the index's stream; the entry id is the chunk id."""
-        return str(self.r.xadd(self.keys(name).stream, fields).decode())
+    def enqueue(self, name: str, fields: dict[str, Any], items: int = 0) -> str:
+        """Append a chunk of ``items`` items to the index's stream and count them queued, in
+        one MULTI; the entry id is the chunk id. Field values may be any bytes-like object
+        (redis-py sends a large one as it is, without copying it into the command)."""
+        k = self.keys(name)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.xadd(k.stream, fields)
+            pipe.incrby(k.queued_items, items)
+            chunk_id, _ = pipe.execute()
+        return str(chunk_id.decode())
+
+    def backlog(self, name: str) -> tuple[int, float | None]:
+        """Items queued and the recent rounds' items per second (None before a round), in one
+        MGET."""
+        k = self.keys(name)
+        queued, rate = self.r.mget([k.queued_items, k.learn_rate])
+        return max(0, int(queued or 0)), None if rate is None else float(rate)
+
+    def count_refusal(self, name: str) -> int:
+        """Count one ingest refused for backlog; the new total."""
+        return int(self.r.incr(self.keys(name).refusals))
+
+    def idle_queue_depth(self, name: str) -> int:
+        """:meth:`queue_depth`, and an empty stream's queued-item count set to 0 (one
+        script): what a worker polls."""
+        k = self.keys(name)
+        return int(self._queue_depth(keys=[k.stream, k.queued_items]))
 
     def read_chunks(self, name: str, consumer: str, count: int, new: bool,
                     block_ms: int | None = None) -> list[tuple[str, dict[bytes, bytes]]]:
@@ -491,6 +556,17 @@ class IndexStore:
         if not reply:
             return []
         return [(eid.decode(), fields) for eid, fields in reply[0][1] if fields]
+
+    def read_pending_page(self, name: str, consumer: str, count: int, after: str
+                          ) -> tuple[list[tuple[str, dict[bytes, bytes]]], str | None]:
+        """Up to ``count`` of this consumer's pending entries after id ``after`` (exclusive;
+        "0": from the first), and the id to read the next page after (None: none left).
+        Entries deleted while pending are skipped."""
+        reply = self.r.xreadgroup(GROUP, consumer, {self.keys(name).stream: after},
+                                  count=count)
+        raw = reply[0][1] if reply else []
+        entries = [(eid.decode(), fields) for eid, fields in raw if fields]
+        return entries, (raw[-1][0].decode() if len(raw) == count else None)
 
     def claim_stale(self, name: str, consumer: str, idle_ms: int, limit: int = 100_000,
                     lease: Lease | None = None) -> int:
@@ -544,9 +620,10 @@ class IndexStore:
     def snapshot(self, name: str) -> IndexSnapshot:
         """The index at one moment (one script on its slot): see :class:`IndexSnapshot`."""
         k = self.keys(name)
-        (version, depth, last, dead, lease, config, oldest, newest, now_ms, commit,
-         items) = self._snapshot(keys=[k.version, k.stream, k.rounds, k.dead_letters, k.lease,
-                                       k.config, k.commit_seconds, k.items])
+        (version, depth, last, dead, lease, config, oldest, newest, now_ms, commit, items,
+         queued, rate, refused) = self._snapshot(
+            keys=[k.version, k.stream, k.rounds, k.dead_letters, k.lease, k.config,
+                  k.commit_seconds, k.items, k.queued_items, k.learn_rate, k.refusals])
         holder = None if lease is None else lease.decode().partition(":")[2]
         record = None if last is None else dict(json.loads(last))
         if record is not None and commit is not None and record.get("round") == int(version):
@@ -555,7 +632,9 @@ class IndexStore:
             version=int(version), queue_depth=int(depth), last=record, dead_letters=int(dead),
             lease_holder=holder, config=None if config is None else dict(json.loads(config)),
             oldest_waiting_ms=_entry_ms(oldest), newest_waiting_ms=_entry_ms(newest),
-            now_ms=int(now_ms), items=None if items is None else int(items))
+            now_ms=int(now_ms), items=None if items is None else int(items),
+            queued_items=max(0, int(queued or 0)), learn_rate=None if rate is None else float(rate),
+            refusals=int(refused or 0))
 
     def version(self, name: str) -> int:
         raw = self.r.get(self.keys(name).version)
@@ -623,8 +702,16 @@ class IndexStore:
                     record.setdefault("seconds", {})["commit"] = float(commit)
         return records
 
-    def record_commit_seconds(self, name: str, round_: int, seconds: float) -> None:
-        self.r.hset(self.keys(name).commit_seconds, str(round_), f"{seconds:.6f}")
+    def record_commit_seconds(self, name: str, round_: int, seconds: float,
+                              learn_rate: float | None = None) -> None:
+        """The round's commit seconds and (``learn_rate``) the items per second of the recent
+        rounds, in one MULTI."""
+        k = self.keys(name)
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(k.commit_seconds, str(round_), f"{seconds:.6f}")
+            if learn_rate is not None:
+                pipe.set(k.learn_rate, f"{learn_rate:.3f}")
+            pipe.execute()
 
 
     # --- the round's commit ---------------------------------------------------------------
@@ -771,14 +858,15 @@ class IndexStore:
     def dead_letter(self, name: str, chunk_id: str, fields: dict[bytes, bytes],
                     reason: str, lease: Lease | None = None) -> str | None:
         """Move a chunk from the ingest stream to the dead-letter stream with its error and
-        history, atomically; None when the chunk was no longer pending (committed) or the
-        ``lease`` is no longer the caller's."""
+        history, and its items out of the queued count, atomically; None when the chunk was
+        no longer pending (committed) or the ``lease`` is no longer the caller's."""
         k = self.keys(name)
         pairs = [part for item in fields.items() for part in item]
         moved = self._dead_letter(
-            keys=[k.stream, k.dead_letters, k.attempts, k.attempt_errors, k.lease],
+            keys=[k.stream, k.dead_letters, k.attempts, k.attempt_errors, k.lease,
+                  k.queued_items],
             args=[GROUP, chunk_id, reason, f"{time.time():.3f}",
-                  _fence(lease), *pairs])
+                  _fence(lease), entry_items(fields), *pairs])
         return None if moved is None else str(moved.decode())
 
     def dead_letters(self, name: str, count: int = 100,
@@ -805,6 +893,7 @@ class IndexStore:
                 fields = {f: v for f, v in found[0][1].items() if not f.startswith(b"dl:")}
                 pipe.multi()
                 pipe.xadd(k.stream, fields)
+                pipe.incrby(k.queued_items, entry_items(fields))
                 pipe.xdel(k.dead_letters, entry_id)
                 return str(pipe.execute()[0].decode())
             except redis.WatchError:

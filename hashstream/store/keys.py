@@ -155,13 +155,31 @@ class IndexKeys:
         decreased by each delete)."""
         return self._k("items")
 
+    @property
+    def queued_items(self) -> str:
+        """Counter: items in the chunks accepted and not yet committed or dead-lettered (up
+        with each XADD, down with each commit's and dead letter's acknowledgement)."""
+        return self._k("queued_items")
+
+    @property
+    def learn_rate(self) -> str:
+        """Items per second of the index's recent rounds (written by the worker after each
+        commit): how fast the backlog drains."""
+        return self._k("learn_rate")
+
+    @property
+    def refusals(self) -> str:
+        """Counter: ingests refused because the backlog passed a limit (429)."""
+        return self._k("refusals")
+
     def all(self) -> list[str]:
         """Fixed keys (projections are found by pattern)."""
         return [self.config, self.version, self.state, self.center_memory, self.queries,
                 self.rounds, self.commit_seconds, self.stream, self.lease, self.lease_token,
                 self.next_id, self.label_kind, self.class_numbers, self.class_labels,
                 self.attempts, self.attempt_errors, self.dead_letters, self.partition_writes,
-                self.delete_epoch, self.delete_log, self.items]
+                self.delete_epoch, self.delete_log, self.items, self.queued_items,
+                self.learn_rate, self.refusals]
 
 
 def registry_key(prefix: str) -> str:

@@ -88,7 +88,11 @@ def test_dashboard_draws_every_panel_after_5_rounds(start_server: Any, store_for
         assert drawn["chart-exemplars"] == 6  # classes 0..5 streamed so far
         assert drawn["chart-bits"] == 16 and drawn["chart-pr"] == 17  # radii 0..16
         assert drawn["chart-partitions"] == 2
-        assert drawn["chart-queue"] >= 2  # depth and lag, sampled at least once
+        assert drawn["chart-queue"] >= 4  # items and lag sampled at least once, the limit line
+        queue = page.evaluate("document.getElementById('chart-queue').data.map((t) => t.name)")
+        assert queue == ["items waiting", "oldest waited", "backlog limit (429 at or past)"]
+        assert "ingests refused (429)" in page.evaluate(
+            "document.getElementById('queue-refusals').textContent")
         assert drawn["heat-latest"] == 36 and drawn["heat-previous"] == 25
         assert drawn["index-table"] == 2 and drawn["worker-table"] == 1
         assert drawn["dead-letter-table"] == 1

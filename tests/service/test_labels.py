@@ -250,7 +250,7 @@ def test_an_index_from_before_class_maps_keeps_working(redis_client: Any, sessio
     store.enqueue("old", {"role": b"train", "features": encode_array(x),
                           "labels": encode_array(np.eye(3, dtype=np.uint8)[cls]),
                           "ids": encode_array(np.arange(N, dtype=np.int64))})
-    runner = RoundRunner(store)
+    runner = RoundRunner(store, lease_ttl_ms=60_000)  # no keeper: outlast a slow round
     runner.step("old")
     assert store.version("old") == 1 and store.dead_letter_count("old") == 0
     assert store.class_labels("old")[0] is None  # no label kind: an index of the previous version

@@ -117,7 +117,21 @@ def test_round_trip_keeps_dtype_shape_and_order(compressed: bool) -> None:
         np.testing.assert_array_equal(got, want, err_msg=name)
         if want.ndim > 1 and want.flags.f_contiguous and not want.flags.c_contiguous:
             assert got.flags.f_contiguous, name
-        assert got.flags.writeable, name
+        # a compressed member is read into its own array; a stored one is a view of the body
+        assert got.flags.writeable == compressed, name
+
+
+def test_a_stored_member_is_a_view_of_the_body_and_its_crc_is_checked() -> None:
+    x = np.arange(1000, dtype=np.float32).reshape(100, 10)
+    body = savez(False, features=x)
+    got = read_npz(body, members=MEMBERS, max_bytes=MB)["features"]
+    np.testing.assert_array_equal(got, x)
+    assert not got.flags.owndata and not got.flags.writeable
+    at = body.find(x.tobytes()[:64])  # flip one data byte: the CRC-32 no longer matches
+    bad = body[:at + 5] + bytes([body[at + 5] ^ 0xFF]) + body[at + 6:]
+    with pytest.raises(MalformedBody) as caught:
+        read_npz(bad, members=MEMBERS, max_bytes=MB)
+    assert caught.value.field == "features" and "CRC" in caught.value.message
 
 
 def test_members_may_be_absent_and_bare_names_count() -> None:

@@ -39,3 +39,15 @@ def test_a_method_step_named_like_a_worker_part_keeps_its_own_band() -> None:
     s = round_seconds(clock, {"load": 0.0, "score": 0.0})
     assert "method_load" in s and "method_score" in s
     assert s["other"] >= 0
+
+
+def test_reading_the_chunks_is_a_part_of_its_own() -> None:
+    clock = RoundClock()
+    _busy(0.003)
+    clock.lap("read")
+    clock.lap("load")
+    clock.lap("learn")
+    clock.lap("score")
+    s = round_seconds(clock, {})
+    assert s["read"] >= 0.003 and s["other"] < 0.003
+    assert abs(sum(v for k, v in s.items() if k not in ("learn", "total")) - s["total"]) < 1e-9

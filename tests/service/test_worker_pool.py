@@ -38,8 +38,8 @@ def test_runners_taking_turns_read_only_the_segments_they_missed(index_store: In
     service = IndexService(index_store)
     service.create("ix", DIM, FAST)
     a_store, b_store = CountingStore(index_store), CountingStore(index_store)
-    a = RoundRunner(a_store, worker_id="A")
-    b = RoundRunner(b_store, worker_id="B")
+    a = RoundRunner(a_store, worker_id="A", lease_ttl_ms=60_000)  # no keeper: slow rounds
+    b = RoundRunner(b_store, worker_id="B", lease_ttl_ms=60_000)
     for turn in range(6):
         service.ingest("ix", _parsed(turn, 120))
         assert (a if turn % 2 == 0 else b).step("ix")

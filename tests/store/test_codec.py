@@ -269,3 +269,19 @@ def test_corrupted_encoding_raises_codec_error_or_decodes(data: st.DataObject) -
         blob[i] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(0, len(blob)))
     _refused_or_stable(bytes(blob[:cut]))
+
+
+def test_encode_array_as_converts_in_one_buffer_and_decodes_like_encode_array() -> None:
+    from hashstream.store.codec import encode_array_as
+
+    x = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+    for dtype in ("float32", "float16", "float64"):
+        encoded = encode_array_as(x, dtype)
+        assert isinstance(encoded, memoryview)
+        got = decode_array(encoded)
+        assert got.dtype == np.dtype(dtype) and got.shape == x.shape
+        np.testing.assert_array_equal(got, x.astype(dtype))
+    same = encode_array_as(x, "float32")
+    assert decode_array(bytes(same)).tobytes() == decode_array(encode_array(x)).tobytes()
+    empty = decode_array(encode_array_as(np.zeros((0, 3), np.float32), "float16"))
+    assert empty.shape == (0, 3) and empty.dtype == np.float16

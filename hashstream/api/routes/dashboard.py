@@ -10,7 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 
 from hashstream.api import chart_library
-from hashstream.api.deps import IndexesDep, require_api_key
+from hashstream.api.deps import IndexesDep, SettingsDep, require_api_key
 from hashstream.api.metrics import render
 from hashstream.api.problems import AUTHED, responses
 from hashstream.service import dashboard_data
@@ -57,8 +57,8 @@ async def chart_library_bundle(request: Request) -> Response:
 @router.get("/dashboard/summary",
             summary="Every index (most recently active first) with its latest round's figures, "
                     "and the live workers")
-async def summary(indexes: IndexesDep) -> dict[str, Any]:
-    return await run_in_threadpool(dashboard_data.summary, indexes)
+async def summary(indexes: IndexesDep, settings: SettingsDep) -> dict[str, Any]:
+    return await run_in_threadpool(dashboard_data.summary, indexes, settings.backlog_limits())
 
 
 @router.get("/indexes/{name}/centers",

@@ -21,7 +21,8 @@ async def create_index(body: CreateIndex, indexes: IndexesDep) -> dict[str, Any]
     method = body.method_name()
     await run_in_threadpool(indexes.create_from_request, body.name, body.dim,
                             body.solver_settings(), body.cross_modal_settings(),
-                            body.max_classes, method, body.kind, body.partitions)
+                            body.max_classes, method, body.kind, body.partitions,
+                            body.queue_dtype)
     return await run_in_threadpool(indexes.describe, body.name)
 
 

@@ -17,6 +17,7 @@ from hashstream.service.chunks import (
     validate_chunk,
 )
 from hashstream.service.errors import PayloadTooLarge, UnsupportedMediaType
+from hashstream.service.registry import IndexService
 from hashstream.service.settings import Settings
 
 router = APIRouter(tags=["ingest"])
@@ -49,7 +50,9 @@ _BODY_DOC: dict[str, Any] = {
 
 
 async def _parse(request: Request, role: Literal["train", "query"] | None,
-                 settings: Settings) -> ParsedChunk:
+                 settings: Settings, indexes: IndexService, name: str) -> ParsedChunk:
+    """The body, read whole (a client still sending it would not see an early answer), then
+    refused with 429 if the index is backlogged, else parsed."""
     kind = media_type(request)
     limits = settings.chunk_limits()
     if kind in ("application/json", ""):
@@ -58,9 +61,11 @@ async def _parse(request: Request, role: Literal["train", "query"] | None,
             raise PayloadTooLarge(f"JSON bodies are limited to {settings.max_json_bytes} bytes "
                                   "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
                                   "(application/octet-stream)", "body")
+        await run_in_threadpool(indexes.check_backlog, name, settings.backlog_limits())
         return await run_in_threadpool(parse_json_chunk, body, role or "train", limits)
     if kind in ("application/octet-stream", "application/x-npz", "application/zip"):
         body = await request.body()
+        await run_in_threadpool(indexes.check_backlog, name, settings.backlog_limits())
         return await run_in_threadpool(parse_npz_chunk, body, role or "train", limits)
     raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send application/json "
                                "or application/octet-stream (.npz)", "Content-Type")
@@ -68,23 +73,24 @@ async def _parse(request: Request, role: Literal["train", "query"] | None,
 
 @router.post("/indexes/{name}/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
-             summary="Queue a chunk for the next round", responses=responses(404, *JSON_BODY))
+             summary="Queue a chunk for the next round",
+             responses=responses(404, *JSON_BODY, 429))
 async def ingest(name: str, request: Request, indexes: IndexesDep, settings: SettingsDep,
                  role: Literal["train", "query"] | None = Query(
                      None, description="role of an .npz chunk (JSON bodies carry it inside)"),
                  ) -> dict[str, Any]:
-    chunk = await _parse(request, role, settings)
+    chunk = await _parse(request, role, settings, indexes, name)
     return await run_in_threadpool(indexes.ingest, name, chunk)
 
 
 @router.post("/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
              summary="Queue a chunk for the default index (created on first use)",
-             responses=responses(*JSON_BODY))
+             responses=responses(*JSON_BODY, 429))
 async def ingest_default(request: Request, indexes: IndexesDep, settings: SettingsDep,
                          role: Literal["train", "query"] | None = Query(None)) -> dict[str, Any]:
-    chunk = await _parse(request, role, settings)
     name = settings.default_index
+    chunk = await _parse(request, role, settings, indexes, name)
     dim = int(chunk.features.shape[1])
     # Validate before creating the index: a rejected first chunk must not fix its dimension.
     await run_in_threadpool(validate_chunk, chunk, dim)

@@ -10,7 +10,8 @@ const COLORS = ["#2f6fdf", "#e0583a", "#2aa876", "#9b59b6", "#e6a700", "#17a2b8"
                 "#8c564b", "#7f8c1d", "#1d2330"];
 // Drag to zoom, double-click to zoom back out; no toolbar over the legends.
 const PLOT_CONFIG = { displaylogo: false, responsive: true, displayModeBar: false };
-const state = { index: null, rounds: [], lastRound: 0, queue: [], drawn: {},
+const state = { backlogLimits: { items: 0, seconds: 0 },
+                index: null, rounds: [], lastRound: 0, queue: [], drawn: {},
                 deadLetters: -1, workersKey: "" };
 
 // --- the API ----------------------------------------------------------------------------
@@ -116,7 +117,7 @@ function drawLoss(r) {
 // (records written before the worker timed every part have only the method's steps and
 // "learn"), so that each stack adds up to the round.
 const TOTALS = ["learn", "total"];
-const FIRST = ["load"], LAST = ["other", "score", "commit"];
+const FIRST = ["read", "load"], LAST = ["other", "score", "commit"];
 
 function roundWall(seconds) {
   return (seconds.total ?? seconds.learn ?? 0) + (seconds.commit ?? 0);
@@ -260,19 +261,40 @@ function drawHeat(id, round, missing) {
 }
 
 // --- the queue (sampled by this page) ---------------------------------------------------
+// Items waiting beside ingest's backlog limit (HASHSTREAM_MAX_QUEUED_ITEMS, dashed; at or past
+// it ingest answers 429), how long the oldest chunk has waited, and the ingests refused.
 function drawQueue() {
   const q = state.queue;
   const x = q.map((s) => s.at);
   const end = x[x.length - 1].getTime(), span = Math.max(60e3, end - x[0].getTime());
-  draw("chart-queue", [
-    line("chunks waiting", x, q.map((s) => s.depth), 0, { hovertemplate: "%{y} chunks" }),
+  const limit = state.backlogLimits.items;
+  const traces = [
+    line("items waiting", x, q.map((s) => s.items), 0,
+         { customdata: q.map((s) => s.depth),
+           hovertemplate: "%{y:,} items in %{customdata} chunks" }),
     line("oldest waited", x, q.map((s) => s.lag), 1,
          { yaxis: "y2", hovertemplate: "%{y:.1f} s" }),
-  ], layout("", "", {
+  ];
+  if (limit > 0) {
+    traces.push(line("backlog limit (429 at or past)", [x[0], x[x.length - 1]],
+                     [limit, limit], 3,
+                     { mode: "lines", line: { color: COLORS[3], width: 1.5, dash: "dash" },
+                       hovertemplate: "%{y:,} items" }));
+  }
+  const refused = q[q.length - 1].refused - q[0].refused;
+  document.getElementById("queue-refusals").textContent =
+    `${refused.toLocaleString()} ingests refused (429) since this page opened`
+    + (q[q.length - 1].rate
+       ? ` · recent rounds learn ${Math.round(q[q.length - 1].rate).toLocaleString()} items/s`
+       : "");
+  // the limit line is in view once the backlog nears it (a quarter of the way)
+  const most = Math.max(...q.map((s) => s.items));
+  const top = Math.max(most, limit > 0 && most > limit / 4 ? limit : 0);
+  draw("chart-queue", traces, layout("", "", {
     hovermode: "x unified",
     xaxis: { title: { text: "time (this browser's clock)" }, type: "date",
              hoverformat: "%H:%M:%S", range: [new Date(end - span), new Date(end + 2e3)] },
-    yaxis: countAxis("chunks waiting", Math.max(...q.map((s) => s.depth))),
+    yaxis: countAxis("items waiting", top),
     yaxis2: { title: { text: "oldest chunk has waited (s)" }, overlaying: "y", side: "right",
               range: [0, Math.max(1, ...q.map((s) => s.lag)) * 1.1], showgrid: false,
               zeroline: false },
@@ -398,7 +420,10 @@ async function refreshIndex(summaryRow) {
     state.lastRound = state.rounds[state.rounds.length - 1].round;
   }
   state.queue.push({ at: new Date(), depth: data.queue_depth,
-                     lag: summaryRow ? summaryRow.queue_lag_s : 0 });
+                     lag: summaryRow ? summaryRow.queue_lag_s : 0,
+                     items: summaryRow ? summaryRow.queued_items : 0,
+                     refused: summaryRow ? summaryRow.refusals : 0,
+                     rate: summaryRow ? summaryRow.learn_rate : null });
   if (state.queue.length > QUEUE_SAMPLES) state.queue.shift();
   drawRounds(summaryRow);
   drawQueue();
@@ -430,6 +455,7 @@ async function tick() {
   const status = document.getElementById("status");
   try {
     const summary = await getJSON("/dashboard/summary");
+    state.backlogLimits = summary.backlog_limits || { items: 0, seconds: 0 };
     chooseIndex(summary.indexes.map((r) => r.name));
     drawIndexTable(summary.indexes, summary.now);
     drawWorkers(summary.workers, summary.now);
