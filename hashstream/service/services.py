@@ -27,8 +27,9 @@ class Services:
     def open(cls, redis_url: str, key_prefix: str, *, max_k: int,
              scan_backend: Literal["auto", "native", "numpy"],
              replica_wait_ms: int = 5000, serve_partitions: list[int] | None = None,
-             search_tables: Literal["auto", "off"] = "auto") -> Services:
-        client = connect(redis_url, health_check_interval=30)
+             search_tables: Literal["auto", "off"] = "auto",
+             redis_timeout_s: float = 60.0) -> Services:
+        client = connect(redis_url, health_check_interval=30, socket_timeout=redis_timeout_s)
         store = IndexStore(client, key_prefix)
         search = SearchService(store, max_k, scan_backend, replica_wait_ms, serve_partitions,
                                search_tables)

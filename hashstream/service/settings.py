@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("hashstream-data"),
                            description="embedded Redis files (append-only file) live here")
     key_prefix: str = Field(default="hs", description="prefix of every Redis key")
+    redis_timeout_s: float = Field(
+        default=60.0, gt=0, description="the API's Redis socket timeout: a bulk XADD can wait "
+        "seconds behind the append-only file's fsync, and a reply lost to a timeout leaves "
+        "the client unsure whether its chunk was queued (redis-py's default is 5 s)")
     default_index: str = Field(default="default", description="index of /ingest and /search")
     api_keys: str = Field(default="", description="comma-separated bearer tokens; empty: no auth")
     max_body_bytes: int = Field(default=256 * 1024 * 1024, description="larger bodies get 413")

@@ -103,3 +103,18 @@ def test_python_client_over_the_test_client(app_and_store: Any, hs: Any) -> None
             client.ingest("pc", x[:, :4], cls)
         assert wrong.value.field == "features"
     assert testclient.get("/indexes/pc").status_code == 200  # not closed: the caller's
+
+
+def test_the_api_redis_client_takes_the_configured_socket_timeout(
+        redis_url: str, session_prefix: str, hs: Any) -> None:
+    """A bulk XADD can outwait redis-py's 5 s default behind an AOF fsync; the API's client
+    uses HASHSTREAM_REDIS_TIMEOUT_S instead."""
+    assert Settings(redis_url=redis_url).redis_timeout_s == 60.0
+    settings = Settings(redis_url=redis_url, key_prefix=f"{session_prefix}-{hs.unique('to')}",
+                        redis_timeout_s=42.5)
+    app = create_app(settings)
+    with TestClient(app):
+        pool = getattr(app.state.indexes.store.r, "connection_pool", None)
+        if pool is None:  # a RedisCluster client (REDIS_URL of the cluster fixture)
+            pytest.skip("the cluster client keeps per-node pools")
+        assert pool.connection_kwargs["socket_timeout"] == 42.5
