@@ -136,8 +136,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None,
                   # operationId = the route function's name: what generated clients call
                   generate_unique_id_function=lambda route: route.name)
-    problems.install(app)
-    search.install(app)  # the POST bodies' schema components (read by the route itself)
+    # search.document adds the POST bodies' schema components (its routes read the body)
+    problems.install(app, search.document)
     app.state.registry = CollectorRegistry()
     auth = [Depends(require_api_key)]
     app.include_router(health.router)

@@ -101,13 +101,18 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install(app: FastAPI) -> None:
-    """Make ``app.openapi()`` return the schema through :func:`document` (built once)."""
+def install(app: FastAPI,
+            *more: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Make ``app.openapi()`` return the schema through :func:`document`, then each of
+    ``more`` (a router's own additions), built once."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document(build())
+            schema = document(build())
+            for step in more:
+                schema = step(schema)
+            app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -99,17 +99,24 @@ def read_npz(body: bytes, *, members: Collection[str], max_bytes: int,
     return out
 
 
+def _check_budget(name: str, shape: tuple[int, ...], dtype: np.dtype[Any], left: int,
+                  max_bytes: int) -> int:
+    """The bytes a member's header declares; 413 naming it past what the body has left."""
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > left:
+        raise PayloadTooLarge(
+            f"array {name!r} declares {nbytes} bytes ({shape} × {dtype}); the arrays "
+            f"of a body may hold {max_bytes} bytes in all ({left} left)", name)
+    return nbytes
+
+
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str, left: int,
                  max_bytes: int) -> np.ndarray[Any, Any]:
     """One member: header, budget check, then exactly the declared bytes and nothing more."""
     try:
         with archive.open(info) as stream:
             shape, fortran_order, dtype = _read_header(stream, name)
-            nbytes = math.prod(shape) * dtype.itemsize
-            if nbytes > left:
-                raise PayloadTooLarge(
-                    f"array {name!r} declares {nbytes} bytes ({shape} × {dtype}); the arrays "
-                    f"of a body may hold {max_bytes} bytes in all ({left} left)", name)
+            _check_budget(name, shape, dtype, left, max_bytes)
             array = np.empty(shape[::-1] if fortran_order else shape, dtype=dtype)
             _fill(stream, array, name)
             if stream.read(1):
@@ -156,11 +163,7 @@ def _view_member(member: memoryview, info: zipfile.ZipInfo, name: str, left: int
     and exactly the declared bytes, as :func:`_read_member` checks them."""
     stream = io.BytesIO(bytes(member[:_MAX_HEADER]))
     shape, fortran_order, dtype = _read_header(stream, name)
-    nbytes = math.prod(shape) * dtype.itemsize
-    if nbytes > left:
-        raise PayloadTooLarge(
-            f"array {name!r} declares {nbytes} bytes ({shape} × {dtype}); the arrays "
-            f"of a body may hold {max_bytes} bytes in all ({left} left)", name)
+    nbytes = _check_budget(name, shape, dtype, left, max_bytes)
     offset = stream.tell()
     if len(member) - offset != nbytes:
         raise MalformedBody(f"array {name!r} holds {len(member) - offset} data bytes; its "

@@ -10,7 +10,6 @@ fields (:mod:`hashstream.service.search_body`), for large batches.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
@@ -202,14 +201,3 @@ def document(schema: dict[str, Any]) -> dict[str, Any]:
         components.setdefault(model_name, model_schema)
     return schema
 
-
-def install(app: FastAPI) -> None:
-    """Make ``app.openapi()`` return the schema through :func:`document` (built once)."""
-    build: Callable[[], dict[str, Any]] = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = document(build())
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
