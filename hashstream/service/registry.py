@@ -101,13 +101,17 @@ class IndexConfig:
         kind: IndexKind = "cross-modal" if method == "ecmh" else method
         # Configs written before a setting existed keep its old meaning (LEGACY_SETTINGS).
         settings = SDOHSettings.from_dict({**LEGACY_SETTINGS, **data["settings"]})
-        queue_dtype: QueueDtype = "float16" if data.get("queue_dtype") == "float16" \
-            else "float32"
         return cls(data["name"], int(data["dim"]), settings,
                    kind, None if cm is None else CrossModalSettings.from_dict(cm),
                    int(data.get("max_classes", DEFAULT_MAX_CLASSES)), method,
                    float(data.get("created", 0.0)), int(data.get("partitions", 1)),
-                   queue_dtype)
+                   _queue_dtype(data.get("queue_dtype")))
+
+
+def _queue_dtype(value: Any) -> QueueDtype:
+    """A stored or checked ``queue_dtype`` as its literal (float32 when absent: older
+    configs)."""
+    return "float16" if value == "float16" else "float32"
 
 
 class ConfigCache:
@@ -174,7 +178,7 @@ class IndexService:
         config = IndexConfig(name, dim, settings,
                              "cross-modal" if mname == "ecmh" else mname, cross_modal,
                              max_classes, mname, time.time(), partitions,
-                             "float16" if queue_dtype == "float16" else "float32")
+                             _queue_dtype(queue_dtype))
         if not self.store.create_index(name, config.to_json()):
             raise Conflict(f"index {name!r} already exists", "name")
         return config

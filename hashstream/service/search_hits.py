@@ -65,18 +65,21 @@ class SearchHits:
         out: Array = np.diff(self.offsets)
         return out
 
+    def _client_labels(self) -> list[int | str]:
+        """Every hit's labels as the client sent them, concatenated."""
+        names = self.class_labels
+        return [names[c] for c in self.label_classes.tolist()]
+
     def labels(self) -> list[list[int | str]]:
         """Each hit's labels as the client sent them (one list per hit, in hit order)."""
-        names = self.class_labels
-        values = [names[c] for c in self.label_classes.tolist()]
+        values = self._client_labels()
         bounds = self.label_offsets.tolist()
         return [values[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def label_values(self) -> Array:
         """The labels of every hit, concatenated (``label_offsets`` bounds each hit's):
         int64 for an index of integer labels, text otherwise."""
-        names = self.class_labels
-        values = [names[c] for c in self.label_classes.tolist()]
+        values = self._client_labels()
         if values and isinstance(values[0], str):
             return np.asarray(values, dtype=np.str_)
         return np.asarray(values, dtype=np.int64)

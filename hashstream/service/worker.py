@@ -403,10 +403,11 @@ class RoundRunner:
                train: list[tuple[str, Chunk]], queries: dict[str, Chunk],
                clock: RoundClock) -> bool:
         query_arrays = {eid: _query_arrays(q) for eid, q in queries.items()}
+        query_items = sum(q.n for q in queries.values())
         if not train:  # only held-out queries to store
             ok = self.store.commit_round(name, version, RoundCommit(
-                ack_ids=list(queries), query_chunks=query_arrays,
-                ack_items=sum(q.n for q in queries.values())), lease=lease)
+                ack_ids=list(queries), query_chunks=query_arrays, ack_items=query_items),
+                lease=lease)
             if ok:
                 if name in self.cache:
                     self.cache[name].queries.update(query_arrays)
@@ -417,7 +418,7 @@ class RoundRunner:
             return False  # the lease lapsed before the round began
         try:
             return self._learn_round(name, config, method, version, lease, train,
-                                     query_arrays, clock)
+                                     query_arrays, query_items, clock)
         except Exception as exc:  # noqa: BLE001 - counted against the chunks, then retried
             self.store.record_failure(name, chunk_ids, {
                 "ts": round(time.time(), 3), "worker": self.id, "round": version + 1,
@@ -430,13 +431,12 @@ class RoundRunner:
     def _learn_round(self, name: str, config: IndexConfig, method: Method, version: int,
                      lease: Lease, train: list[tuple[str, Chunk]],
                      query_arrays: dict[str, dict[str, np.ndarray[Any, Any]]],
-                     clock: RoundClock) -> bool:
+                     query_items: int, clock: RoundClock) -> bool:
         """One round of any method: learn, score, commit (``clock`` started before the
-        round's chunks were read)."""
+        round's chunks were read; ``query_items``: the held-out items acknowledged with it)."""
         cache = self._load_cache(name, method, version, config.created)
         chunk_ids = [eid for eid, _ in train]
-        acked = sum(c.n for _, c in train) + sum(len(q["label_indptr"]) - 1
-                                                 for q in query_arrays.values())
+        acked = sum(c.n for _, c in train) + query_items
         # one copy, into the solver's input dtype (queued float16 features widen here)
         features = np.concatenate([c.features for _, c in train], dtype=np.float32)
         labels = ClassLists.concat([c.labels for _, c in train])

@@ -307,6 +307,16 @@ class IndexSnapshot:
         return max(0.0, (self.now_ms - self.oldest_waiting_ms) / 1000)
 
 
+def _queued_items(raw: Any) -> int:
+    """The stored queued-item count (0 when unset; never below 0)."""
+    return max(0, int(raw or 0))
+
+
+def _learn_rate(raw: Any) -> float | None:
+    """The stored items/s of the recent rounds (None before a round)."""
+    return None if raw is None else float(raw)
+
+
 def entry_items(fields: dict[bytes, bytes]) -> int:
     """The items of a queued chunk's stream entry, from its features' header alone (0 for an
     entry whose features cannot be read)."""
@@ -536,7 +546,7 @@ class IndexStore:
         MGET."""
         k = self.keys(name)
         queued, rate = self.r.mget([k.queued_items, k.learn_rate])
-        return max(0, int(queued or 0)), None if rate is None else float(rate)
+        return _queued_items(queued), _learn_rate(rate)
 
     def count_refusal(self, name: str) -> int:
         """Count one ingest refused for backlog; the new total."""
@@ -633,7 +643,7 @@ class IndexStore:
             lease_holder=holder, config=None if config is None else dict(json.loads(config)),
             oldest_waiting_ms=_entry_ms(oldest), newest_waiting_ms=_entry_ms(newest),
             now_ms=int(now_ms), items=None if items is None else int(items),
-            queued_items=max(0, int(queued or 0)), learn_rate=None if rate is None else float(rate),
+            queued_items=_queued_items(queued), learn_rate=_learn_rate(rate),
             refusals=int(refused or 0))
 
     def version(self, name: str) -> int:

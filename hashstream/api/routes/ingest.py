@@ -54,21 +54,20 @@ async def _parse(request: Request, role: Literal["train", "query"] | None,
     """The body, read whole (a client still sending it would not see an early answer), then
     refused with 429 if the index is backlogged, else parsed."""
     kind = media_type(request)
-    limits = settings.chunk_limits()
-    if kind in ("application/json", ""):
-        body = await request.body()
-        if len(body) > settings.max_json_bytes:
-            raise PayloadTooLarge(f"JSON bodies are limited to {settings.max_json_bytes} bytes "
-                                  "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
-                                  "(application/octet-stream)", "body")
-        await run_in_threadpool(indexes.check_backlog, name, settings.backlog_limits())
-        return await run_in_threadpool(parse_json_chunk, body, role or "train", limits)
-    if kind in ("application/octet-stream", "application/x-npz", "application/zip"):
-        body = await request.body()
-        await run_in_threadpool(indexes.check_backlog, name, settings.backlog_limits())
-        return await run_in_threadpool(parse_npz_chunk, body, role or "train", limits)
-    raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send application/json "
-                               "or application/octet-stream (.npz)", "Content-Type")
+    is_json = kind in ("application/json", "")
+    if not is_json and kind not in ("application/octet-stream", "application/x-npz",
+                                    "application/zip"):
+        raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send "
+                                   "application/json or application/octet-stream (.npz)",
+                                   "Content-Type")
+    body = await request.body()
+    if is_json and len(body) > settings.max_json_bytes:
+        raise PayloadTooLarge(f"JSON bodies are limited to {settings.max_json_bytes} bytes "
+                              "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
+                              "(application/octet-stream)", "body")
+    await run_in_threadpool(indexes.check_backlog, name, settings.backlog_limits())
+    parse = parse_json_chunk if is_json else parse_npz_chunk
+    return await run_in_threadpool(parse, body, role or "train", settings.chunk_limits())
 
 
 @router.post("/indexes/{name}/ingest", status_code=202, response_model=IngestAccepted,
