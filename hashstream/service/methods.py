@@ -27,8 +27,12 @@ class IndexMethods:
 
     def get(self, name: str, raw: dict[str, Any]) -> tuple[IndexConfig, Method]:
         """(config, method) of index ``name`` whose stored config is ``raw``."""
-        config = self._configs.decode(name, raw)
+        config = self.config(name, raw)
         return config, self.method(config)
+
+    def config(self, name: str, raw: dict[str, Any]) -> IndexConfig:
+        """The config of index ``name`` whose stored config is ``raw`` (decoded once)."""
+        return self._configs.decode(name, raw)
 
     def method(self, config: IndexConfig) -> Method:
         """The method of ``config`` (built once for an equal config)."""

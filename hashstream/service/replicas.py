@@ -240,7 +240,7 @@ class SearchService:
         state = self.store.search_state(name)
         if state[2] is None:
             raise NotFound(f"no index named {name!r}", "name")
-        return state, self.methods.get(name, state[2])[0]
+        return state, self.methods.config(name, state[2])
 
     def search_vector_text(self, name: str, vector: str, k: int, modality: str = "image",
                            target: str = "pairs", min_version: int | None = None,
