@@ -13,7 +13,9 @@ import numpy as np
 from hashstream.service.errors import InvalidInput
 from hashstream.solver.ecmh.settings import CrossModalSettings
 
-__all__ = ["CrossModalSettings", "dense_text", "pad_tokens", "validate_text"]
+__all__ = ["MAX_TOKEN_ID", "CrossModalSettings", "dense_text", "pad_tokens", "validate_text"]
+
+MAX_TOKEN_ID = 10_000_000  # the largest word id a query or chunk may carry
 
 
 def pad_tokens(rows: Any, field: str = "tokens") -> np.ndarray[Any, Any]:
@@ -23,8 +25,9 @@ def pad_tokens(rows: Any, field: str = "tokens") -> np.ndarray[Any, Any]:
     width = 1
     for i, row in enumerate(rows):
         if not isinstance(row, list) or any(isinstance(t, bool) or not isinstance(t, int)
-                                            or t < 0 or t > 10_000_000 for t in row):
-            raise InvalidInput(f"{field}[{i}] must be a list of word ids 0..10,000,000", field)
+                                            or t < 0 or t > MAX_TOKEN_ID for t in row):
+            raise InvalidInput(f"{field}[{i}] must be a list of word ids 0..{MAX_TOKEN_ID:,}",
+                               field)
         width = max(width, len(row))
     out = np.full((len(rows), width), -1, dtype=np.int64)
     for i, row in enumerate(rows):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from hashstream.service.cross_modal import MAX_TOKEN_ID
 from hashstream.service.errors import InvalidInput
 from hashstream.service.npz_body import read_npz
 from hashstream.service.search_options import SearchOptions
@@ -24,7 +25,6 @@ QUERY_FIELDS = ("features", "image", "text", "tokens")
 TARGETS = ("pairs", "image", "text")
 NPZ_MEMBERS = (*QUERY_FIELDS, "k", "target", "min_version", "max_distance", "labels_any",
                "labels_all")
-MAX_TOKEN_ID = 10_000_000
 
 
 @dataclass(frozen=True)
