@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from hashstream.client.chunk_body import Body, Encoding, chunk_body
+from hashstream.client.chunk_body import Body, Encoding, chunk_body, npz_bytes
 from hashstream.client.errors import (
     Backlogged,
     ChunkDeadLettered,
@@ -19,12 +19,7 @@ from hashstream.client.errors import (
     RoundTimeout,
 )
 from hashstream.client.models import DeadLetter, IndexInfo, LabelFilter, RoundRecord, SearchResult
-from hashstream.client.search_arrays import (
-    NPZ_MIN_QUERIES,
-    NPZ_SEARCH,
-    SearchArrays,
-    npz_bytes,
-)
+from hashstream.client.search_arrays import NPZ_MIN_QUERIES, NPZ_SEARCH, SearchArrays
 
 Modality = Literal["image", "text", "tokens"]
 Target = Literal["pairs", "image", "text"]

@@ -123,6 +123,11 @@ def chunk_body(features: Any, labels: Any = None, *, label_matrix: Any = None,
         arrays["text"] = np.asarray(text, dtype=np.float32)
     if tokens is not None:
         arrays["tokens"] = _padded_tokens(tokens)
+    return Body(content=npz_bytes(arrays), content_type=NPZ)
+
+
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """``arrays`` as the bytes of an uncompressed ``.npz``."""
     buf = io.BytesIO()
-    np.savez(buf, **arrays)  # type: ignore[arg-type]
-    return Body(content=buf.getvalue(), content_type=NPZ)
+    np.savez(buf, **arrays)
+    return buf.getvalue()

@@ -17,12 +17,6 @@ NPZ_MIN_QUERIES = 32  # `encoding="auto"` sends a NumPy batch of at least this m
 Array = np.ndarray[Any, Any]
 
 
-def npz_bytes(arrays: dict[str, Any]) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return buf.getvalue()
-
-
 @dataclass(frozen=True)
 class SearchArrays:
     """A search's hits as arrays: ``ids``, ``distances`` and ``model_versions`` are q × w
