@@ -174,7 +174,7 @@ def grow_anchors(state: SDOHState, features: Any, settings: SDOHSettings, backen
     if int(state.exemplar_codes.shape[0]):
         g_on, g_nn, f_n = _impute_new_columns(
             g_old, f_old, apply_feature_map(grown, state.exemplar_features, backend),
-            backend.asarray(state.exemplar_codes, dtype=dt), m, k, state.n_seen,
+            backend.asarray(state.exemplar_codes, dtype=dt), old, m, k, state.n_seen,
             settings.lam, backend)
         g[old, m:m + k] = g_on
         g[m:m + k, old] = g_on.T
@@ -183,17 +183,18 @@ def grow_anchors(state: SDOHState, features: Any, settings: SDOHSettings, backen
     return replace(state, feature_map=grown, g=g, f=f, projection=projection), phi
 
 
-def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, m: int, k: int,
-                        n_seen: int, lam: float, backend: Backend) -> tuple[Any, Any, Any]:
+def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, old: Any, m: int,
+                        k: int, n_seen: int, lam: float, backend: Backend
+                        ) -> tuple[Any, Any, Any]:
     """G's new blocks and F's new rows for the past, from the exemplar memory (past items).
 
     On the exemplars, the new columns are regressed on the old ones (bias included):
     φ_new ≈ φ_old W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W + s·ΣeᵀE and
     F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a linear function
     of φ_old, the residual's share estimated from the sample. The completed G is
-    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is."""
+    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is. ``old``: the
+    old columns (bias last) in the grown order."""
     xp = backend.xp
-    old = xp.asarray(np.r_[np.arange(m), m + k])
     phi_o, phi_n = phi_ex[:, old], phi_ex[:, m:m + k]
     gram = phi_o.T @ phi_o
     gram += lam * xp.eye(m + 1, dtype=gram.dtype)
