@@ -149,13 +149,13 @@ class _Partition:
 class IndexReplica:
     """The growing structures of one index (created at ``uid``) and the Replica searches use.
 
-    ``lock`` guards ``current``, ``loading`` and ``fetched`` (``changed`` is signalled on every
-    swap and when a load ends); ``load_lock`` lets one load at a time append and apply deletes
-    to the indexes. ``serve``: the partitions this process holds (None: all); ``tables``:
-    "off" keeps to flat scans (no MIH memory). ``deletes_held``: the delete epoch the indexes
-    have applied; ``fetched``: deletes searches applied to their Replica that the indexes may
-    not have yet; ``unsettled``: applied deletes of versions not loaded yet (they also remove
-    entries of the segments still to come)."""
+    ``lock`` guards ``current``, ``loading``, ``wanted`` and ``fetched`` (``changed`` is
+    signalled on every swap and when a load ends); ``load_lock`` lets one load at a time append
+    and apply deletes to the indexes. ``serve``: the partitions this process holds (None: all);
+    ``tables``: "off" keeps to flat scans (no MIH memory). ``deletes_held``: the delete epoch
+    the indexes have applied; ``fetched``: deletes searches applied to their Replica that the
+    indexes may not have yet; ``unsettled``: applied deletes of versions not loaded yet (they
+    also remove entries of the segments still to come)."""
 
     uid: float
     scan_backend: ScanBackend = "auto"
@@ -163,6 +163,7 @@ class IndexReplica:
     tables: Literal["auto", "off"] = "auto"  # multi-index-hashing tables, or flat scans only
     current: Replica | None = None
     loading: bool = False
+    wanted: bool = False  # a load was asked for while one ran: the loader looks again
     held: int = 0  # the version appended so far
     segments_loaded: int = 0  # segment parts read from the store, all loads together
     refresh_seconds: float = 0.0  # how long the latest advance took, from start to swap

@@ -152,7 +152,10 @@ class SearchService:
             return live.advance(self.store, name, config, method, version, epoch)
 
     def _refresh_locked(self, live: IndexReplica, name: str) -> None:
-        """Start a background load unless one is in flight (the caller holds ``live.lock``)."""
+        """Start a background load unless one is in flight (the caller holds ``live.lock``);
+        one in flight is told to look again before it stops, so no request falls between its
+        last look and its end."""
+        live.wanted = True
         if live.loading:
             return
         live.loading = True
@@ -160,30 +163,43 @@ class SearchService:
                          name=f"replica-refresh-{name}").start()
 
     def _refresh(self, live: IndexReplica, name: str) -> None:
-        """Background load: up to the committed version, again while commits keep coming."""
-        try:
-            while True:
-                version, epoch, raw = self.store.search_state(name)
-                if raw is None or float(raw.get("created", 0.0)) != live.uid:
-                    return
-                with live.load_lock:
-                    started = time.perf_counter()
-                    held, deletes_held = live.held, live.deletes_held
-                    if version <= held and epoch <= deletes_held and not live.compaction_due():
-                        return
-                    config, method = self.methods.get(name, raw)
-                    live.advance(self.store, name, config, method, max(version, held), epoch)
-                    log.info(json.dumps({
-                        "event": "replica_refresh", "index": name, "from": held,
-                        "to": version, "deletes_from": deletes_held, "deletes_to": epoch,
-                        "seconds": round(time.perf_counter() - started, 4)}))
-        except Exception as exc:  # a later search starts another load
-            log.error(json.dumps({"event": "replica_refresh_failed", "index": name,
-                                  "error": repr(exc)}))
-        finally:
+        """Background load: up to the committed version, again while commits keep coming or
+        searches ask for more; stops after a failure (a later search starts another load)."""
+        while True:
             with live.lock:
-                live.loading = False
-                live.changed.notify_all()
+                live.wanted = False
+            try:
+                advanced = self._advance_once(live, name)
+            except Exception as exc:
+                log.error(json.dumps({"event": "replica_refresh_failed", "index": name,
+                                      "error": repr(exc)}))
+                advanced = None
+            if advanced:
+                continue
+            with live.lock:
+                if advanced is None or not live.wanted:
+                    live.loading = False
+                    live.changed.notify_all()
+                    return
+
+    def _advance_once(self, live: IndexReplica, name: str) -> bool:
+        """One step of the background load: whether there was something to load, apply or
+        compact (and it was done)."""
+        version, epoch, raw = self.store.search_state(name)
+        if raw is None or float(raw.get("created", 0.0)) != live.uid:
+            return False
+        with live.load_lock:
+            started = time.perf_counter()
+            held, deletes_held = live.held, live.deletes_held
+            if version <= held and epoch <= deletes_held and not live.compaction_due():
+                return False
+            config, method = self.methods.get(name, raw)
+            live.advance(self.store, name, config, method, max(version, held), epoch)
+            log.info(json.dumps({
+                "event": "replica_refresh", "index": name, "from": held,
+                "to": version, "deletes_from": deletes_held, "deletes_to": epoch,
+                "seconds": round(time.perf_counter() - started, 4)}))
+        return True
 
     def _wait_for(self, live: IndexReplica, name: str, min_version: int) -> Replica:
         """Wait (bounded) until the replica reaches ``min_version``; ReplicaBehind past it."""

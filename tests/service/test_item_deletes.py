@@ -7,6 +7,7 @@ subclasses, never with sleeps; no timed asserts."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -235,3 +236,49 @@ def test_partitioned_deletes_and_a_replica_serving_some_partitions(
     with pytest.raises(Conflict) as elsewhere:
         some.delete(NAME, [7])  # partition 1: not served here
     assert elsewhere.value.field == "ids" and n_items(store) == 86
+
+
+class LastLookStore(IndexStore):
+    """A real IndexStore whose background loader, once armed, stops right after its
+    ``pause_at``-th state read (counted from arming) until the test releases it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pause_at: int | None = None
+        self.reads = 0
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    def search_state(self, name: str) -> Any:
+        state = super().search_state(name)
+        if self.pause_at is not None and threading.current_thread().name.startswith(
+                "replica-refresh"):
+            self.reads += 1
+            if self.reads == self.pause_at:
+                self.reached.set()
+                assert self.release.wait(60), "the test never released the loader"
+        return state
+
+
+def test_a_delete_caught_up_while_the_loader_takes_its_last_look_still_reaches_the_indexes(
+        redis_client: Any, key_prefix: str, store: IndexStore) -> None:
+    paused = LastLookStore(redis_client, key_prefix)
+    search = SearchService(paused)
+    items = ItemService(search)
+    assert items.delete(NAME, [1])["deleted"] == [1]
+    live = search.replicas[NAME]
+    wait_until(lambda: search.replica(NAME) and live.deletes_held == 1 and not live.loading,
+               60, what="the first delete in the indexes")
+    # the next loader: read 1 finds epoch 2 and applies it, read 2 finds nothing more and is
+    # held there, while a search catches up on epoch 3 and asks for a load
+    paused.pause_at = 2
+    assert items.delete(NAME, [2])["deleted"] == [2]
+    assert search.replica(NAME).epoch == 2  # caught up: starts the loader
+    assert paused.reached.wait(60)
+    assert ItemService(SearchService(store)).delete(NAME, [3])["deleted"] == [3]
+    assert search.replica(NAME).epoch == 3 and live.loading
+    paused.release.set()
+    wait_until(lambda: live.deletes_held == 3 and not live.loading, 60,
+               what="the loader to apply the delete asked for during its last look")
+    assert live.indexes["pairs"].contains(np.array([1, 2, 3, 4])).tolist() == [
+        False, False, False, True]
