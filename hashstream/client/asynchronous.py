@@ -14,7 +14,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import Backlogged, raise_for_problem
+from hashstream.client.errors import Backlogged, Unavailable, raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -81,14 +81,15 @@ class AsyncClient:
                      ids: Sequence[int] | np.ndarray[Any, Any] | None = None,
                      role: Literal["train", "query"] | None = None, text: Any = None,
                      tokens: Any = None, encoding: Encoding = "auto",
-                     retry_for: float = 0.0) -> ChunkId:
+                     retry_for: float = 0.0, idempotency_key: str | None = None) -> ChunkId:
         call = calls.ingest(name, features, labels, label_matrix=label_matrix, ids=ids,
-                            role=role, text=text, tokens=tokens, encoding=encoding)
-        retry = calls.BacklogRetry(retry_for)
+                            role=role, text=text, tokens=tokens, encoding=encoding,
+                            idempotency_key=idempotency_key)
+        retry = calls.IngestRetry(retry_for)
         while True:
             try:
                 return ChunkId.of(await self._json(call))
-            except Backlogged as exc:
+            except (Backlogged, Unavailable, httpx.TransportError) as exc:
                 wait = retry.wait(exc)
                 if wait is None:
                     raise

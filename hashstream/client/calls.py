@@ -4,11 +4,13 @@ the sync and the async client, which only send (so the two cannot drift apart)."
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
+import httpx
 import numpy as np
 
 from hashstream.client.chunk_body import Body, Encoding, chunk_body, npz_bytes
@@ -17,12 +19,14 @@ from hashstream.client.errors import (
     ChunkDeadLettered,
     ChunkNotLearned,
     RoundTimeout,
+    Unavailable,
 )
 from hashstream.client.models import DeadLetter, IndexInfo, LabelFilter, RoundRecord, SearchResult
 from hashstream.client.search_arrays import NPZ_MIN_QUERIES, NPZ_SEARCH, SearchArrays
 
 Modality = Literal["image", "text", "tokens"]
 Target = Literal["pairs", "image", "text"]
+IDEMPOTENCY_KEY = "Idempotency-Key"
 _VECTOR_FIELD = {"image": "features", "text": "text", "tokens": "tokens"}
 
 
@@ -49,14 +53,17 @@ def create_index(name: str, dim: int, settings: dict[str, Any]) -> Call:
 def ingest(name: str, features: Any, labels: Any, *, label_matrix: Any,
            ids: Sequence[int] | np.ndarray[Any, Any] | None,
            role: Literal["train", "query"] | None, text: Any, tokens: Any,
-           encoding: Encoding) -> Call:
+           encoding: Encoding, idempotency_key: str | None) -> Call:
+    """The ingest request, under ``idempotency_key`` (a fresh UUID when None): every retry
+    of this Call sends the same key, so the service queues the chunk once."""
     body: Body = chunk_body(features, labels, label_matrix=label_matrix, ids=ids, role=role,
                             text=text, tokens=tokens, encoding=encoding)
     path = index_path(name, "ingest")
+    key = {IDEMPOTENCY_KEY: idempotency_key or uuid.uuid4().hex}
     if body.json is not None:
-        return Call("POST", path, json=body.json)
+        return Call("POST", path, json=body.json, headers=key)
     return Call("POST", path, params={"role": role} if role else None, content=body.content,
-                headers={"Content-Type": body.content_type})
+                headers={"Content-Type": body.content_type, **key})
 
 
 def _rows(vectors: Any) -> list[Any]:
@@ -167,20 +174,27 @@ def dead_letters(name: str, after: str | None = None) -> Call:
     return Call("GET", index_path(name, "dead-letters"), params=params)
 
 
-class BacklogRetry:
-    """How long to wait before sending a chunk again after a 429, for ``retry_for`` seconds in
-    all (the same for both clients)."""
+class IngestRetry:
+    """How long to wait before sending a chunk again, for ``retry_for`` seconds in all (the
+    same for both clients): after a 429 or a 503, what its Retry-After says (1 s if nothing);
+    after a transport failure (the answer lost, a timeout), 1 s. The request's
+    Idempotency-Key makes every resend safe: a chunk the service had queued is not queued
+    again."""
 
     def __init__(self, retry_for: float) -> None:
         self.deadline = time.monotonic() + retry_for if retry_for > 0 else None
 
-    def wait(self, error: Backlogged) -> float | None:
-        """Seconds to sleep before the next try (the answer's Retry-After, 1 s if it gave
-        none), or None to give up: no retrying asked for, or the next try would come after
-        the deadline."""
+    def wait(self, error: Exception) -> float | None:
+        """Seconds to sleep before the next try, or None to give up: no retrying asked for,
+        an error a resend cannot mend, or the next try would come after the deadline."""
         if self.deadline is None:
             return None
-        wait = error.retry_after if error.retry_after is not None else 1.0
+        if isinstance(error, Backlogged | Unavailable):
+            wait = error.retry_after if error.retry_after is not None else 1.0
+        elif isinstance(error, httpx.TransportError):
+            wait = 1.0
+        else:
+            return None
         return wait if time.monotonic() + wait <= self.deadline else None
 
 

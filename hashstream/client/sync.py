@@ -13,7 +13,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import Backlogged, raise_for_problem
+from hashstream.client.errors import Backlogged, Unavailable, raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -95,23 +95,29 @@ class Client:
                ids: Sequence[int] | np.ndarray[Any, Any] | None = None,
                role: Literal["train", "query"] | None = None, text: Any = None,
                tokens: Any = None, encoding: Encoding = "auto",
-               retry_for: float = 0.0) -> ChunkId:
+               retry_for: float = 0.0, idempotency_key: str | None = None) -> ChunkId:
         """Queue a chunk for the next round; its id (:class:`ChunkId`). ``features`` n × d
         (a NumPy array is sent as .npz, lists as JSON; ``encoding`` forces one); ``labels``
         each item's classes (a flat sequence for one class per item) or ``label_matrix`` n × c
         0/1; ``ids`` int64 ids (else the service assigns them, see ``ChunkId.id_range``);
         ``role="query"`` for held-out queries; ``text``/``tokens`` for cross-modal pairs.
 
-        A backlogged index answers 429: :class:`~hashstream.client.errors.Backlogged` is
-        raised, or with ``retry_for`` > 0 the chunk is sent again after each Retry-After for up
-        to that many seconds in all (then the last 429 is raised)."""
+        Every ingest carries an Idempotency-Key (``idempotency_key``, else a fresh UUID), so a
+        resend never queues the chunk twice. A backlogged index answers 429
+        (:class:`~hashstream.client.errors.Backlogged`), an unreachable Redis 503
+        (:class:`~hashstream.client.errors.Unavailable`), a lost answer an
+        ``httpx.TransportError``: each is raised, or with ``retry_for`` > 0 the chunk is sent
+        again after each Retry-After (1 s after a transport failure) for up to that many
+        seconds in all (then the last error is raised). Pass your own ``idempotency_key`` to
+        resend safely across processes or restarts."""
         call = calls.ingest(name, features, labels, label_matrix=label_matrix, ids=ids,
-                            role=role, text=text, tokens=tokens, encoding=encoding)
-        retry = calls.BacklogRetry(retry_for)
+                            role=role, text=text, tokens=tokens, encoding=encoding,
+                            idempotency_key=idempotency_key)
+        retry = calls.IngestRetry(retry_for)
         while True:
             try:
                 return ChunkId.of(self._json(call))
-            except Backlogged as exc:
+            except (Backlogged, Unavailable, httpx.TransportError) as exc:
                 wait = retry.wait(exc)
                 if wait is None:
                     raise

@@ -12,6 +12,7 @@ from hashstream.service.backlog import BacklogLimits, refusal
 from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk, validate_chunk
 from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
+from hashstream.service.ingest_keys import fingerprint, record, replayed
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapKind
 from hashstream.solver.sdoh_hc.settings import (
@@ -312,6 +313,30 @@ class IndexService:
     def ingest(self, name: str, parsed: ParsedChunk) -> dict[str, Any]:
         """Validate against the index, map the labels to class numbers, assign ids to a
         training chunk that brings none, and queue the chunk (202)."""
+        config, chunk, out = self._prepared(name, parsed)
+        chunk_id = self.store.enqueue(name, chunk.to_fields(config.queue_dtype), chunk.n)
+        return {"chunk_id": chunk_id, **out}
+
+    def ingest_once(self, name: str, parsed: ParsedChunk, key: str, lifetime_s: float
+                    ) -> tuple[dict[str, Any], bool]:
+        """:meth:`ingest` under an Idempotency-Key: (the answer, whether it is the answer of
+        an earlier request with this key and chunk, nothing queued now). The caller looks the
+        key up first (:meth:`ingest_record`) to spare a retry the label mapping and ids."""
+        chunk_print = fingerprint(parsed)
+        config, chunk, out = self._prepared(name, parsed)
+        queued, value = self.store.enqueue_once(
+            name, chunk.to_fields(config.queue_dtype), chunk.n, key, record(out, chunk_print),
+            lifetime_s)
+        if not queued:  # the same key raced this request and won
+            return replayed(value, chunk_print), True
+        return {"chunk_id": value, **out}, False
+
+    def ingest_record(self, name: str, key: str) -> str | None:
+        """The stored record of an ingest under ``key`` (None: not seen or expired)."""
+        return self.store.ingest_record(name, key)
+
+    def _prepared(self, name: str, parsed: ParsedChunk
+                  ) -> tuple[IndexConfig, Chunk, dict[str, Any]]:
         config = self.config(name)
         validate_chunk(parsed, config.dim)
         if config.queue_dtype == "float16" and parsed.n:
@@ -327,13 +352,11 @@ class IndexService:
             first = self.store.next_ids(name, parsed.n)
             ids = np.arange(first, first + parsed.n, dtype=np.int64)
         chunk = Chunk(parsed.features, labels, ids, parsed.role, parsed.text)
-        chunk_id = self.store.enqueue(name, chunk.to_fields(config.queue_dtype), chunk.n)
-        out: dict[str, Any] = {"chunk_id": chunk_id, "index": name, "items": chunk.n,
-                               "role": chunk.role}
+        out: dict[str, Any] = {"index": name, "items": chunk.n, "role": chunk.role}
         if assigned:
             assert ids is not None
             out["id_range"] = [int(ids[0]), int(ids[-1]) + 1]
-        return out
+        return config, chunk, out
 
     def check_backlog(self, name: str, limits: BacklogLimits) -> None:
         """Raise :class:`Backlogged` (429, counted) while the index's backlog is at or past a

@@ -79,6 +79,10 @@ class Settings(BaseSettings):
     max_queued_seconds: float = Field(
         default=0.0, ge=0, description="the same for the estimated seconds of work waiting "
         "(items waiting / the recent rounds' items per second; 0: no limit)")
+    ingest_key_lifetime_s: float = Field(
+        default=86_400.0, gt=0, description="how long an ingest's Idempotency-Key is "
+        "remembered: a retry with the key within it answers the first request's answer "
+        "instead of queueing the chunk again")
 
     def chunk_limits(self) -> ChunkLimits:
         return ChunkLimits(max_items=self.max_chunk_items,

@@ -49,6 +49,25 @@ return 0
 """
 # Take an index's round lease if nobody holds it: a new fencing token (INCR) names it.
 # KEYS: lease, lease_token; ARGV: worker id, ttl ms. Returns the token, or false.
+# KEYS: stream, queued_items, ingest_keys, ingest_key_expiry.
+# ARGV: key, now, expires, items, answer, then the entry's field/value pairs. A key seen and
+# not expired answers {0, its record}; else the chunk is queued, counted and recorded, and
+# {1, chunk id} answers. Up to 100 expired keys are pruned per call (bounded memory).
+_ENQUEUE_ONCE = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', ARGV[2], 'LIMIT', 0, 100)
+if #old > 0 then
+  redis.call('HDEL', KEYS[3], unpack(old))
+  redis.call('ZREM', KEYS[4], unpack(old))
+end
+local seen = redis.call('HGET', KEYS[3], ARGV[1])
+if seen then return {0, seen} end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 6))
+redis.call('INCRBY', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[3], ARGV[1], id .. ' ' .. ARGV[5])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+return {1, id}
+"""
+
 _TAKE_LEASE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
@@ -444,6 +463,7 @@ class IndexStore:
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
         self._take_lease = client.register_script(_TAKE_LEASE)
+        self._enqueue_once = client.register_script(_ENQUEUE_ONCE)
         self._release_of = client.register_script(_RELEASE_OF)
         self._create = client.register_script(_CREATE)
         self._heartbeat = client.register_script(_HEARTBEAT)
@@ -540,6 +560,33 @@ class IndexStore:
             pipe.incrby(k.queued_items, items)
             chunk_id, _ = pipe.execute()
         return str(chunk_id.decode())
+
+    def enqueue_once(self, name: str, fields: dict[str, Any], items: int, key: str,
+                     answer: str, lifetime_s: float, now: float | None = None
+                     ) -> tuple[bool, str]:
+        """:meth:`enqueue` under an idempotency key, in one script: (True, chunk id) when
+        queued, the key recorded with ``answer`` for ``lifetime_s``; (False, the first
+        request's record "<chunk id> <answer>") when the key was seen and has not expired."""
+        k = self.keys(name)
+        at = time.time() if now is None else now
+        pairs = [x for field_value in fields.items() for x in field_value]
+        queued, value = self._enqueue_once(
+            keys=[k.stream, k.queued_items, k.ingest_keys, k.ingest_key_expiry],
+            args=[key, f"{at:.3f}", f"{at + lifetime_s:.3f}", items, answer, *pairs])
+        return bool(queued), value.decode()
+
+    def ingest_record(self, name: str, key: str, now: float | None = None) -> str | None:
+        """The record "<chunk id> <answer>" of an ingest under ``key`` (None: not seen, or
+        expired)."""
+        k = self.keys(name)
+        with self.r.pipeline(transaction=False) as pipe:
+            pipe.hget(k.ingest_keys, key)
+            pipe.zscore(k.ingest_key_expiry, key)
+            value, expires = pipe.execute()
+        at = time.time() if now is None else now
+        if value is None or expires is None or float(expires) <= at:
+            return None
+        return str(value.decode())
 
     def backlog(self, name: str) -> tuple[int, float | None]:
         """Items queued and the recent rounds' items per second (None before a round), in one

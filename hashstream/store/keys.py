@@ -172,6 +172,17 @@ class IndexKeys:
         """Counter: ingests refused because the backlog passed a limit (429)."""
         return self._k("refusals")
 
+    @property
+    def ingest_keys(self) -> str:
+        """Hash: an ingest's Idempotency-Key → "<chunk id> <its answer as JSON>" (what a retry
+        of the same request is answered; pruned after the keys' lifetime)."""
+        return self._k("ingest_keys")
+
+    @property
+    def ingest_key_expiry(self) -> str:
+        """Sorted set: each Idempotency-Key scored by when it expires (unix seconds)."""
+        return self._k("ingest_key_expiry")
+
     def all(self) -> list[str]:
         """Fixed keys (projections are found by pattern)."""
         return [self.config, self.version, self.state, self.center_memory, self.queries,
@@ -179,7 +190,7 @@ class IndexKeys:
                 self.next_id, self.label_kind, self.class_numbers, self.class_labels,
                 self.attempts, self.attempt_errors, self.dead_letters, self.partition_writes,
                 self.delete_epoch, self.delete_log, self.items, self.queued_items,
-                self.learn_rate, self.refusals]
+                self.learn_rate, self.refusals, self.ingest_keys, self.ingest_key_expiry]
 
 
 def registry_key(prefix: str) -> str:

@@ -85,13 +85,15 @@ def test_cross_modal_text_and_ragged_tokens() -> None:
 
 def test_auto_encoding_and_role_of_npz() -> None:
     npz = calls.ingest("idx", X, [0] * 6, label_matrix=None, ids=None, role="query", text=None,
-                       tokens=None, encoding="auto")
+                       tokens=None, encoding="auto", idempotency_key="mine")
     assert npz.content is not None and npz.params == {"role": "query"}
-    assert npz.headers == {"Content-Type": NPZ} and npz.path == "/indexes/idx/ingest"
+    assert npz.headers == {"Content-Type": NPZ, "Idempotency-Key": "mine"}
+    assert npz.path == "/indexes/idx/ingest"
     listed = calls.ingest("a b", X.tolist(), [0] * 6, label_matrix=None, ids=None, role=None,
-                          text=None, tokens=None, encoding="auto")
+                          text=None, tokens=None, encoding="auto", idempotency_key=None)
     assert listed.json is not None and listed.content is None and listed.params is None
     assert listed.path == "/indexes/a%20b/ingest"
+    assert listed.headers is not None and len(listed.headers["Idempotency-Key"]) == 32  # UUID
 
 
 def test_refusals_before_sending() -> None:

@@ -92,6 +92,11 @@ def test_create_commit_delete_on_every_master(redis_cluster: RedisClusterNodes,
                                                        record={"round": 1}), lease=lease)
         assert store.version(name) == 1 and store.queue_depth(name) == 0
         store.release_lease(lease)
+        # an idempotent enqueue is one script on the index's slot: a repeat queues nothing
+        first = store.enqueue_once(name, {"x": b"2"}, 1, "k", "{}", 60.0)
+        again = store.enqueue_once(name, {"x": b"2"}, 1, "k", "{}", 60.0)
+        assert first[0] and again == (False, f"{first[1]} {{}}")
+        assert store.queue_depth(name) == 1
         assert _node_keys(redis_cluster, store, name)
     for name in names:
         assert store.delete_index(name)

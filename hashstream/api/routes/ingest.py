@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from hashstream.api.deps import IndexesDep, SettingsDep, media_type
@@ -17,6 +17,7 @@ from hashstream.service.chunks import (
     validate_chunk,
 )
 from hashstream.service.errors import PayloadTooLarge, UnsupportedMediaType
+from hashstream.service.ingest_keys import HEADER, checked_key, fingerprint, replayed
 from hashstream.service.registry import IndexService
 from hashstream.service.settings import Settings
 
@@ -49,49 +50,94 @@ _BODY_DOC: dict[str, Any] = {
 }
 
 
-async def _parse(request: Request, role: Literal["train", "query"] | None,
-                 settings: Settings, indexes: IndexService, name: str) -> ParsedChunk:
-    """The body, read whole (a client still sending it would not see an early answer), then
-    refused with 429 if the index is backlogged, else parsed."""
-    kind = media_type(request)
-    is_json = kind in ("application/json", "")
-    if not is_json and kind not in ("application/octet-stream", "application/x-npz",
-                                    "application/zip"):
-        raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send "
-                                   "application/json or application/octet-stream (.npz)",
-                                   "Content-Type")
-    body = await request.body()
-    if is_json and len(body) > settings.max_json_bytes:
-        raise PayloadTooLarge(f"JSON bodies are limited to {settings.max_json_bytes} bytes "
-                              "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
-                              "(application/octet-stream)", "body")
-    await run_in_threadpool(indexes.check_backlog, name, settings.backlog_limits())
-    parse = parse_json_chunk if is_json else parse_npz_chunk
-    return await run_in_threadpool(parse, body, role or "train", settings.chunk_limits())
+_KEY_DOC = ("any 1–255 visible ASCII characters, new for every chunk (a UUID): a retry of the "
+            "same request with the same key (after a lost answer, a timeout, a 503) is "
+            "answered what the first one was (header Idempotent-Replayed: true) and queues "
+            "nothing; the key is remembered HASHSTREAM_INGEST_KEY_LIFETIME_S (a day)")
+
+
+class _Ingest:
+    """One ingest request: the body read whole (a client still sending it would not see an
+    early answer), a retry under a known Idempotency-Key answered from its record, else a 429
+    if the index is backlogged, else the chunk parsed and queued."""
+
+    def __init__(self, request: Request, response: Response, settings: Settings,
+                 indexes: IndexService, role: Literal["train", "query"] | None,
+                 key: str | None) -> None:
+        self.request, self.response, self.settings = request, response, settings
+        self.indexes, self.role = indexes, role
+        self.key = None if key is None else checked_key(key)
+
+    async def parse(self, name: str) -> tuple[ParsedChunk, str | None]:
+        """The chunk, and the record of an earlier ingest under the key (None: first)."""
+        kind = media_type(self.request)
+        is_json = kind in ("application/json", "")
+        if not is_json and kind not in ("application/octet-stream", "application/x-npz",
+                                        "application/zip"):
+            raise UnsupportedMediaType(f"Content-Type {kind!r} is not accepted; send "
+                                       "application/json or application/octet-stream (.npz)",
+                                       "Content-Type")
+        body = await self.request.body()
+        limit = self.settings.max_json_bytes
+        if is_json and len(body) > limit:
+            raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes "
+                                  "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
+                                  "(application/octet-stream)", "body")
+        seen = (None if self.key is None
+                else await run_in_threadpool(self.indexes.ingest_record, name, self.key))
+        if seen is None:
+            await run_in_threadpool(self.indexes.check_backlog, name,
+                                    self.settings.backlog_limits())
+        parse = parse_json_chunk if is_json else parse_npz_chunk
+        chunk = await run_in_threadpool(parse, body, self.role or "train",
+                                        self.settings.chunk_limits())
+        return chunk, seen
+
+    async def queue(self, name: str, chunk: ParsedChunk, seen: str | None) -> dict[str, Any]:
+        if self.key is None:
+            return await run_in_threadpool(self.indexes.ingest, name, chunk)
+        if seen is not None:
+            answer, again = replayed(seen, fingerprint(chunk)), True
+        else:
+            answer, again = await run_in_threadpool(
+                self.indexes.ingest_once, name, chunk, self.key,
+                self.settings.ingest_key_lifetime_s)
+        if again:
+            self.response.headers["Idempotent-Replayed"] = "true"
+        return answer
+
+
+async def _ingest(
+        request: Request, response: Response, indexes: IndexesDep, settings: SettingsDep,
+        role: Literal["train", "query"] | None = Query(
+            None, description="role of an .npz chunk (JSON bodies carry it inside)"),
+        idempotency_key: str | None = Header(None, alias=HEADER, description=_KEY_DOC),
+) -> _Ingest:
+    return _Ingest(request, response, settings, indexes, role, idempotency_key)
+
+
+IngestDep = Annotated[_Ingest, Depends(_ingest)]
 
 
 @router.post("/indexes/{name}/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
              summary="Queue a chunk for the next round",
              responses=responses(404, *JSON_BODY, 429))
-async def ingest(name: str, request: Request, indexes: IndexesDep, settings: SettingsDep,
-                 role: Literal["train", "query"] | None = Query(
-                     None, description="role of an .npz chunk (JSON bodies carry it inside)"),
-                 ) -> dict[str, Any]:
-    chunk = await _parse(request, role, settings, indexes, name)
-    return await run_in_threadpool(indexes.ingest, name, chunk)
+async def ingest(name: str, call: IngestDep) -> dict[str, Any]:
+    chunk, seen = await call.parse(name)
+    return await call.queue(name, chunk, seen)
 
 
 @router.post("/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
              summary="Queue a chunk for the default index (created on first use)",
              responses=responses(*JSON_BODY, 429))
-async def ingest_default(request: Request, indexes: IndexesDep, settings: SettingsDep,
-                         role: Literal["train", "query"] | None = Query(None)) -> dict[str, Any]:
-    name = settings.default_index
-    chunk = await _parse(request, role, settings, indexes, name)
-    dim = int(chunk.features.shape[1])
-    # Validate before creating the index: a rejected first chunk must not fix its dimension.
-    await run_in_threadpool(validate_chunk, chunk, dim)
-    await run_in_threadpool(indexes.ensure, name, dim)
-    return await run_in_threadpool(indexes.ingest, name, chunk)
+async def ingest_default(call: IngestDep) -> dict[str, Any]:
+    name = call.settings.default_index
+    chunk, seen = await call.parse(name)
+    if seen is None:
+        dim = int(chunk.features.shape[1])
+        # Validate before creating the index: a rejected first chunk must not fix its dimension.
+        await run_in_threadpool(validate_chunk, chunk, dim)
+        await run_in_threadpool(call.indexes.ensure, name, dim)
+    return await call.queue(name, chunk, seen)
