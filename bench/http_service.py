@@ -595,13 +595,15 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, dim)).astype(np.float32)
     body = npz_body(x, np.eye(10)[rng.integers(0, 10, n)])
-    variants = [("after", None, "float32"), ("after", None, "float16")]
+    # keyed: every request under its own Idempotency-Key (what the Python client sends)
+    variants = [("after", None, "float32", False), ("after", None, "float32", True),
+                ("after", None, "float16", False)]
     if before:
-        variants.insert(0, ("before", before, "float32"))
-    print("| code | queue_dtype | d | items/request | requests | items/s | body MB/s | "
-          "queued MB/s | AOF MB/s | disk MB/s (dd, fsync) | queued / disk |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for code, path, dtype in variants:
+        variants.insert(0, ("before", before, "float32", False))
+    print("| code | queue_dtype | Idempotency-Key | d | items/request | requests | items/s | "
+          "body MB/s | queued MB/s | AOF MB/s | disk MB/s (dd, fsync) | queued / disk |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for code, path, dtype, keyed in variants:
         env = {"HASHSTREAM_MAX_QUEUED_ITEMS": "0", **code_env(path)}
         server = Server(workers=0, extra_env=env)
         try:
@@ -611,9 +613,12 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
                                                       else {"queue_dtype": dtype}))
             sessions = [httpx.Client(timeout=300) for _ in range(clients)]
 
-            def post(c: int, i: int, sessions: list = sessions, url: str = server.url) -> None:
-                r = sessions[c].post(url + "/indexes/b/ingest", content=body,
-                                     headers={"content-type": "application/octet-stream"})
+            def post(c: int, i: int, sessions: list = sessions, url: str = server.url,
+                     keyed: bool = keyed) -> None:
+                headers = {"content-type": "application/octet-stream"}
+                if keyed:
+                    headers["Idempotency-Key"] = uuid.uuid4().hex
+                r = sessions[c].post(url + "/indexes/b/ingest", content=body, headers=headers)
                 assert r.status_code == 202, r.text
 
             aof0 = _aof_bytes(server)
@@ -629,7 +634,8 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
         reqs = sum(len(v) for v in lat)
         items = reqs * n / elapsed
         queued = items * dim * np.dtype(dtype).itemsize
-        print(f"| {code} | {dtype} | {dim} | {n:,} | {reqs} | {items:,.0f} | "
+        print(f"| {code} | {dtype} | {'yes' if keyed else 'no'} | {dim} | {n:,} | {reqs} | "
+              f"{items:,.0f} | "
               f"{reqs * len(body) / elapsed / 1e6:,.0f} | {queued / 1e6:,.0f} | "
               f"{aof / elapsed / 1e6:,.0f} | {disk / 1e6:,.0f} | {queued / disk:.2f} |",
               flush=True)
