@@ -41,14 +41,20 @@ from hashstream.store.partitions import join_parts, split_segment
 Arrays = dict[str, np.ndarray[Any, Any]]
 GROUP = "workers"
 
+# Extend a lease (1), or take a lapsed one back (2) when no lease was taken since: the token
+# counter still names it, so nobody else can have claimed, counted or committed; else 0.
+# KEYS: lease, lease_token; ARGV: lease value, ttl ms, token.
 _RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not held and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
 end
 return 0
 """
-# Take an index's round lease if nobody holds it: a new fencing token (INCR) names it.
-# KEYS: lease, lease_token; ARGV: worker id, ttl ms. Returns the token, or false.
 # KEYS: stream, queued_items, ingest_keys, ingest_key_expiry.
 # ARGV: key, now, expires, items, answer, then the entry's field/value pairs. A key seen and
 # not expired answers {0, its record}; else the chunk is queued, counted and recorded, and
@@ -68,6 +74,8 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return {1, id}
 """
 
+# Take an index's round lease if nobody holds it: a new fencing token (INCR) names it.
+# KEYS: lease, lease_token; ARGV: worker id, ttl ms. Returns the token, or false.
 _TAKE_LEASE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 local token = redis.call('INCR', KEYS[2])
@@ -75,14 +83,21 @@ redis.call('SET', KEYS[1], string.format('%d', token) .. ':' .. ARGV[1], 'PX', A
 return token
 """
 # A round's commit, all or nothing on the index's slot: the version must be the expected one,
-# (ARGV[2] not empty) the lease must still be the caller's and (ARGV[3] not empty) no item
-# delete may have landed since the caller filtered its segment; then the ops run in order.
-# KEYS: version, lease, delete epoch, the keys the ops write; ARGV: expected version, lease
-# value, expected delete epoch, then ops as (command, key index, n, n arguments).
-# Returns 1, 0 (version moved), -1 (lease lost), -2 (deletes landed).
+# (ARGV[2] not empty) the lease must still be the caller's (held, or lapsed with no lease
+# taken since: the token counter still names it) and (ARGV[3] not empty) no item delete may
+# have landed since the caller filtered its segment; then the ops run in order.
+# KEYS: version, lease, delete epoch, lease token counter, the keys the ops write; ARGV:
+# expected version, lease value, expected delete epoch, then ops as (command, key index, n,
+# n arguments). Returns 1, 0 (version moved), -1 (lease lost), -2 (deletes landed).
 _COMMIT = """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
-if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+if ARGV[2] ~= '' then
+  local held = redis.call('GET', KEYS[2])
+  if held ~= ARGV[2] and (held or
+      redis.call('GET', KEYS[4]) ~= string.match(ARGV[2], '^(%d+):')) then
+    return -1
+  end
+end
 if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
   return -2
 end
@@ -136,10 +151,12 @@ if ARGV[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
 redis.call('SADD', KEYS[1], ARGV[1])
 return 1
 """
-# Drop a lease if the given worker holds it (whatever its token): a dead worker's leases.
+# Drop a lease if the given worker holds it (whatever its token): a dead worker's leases; the
+# token counter moves on, so that worker cannot take it back (_RENEW).
 _RELEASE_OF = """
 local v = redis.call('GET', KEYS[1])
 if v and string.sub(v, string.find(v, ':', 1, true) + 1) == ARGV[1] then
+  redis.call('INCR', KEYS[2])
   return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -273,10 +290,13 @@ if depth == 0 and (tonumber(redis.call('GET', KEYS[2]) or '0')) ~= 0 then
 end
 return depth
 """
+# Give a lease back; the token counter moves past it, so the lease, lapsed or not, can never
+# be taken back by _RENEW. KEYS: lease, lease_token; ARGV: lease value, token.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
+local held = redis.call('GET', KEYS[1])
+if held ~= ARGV[1] and held then return 0 end
+if redis.call('GET', KEYS[2]) == ARGV[2] then redis.call('INCR', KEYS[2]) end
+if held then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -399,7 +419,7 @@ _MAX_OP_ARGS = 1000  # arguments per command of the commit script (Lua's unpack 
 def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
                 ) -> tuple[list[str], list[Any]]:
     """KEYS and the op list (name, key index, n, args…) of :data:`_COMMIT` for ``commit``."""
-    keys = [k.version, k.lease, k.delete_epoch]
+    keys = [k.version, k.lease, k.delete_epoch, k.lease_token]
     ops: list[Any] = []
 
     def op(command: str, key: str, args: list[Any], pairs: bool = False,
@@ -967,13 +987,17 @@ class IndexStore:
         return None if token is None else Lease(name, worker, int(token), ttl_ms)
 
     def renew_lease(self, lease: Lease) -> bool:
-        """Extend the lease by its TTL if still held; False once it was lost."""
-        return bool(self._renew(keys=[self.keys(lease.name).lease],
-                                args=[lease.value, lease.ttl_ms]))
+        """Extend the lease by its TTL if still held, or take it back if it lapsed (a worker
+        starved past its TTL) while no other lease was taken; False once another was."""
+        k = self.keys(lease.name)
+        return bool(self._renew(keys=[k.lease, k.lease_token],
+                                args=[lease.value, lease.ttl_ms, lease.token]))
 
     def release_lease(self, lease: Lease) -> None:
-        """Give the lease back (compare-and-delete: never someone else's)."""
-        self._release(keys=[self.keys(lease.name).lease], args=[lease.value])
+        """Give the lease back (compare-and-delete: never someone else's); it can no longer
+        be renewed."""
+        k = self.keys(lease.name)
+        self._release(keys=[k.lease, k.lease_token], args=[lease.value, lease.token])
 
     def lease_holder(self, name: str) -> tuple[int, str] | None:
         """(token, worker) of the index's current lease, or None."""
@@ -987,7 +1011,8 @@ class IndexStore:
         """Drop every lease ``worker`` holds (a worker known dead); the indexes it held.
         One script call per index: each lease is on its index's slot."""
         return [name for name in self.list_indexes()
-                if self._release_of(keys=[self.keys(name).lease], args=[worker])]
+                if self._release_of(keys=[self.keys(name).lease, self.keys(name).lease_token],
+                                    args=[worker])]
 
     def heartbeat(self, worker_id: str, ttl_s: float, info: dict[str, Any] | None = None
                   ) -> None:

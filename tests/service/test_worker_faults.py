@@ -232,6 +232,23 @@ def test_lease_lost_mid_round_another_runner_commits_and_the_first_cannot(
     assert_exactly_once(index, victim_store, thief_store)
 
 
+@pytest.mark.parametrize("at", ["round_start", "commit"])
+def test_a_lapsed_lease_nobody_took_is_taken_back_and_the_round_commits_once(
+        index: Index, at: str) -> None:
+    """A worker starved past its lease TTL (on a loaded machine) keeps its round when no
+    other worker took the index meanwhile: no attempt is wasted, nothing is committed
+    twice."""
+    victim_store = FaultyStore(index.store)
+    victim = RoundRunner(victim_store, worker_id="victim", max_attempts=1)
+    victim_store.lose_lease(lambda name: None, at=at)  # it lapses; nobody takes it
+    a = index.send(1)
+    assert step(victim) is True
+    assert len(victim_store.thefts) == 1
+    assert index.round_chunks() == [[a]]  # committed by its first and only attempt
+    assert dead_lettered(index.store) == {}
+    assert_exactly_once(index, victim_store)
+
+
 def test_lapsed_lease_race_the_zombie_commits_between_the_new_holders_reads_and_commit(
         index: Index) -> None:
     """The interleaving that committed a chunk twice before fencing: A's lease lapses

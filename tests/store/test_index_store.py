@@ -469,3 +469,29 @@ def test_a_zombie_round_start_uses_up_no_attempt(store: IndexStore, name: str) -
     assert store.start_attempt(name, [eid], lease=zombie) is None
     assert store.attempts(name, [eid]) == {eid: 1}
     assert store.start_attempt(name, [eid], lease=holder) == {eid: 2}
+
+
+def test_a_lapsed_lease_is_taken_back_only_while_no_other_was_taken(
+        store: IndexStore, name: str, redis_client: Any) -> None:
+    """A worker starved past its TTL keeps its round when nobody took the index meanwhile
+    (no one else can have claimed or committed), never after another lease or a release."""
+    key = store.keys(name).lease
+    a = store.take_lease(name, "A", 10_000)
+    assert a is not None
+    redis_client.delete(key)  # as if it lapsed
+    assert store.renew_lease(a) and redis_client.get(key) == a.value.encode()
+    assert store.commit_round(name, 0, RoundCommit(**_round(1)), lease=a)
+    redis_client.delete(key)
+    b = store.take_lease(name, "B", 10_000)  # B takes the lapsed lease: A's is gone for good
+    assert b is not None and not store.renew_lease(a)
+    assert not store.commit_round(name, 1, RoundCommit(**_round(2)), lease=a)
+    store.release_lease(b)
+    c = store.take_lease(name, "C", 10_000)
+    assert c is not None
+    redis_client.delete(key)
+    store.release_lease(c)  # released after it lapsed: still never taken back
+    assert not store.renew_lease(c) and redis_client.get(key) is None
+    d = store.take_lease(name, "D", 10_000)
+    assert d is not None and d.token > c.token
+    assert store.release_leases_of("D") == [name]  # D known dead: dropped, not revivable
+    assert not store.renew_lease(d) and redis_client.get(key) is None
