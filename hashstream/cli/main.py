@@ -86,8 +86,9 @@ def _eval_parser(sub: Any) -> None:
                    help="queries from the test items (default) or, for choosing settings, "
                    "carved out of the training stream (the test items never enter)")
     p.add_argument("--method", choices=("sdoh-hc", "lsh"), default="sdoh-hc")
-    p.add_argument("--database", choices=("learned", "reencoded"), default="learned",
-                   help="database codes: each round's learned B, or all re-encoded by sgn(ΦP)")
+    p.add_argument("--database", choices=("learned", "reencoded", "both"), default="learned",
+                   help="database codes: each round's learned B, or all re-encoded by sgn(ΦP) "
+                   "(both: the learned codes' map, and map_reencoded beside it)")
     p.add_argument("--map-at", type=int, nargs="*", default=[], help="also report mAP@k")
     p.add_argument("--max-items", type=int, default=None, help="stop the stream after N items")
     p.add_argument("--eval-every", type=int, default=1, help="score every N rounds (default 1)")

@@ -224,3 +224,15 @@ def test_module_help_exits_zero() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "--no-exemplar-term" in proc.stdout
     assert "--bits" in proc.stdout
+
+
+def test_both_databases_in_one_run_match_the_separate_runs(data_file: Path,
+                                                           tmp_path: Path) -> None:
+    runs = {}
+    for database in ("learned", "reencoded", "both"):
+        out = tmp_path / f"{database}.json"
+        assert _eval(data_file, out, "--database", database) == 0
+        runs[database] = json.loads(out.read_text())["rounds"][-1]
+    assert runs["both"]["map"] == runs["learned"]["map"]
+    assert runs["both"]["map_reencoded"] == runs["reencoded"]["map"]
+    assert "map_reencoded" not in runs["learned"]
