@@ -49,9 +49,11 @@ def free_port() -> int:
 class EmbeddedRedis:
     """A child redis-server on 127.0.0.1 with AOF in ``data_dir``; ``url`` connects to it."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, port: int | None = None,
+                 fsync: str = "everysec") -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
+        self.fsync = fsync  # appendfsync: always | everysec | no
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -63,7 +65,7 @@ class EmbeddedRedis:
         args = [
             _redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir.resolve()), "--appendonly", "yes",
-            "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+            "--appendfsync", self.fsync, "--save", "", "--daemonize", "no",
             "--logfile", str((self.data_dir / "redis.log").resolve()),
             "--proto-max-bulk-len", "1gb", "--client-query-buffer-limit", "1gb",
         ]

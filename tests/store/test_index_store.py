@@ -403,10 +403,13 @@ def test_heartbeat_counts_live_workers(store: IndexStore, redis_client: redis.Re
     assert own.workers() == {}
 
 
-def test_embedded_redis_persists_across_restart(tmp_path: Path) -> None:
-    """The embedded server keeps an acknowledged commit in its append-only file."""
-    server = EmbeddedRedis(tmp_path).start()
+@pytest.mark.parametrize("fsync", ["everysec", "no"])
+def test_embedded_redis_persists_across_restart(tmp_path: Path, fsync: str) -> None:
+    """The embedded server keeps an acknowledged commit in its append-only file, under
+    either appendfsync (a killed server's writes are in the kernel's page cache)."""
+    server = EmbeddedRedis(tmp_path, fsync=fsync).start()
     c = redis.Redis.from_url(server.url)
+    assert c.config_get("appendfsync") == {"appendfsync": fsync}
     s = IndexStore(c, "persist")
     assert s.create_index("p", {"dim": 4})
     assert _commit(s, "p", 0, **_round(1), ack_ids=[], query_chunks={})
