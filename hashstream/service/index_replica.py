@@ -179,6 +179,8 @@ class IndexReplica:
     encoder: Encoder | None = None
     encoder_key: tuple[str, int] | None = None
     fixed: dict[str, Array] = field(default_factory=dict)  # Method.fixed_fields, kept
+    # Method.grown_fields as last loaded, with their stored sizes then
+    grown: dict[str, tuple[Array, int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.changed = threading.Condition(self.lock)
@@ -323,12 +325,18 @@ class IndexReplica:
         projection = store.load_projection(name, version)
         wanted = [f for f in method.encoder_fields if f not in self.fixed
                   and not (f == "projection" and projection is not None)]
-        state, model = load_state(store, name, method, wanted)
+        sizes = (store.state_field_sizes(name, list(method.grown_fields))
+                 if method.grown_fields else {})
+        # a grown field stored at the size held is the one held (rows are only appended)
+        kept = {f: a for f, (a, size) in self.grown.items() if sizes.get(f) == size}
+        state, model = load_state(store, name, method, [f for f in wanted if f not in kept])
+        self.grown = {**{f: (state[f], sizes[f]) for f in method.grown_fields if f in state},
+                      **{f: self.grown[f] for f in kept}}
         key = (("model", int(state["model_version"])) if "model_version" in state
                else ("version", version))
         self.fixed = {**self.fixed, **{f: state[f] for f in method.fixed_fields if f in state}}
         if self.encoder is None or self.encoder_key != key:
-            arrays = {**state, **self.fixed}
+            arrays = {**kept, **state, **self.fixed}
             if projection is not None:
                 arrays["projection"] = projection
             self.encoder, self.encoder_key = method.encoder(arrays, model), key

@@ -56,6 +56,7 @@ class LSHMethod:
     modalities: tuple[str, ...] = ("image",)
     encoder_fields: tuple[str, ...] = ("mean", "weights")
     fixed_fields: tuple[str, ...] = ("mean", "weights")
+    grown_fields: tuple[str, ...] = ()
 
     def __init__(self, bits: int, seed: int, dim: int) -> None:
         self.bits, self.seed, self.dim = bits, seed, dim

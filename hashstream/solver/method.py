@@ -95,9 +95,10 @@ class Method(Protocol):
     Attributes: ``name`` (the registry name), ``bits`` (code length), ``targets`` (the code
     targets every round's :attr:`LearnResult.codes` holds, "pairs" first), ``modalities``
     (query modalities its encoders accept), ``encoder_fields`` (the state arrays
-    :meth:`encoder` reads; ``projection`` among them is P of the version being served) and
+    :meth:`encoder` reads; ``projection`` among them is P of the version being served),
     ``fixed_fields`` (those of them that never change once the first round wrote them, so a
-    replica may keep them).
+    replica may keep them) and ``grown_fields`` (those that change only by rows appended, so
+    a replica holding as many stored bytes of one holds it whole).
     """
 
     name: str
@@ -106,6 +107,7 @@ class Method(Protocol):
     modalities: tuple[str, ...]
     encoder_fields: tuple[str, ...]
     fixed_fields: tuple[str, ...]
+    grown_fields: tuple[str, ...]
 
     def learn(self, state: Any | None, features: np.ndarray[Any, Any], labels: ClassLists,
               text: np.ndarray[Any, Any] | None = None,

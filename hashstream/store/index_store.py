@@ -724,6 +724,14 @@ class IndexStore:
         values = self.r.hmget(k, fields)
         return {f: decode_array(v) for f, v in zip(fields, values, strict=True) if v is not None}
 
+    def state_field_sizes(self, name: str, fields: list[str]) -> dict[str, int]:
+        """Stored bytes of each state field (0: absent), in one round trip."""
+        k = self.keys(name).state
+        with self.r.pipeline(transaction=False) as pipe:
+            for f in fields:
+                pipe.hstrlen(k, f)
+            return dict(zip(fields, (int(n) for n in pipe.execute()), strict=True))
+
     def load_projection(self, name: str, version: int) -> np.ndarray[Any, Any] | None:
         raw = self.r.get(self.keys(name).projection(version))
         return None if raw is None else decode_array(raw)

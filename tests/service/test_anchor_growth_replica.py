@@ -34,9 +34,21 @@ def chunk(rng: np.random.Generator, label: int, n: int, first_id: int) -> Parsed
     return ParsedChunk(x, labels, np.arange(first_id, first_id + n), "train")
 
 
+class LoadLog(IndexStore):
+    """A real IndexStore that notes which state fields each load reads."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loads: list[set[str]] = []
+
+    def load_state(self, name: str, fields: list[str] | None = None) -> Any:
+        self.loads.append(set(fields or ()))
+        return super().load_state(name, fields)
+
+
 def test_replica_encodes_each_round_with_its_own_grown_anchors(
         redis_client: Any, key_prefix: str) -> None:
-    store = IndexStore(redis_client, key_prefix)
+    store = LoadLog(redis_client, key_prefix)
     service = IndexService(store)
     service.create_from_request(NAME, DIM, {"bits": 16, "n_anchors": 60, "n1": 20, "n2": 20,
                                             "query_steps": 5, "query_hidden": 16}, None)
@@ -47,18 +59,24 @@ def test_replica_encodes_each_round_with_its_own_grown_anchors(
     replica = IndexReplica(0.0)
     rng = np.random.default_rng(0)
     queries = np.concatenate([chunk(rng, j, 8, 0).features for j in range(4)])
-    anchors = []
-    for label in range(4):
-        service.ingest(NAME, chunk(rng, label, 50, 1000 * label))
+    anchors, anchors_read = [], []
+    # new classes in new corners (anchors grow), then the first class again (they do not)
+    for label, first_id in ((0, 0), (1, 1000), (2, 2000), (3, 3000), (0, 4000), (0, 5000)):
+        service.ingest(NAME, chunk(rng, label, 50, first_id))
         assert runner.step(NAME)
         version = store.version(NAME)
         state = decode_state(store, NAME, method)
         anchors.append(state.feature_map.anchors.shape[0])
+        store.loads.clear()
         served = replica.advance(store, NAME, config, method, version)
+        anchors_read.append(any("feature_map_anchors" in f for f in store.loads))
         assert served.encoder is not None
         np.testing.assert_array_equal(served.encoder.encode(queries),
                                       pack_codes(encode(state, queries, get_backend("numpy"))))
-    assert anchors == sorted(anchors) and anchors[-1] > anchors[0]
+    assert anchors == sorted(anchors) and anchors[3] > anchors[0]
+    # the anchors are read when they grew (and first), kept when their stored size held
+    assert anchors_read == [True] + [b > a for a, b in zip(anchors, anchors[1:], strict=False)]
+    assert not all(anchors_read)
     assert set(replica.fixed) == {"feature_map_kind", "feature_map_sigma"}
 
 

@@ -113,6 +113,13 @@ def test_result_shape_and_declared_fields(name: str, settings: dict[str, Any],
                for v in res.state_arrays.values())
     assert set(method.encoder_fields) <= set(res.state_arrays) | {"projection"}
     assert set(method.fixed_fields) <= set(method.encoder_fields)
+    assert set(method.grown_fields) <= set(method.encoder_fields) - set(method.fixed_fields)
+    later = res
+    for chunk in chunks[1:]:  # a grown field keeps every row it had: rows are only appended
+        later = _learn(method, later.state, chunk)
+        for f in method.grown_fields:
+            before, after = res.state_arrays[f], later.state_arrays[f]
+            np.testing.assert_array_equal(after[:len(before)], before)
     assert tuple(res.encoder.modalities) == tuple(method.modalities)
     assert ("model_version" in res.state_arrays) == (res.model is not None)
 

@@ -74,6 +74,7 @@ class ECMHMethod:
     modalities: tuple[str, ...] = ("image", "text")
     encoder_fields: tuple[str, ...] = ("model_version",)
     fixed_fields: tuple[str, ...] = ()
+    grown_fields: tuple[str, ...] = ()
 
     def __init__(self, settings: CrossModalSettings, bits: int, dim: int) -> None:
         self.settings = settings

@@ -77,14 +77,16 @@ class SDOHMethod:
     targets: tuple[str, ...] = (PAIRS,)
     modalities: tuple[str, ...] = ("image",)
     fixed_fields: tuple[str, ...] = FEATURE_MAP_FIELDS
+    grown_fields: tuple[str, ...] = ()
 
     def __init__(self, settings: SDOHSettings, dim: int, backend: Backend) -> None:
         self.settings = settings
         self.dim = dim
         self.backend = backend
         self.bits = settings.bits
-        if settings.grows_anchors:  # anchors and their means change with the rounds
+        if settings.grows_anchors:  # anchors and their means grow with the rounds
             self.fixed_fields = ("feature_map_kind", "feature_map_sigma")
+            self.grown_fields = ("feature_map_anchors", "feature_map_mean")
         net = QUERY_NET_FIELDS if settings.query_encoder == "residual_net" else ()
         self.encoder_fields: tuple[str, ...] = (*FEATURE_MAP_FIELDS, "projection", *net)
 
