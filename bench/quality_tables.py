@@ -36,12 +36,18 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "− Hadamard term": ("sdoh-hc", {"use_hadamard_term": False}),
     "− center term": ("sdoh-hc", {"use_center_term": False}),
     "− old-data term": ("sdoh-hc", {"use_old_term": False}),
+    # under term_scaling='normalized' (the default) the old-data term's weight is α alone:
+    # old_weight (n/N_old vs 1) only acts under 'paper' scaling
+    "old-data weight α = 0.1 (default 1)": ("sdoh-hc", {"alpha": 0.1}),
+    "old-data weight α = 10": ("sdoh-hc", {"alpha": 10.0}),
     "old-data weight 1 (paper) instead of n/N_old": ("sdoh-hc", {"old_weight": "paper"}),
     "LSH (random projection)": ("lsh", {}),
 }
 SHORT = {"defaults": "defaults", "exemplar": "− exemplar term",
          "distillation": "− self-distillation", "hadamard": "− Hadamard term",
          "center": "− center term", "old": "− old-data term",
+         "alpha-0.1": "old-data weight α = 0.1 (default 1)",
+         "alpha-10": "old-data weight α = 10",
          "old-weight": "old-data weight 1 (paper) instead of n/N_old",
          "lsh": "LSH (random projection)"}
 
