@@ -106,10 +106,13 @@ def query_net_output(net: QueryNet, x: Any, backend: Backend) -> Any:
 
 
 def train_query_net(net: QueryNet, x: Any, residual: Any, steps: int,
-                    rng: np.random.Generator, backend: Backend) -> QueryNet:
+                    rng: np.random.Generator, backend: Backend,
+                    row_weights: np.ndarray[Any, Any] | None = None) -> QueryNet:
     """``steps`` Adam steps on mean ‖residual − g(x)‖² / 2 + WEIGHT_DECAY ‖θ‖² / 2 over
     mini-batches of the rows of ``x`` (n × d) and ``residual`` (n × r, the targets minus the
-    linear part); each pass over the rows is a fresh seeded permutation. Pure: a new net.
+    linear part); each pass over the rows is a fresh seeded permutation, or with
+    ``row_weights`` (n, positive) the rows are drawn with probability in proportion to them.
+    Pure: a new net.
 
     The cost is the step's GEMMs plus Adam's passes over the d × h first layer; that layer is
     updated in blocks of rows that stay in cache, each block's gradient written by its own
@@ -126,8 +129,11 @@ def train_query_net(net: QueryNet, x: Any, residual: Any, steps: int,
     small_grads = [xp.empty_like(p) for p in params[1:]]
     small_scratch = [xp.empty_like(p) for p in params[1:]]
     batch = min(BATCH, n)
-    passes = -(-steps * batch // n)
-    order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:steps * batch]
+    if row_weights is not None:  # rows drawn in proportion to their weights
+        order = rng.choice(n, size=steps * batch, p=row_weights / row_weights.sum())
+    else:
+        passes = -(-steps * batch // n)
+        order = np.concatenate([rng.permutation(n) for _ in range(passes)])[:steps * batch]
     order_dev = backend.asarray(order.reshape(steps, batch))
     d, h = (int(k) for k in params[0].shape)
     rows = d if backend.name == "cupy" else max(1, _BLOCK_ELEMENTS // h)

@@ -23,6 +23,7 @@ from hashstream.solver.query_net import (
     train_query_net,
 )
 from hashstream.solver.sdoh_hc.method import SDOHMethod
+from hashstream.solver.sdoh_hc.query_encoder import class_balanced_weights
 from hashstream.solver.sdoh_hc.round import encode, encode_with, learn_chunk
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.solver.sdoh_hc.state import SDOHState
@@ -210,3 +211,44 @@ def test_cli_and_api_accept_the_query_encoder_settings() -> None:
                                   ).query_encoder == "linear"
     with pytest.raises(ValidationError, match="query_hidden"):
         CreateIndex(name="a", dim=4, query_hidden=0)
+
+
+def test_class_balanced_weights_give_every_class_the_same_share() -> None:
+    # a chunk of 300 rows of class 2 beside a memory of 30 rows of classes 0 and 1 and a
+    # multi-label row, as in class-incremental order; one row without classes
+    rows = [[2]] * 300 + [[0]] * 10 + [[1]] * 20 + [[0, 1]] + [[]]
+    labels = ClassLists.from_lists(rows)
+    w = class_balanced_weights(labels)
+    single = [(i, r[0]) for i, r in enumerate(rows) if len(r) == 1]
+    share = [sum(w[i] for i, c in single if c == k) for k in range(3)]
+    counts = [10 + 1, 20 + 1, 300]  # rows holding each class, the multi-label row included
+    np.testing.assert_allclose(share, [10 / counts[0], 20 / counts[1], 1.0])
+    assert w[330] == pytest.approx((1 / counts[0] + 1 / counts[1]) / 2)
+    assert w[-1] == 1.0 and (w > 0).all()
+    assert w[:300].sum() < w[300:].sum()  # the new class no longer draws most rows
+
+
+def test_balanced_draws_fit_the_memory_rows_a_uniform_draw_neglects(
+        np_backend: Backend) -> None:
+    """300 rows of the newest class beside 30 memory rows of an old one, each with its own
+    residual: in the same steps, class-balanced draws fit the old class's rows better than
+    uniform draws (which spend ~90 % of each batch on the new class) and the new class's
+    rows still well."""
+    rng = np.random.default_rng(3)
+    d, r = 12, 8
+    centers = rng.standard_normal((2, d)) * 3
+    x = np.concatenate([centers[1] + rng.standard_normal((300, d)),
+                        centers[0] + rng.standard_normal((30, d))]).astype(np.float32)
+    targets = np.concatenate([np.tile(rng.standard_normal(r), (300, 1)),
+                              np.tile(rng.standard_normal(r), (30, 1))]).astype(np.float32)
+    labels = ClassLists.from_lists([[1]] * 300 + [[0]] * 30)
+    net = init_query_net(x, r, 32, 0)
+    errors = {}
+    for name, weights in (("uniform", None), ("balanced", class_balanced_weights(labels))):
+        trained = train_query_net(net, x, targets, 30, np.random.default_rng(0), np_backend,
+                                  weights)
+        err = ((np_backend.to_numpy(query_net_output(trained, x, np_backend)) - targets) ** 2
+               ).mean(axis=1)
+        errors[name] = (float(err[300:].mean()), float(err[:300].mean()))
+    assert errors["balanced"][0] < 0.7 * errors["uniform"][0], errors
+    assert errors["balanced"][1] < 2 * errors["uniform"][1] + 0.05, errors

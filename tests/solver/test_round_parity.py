@@ -281,10 +281,11 @@ def test_query_net_targets_reuse_the_rounds_phi() -> None:
     taken = rng.choice(n, 15, replace=False)
     memory = (np.concatenate([old, x[taken].astype(np.float32)]),
               np.concatenate([codes[:25], codes[taken]]))
+    labels = ClassLists.from_lists([[i % 3] for i in range(n + 25 + 15)])
     fast = fit_query_net(None, settings, 3, fm, projection, (x, codes, phi), memory, taken,
-                         NUMPY)
+                         NUMPY, labels)
     slow = fit_query_net(None, settings, 3, fm, projection, (x, codes, phi), memory, None,
-                         NUMPY)
+                         NUMPY, labels)
     assert fast is not None and slow is not None
     for a, b in ((fast.w1, slow.w1), (fast.w2, slow.w2), (fast.b2, slow.b2)):
         np.testing.assert_allclose(a, b, atol=1e-4)

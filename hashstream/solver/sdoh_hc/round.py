@@ -689,7 +689,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
         state.query_net, settings, rnd, state.feature_map, projection,
         (features_host, codes, phi),
         (new_exemplars["exemplar_features"], new_exemplars["exemplar_codes"]), from_chunk,
-        backend)
+        backend, ClassLists.concat([labels, new_exemplars["exemplar_labels"]]))
     lap("query_net")
     new_state = SDOHState(
         round=rnd, n_seen=n_old + n, dim=state.dim, centers=state.centers,
