@@ -190,6 +190,10 @@ class TrainSettings:
     m × L entries of A_α ∘ (F − F_{n|θo})²; None takes the objective's default
     (:data:`DISTILL_WEIGHTS`). The paper's λ_d = 1/(m L²) is the weight 1/L: far too weak to
     hold old codes (old-code retrieval of image queries fell by 30 % on the validation split).
+    ``center_weight`` weighs stage 3's term against old classes
+    (:mod:`~hashstream.solver.ecmh.centers`: IDCWH's center likelihood between the new items'
+    outputs and the class centers, old classes' from their stored codes, new classes' the
+    Hadamard columns farthest from them); 0 leaves it out, as the paper.
     """
 
     epochs: int = 100
@@ -209,6 +213,7 @@ class TrainSettings:
     device: str = "auto"
     loss: Objective = "ecmh"
     distill_weight: float | None = None
+    center_weight: float = 0.0
     dhd: DHDSettings = field(default_factory=DHDSettings)
     idcwh: IDCWHSettings = field(default_factory=IDCWHSettings)
 
@@ -237,6 +242,8 @@ class TrainSettings:
             raise ValueError(f"loss must be 'ecmh', 'dhd' or 'idcwh', not {self.loss!r}")
         if self.distill_weight is not None and self.distill_weight < 0:
             raise ValueError("distill_weight must be non-negative")
+        if self.center_weight < 0:
+            raise ValueError("center_weight must be non-negative")
 
     @property
     def l_d_weight(self) -> float:
