@@ -14,8 +14,9 @@ royalty, sport, warfare; 32 bits.
   each (L_d weight, first layer frozen or not, step size, stage-3 epochs); all-tasks mAP and
   old-code retrieval relative to the old model (the 2 % target of the issue).
 - centers (session 6): the current defaults extended under each (``center_weight``, the
-  stage-3 term against old classes; L_d weight), at ``--bits`` (one or more); all-tasks,
-  old-tasks and new-tasks mAP and old-code retrieval.
+  stage-3 term against old classes; L_d weight) and, without the term, each (agreement
+  threshold α, L_d weight), at ``--bits`` (one or more); all-tasks, old-tasks and new-tasks
+  mAP and old-code retrieval.
 """
 
 from __future__ import annotations
@@ -99,10 +100,13 @@ def extension_cells() -> list[Cell]:
 
 def center_cells() -> list[Cell]:
     cells: list[Cell] = []
-    for weight, distill in itertools.product((0.0, 0.03, 0.1, 0.3, 1.0, 3.0),
+    for weight, distill in itertools.product((0.0, 0.3, 1.0, 3.0, 10.0, 30.0),
                                              (300.0, 1000.0)):
         kw = {"center_weight": weight, "distill_weight": distill}
         cells.append((f"centers {weight:g} L_d {distill:g}", (1024,), kw))
+    for alpha, distill in itertools.product((0.0, 0.3), (300.0, 1000.0)):
+        kw = {"alpha": alpha, "distill_weight": distill}
+        cells.append((f"alpha {alpha:g} L_d {distill:g}", (1024,), kw))
     return cells
 
 
