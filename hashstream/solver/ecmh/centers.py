@@ -12,13 +12,11 @@ codes sign(F_o + G_o) of stage 2) and moves away from the placed centers by the 
 flips, on the bits L_d holds least, until it is as far from its nearest one as old classes
 typically are from theirs (:func:`anchored_centers`); a class without items takes a Hadamard
 column (the linear baseline's targets) farthest from the others (:func:`complete_centers`).
-The bits a center moved are released from L_d for its class's items (:func:`released_agreement`;
-L_d still holds every other agreed bit), and the term (:func:`center_loss`) is ECMH's L_h
-(Eq. 7) with the class centers as targets on every bit. (IDCWH's center likelihood L_csl was
-tried first and dropped: its log-sigmoid is content once a code is nearer its center than
-L/2, so it barely moves codes at the distances old classes keep from each other, and its
-push holds every pair of classes L/2 apart, farther than the old classes are: measured in
-bench/RESULTS.md.)
+The term (:func:`center_loss`) is ECMH's L_h (Eq. 7) with the class centers as targets on
+every bit, beside L_d, which still holds every agreed bit (releasing the bits a center moves
+from L_d cost old codes 5–13 % on toy data; IDCWH's center likelihood L_csl, tried first,
+barely moves codes: its log-sigmoid is content once a code is nearer its center than L/2;
+bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -94,7 +92,7 @@ def margin_of(centers: Tensor) -> float:
 
 
 def anchored_centers(known: Tensor | None, labels: Tensor, anchor_codes: Tensor,
-                     agreement: Tensor) -> tuple[Tensor, Tensor]:
+                     agreement: Tensor) -> Tensor:
     """c × L ±1 centers for the label columns of ``labels`` (M × c, the new items'): rows of
     ``known`` that are not all zero as they are; a class without one starts from the center of
     the codes the old model gives its items, u = sgn(Σ sign(F_o + G_o)) (``anchor_codes``,
@@ -103,11 +101,7 @@ def anchored_centers(known: Tensor | None, labels: Tensor, anchor_codes: Tensor,
     nearest center flips, the one the items' old outputs agree on least (mean of A_α,
     ``agreement``; so L_d resists the move least), each bit at most once. A class without
     items, and every class when fewer than two centers are known, takes
-    :func:`complete_centers`' Hadamard column instead.
-
-    Returns the centers and ``moved`` (c × L bool): the bits where a class's center differs
-    from the one its items' old codes gave (all of a Hadamard column's bits; none for a known
-    class)."""
+    :func:`complete_centers`' Hadamard column instead."""
     n_classes, bits = int(labels.shape[1]), int(anchor_codes.shape[1])
     cpu_labels, cpu_codes = labels.detach().cpu().float(), anchor_codes.detach().cpu().float()
     cpu_agree = agreement.detach().cpu().float()
@@ -118,18 +112,14 @@ def anchored_centers(known: Tensor | None, labels: Tensor, anchor_codes: Tensor,
         has = k.abs().sum(dim=1) > 0
         out[:k.shape[0]][has] = k[has]
         placed[:k.shape[0]] = has
-    moved = torch.zeros(n_classes, bits, dtype=torch.bool)
     if int(placed.sum()) < 2:
-        out = complete_centers(known, n_classes, bits)
-        moved[~placed] = True
-        return out.to(anchor_codes.device), moved.to(anchor_codes.device)
+        return complete_centers(known, n_classes, bits).to(anchor_codes.device)
     margin = margin_of(out[placed])
     for j in range(n_classes):
         members = cpu_labels[:, j] > 0
         if placed[j] or not members.any():
             continue
-        start = torch.where(cpu_codes[members].sum(dim=0) >= 0, 1.0, -1.0)
-        row = start.clone()
+        row = torch.where(cpu_codes[members].sum(dim=0) >= 0, 1.0, -1.0)
         held = cpu_agree[members].mean(dim=0)
         free = torch.ones(bits, dtype=torch.bool)
         for _ in range(bits):
@@ -142,10 +132,9 @@ def anchored_centers(known: Tensor | None, labels: Tensor, anchor_codes: Tensor,
                 break
             bit = int(torch.argmin(torch.where(options, held, float("inf"))))
             row[bit], free[bit] = -row[bit], False
-        out[j], placed[j], moved[j] = row, True, row != start
-    moved[~placed] = True
+        out[j], placed[j] = row, True
     rest = complete_centers(out, n_classes, bits)  # classes without items
-    return rest.to(anchor_codes.device), moved.to(anchor_codes.device)
+    return rest.to(anchor_codes.device)
 
 
 def item_targets(labels: Tensor, centers: Tensor) -> Tensor:
@@ -153,13 +142,6 @@ def item_targets(labels: Tensor, centers: Tensor) -> Tensor:
     of its classes' centers when it has several (ties +1), as the linear baseline's
     :func:`~hashstream.solver.linear_baseline.center_targets`."""
     return torch.where(labels.float() @ centers.float() >= 0, 1.0, -1.0)
-
-
-def released_agreement(agreement: Tensor, labels: Tensor, moved: Tensor) -> Tensor:
-    """A_α with the bits a new class's center moved (``moved``, c × L) set to 0 for that
-    class's items: L_d keeps the old model's outputs everywhere else."""
-    release = (labels.float() @ moved.float()) > 0
-    return agreement * (~release).to(agreement.dtype)
 
 
 def center_loss(rep: Tensor, targets: Tensor, beta: float) -> Tensor:

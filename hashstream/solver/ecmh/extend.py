@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from hashstream.solver.ecmh.agreement import agreement_matrix, unified_codes
-from hashstream.solver.ecmh.centers import anchored_centers, item_targets, released_agreement
+from hashstream.solver.ecmh.centers import anchored_centers, item_targets
 from hashstream.solver.ecmh.losses import ObjectiveHead
 from hashstream.solver.ecmh.networks import (
     ECMHModel,
@@ -73,9 +73,8 @@ def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
     With ``settings.center_weight`` > 0 stage 3 adds the term against old classes
     (:mod:`~hashstream.solver.ecmh.centers`): a class without a center gets one placed away
     from the others (:func:`~hashstream.solver.ecmh.centers.anchored_centers`; Hadamard
-    columns when fewer than two are known), the bits that placement moved are released from
-    L_d for its items (``result.agreement`` stays the paper's A_α) and every output is pulled
-    towards its class's center.
+    columns when fewer than two are known) and every output is pulled towards its class's
+    center, beside L_d.
 
     ``on_epoch`` maps a stage name ('warmup', 'extend') to its progress callback. ``head`` is
     the old run's objective head (``settings.loss`` 'dhd' or 'idcwh'; left untouched, a fresh
@@ -114,16 +113,13 @@ def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
     # Stage 3 (lines 5, 8): every layer trains, with L_d keeping the agreed dimensions.
     scope = "all" if settings.train_old_embeddings else "all_but_old_embeddings"
     centers = targets = None
-    held = agreement
     if settings.center_weight > 0:
-        # the term against old classes: new classes' centers placed away from the old ones,
-        # the bits they move released from L_d for their items
-        centers, moved = anchored_centers(old_centers, data.labels, unified_codes(f_old, g_old),
-                                          agreement)
+        # the term against old classes: new classes' centers placed away from the old ones
+        centers = anchored_centers(old_centers, data.labels, unified_codes(f_old, g_old),
+                                   agreement)
         targets = item_targets(data.labels, centers)
-        held = released_agreement(agreement, data.labels, moved)
     core = core_algorithm(grown, data, settings, epochs=settings.extend_epochs,
-                          agreement=held, f_old=f_old, g_old=g_old, text_scope=scope,
+                          agreement=agreement, f_old=f_old, g_old=g_old, text_scope=scope,
                           freeze_first_layer=settings.freeze_first_layer,
                           seed=settings.seed + 3, log_every=log_every,
                           on_epoch=callbacks.get("extend"), head=head, targets=targets)
