@@ -259,8 +259,9 @@ class TrainSettings:
 @dataclass(frozen=True)
 class CrossModalSettings:
     """Per-index settings of the ECMH method in the service (network shape, training budget
-    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``; ``distill_weight`` and
-    ``freeze_first_layer`` as there). Empty width tuples make the nets linear."""
+    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``; ``distill_weight``,
+    ``freeze_first_layer`` and ``center_weight`` as there). Empty width tuples make the nets
+    linear."""
 
     text_kind: TextKind = "dense"
     text_dim: int = 0
@@ -274,6 +275,7 @@ class CrossModalSettings:
     loss: Objective = "ecmh"
     distill_weight: float | None = None
     freeze_first_layer: bool = False
+    center_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in ("ecmh", "dhd", "idcwh"):
@@ -297,5 +299,6 @@ class CrossModalSettings:
         return TrainSettings(epochs=self.epochs, extend_epochs=self.extend_epochs,
                              warmup_epochs=self.warmup_epochs, seed=self.seed, device="cpu",
                              loss=self.loss, distill_weight=self.distill_weight,
-                             freeze_first_layer=self.freeze_first_layer)
+                             freeze_first_layer=self.freeze_first_layer,
+                             center_weight=self.center_weight)
 
