@@ -78,6 +78,7 @@ def test_without_known_centers_new_classes_take_distinct_hadamard_columns() -> N
 TOY = NetworkConfig(bits=16, image_dim=20, text_dim=6, image_hidden=(32,), text_hidden=(32,))
 TOY_SETTINGS = TrainSettings(epochs=30, extend_epochs=30, device="cpu", seed=0)
 OLD, NEW = [0, 1, 2], [3, 4, 5]
+WEIGHT = 30.0  # against L_d 300: new image queries 0.47 → 0.94 mAP (0.72 at weight 1)
 
 
 class Clusters:
@@ -131,21 +132,21 @@ def toy_run(weight: float) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def toy() -> dict[float, dict[str, float]]:
-    return {weight: toy_run(weight) for weight in (0.0, 1.0)}
+    return {weight: toy_run(weight) for weight in (0.0, WEIGHT)}
 
 
 def test_the_term_moves_new_image_queries_away_from_old_classes(
         toy: dict[float, dict[str, float]]) -> None:
     """Without the term (the paper's extension, L_d 300) the new classes' image queries land
     among an old class's codes and retrieve poorly; with it they leave the old classes."""
-    off, on = toy[0.0], toy[1.0]
+    off, on = toy[0.0], toy[WEIGHT]
     assert off["new_i2t"] < 0.6, off
-    assert on["new_i2t"] > 0.9, on
-    assert on["to_old"] >= off["to_old"] + 1.0, (off, on)
+    assert on["new_i2t"] > 0.85, on
+    assert on["to_old"] >= off["to_old"] + 2.0, (off, on)
 
 
 def test_the_term_keeps_old_codes_on_toy_clusters(toy: dict[float, dict[str, float]]) -> None:
-    on = toy[1.0]
+    on = toy[WEIGHT]
     assert on["old_i2t"] >= 0.98 and on["old_t2i"] >= 0.98, on
 
 
