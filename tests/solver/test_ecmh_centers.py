@@ -203,3 +203,11 @@ def test_rounds_keep_class_code_sums_and_extend_with_their_centers() -> None:
         image = unpack_codes(second.encoder.encode(queries[0][is_new], "image"), 16)
         maps[weight] = evaluate(image, queries[2][is_new], database, db_labels).map
     assert maps[30.0] > maps[0.0] + 0.1, maps
+
+
+def test_the_index_setting_reaches_the_training_settings() -> None:
+    from hashstream.solver.ecmh.settings import CrossModalSettings
+
+    stored = CrossModalSettings(center_weight=2.5).as_dict()
+    assert CrossModalSettings.from_dict(stored).train_settings().center_weight == 2.5
+    assert CrossModalSettings.from_dict({}).train_settings().center_weight == 0.0
