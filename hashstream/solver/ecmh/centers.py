@@ -14,9 +14,11 @@ typically are from theirs (:func:`anchored_centers`); a class without items take
 column (the linear baseline's targets) farthest from the others (:func:`complete_centers`).
 The term (:func:`center_loss`) is ECMH's L_h (Eq. 7) with the class centers as targets on
 every bit, beside L_d, which still holds every agreed bit (releasing the bits a center moves
-from L_d cost old codes 5–13 % on toy data; IDCWH's center likelihood L_csl, tried first,
-barely moves codes: its log-sigmoid is content once a code is nearer its center than L/2;
-bench/RESULTS.md).
+from L_d cost old codes 5–21 % on toy data; IDCWH's center likelihood L_csl, tried first,
+barely moves codes: its log-sigmoid is content once a code is nearer its center than L/2).
+On Wiki's validation split the term lifts new-class image queries and costs old-class ones
+more, so ``TrainSettings.center_weight`` is 0 (off) by default (bench/RESULTS.md, "ECMH: a
+stage-3 term against old classes").
 """
 
 from __future__ import annotations
