@@ -13,6 +13,10 @@ royalty, sport, warfare; 32 bits.
 - extension: the old model (Adam 1e-3, batch 100, 100 epochs) extended by Algorithm 2 under
   each (L_d weight, first layer frozen or not, step size, stage-3 epochs); all-tasks mAP and
   old-code retrieval relative to the old model (the 2 % target of the issue).
+- centers (session 6): the current defaults extended under each (``center_weight``, the
+  stage-3 term against old classes; L_d weight) and, without the term, each (agreement
+  threshold α, L_d weight), at ``--bits`` (one or more); all-tasks, old-tasks and new-tasks
+  mAP and old-code retrieval.
 """
 
 from __future__ import annotations
@@ -94,6 +98,18 @@ def extension_cells() -> list[Cell]:
     return cells
 
 
+def center_cells() -> list[Cell]:
+    cells: list[Cell] = []
+    for weight, distill in itertools.product((0.0, 0.3, 1.0, 3.0, 10.0, 30.0),
+                                             (300.0, 1000.0)):
+        kw = {"center_weight": weight, "distill_weight": distill}
+        cells.append((f"centers {weight:g} L_d {distill:g}", (1024,), kw))
+    for alpha, distill in itertools.product((0.0, 0.3), (300.0, 1000.0)):
+        kw = {"alpha": alpha, "distill_weight": distill}
+        cells.append((f"alpha {alpha:g} L_d {distill:g}", (1024,), kw))
+    return cells
+
+
 def _mean(v: dict[str, float]) -> float:
     return (v["t2i"] + v["i2t"]) / 2
 
@@ -122,12 +138,12 @@ def run_training(data: CrossModalData, cells: list[Cell], seeds: list[int]
     return out
 
 
-def run_extension(data: CrossModalData, cells: list[Cell], seeds: list[int]
-                  ) -> dict[str, dict[int, dict[str, Any]]]:
+def run_extension(data: CrossModalData, cells: list[Cell], seeds: list[int], bits: int = BITS,
+                  tag: str = "extension") -> dict[str, dict[int, dict[str, Any]]]:
     out: dict[str, dict[int, dict[str, Any]]] = {}
     for seed, hidden in itertools.product(seeds, sorted({c[1] for c in cells}, reverse=True)):
         base = TrainSettings(seed=seed, device="cpu", lr=1e-3, batch_size=100)
-        config = ProtocolConfig(bits=BITS, new_classes=NEW_CLASSES, image_hidden=hidden,
+        config = ProtocolConfig(bits=bits, new_classes=NEW_CLASSES, image_hidden=hidden,
                                 text_hidden=hidden, settings=base, validation=VALIDATION,
                                 log_every=10**6)
         old = train_old_model(data, config)
@@ -138,9 +154,9 @@ def run_extension(data: CrossModalData, cells: list[Cell], seeds: list[int]
                 **{**base.as_dict(), **kw}))
             oc, ref = rows["old_codes"], old.old_codes
             out.setdefault(name, {})[seed] = {
-                "all_tasks": rows["all_tasks"],
+                **{row: rows[row] for row in ("all_tasks", "old_tasks", "new_tasks")},
                 "old_codes_rel": {d: oc[d] / ref[d] - 1 for d in ("t2i", "i2t")}}
-            print(f"extension seed {seed} {name}: {_mean(rows['all_tasks']):.4f}",
+            print(f"{tag} {bits} bits seed {seed} {name}: {_mean(rows['all_tasks']):.4f}",
                   file=sys.stderr, flush=True)
     return out
 
@@ -158,6 +174,25 @@ def linear_means(data: CrossModalData, seeds: list[int]) -> dict[int, float]:
                            lab[db], "unified")
         out[seed] = _mean(rows["all_tasks"])
     return out
+
+
+def center_table(results: dict[str, Any], seeds: list[int], bits: int) -> str:
+    """One row per cell: means over seeds of all/old/new tasks (T→I / I→T) and the worst
+    old-code change over seeds."""
+    lines = [f"{bits} bits | all tasks mean per seed | mean | old tasks T→I / I→T | new tasks "
+             "T→I / I→T | worst old-code change (T→I, I→T) |", "|---|---|---|---|---|---|"]
+    for name, per in results.items():
+        got = [per[s] for s in seeds if s in per]
+        means = [_mean(r["all_tasks"]) for r in got]
+        avg = {row: {d: np.mean([r[row][d] for r in got]) for d in ("t2i", "i2t")}
+               for row in ("old_tasks", "new_tasks")}
+        worst = [min(r["old_codes_rel"][d] for r in got) for d in ("t2i", "i2t")]
+        lines.append(f"| {name} | " + " / ".join(f"{m:.4f}" for m in means)
+                     + f" | {np.mean(means):.4f} | "
+                     + " | ".join(f"{avg[row]['t2i']:.3f} / {avg[row]['i2t']:.3f}"
+                                  for row in ("old_tasks", "new_tasks"))
+                     + f" | {worst[0]:+.1%}, {worst[1]:+.1%} |")
+    return "\n".join(lines)
 
 
 def tables(training: dict[str, Any], extension: dict[str, Any], linear: dict[int, float],
@@ -187,7 +222,10 @@ def tables(training: dict[str, Any], extension: dict[str, Any], linear: dict[int
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=str(WIKI))
-    ap.add_argument("--part", choices=("training", "extension", "both"), default="both")
+    ap.add_argument("--part", choices=("training", "extension", "both", "centers"),
+                    default="both")
+    ap.add_argument("--bits", type=int, nargs="+", default=[BITS],
+                    help="code lengths of the centers part (default 32)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--cells", default=None, help="keep only cells whose name contains this")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -202,6 +240,17 @@ def main() -> None:
         return [c for c in cells if args.cells is None or args.cells in c[0]]
 
     started = time.perf_counter()
+    if args.part == "centers":
+        per_bits = {b: run_extension(data, keep(center_cells()), args.seeds, b, "centers")
+                    for b in args.bits}
+        text = "\n\n".join(center_table(r, args.seeds, b) for b, r in per_bits.items())
+        text += (f"\n\ntotal bench time {time.perf_counter() - started:.0f}s, torch threads "
+                 f"{args.threads}")
+        (out.parent / f"{out.stem}.json").write_text(json.dumps(
+            {str(b): r for b, r in per_bits.items()}, indent=1))
+        out.write_text(text + "\n")
+        print(text)
+        return
     training = (run_training(data, keep(training_cells()), args.seeds)
                 if args.part in ("training", "both") else {})
     extension = (run_extension(data, keep(extension_cells()), args.seeds)

@@ -12,6 +12,10 @@ their mean) and old-code retrieval relative to each run's own old model (paper �
 queries encoded by the extended model against the old items' codes from the old model).
 Fine-tuning and joint retraining are left out (``hashstream ecmh-eval`` has them). ``--loss
 dhd|idcwh`` compares the same for the other objectives (before: their L_d weight 10).
+
+``--before defaults`` makes "before" the current defaults instead, and ``--center-weight`` /
+``--distill-weight`` change "after" from the defaults (session 6: stage 3's term against old
+classes); the table then has old/new-task columns too (``--tasks``).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +45,7 @@ from hashstream.eval.ecmh import (
 from hashstream.solver.ecmh.settings import Objective, TrainSettings
 
 
-def before(seed: int, bits: int, loss: Objective) -> tuple[TrainSettings, tuple[int, ...]]:
+def earlier(seed: int, bits: int, loss: Objective) -> tuple[TrainSettings, tuple[int, ...]]:
     """The defaults before issue 14 item 5, and their hidden widths (L_d: the paper's λ_d
     for ECMH's loss, issue 7's weight 10 for DHD/IDCWH)."""
     return TrainSettings(seed=seed, device="cpu", lr=3e-3, batch_size=500, loss=loss,
@@ -51,10 +57,26 @@ def after(seed: int, bits: int, loss: Objective) -> tuple[TrainSettings, tuple[i
     return TrainSettings(seed=seed, device="cpu", loss=loss), ProtocolConfig().image_hidden
 
 
+Make = Callable[[int, int, Objective], tuple[TrainSettings, tuple[int, ...]]]
+
+
+def changed(center_weight: float | None, distill_weight: float | None) -> Make:
+    """The defaults with ``center_weight`` / ``distill_weight`` where given."""
+    def make(seed: int, bits: int, loss: Objective) -> tuple[TrainSettings, tuple[int, ...]]:
+        settings, hidden = after(seed, bits, loss)
+        if center_weight is not None:
+            settings = replace(settings, center_weight=center_weight)
+        if distill_weight is not None:
+            settings = replace(settings, distill_weight=distill_weight)
+        return settings, hidden
+    return make
+
+
 def one_run(data: CrossModalData, bits: int, seed: int, validation: float | None,
-            loss: Objective = "ecmh") -> dict[str, Any]:
+            loss: Objective = "ecmh", before: Make = earlier, later: Make = after
+            ) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, make in (("before", before), ("after", after)):
+    for name, make in (("before", before), ("after", later)):
         settings, hidden = make(seed, bits, loss)
         config = ProtocolConfig(bits=bits, new_classes=NEW_CLASSES, image_hidden=hidden,
                                 text_hidden=hidden, settings=settings, validation=validation,
@@ -80,6 +102,19 @@ def one_run(data: CrossModalData, bits: int, seed: int, validation: float | None
 
 def _mean(v: dict[str, float]) -> float:
     return (v["t2i"] + v["i2t"]) / 2
+
+
+def task_table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
+    """Old and new tasks (T→I / I→T), before, after and the linear row."""
+    lines = ["| bits | seed | old tasks before | after | linear | new tasks before | after "
+             "| linear |", "|---|---|---|---|---|---|---|---|"]
+    for (bits, seed), r in sorted(results.items()):
+        cells = []
+        for row in ("old_tasks", "new_tasks"):
+            for v in (r["before"]["ecmh"][row], r["after"]["ecmh"][row], r["linear"][row]):
+                cells.append(f"{v['t2i']:.3f} / {v['i2t']:.3f}")
+        lines.append(f"| {bits} | {seed} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def table(results: dict[tuple[int, int], dict[str, Any]]) -> str:
@@ -110,6 +145,12 @@ def main() -> None:
                     help="score on this share of held-out training items instead")
     ap.add_argument("--loss", choices=("ecmh", "dhd", "idcwh"), default="ecmh",
                     help="objective of INet/TNet in both runs (default ecmh)")
+    ap.add_argument("--before", choices=("earlier", "defaults"), default="earlier",
+                    help="'before' settings: the earlier defaults (issue 14) or the current")
+    ap.add_argument("--center-weight", type=float, default=None,
+                    help="'after': the defaults with this center_weight")
+    ap.add_argument("--distill-weight", type=float, default=None,
+                    help="'after': the defaults with this L_d weight")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--out", default="bench/out/ecmh_vs_linear.md")
     args = ap.parse_args()
@@ -121,7 +162,10 @@ def main() -> None:
     results: dict[tuple[int, int], dict[str, Any]] = {}
     for bits in args.bits:
         for seed in args.seeds:
-            results[(bits, seed)] = one_run(data, bits, seed, args.validation, args.loss)
+            results[(bits, seed)] = one_run(
+                data, bits, seed, args.validation, args.loss,
+                earlier if args.before == "earlier" else after,
+                changed(args.center_weight, args.distill_weight))
             r = results[(bits, seed)]
             print(f"{bits} bits seed {seed}: before {r['before']['seconds']:.0f}s, after "
                   f"{r['after']['seconds']:.0f}s", file=sys.stderr, flush=True)
@@ -132,7 +176,7 @@ def main() -> None:
     text = [f"Wiki, new classes {list(NEW_CLASSES)}, {split}, loss {args.loss}; mAP@all, "
             "T→I = text queries, "
             "I→T = image queries; old codes relative to each run's own old model.", "",
-            table(results), "",
+            table(results), "", task_table(results), "",
             f"total bench time {time.perf_counter() - started:.0f}s, torch threads "
             f"{args.threads}"]
     out.write_text("\n".join(text) + "\n")

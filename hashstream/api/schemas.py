@@ -109,9 +109,13 @@ class CreateIndex(BaseModel):
     freeze_first_layer: bool | None = Field(
         default=None, description="cross-modal: keep the first hidden layer of both nets "
         "fixed when a round extends the model (default false)")
+    center_weight: float | None = Field(
+        default=None, ge=0, le=1e6, description="cross-modal: weight of the term that pulls "
+        "new classes towards centers placed away from the old classes' codes when a round "
+        "extends the model (default 0: off, as the paper)")
 
     _CROSS = ("text_kind", "text_dim", "image_hidden", "text_hidden", "embed_dim", "epochs",
-              "extend_epochs", "loss", "distill_weight", "freeze_first_layer")
+              "extend_epochs", "loss", "distill_weight", "freeze_first_layer", "center_weight")
 
     def method_name(self) -> str | None:
         """The method asked for: ``method``, or "ecmh" for ``kind='cross-modal'``."""

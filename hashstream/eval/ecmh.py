@@ -367,7 +367,11 @@ def extension_rows(data: CrossModalData, config: ProtocolConfig, old: OldModelRu
                    ) -> tuple[dict[str, dict[str, float]], ExtensionResult]:
     """ECMH's extension (Algorithm 2) of the old model to the new-class database items with
     ``settings`` (default ``config.settings``), and its Table 1 rows; old items keep the old
-    model's codes."""
+    model's codes, and their class centers (sgn of the summed unified codes per class) are
+    what stage 3's term against old classes keeps new classes away from."""
+    import torch
+
+    from hashstream.solver.ecmh.centers import class_centers
     from hashstream.solver.ecmh.extend import extend
     from hashstream.solver.ecmh.train import paired_data
 
@@ -379,9 +383,11 @@ def extension_rows(data: CrossModalData, config: ProtocolConfig, old: OldModelRu
     stage_cbs = {"extend": cb("ecmh stage 3 (extend)", settings.extend_epochs)}
     if data.text_kind == "tokens":  # dense text has no vocabulary: stage 1 is skipped
         stage_cbs["warmup"] = cb("ecmh stage 1 (warm-up)", settings.warmup_epochs)
+    old_centers = class_centers(torch.as_tensor(old.old_db.unified),
+                                torch.as_tensor(lab[old.old_train]))
     ext = extend(model, new_pairs, settings, log_every=config.log_every,
                  on_epoch={k: v for k, v in stage_cbs.items() if v is not None},
-                 head=old.core.head)
+                 head=old.core.head, old_centers=old_centers)
     q = old.split.queries
     db = Codes.concat([old.old_db, encode_items(ext.model, data, new_train)])
     rows = _table_rows(encode_items(ext.model, data, q), lab[q], old.split.is_new[q],
@@ -543,7 +549,9 @@ def _loss_note(settings: TrainSettings) -> str:
     return (f"L_c form {settings.common_loss!r} (Eq. 6 as printed collapses; "
             "'likelihood' is DCMH's negative log-likelihood); λ_c = λ_h = 1/(M² L) as the "
             "paper, per mini-batch as unbiased estimates; the extension's L_d as an entry "
-            f"mean × {settings.l_d_weight:g} (the paper's λ_d = 1/(M L²) is the weight 1/L)")
+            f"mean × {settings.l_d_weight:g} (the paper's λ_d = 1/(M L²) is the weight 1/L)"
+            + (f"; stage 3 adds the term against old classes × {settings.center_weight:g}"
+               if settings.center_weight > 0 else ""))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -589,6 +597,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--distill-weight", type=float, default=None,
                    help="weight of ECMH's L_d (× its entry mean) in the extension (default "
                    + ", ".join(f"{k} {v:g}" for k, v in DISTILL_WEIGHTS.items()) + ")")
+    p.add_argument("--center-weight", type=float, default=d.center_weight,
+                   help="weight of stage 3's term against old classes (IDCWH's center "
+                   "likelihood to the old classes' code centers and the new classes' "
+                   f"Hadamard targets; 0: off, as the paper; default {d.center_weight:g})")
     p.add_argument("--dhd-tau", type=float, default=d.dhd.tau,
                    help=f"DHD proxy temperature τ (default {d.dhd.tau})")
     p.add_argument("--idcwh-centers", choices=("sign", "dcc"), default=d.idcwh.center_update,
@@ -632,6 +644,7 @@ def config_from_args(args: argparse.Namespace) -> ProtocolConfig:
                              freeze_first_layer=args.freeze_first_layer,
                              seed=args.seed, device=args.device, loss=args.loss,
                              distill_weight=args.distill_weight,
+                             center_weight=args.center_weight,
                              dhd=replace(DHDSettings(), tau=args.dhd_tau),
                              idcwh=replace(IDCWHSettings(), center_update=args.idcwh_centers))
     if args.bits < 1:

@@ -542,6 +542,10 @@ CREATE_CASES = [
                           "distill_weight": -1}, 422, "distill_weight"),
     ("freeze-on-sdoh", {"name": "ok-name", "dim": 4, "freeze_first_layer": True}, 422,
      "freeze_first_layer"),
+    ("center-negative", {"name": "ok-name", "dim": 4, "kind": "cross-modal", "text_dim": 3,
+                         "center_weight": -1}, 422, "center_weight"),
+    ("center-on-sdoh", {"name": "ok-name", "dim": 4, "center_weight": 1.0}, 422,
+     "center_weight"),
 ]
 
 

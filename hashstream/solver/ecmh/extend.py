@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from hashstream.solver.ecmh.agreement import agreement_matrix
+from hashstream.solver.ecmh.agreement import agreement_matrix, unified_codes
+from hashstream.solver.ecmh.centers import anchored_centers, item_targets
 from hashstream.solver.ecmh.losses import ObjectiveHead
 from hashstream.solver.ecmh.networks import (
     ECMHModel,
@@ -36,7 +37,8 @@ class ExtensionResult:
 
     ``warmup`` is None when stage 1 did not run; ``warmup_note`` says why (dense text has no
     vocabulary; no new words; zero warm-up epochs). ``agreement`` is A_α, ``f_old``/``g_old``
-    the stage-2 representations. ``seconds`` has 'warmup', 'old_representations', 'extend'
+    the stage-2 representations, ``centers`` the class centers of stage 3's term against old
+    classes (None when it is off). ``seconds`` has 'warmup', 'old_representations', 'extend'
     (stage 3) and 'total'.
     """
 
@@ -48,6 +50,7 @@ class ExtensionResult:
     g_old: Tensor
     core: CoreResult
     seconds: dict[str, float]
+    centers: Tensor | None = None
 
 
 def new_vocabulary_size(model: ECMHModel, data: PairedData) -> int:
@@ -60,9 +63,18 @@ def new_vocabulary_size(model: ECMHModel, data: PairedData) -> int:
 def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
            log_every: int = 10,
            on_epoch: dict[str, EpochCallback] | None = None,
-           head: ObjectiveHead | None = None) -> ExtensionResult:
+           head: ObjectiveHead | None = None,
+           old_centers: Tensor | None = None) -> ExtensionResult:
     """Algorithm 2: a new model for the old and the new classes, trained on ``data`` (the new
     pairs) only; ``model`` (θ_o) is left untouched.
+
+    ``old_centers`` (c_o × L, ±1 rows; 0 rows for classes without codes) are the class
+    centers of the stored codes (:func:`~hashstream.solver.ecmh.centers.class_centers`).
+    With ``settings.center_weight`` > 0 stage 3 adds the term against old classes
+    (:mod:`~hashstream.solver.ecmh.centers`): a class without a center gets one placed away
+    from the others (:func:`~hashstream.solver.ecmh.centers.anchored_centers`; Hadamard
+    columns when fewer than two are known) and every output is pulled towards its class's
+    center, beside L_d.
 
     ``on_epoch`` maps a stage name ('warmup', 'extend') to its progress callback. ``head`` is
     the old run's objective head (``settings.loss`` 'dhd' or 'idcwh'; left untouched, a fresh
@@ -100,14 +112,21 @@ def extend(model: ECMHModel, data: PairedData, settings: TrainSettings, *,
 
     # Stage 3 (lines 5, 8): every layer trains, with L_d keeping the agreed dimensions.
     scope = "all" if settings.train_old_embeddings else "all_but_old_embeddings"
+    centers = targets = None
+    if settings.center_weight > 0:
+        # the term against old classes: new classes' centers placed away from the old ones
+        centers = anchored_centers(old_centers, data.labels, unified_codes(f_old, g_old),
+                                   agreement)
+        targets = item_targets(data.labels, centers)
     core = core_algorithm(grown, data, settings, epochs=settings.extend_epochs,
                           agreement=agreement, f_old=f_old, g_old=g_old, text_scope=scope,
                           freeze_first_layer=settings.freeze_first_layer,
                           seed=settings.seed + 3, log_every=log_every,
-                          on_epoch=callbacks.get("extend"), head=head)
+                          on_epoch=callbacks.get("extend"), head=head, targets=targets)
     seconds["extend"] = core.seconds
     seconds["total"] = time.perf_counter() - started
-    return ExtensionResult(core.model, warmup, note, agreement, f_old, g_old, core, seconds)
+    return ExtensionResult(core.model, warmup, note, agreement, f_old, g_old, core, seconds,
+                           centers)
 
 
 def fine_tune(model: ECMHModel, data: PairedData, settings: TrainSettings, *,

@@ -12,9 +12,14 @@ sign(G) (searches within one modality), all from
 IDCWH centers travel with the model version that trained them (``head.blocks.<i>`` beside the
 weights, :mod:`~hashstream.solver.ecmh.state_io`), so an extension continues from them.
 
-State arrays: ``model_version`` (0-d) and ``known_classes`` (uint8 per class); the model
-arrays are the version's weights and head. PyTorch is imported on first use, not with this
-module, so that the registry does not load it for other methods.
+State arrays: ``model_version`` (0-d), ``known_classes`` (uint8 per class) and, per class,
+``class_code_sums`` (c × L int32, the sum of the ±1 unified codes its pairs were given) and
+``class_code_counts`` (int64): the class centers sgn(sum) that an extension's term against
+old classes (``center_weight``, :mod:`~hashstream.solver.ecmh.centers`) keeps new classes
+away from (a state stored without them starts from zeros: no centers known). Codes a delete
+later removes stay in the sums. The model arrays are the version's weights and head. PyTorch
+is imported on first use, not with this module, so that the registry does not load it for
+other methods.
 """
 
 from __future__ import annotations
@@ -44,10 +49,38 @@ class ECMHState:
     model_version: int = 0
     known: np.ndarray[Any, Any] = field(default_factory=lambda: np.zeros(0, dtype=bool))
     head: ObjectiveHead | None = None
+    code_sums: np.ndarray[Any, Any] = field(
+        default_factory=lambda: np.zeros((0, 0), dtype=np.int32))
+    code_counts: np.ndarray[Any, Any] = field(
+        default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def to_arrays(self) -> Arrays:
         return {"model_version": np.asarray(self.model_version),
-                "known_classes": self.known.astype(np.uint8)}
+                "known_classes": self.known.astype(np.uint8),
+                "class_code_sums": self.code_sums, "class_code_counts": self.code_counts}
+
+    def centers(self) -> np.ndarray[Any, Any]:
+        """The class centers of the codes so far (c × L float32, 0 rows for classes
+        without codes)."""
+        from hashstream.solver.ecmh.centers import center_rows_from_sums
+
+        return center_rows_from_sums(self.code_sums, self.code_counts)
+
+
+def _added_sums(state: ECMHState, dense: np.ndarray[Any, Any], codes: np.ndarray[Any, Any]
+                ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The state's per-class code sums and counts grown to the round's classes, plus the
+    round's pairs (dense n × c labels, ±1 codes n × L)."""
+    c, bits = dense.shape[1], codes.shape[1]
+    sums = np.zeros((c, bits), dtype=np.int32)
+    counts = np.zeros(c, dtype=np.int64)
+    old = state.code_sums
+    if old.size:
+        sums[:old.shape[0]] = old
+        counts[:state.code_counts.shape[0]] = state.code_counts
+    sums += (dense.T.astype(np.int32) @ codes.astype(np.int32)).astype(np.int32)
+    counts += dense.sum(axis=0).astype(np.int64)
+    return sums, counts
 
 
 class ECMHEncoder:
@@ -118,13 +151,18 @@ class ECMHMethod:
             model, head, version, action = core.model, core.head, 1, "train"
             history = core.history
         elif unseen.any():
+            import torch
+
             data = paired_data(model.config, features, text, dense, model.device)
-            ext = extend(model, data, train, head=head)
+            ext = extend(model, data, train, head=head,
+                         old_centers=torch.as_tensor(state.centers()) if state.code_sums.size
+                         else None)
             model, head, version, action = ext.model, ext.core.head, version + 1, "extend"
             history = ext.core.history
         learn_s = time.perf_counter() - started
         codes = encode_pairs(model, features, text)
-        new = ECMHState(model, version, known | present, head)
+        sums, counts = _added_sums(state, dense, codes["pairs"])
+        new = ECMHState(model, version, known | present, head, sums, counts)
         return LearnResult(
             codes={t: pack_codes(codes[t]) for t in self.targets}, state=new,
             state_arrays=new.to_arrays(), encoder=ECMHEncoder(model),
@@ -140,11 +178,13 @@ class ECMHMethod:
 
         version = int(state["model_version"])
         known = np.asarray(state["known_classes"]).astype(bool)
+        sums = np.asarray(state.get("class_code_sums", np.zeros((0, 0))), dtype=np.int32)
+        counts = np.asarray(state.get("class_code_counts", np.zeros(0)), dtype=np.int64)
         if version == 0 or model is None:
-            return ECMHState(None, version, known)
+            return ECMHState(None, version, known, None, sums, counts)
         nets, head = split_head(model)
         return ECMHState(from_arrays(nets), version, known,
-                         head_from_arrays(head, self.settings.train_settings()))
+                         head_from_arrays(head, self.settings.train_settings()), sums, counts)
 
     def encoder(self, state: Arrays, model: Arrays | None = None) -> ECMHEncoder:
         from hashstream.solver.ecmh.state_io import from_arrays, split_head

@@ -190,6 +190,10 @@ class TrainSettings:
     m × L entries of A_α ∘ (F − F_{n|θo})²; None takes the objective's default
     (:data:`DISTILL_WEIGHTS`). The paper's λ_d = 1/(m L²) is the weight 1/L: far too weak to
     hold old codes (old-code retrieval of image queries fell by 30 % on the validation split).
+    ``center_weight`` weighs stage 3's term against old classes
+    (:mod:`~hashstream.solver.ecmh.centers`: IDCWH's center likelihood between the new items'
+    outputs and the class centers, old classes' from their stored codes, new classes' the
+    Hadamard columns farthest from them); 0 leaves it out, as the paper.
     """
 
     epochs: int = 100
@@ -209,6 +213,7 @@ class TrainSettings:
     device: str = "auto"
     loss: Objective = "ecmh"
     distill_weight: float | None = None
+    center_weight: float = 0.0
     dhd: DHDSettings = field(default_factory=DHDSettings)
     idcwh: IDCWHSettings = field(default_factory=IDCWHSettings)
 
@@ -237,6 +242,8 @@ class TrainSettings:
             raise ValueError(f"loss must be 'ecmh', 'dhd' or 'idcwh', not {self.loss!r}")
         if self.distill_weight is not None and self.distill_weight < 0:
             raise ValueError("distill_weight must be non-negative")
+        if self.center_weight < 0:
+            raise ValueError("center_weight must be non-negative")
 
     @property
     def l_d_weight(self) -> float:
@@ -252,8 +259,9 @@ class TrainSettings:
 @dataclass(frozen=True)
 class CrossModalSettings:
     """Per-index settings of the ECMH method in the service (network shape, training budget
-    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``; ``distill_weight`` and
-    ``freeze_first_layer`` as there). Empty width tuples make the nets linear."""
+    and ``loss``, the objective of INet/TNet as ``TrainSettings.loss``; ``distill_weight``,
+    ``freeze_first_layer`` and ``center_weight`` as there). Empty width tuples make the nets
+    linear."""
 
     text_kind: TextKind = "dense"
     text_dim: int = 0
@@ -267,6 +275,7 @@ class CrossModalSettings:
     loss: Objective = "ecmh"
     distill_weight: float | None = None
     freeze_first_layer: bool = False
+    center_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loss not in ("ecmh", "dhd", "idcwh"):
@@ -290,5 +299,6 @@ class CrossModalSettings:
         return TrainSettings(epochs=self.epochs, extend_epochs=self.extend_epochs,
                              warmup_epochs=self.warmup_epochs, seed=self.seed, device="cpu",
                              loss=self.loss, distill_weight=self.distill_weight,
-                             freeze_first_layer=self.freeze_first_layer)
+                             freeze_first_layer=self.freeze_first_layer,
+                             center_weight=self.center_weight)
 

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from hashstream.solver.ecmh.agreement import similarity, unified_codes
+from hashstream.solver.ecmh.centers import center_loss
 from hashstream.solver.ecmh.dhd import DHDHead
 from hashstream.solver.ecmh.idcwh import IDCWHHead
 from hashstream.solver.ecmh.losses import (
@@ -154,7 +155,8 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
                    text_scope: str = "all", freeze_first_layer: bool = False,
                    seed: int | None = None, log_every: int = 10,
                    on_epoch: EpochCallback | None = None,
-                   head: ObjectiveHead | None = None) -> CoreResult:
+                   head: ObjectiveHead | None = None,
+                   targets: Tensor | None = None) -> CoreResult:
     """Algorithm 1 on ``data`` starting from a copy of ``model`` (which is left untouched).
 
     ``agreement`` is A_α (M × L; None means all zeros, as when training from scratch);
@@ -170,6 +172,10 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     of L_c + L_h (plus the weighted L_d); ``head`` (copied, never changed) carries the
     proxies or centers of an earlier run, grown to the label columns of ``data``; without it
     a fresh head is made. Its parameters train in every pass that trains any network.
+
+    ``targets`` (M × L, ±1: each item's class center) adds the term against old classes,
+    ``settings.center_weight`` × :func:`~hashstream.solver.ecmh.centers.center_loss`, to
+    every batch step of both modalities (logged as 'centers').
     """
     if (f_old is None) != (g_old is None):
         raise ValueError("give both F_{n|θo} and G_{n|θo} or neither")
@@ -197,7 +203,24 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
     full_sim = (similarity(data.labels, data.labels).to(torch.uint8)
                 if head is None and n * n <= _FULL_SIMILARITY_MAX else None)
 
+    center_weight = settings.center_weight if targets is not None else 0.0
+    if targets is not None and targets.shape != (n, bits):
+        raise ValueError(f"targets {tuple(targets.shape)} must be one row of {bits} bits per "
+                         f"item ({n})")
+
     def log() -> dict[str, float]:
+        out = log_objective()
+        if targets is not None and center_weight > 0:
+            with torch.no_grad():
+                f_now = image_representations(model, data.image)
+                g_now = text_representations(model, data.text)
+                term = center_weight * float(center_loss(f_now, targets, beta)
+                                             + center_loss(g_now, targets, beta))
+            out["centers"] = term
+            out["total"] += term
+        return out
+
+    def log_objective() -> dict[str, float]:
         f_now = image_representations(model, data.image)
         g_now = text_representations(model, data.text)
         if head is None:
@@ -233,6 +256,8 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
                 loss = torch.stack(list(terms.values())).sum()
             if old is not None:
                 loss = loss + distill_scale * distillation_loss(rep, old[idx], a_b)
+            if targets is not None and center_weight > 0:
+                loss = loss + center_weight * center_loss(rep, targets[idx], beta)
             opt[0].zero_grad(set_to_none=True)
             if head_opt is not None:
                 head_opt[0].zero_grad(set_to_none=True)
