@@ -307,15 +307,28 @@ class _Terms:
         return dcc(y, q, a, sweeps, self.backend)
 
 
+def _host64(a: Any, backend: Backend) -> np.ndarray[Any, Any]:
+    """``a`` on the host in float64 (no copy when it is one already)."""
+    return np.asarray(backend.to_numpy(a), dtype=np.float64)
+
+
 def _orthonormal_complement(basis: np.ndarray[Any, Any], count: int,
-                            rng: np.random.Generator) -> np.ndarray[Any, Any]:
-    """``count`` orthonormal columns orthogonal to ``basis`` (orthonormal columns), from seeded
-    random vectors projected off it twice; QR signs fixed so the result is reproducible."""
+                            rng: np.random.Generator, *,
+                            centred: bool = False) -> np.ndarray[Any, Any]:
+    """``count`` orthonormal columns orthogonal to ``basis`` (orthonormal columns) and, when
+    ``centred``, to the constant vector too, from seeded random vectors projected off them
+    twice; then orthonormalised as a QR with a positive diagonal would (unique, so
+    reproducible), here by a Cholesky factor of their Gram taken twice: the projected random
+    vectors are well conditioned, and this needs no n × count factorisation."""
     extra = rng.standard_normal((basis.shape[0], count))
     for _ in range(2):
         extra -= basis @ (basis.T @ extra)
-    q, r = np.linalg.qr(extra)
-    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+        if centred:
+            extra -= extra.mean(axis=0)
+    for _ in range(2):
+        low = np.linalg.cholesky(extra.T @ extra)
+        extra = extra @ np.linalg.inv(low).T
+    return extra
 
 
 def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> Any:
@@ -346,16 +359,17 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     keep1 = lam > max(r * _EPS64 * top, 1e-300)
     m1 = w[:, keep1] / np.sqrt(lam[keep1])
     q1 = zc @ backend.asarray(m1, dtype=dt)
-    grams = backend.to_numpy(q1.T @ xp.concatenate([q1, zc], axis=1)).astype(np.float64)
     k = q1.shape[1]
-    lam2, e = np.linalg.eigh(grams[:, :k])
+    lam2, e = np.linalg.eigh(_host64(q1.T @ q1, backend))
     keep2 = lam2 > 1e-4 * (float(lam2[-1]) if k else 0.0)  # Q₁ ≈ orthonormal: λ₂ ≈ 1
     s2 = e[:, keep2] / np.sqrt(lam2[keep2])  # Q = Q₁ S orthonormal
-    a, sigma, w_t = np.linalg.svd(s2.T @ grams[:, k:], full_matrices=False)  # R = QᵀZ̄
+    # R = QᵀZ̄
+    a, sigma, w_t = np.linalg.svd(s2.T @ _host64(q1.T @ zc, backend), full_matrices=False)
     # Noise is judged against the scale of Z itself: when the centred Z̄ is all rounding noise
     # (every row alike), its own largest σ is noise too.
-    eps = float(np.finfo(np.dtype(str(dt))).eps)
-    z_norm = float(xp.sqrt((z * z).sum()))
+    eps = float(np.finfo(dt).eps)
+    flat = z.ravel()
+    z_norm = math.sqrt(float(xp.vdot(flat, flat)))
     keep = sigma > max(max(n, r) * eps * z_norm, 1e-300)
     to_u = s2 @ a[:, keep]  # U = Q₁ S a over the kept directions
     w_keep = w_t[keep].T
@@ -363,9 +377,7 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     if kept == r:
         return math.sqrt(n) * (q1 @ backend.asarray(to_u @ w_keep.T, dtype=dt))
     u_keep = q1 @ backend.asarray(to_u, dtype=dt)
-    u_host = backend.to_numpy(u_keep).astype(np.float64)
-    ones = np.full((n, 1), 1 / np.sqrt(n))
-    u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - kept, rng)
+    u_extra = _orthonormal_complement(_host64(u_keep, backend), r - kept, rng, centred=True)
     w_extra = _orthonormal_complement(w_keep, r - kept, rng)
     u_all = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
     return math.sqrt(n) * (u_all @ backend.asarray(np.hstack([w_keep, w_extra]).T, dtype=dt))
@@ -454,6 +466,10 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: ClassLists,
 
 # Most bytes of padded per-group blocks the grouped exemplar similarity forms at once.
 _GROUP_BLOCK_BYTES = 1 << 28
+# Up to this many label-set groups of new rows meeting some exemplar, the grouped similarity
+# takes one product per group on contiguous slices (no padding, no gathered blocks); above it,
+# groups of alike size share padded batched products (fewer calls, some wasted work).
+_LOOP_GROUPS = 64
 
 _Groups = tuple[ClassLists, np.ndarray[Any, Any], np.ndarray[Any, Any]]
 
@@ -480,6 +496,8 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
     shares = labels.take(first_n).shares_any(lq.take(first_q))  # g_n × g_q
     order_n = np.argsort(inv_n, kind="stable")
     count_n = np.bincount(inv_n, minlength=g_n)
+    if int(((count_n > 0) & shares.any(axis=1)).sum()) <= _LOOP_GROUPS:
+        return _looped_similarity(x, xq_raw, bq, (order_n, count_n), inv_q, shares, backend)
     start_n = np.concatenate([[0], np.cumsum(count_n)[:-1]]).astype(np.int64)
     slot_n = np.arange(n, dtype=np.int64) - np.repeat(start_n, count_n)
     order_q = np.argsort(inv_q, kind="stable")
@@ -525,6 +543,61 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
         part += (xp.einsum("gk,gkr->gr", in_q, bq_pad) - bq_total)[:, None, :]
         filled = np.flatnonzero(rows_n.ravel() >= 0)  # integer positions: no device sync
         e[backend.asarray(rows_n.ravel()[filled])] = part.reshape(-1, r)[backend.asarray(filled)]
+    return e, sq_norm + float(sq_dev)
+
+
+def _looped_similarity(x: Any, xq_raw: Any, bq: Any,
+                       new: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+                       group_q: np.ndarray[Any, Any], shares: np.ndarray[Any, Any],
+                       backend: Backend) -> tuple[Any, float]:
+    """E and ‖Sqn‖² with one product per label-set group of new rows (few groups).
+
+    Rows of both sides are sorted by group once, so a group's rows are a contiguous slice and
+    its cosines are one GEMM of exactly its pairs: the slice against the exemplar rows of its
+    sharing groups (a slice too where those groups are consecutive, always so for single-label
+    data; gathered otherwise), scaled by the inverse row norms afterwards (pairs values, fewer
+    than the rows' n·d and nq·d whenever a group meets fewer than d exemplar rows). No padding;
+    ‖Sqn‖² is summed on the device and read once."""
+    xp, dt = backend.xp, backend.dtype
+    order_n, count_n = new
+    n, nq, r = x.shape[0], bq.shape[0], bq.shape[1]
+    g_q = shares.shape[1]
+    order_q = np.argsort(group_q, kind="stable")
+    start_q = np.concatenate([[0], np.cumsum(np.bincount(group_q, minlength=g_q))])
+    start_n = np.concatenate([[0], np.cumsum(count_n)])
+    take_n, take_q = backend.asarray(order_n), backend.asarray(order_q)
+    xn = x[take_n]
+    scale_n = _inverse_norms(xn, xp)[:, None]
+    xq = backend.asarray(xq_raw)[take_q].astype(dt)
+    scale_q = _inverse_norms(xq, xp)
+    bq_sorted = bq[take_q]
+    bq_total = bq_sorted.sum(axis=0)
+    e_sorted = xp.empty((n, r), dtype=dt)
+    sq_dev = xp.zeros((), dtype=dt)
+    shared_rows = np.diff(start_q)
+    sq_norm = 0.0  # the −1 entries
+    for a in np.flatnonzero(count_n):
+        lo, hi = int(start_n[a]), int(start_n[a + 1])
+        sharing = np.flatnonzero(shares[a])
+        sq_norm += float(count_n[a] * (nq - shared_rows[sharing].sum()))
+        if len(sharing) == 0:
+            e_sorted[lo:hi] = -bq_total
+            continue
+        if sharing[-1] - sharing[0] == len(sharing) - 1:  # consecutive groups: one slice
+            rows: Any = slice(int(start_q[sharing[0]]), int(start_q[sharing[-1] + 1]))
+        else:
+            rows = backend.asarray(np.concatenate([np.arange(start_q[b], start_q[b + 1])
+                                                   for b in sharing]))
+        cos = xn[lo:hi] @ xq[rows].T
+        cos *= scale_n[lo:hi]
+        cos *= scale_q[rows]
+        sq_dev += xp.vdot(cos, cos)
+        b_rows = bq_sorted[rows]
+        part = cos @ b_rows
+        part += b_rows.sum(axis=0) - bq_total
+        e_sorted[lo:hi] = part
+    e = xp.empty_like(e_sorted)
+    e[take_n] = e_sorted
     return e, sq_norm + float(sq_dev)
 
 
