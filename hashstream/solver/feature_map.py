@@ -59,7 +59,11 @@ def l2_normalize_rows(x: Any, xp: Any) -> Any:
 
 
 def _rbf_raw(x: Any, anchors: Any, sigma: float, xp: Any, out: Any = None) -> Any:
-    """exp(−‖x − a‖² / 2σ²) for every row and anchor, in place in one n × m buffer."""
+    """exp(−‖x − a‖² / 2σ²) for every row and anchor, in place in one n × m buffer (``out``:
+    that buffer, e.g. Φ's kernel columns, a strided view; NumPy's GEMM writes it directly)."""
+    if out is not None and xp is not np and not out.flags.c_contiguous:
+        out[...] = _rbf_raw(x, anchors, sigma, xp)
+        return out
     k = xp.matmul(x, anchors.T, out=out)  # ‖x‖² − 2⟨x, a⟩ + ‖a‖², built in place
     k *= -2
     k += xp.einsum("ij,ij->i", x, x)[:, None]
@@ -140,25 +144,28 @@ def map_and_grow(params: FeatureMapParams, x: Any, backend: Backend, limit: int,
     x = backend.asarray(x, dtype=backend.dtype)
     n, m = x.shape[0], params.anchors.shape[0]
     anchors = backend.asarray(params.anchors, dtype=backend.dtype)
-    raw = _rbf_raw(x, anchors, params.sigma, xp)
+    phi = xp.empty((n, m + 1), dtype=backend.dtype)  # Φ as it is when no anchor is added
+    raw = _rbf_raw(x, anchors, params.sigma, xp, out=phi[:, :m])
     kmax = backend.to_numpy(raw.max(axis=1)).astype(np.float64)
     tiny = float(np.finfo(np.dtype(str(raw.dtype))).tiny)
     nearest_sq = -2.0 * params.sigma ** 2 * np.log(np.maximum(kmax, tiny))
-    x_host = backend.to_numpy(x).astype(np.float64)
+    x_host = np.asarray(backend.to_numpy(x), dtype=np.float64)  # no copy on NumPy float64
     new = novel_anchors(x_host, nearest_sq, params.radius, coverage, limit, rng)
     k = new.shape[0]
-    grown = params if k == 0 else FeatureMapParams(
+    raw -= backend.asarray(params.mean, dtype=backend.dtype)
+    phi[:, -1] = 1
+    if k == 0:
+        return params, phi
+    grown = FeatureMapParams(
         "rbf", np.concatenate([np.asarray(params.anchors, dtype=np.float64), new]),
         params.sigma, np.concatenate([np.asarray(params.mean, dtype=np.float64),
                                       np.zeros(k)]), params.radius)
-    phi = xp.empty((n, m + k + 1), dtype=backend.dtype)
-    phi[:, :m] = raw
-    phi[:, :m] -= backend.asarray(params.mean, dtype=backend.dtype)
-    if k:
-        phi[:, m:m + k] = _rbf_raw(x, backend.asarray(new, dtype=backend.dtype), params.sigma,
-                                   xp)
-    phi[:, -1] = 1
-    return grown, phi
+    wide = xp.empty((n, m + k + 1), dtype=backend.dtype)
+    wide[:, :m] = raw
+    _rbf_raw(x, backend.asarray(new, dtype=backend.dtype), params.sigma, xp,
+             out=wide[:, m:m + k])
+    wide[:, -1] = 1
+    return grown, wide
 
 
 def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any:
@@ -173,8 +180,17 @@ def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any
     else:
         anchors = backend.asarray(params.anchors, dtype=backend.dtype)
         phi = xp.empty((n, anchors.shape[0] + 1), dtype=backend.dtype)
-        body = _rbf_raw(x, anchors, params.sigma, xp)
+        body = _rbf_raw(x, anchors, params.sigma, xp, out=phi[:, :-1])
         body -= backend.asarray(params.mean, dtype=backend.dtype)
-        phi[:, :-1] = body
     phi[:, -1] = 1
     return phi
+
+
+def kernel_columns(params: FeatureMapParams, x: Any, start: int, backend: Backend) -> Any:
+    """φ's kernel columns of anchors ``start`` on (mean subtracted, no bias column): n ×
+    (m − start), the values :func:`apply_feature_map` gives in those columns."""
+    xp = backend.xp
+    anchors = backend.asarray(params.anchors[start:], dtype=backend.dtype)
+    body = _rbf_raw(backend.asarray(x, dtype=backend.dtype), anchors, params.sigma, xp)
+    body -= backend.asarray(params.mean[start:], dtype=backend.dtype)
+    return body

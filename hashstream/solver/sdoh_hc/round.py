@@ -24,6 +24,7 @@ from hashstream.solver.feature_map import (
     FeatureMapParams,
     apply_feature_map,
     fit_feature_map,
+    kernel_columns,
     l2_normalize_rows,
     map_and_grow,
 )
@@ -163,44 +164,56 @@ def grow_anchors(state: SDOHState, features: Any, settings: SDOHSettings, backen
     if k == 0:
         return state, phi
     xp, dt = backend.xp, backend.dtype
-    old = xp.asarray(np.r_[np.arange(m), m + k])  # old columns, bias last, in the grown order
     g_old, f_old = backend.asarray(state.g, dtype=dt), backend.asarray(state.f, dtype=dt)
+    # the old columns keep their places; the bias column moves from m to m + k (slices, no
+    # index arrays)
     g = xp.zeros((m + k + 1, m + k + 1), dtype=dt)
-    g[old[:, None], old[None, :]] = g_old
-    f = xp.zeros((m + k + 1, f_old.shape[1]), dtype=dt)
-    f[old] = f_old
-    projection = xp.zeros_like(f)
-    projection[old] = backend.asarray(state.projection, dtype=dt)
+    g[:m, :m] = g_old[:m, :m]
+    g[:m, -1] = g_old[:m, -1]
+    g[-1, :m] = g_old[-1, :m]
+    g[-1, -1] = g_old[-1, -1]
+    f = _spread_rows(f_old, m, k, xp)
+    projection = _spread_rows(backend.asarray(state.projection, dtype=dt), m, k, xp)
+    projection[m:m + k] = 0
     if int(state.exemplar_codes.shape[0]):
         g_on, g_nn, f_n = _impute_new_columns(
-            g_old, f_old, apply_feature_map(grown, state.exemplar_features, backend),
-            backend.asarray(state.exemplar_codes, dtype=dt), old, m, k, state.n_seen,
-            settings.lam, backend)
-        g[old, m:m + k] = g_on
-        g[m:m + k, old] = g_on.T
+            g_old, f_old, apply_feature_map(fm, state.exemplar_features, backend),
+            kernel_columns(grown, state.exemplar_features, m, backend),
+            backend.asarray(state.exemplar_codes, dtype=dt), state.n_seen, settings.lam,
+            backend)
+        g[:m, m:m + k] = g_on[:m]
+        g[-1, m:m + k] = g_on[-1]
+        g[m:m + k, :m] = g_on[:m].T
+        g[m:m + k, -1] = g_on[-1]
         g[m:m + k, m:m + k] = g_nn
         f[m:m + k] = f_n
+    else:
+        f[m:m + k] = 0
     return replace(state, feature_map=grown, g=g, f=f, projection=projection), phi
 
 
-def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, old: Any, m: int,
-                        k: int, n_seen: int, lam: float, backend: Backend
-                        ) -> tuple[Any, Any, Any]:
+def _spread_rows(a: Any, m: int, k: int, xp: Any) -> Any:
+    """(m + 1)-row ``a`` with k rows (left uninitialised) opened before its last row."""
+    out = xp.empty((m + k + 1, a.shape[1]), dtype=a.dtype)
+    out[:m] = a[:m]
+    out[-1] = a[-1]
+    return out
+
+
+def _impute_new_columns(g_old: Any, f_old: Any, phi_o: Any, phi_n: Any, codes_ex: Any,
+                        n_seen: int, lam: float, backend: Backend) -> tuple[Any, Any, Any]:
     """G's new blocks and F's new rows for the past, from the exemplar memory (past items).
 
-    On the exemplars, the new columns are regressed on the old ones (bias included):
-    φ_new ≈ φ_old W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W + s·ΣeᵀE and
-    F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a linear function
-    of φ_old, the residual's share estimated from the sample. The completed G is
-    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is. ``old``: the
-    old columns (bias last) in the grown order."""
-    xp = backend.xp
-    phi_o, phi_n = phi_ex[:, old], phi_ex[:, m:m + k]
+    On the exemplars, the new columns φ_n are regressed on the old ones φ_o (bias included,
+    last, as in G_oo): φ_n ≈ φ_o W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W +
+    s·ΣeᵀE and F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a
+    linear function of φ_old, the residual's share estimated from the sample. The completed G
+    is [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is."""
     gram = phi_o.T @ phi_o
-    gram += lam * xp.eye(m + 1, dtype=gram.dtype)
+    gram.ravel()[::gram.shape[0] + 1] += lam  # + λI without an identity
     w = backend.cho_solve(gram, phi_o.T @ phi_n)  # (m + 1) × k
     resid = phi_n - phi_o @ w
-    s = n_seen / phi_ex.shape[0]
+    s = n_seen / phi_o.shape[0]
     g_on = g_old @ w
     g_nn = w.T @ g_on + s * (resid.T @ resid)
     f_n = w.T @ f_old + s * (resid.T @ codes_ex)
