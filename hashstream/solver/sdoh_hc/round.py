@@ -742,6 +742,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
     y = terms.teacher.copy()
     steps: list[tuple[str, float]] = []
     v = b
+    lap("warm_start")  # the terms' fixed products and B₀ = sgn(ΦP)
     for _ in range(settings.iterations):
         v = terms.v_step(b, rng)
         lap("v")
