@@ -263,8 +263,8 @@ def main() -> None:
                                                                res["m_before"][2:],
                                                                strict=True)))
             required = run["required"][2]
-            print("    required floor (median over rounds): " + ", ".join(
-                f"{k} {statistics.median(f[k] for f in required):.4f}" for k in required[0]
+            print("    required floor (mean over those rounds): " + ", ".join(
+                f"{k} {statistics.mean(f[k] for f in required):.4f}" for k in required[0]
                 if any(f[k] for f in required)))
 
 if __name__ == "__main__":

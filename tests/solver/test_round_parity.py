@@ -27,6 +27,7 @@ from hashstream.solver.query_net import (
     init_query_net,
     train_query_net,
 )
+from hashstream.solver.sdoh_hc import exemplars
 from hashstream.solver.sdoh_hc import round as sdoh_round
 from hashstream.solver.sdoh_hc.query_encoder import fit_query_net
 from hashstream.solver.sdoh_hc.round import learn_chunk, orthogonal_balanced
@@ -434,3 +435,48 @@ def test_p_step_equals_a_dense_solve(make_stream: Any) -> None:
                                    atol=1e-10 * np.abs(want).max())
         if g_before is not None:  # the previous state's sums were not touched
             assert not np.shares_memory(g_before, state.g)
+
+
+# --------------------------------------------------------------------------- exemplar selection
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_round_robin_without_shared_rows_equals_the_loop(seed: int) -> None:
+    """Class-balanced selection on single-label data (no row in two queues): the sorted picks
+    equal the turn-by-turn loop's, for counts below, at and above the labelled rows. A variant
+    that drains each queue before the next (class-major order) differs."""
+    rng = np.random.default_rng(seed)
+    n, c = 300, 7
+    classes = rng.integers(0, c, n)
+    queue_rows = np.concatenate([np.flatnonzero(classes == k)[rng.permutation(
+        int((classes == k).sum()))] for k in range(c)])
+    bounds = np.r_[0, np.cumsum(np.bincount(classes, minlength=c))]
+    for count in (1, 40, 299, 300, 350):
+        want = exemplars.round_robin(queue_rows, bounds, count, n)
+        got = exemplars.round_robin_disjoint(queue_rows, bounds, count)
+        np.testing.assert_array_equal(got, want)
+    class_major = queue_rows[:40]
+    assert set(class_major) != set(exemplars.round_robin(queue_rows, bounds, 40, n))
+
+
+def test_class_balanced_single_label_matches_the_multi_label_path() -> None:
+    """select_class_balanced on single-label rows (the vectorised turns) picks what the same
+    rows give through the general path (one unlabelled row added, so the general path runs
+    for it too)."""
+    rng = np.random.default_rng(5)
+    n, c = 200, 5
+    lists = [[int(k)] for k in rng.integers(0, c, n)]
+    single = ClassLists.from_lists(lists, c)
+    both = ClassLists.from_lists(lists + [[0, 1]], c)  # one row in two queues: the loop
+    for count in (10, 57, 200):
+        got = exemplars.select_class_balanced(single, count, np.random.default_rng(9))
+        order = np.random.default_rng(9).permutation(n)
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        rows = single.row_of_entry()
+        by_class = np.lexsort((position[rows], single.classes))
+        bounds = np.r_[np.flatnonzero(np.r_[True, np.diff(single.classes[by_class]) != 0]),
+                       single.nnz]
+        want = np.sort(exemplars.round_robin(rows[by_class], bounds, count, n))
+        np.testing.assert_array_equal(got, want)
+    assert len(exemplars.select_class_balanced(both, 57, np.random.default_rng(9))) == 57
