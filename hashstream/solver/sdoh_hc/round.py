@@ -604,7 +604,7 @@ def _looped_similarity(x: Any, xq_raw: Any, bq: Any,
         cos = xn[lo:hi] @ xq[rows].T
         cos *= scale_n[lo:hi]
         cos *= scale_q[rows]
-        sq_dev += xp.vdot(cos, cos)
+        sq_dev += xp.vdot(cos.ravel(), cos.ravel())
         b_rows = bq_sorted[rows]
         part = cos @ b_rows
         part += b_rows.sum(axis=0) - bq_total
