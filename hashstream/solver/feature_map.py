@@ -58,15 +58,17 @@ def l2_normalize_rows(x: Any, xp: Any) -> Any:
     return x / xp.where(norms > 0, norms, 1)
 
 
-def _rbf_raw(x: Any, anchors: Any, sigma: float, xp: Any, out: Any = None) -> Any:
+def _rbf_raw(x: Any, anchors: Any, sigma: float, xp: Any, out: Any = None,
+             x_sq: Any = None) -> Any:
     """exp(−‖x − a‖² / 2σ²) for every row and anchor, in place in one n × m buffer (``out``:
-    that buffer, e.g. Φ's kernel columns, a strided view; NumPy's GEMM writes it directly)."""
+    that buffer, e.g. Φ's kernel columns, a strided view; NumPy's GEMM writes it directly).
+    ``x_sq``: the rows' ‖x‖² when already at hand."""
     if out is not None and xp is not np and not out.flags.c_contiguous:
-        out[...] = _rbf_raw(x, anchors, sigma, xp)
+        out[...] = _rbf_raw(x, anchors, sigma, xp, x_sq=x_sq)
         return out
     k = xp.matmul(x, anchors.T, out=out)  # ‖x‖² − 2⟨x, a⟩ + ‖a‖², built in place
     k *= -2
-    k += xp.einsum("ij,ij->i", x, x)[:, None]
+    k += (xp.einsum("ij,ij->i", x, x) if x_sq is None else x_sq)[:, None]
     k += xp.einsum("ij,ij->i", anchors, anchors)[None, :]
     xp.maximum(k, 0, out=k)
     k *= -1.0 / (2 * sigma * sigma)
@@ -145,7 +147,8 @@ def map_and_grow(params: FeatureMapParams, x: Any, backend: Backend, limit: int,
     n, m = x.shape[0], params.anchors.shape[0]
     anchors = backend.asarray(params.anchors, dtype=backend.dtype)
     phi = xp.empty((n, m + 1), dtype=backend.dtype)  # Φ as it is when no anchor is added
-    raw = _rbf_raw(x, anchors, params.sigma, xp, out=phi[:, :m])
+    x_sq = xp.einsum("ij,ij->i", x, x)
+    raw = _rbf_raw(x, anchors, params.sigma, xp, out=phi[:, :m], x_sq=x_sq)
     kmax = backend.to_numpy(raw.max(axis=1)).astype(np.float64)
     tiny = float(np.finfo(np.dtype(str(raw.dtype))).tiny)
     nearest_sq = -2.0 * params.sigma ** 2 * np.log(np.maximum(kmax, tiny))
@@ -163,7 +166,7 @@ def map_and_grow(params: FeatureMapParams, x: Any, backend: Backend, limit: int,
     wide = xp.empty((n, m + k + 1), dtype=backend.dtype)
     wide[:, :m] = raw
     _rbf_raw(x, backend.asarray(new, dtype=backend.dtype), params.sigma, xp,
-             out=wide[:, m:m + k])
+             out=wide[:, m:m + k], x_sq=x_sq)
     wide[:, -1] = 1
     return grown, wide
 
@@ -185,12 +188,3 @@ def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any
     phi[:, -1] = 1
     return phi
 
-
-def kernel_columns(params: FeatureMapParams, x: Any, start: int, backend: Backend) -> Any:
-    """φ's kernel columns of anchors ``start`` on (mean subtracted, no bias column): n ×
-    (m − start), the values :func:`apply_feature_map` gives in those columns."""
-    xp = backend.xp
-    anchors = backend.asarray(params.anchors[start:], dtype=backend.dtype)
-    body = _rbf_raw(backend.asarray(x, dtype=backend.dtype), anchors, params.sigma, xp)
-    body -= backend.asarray(params.mean[start:], dtype=backend.dtype)
-    return body

@@ -24,7 +24,6 @@ from hashstream.solver.feature_map import (
     FeatureMapParams,
     apply_feature_map,
     fit_feature_map,
-    kernel_columns,
     l2_normalize_rows,
     map_and_grow,
 )
@@ -177,9 +176,8 @@ def grow_anchors(state: SDOHState, features: Any, settings: SDOHSettings, backen
     projection[m:m + k] = 0
     if int(state.exemplar_codes.shape[0]):
         g_on, g_nn, f_n = _impute_new_columns(
-            g_old, f_old, apply_feature_map(fm, state.exemplar_features, backend),
-            kernel_columns(grown, state.exemplar_features, m, backend),
-            backend.asarray(state.exemplar_codes, dtype=dt), state.n_seen, settings.lam,
+            g_old, f_old, apply_feature_map(grown, state.exemplar_features, backend),
+            backend.asarray(state.exemplar_codes, dtype=dt), m, k, state.n_seen, settings.lam,
             backend)
         g[:m, m:m + k] = g_on[:m]
         g[-1, m:m + k] = g_on[-1]
@@ -200,24 +198,46 @@ def _spread_rows(a: Any, m: int, k: int, xp: Any) -> Any:
     return out
 
 
-def _impute_new_columns(g_old: Any, f_old: Any, phi_o: Any, phi_n: Any, codes_ex: Any,
+def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, m: int, k: int,
                         n_seen: int, lam: float, backend: Backend) -> tuple[Any, Any, Any]:
     """G's new blocks and F's new rows for the past, from the exemplar memory (past items).
 
-    On the exemplars, the new columns φ_n are regressed on the old ones φ_o (bias included,
-    last, as in G_oo): φ_n ≈ φ_o W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W +
-    s·ΣeᵀE and F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a
-    linear function of φ_old, the residual's share estimated from the sample. The completed G
-    is [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is."""
-    gram = phi_o.T @ phi_o
-    gram.ravel()[::gram.shape[0] + 1] += lam  # + λI without an identity
-    w = backend.cho_solve(gram, phi_o.T @ phi_n)  # (m + 1) × k
-    resid = phi_n - phi_o @ w
-    s = n_seen / phi_o.shape[0]
+    On the exemplars (``phi_ex``: their Φ under the grown map, anchors m to m + k new), the
+    new columns φ_n are regressed on the old ones φ_o (bias included, last, as in G_oo):
+    φ_n ≈ φ_o W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W + s·ΣeᵀE and
+    F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a linear
+    function of φ_old, the residual's share estimated from the sample. The completed G is
+    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is.
+
+    One Gram of all of Φ_ex (syrk) holds φ_oᵀφ_o and φ_oᵀφ_n, and e = Φ_ex Ŵ with Ŵ = −W on
+    the old rows and I on the new ones: no column of Φ_ex is gathered."""
+    xp = backend.xp
+    full = phi_ex.T @ phi_ex
+    gram = _old_block(full, m, k, xp)
+    gram.ravel()[::m + 2] += lam  # + λI without an identity
+    cross = xp.concatenate([full[:m, m:m + k], full[-1:, m:m + k]])  # φ_oᵀφ_n
+    w = backend.cho_solve(gram, cross)  # (m + 1) × k
+    w_hat = xp.zeros((m + k + 1, k), dtype=w.dtype)
+    w_hat[:m] = -w[:m]
+    w_hat[-1] = -w[-1]
+    w_hat[m:m + k] = xp.eye(k, dtype=w.dtype)
+    resid = phi_ex @ w_hat  # φ_n − φ_o W
+    s = n_seen / phi_ex.shape[0]
     g_on = g_old @ w
     g_nn = w.T @ g_on + s * (resid.T @ resid)
     f_n = w.T @ f_old + s * (resid.T @ codes_ex)
     return g_on, (g_nn + g_nn.T) / 2, f_n
+
+
+def _old_block(a: Any, m: int, k: int, xp: Any) -> Any:
+    """The (m + 1) × (m + 1) block of the old columns (the first m and the last) of a square
+    (m + k + 1) matrix, by slices."""
+    out = xp.empty((m + 1, m + 1), dtype=a.dtype)
+    out[:m, :m] = a[:m, :m]
+    out[:m, m] = a[:m, -1]
+    out[m, :m] = a[-1, :m]
+    out[m, m] = a[-1, -1]
+    return out
 
 
 def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
