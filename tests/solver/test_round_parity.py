@@ -18,7 +18,7 @@ from support.sdoh_round import CL
 
 from hashstream.solver.backend import get_backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.feature_map import apply_feature_map, fit_feature_map
+from hashstream.solver.feature_map import apply_feature_map, fit_feature_map, map_and_grow
 from hashstream.solver.query_net import (
     BATCH,
     LEARNING_RATE,
@@ -476,3 +476,28 @@ def test_class_balanced_single_label_matches_the_multi_label_path() -> None:
         want = np.sort(exemplars.round_robin(rows[by_class], bounds, count, n))
         np.testing.assert_array_equal(got, want)
     assert len(exemplars.select_class_balanced(both, 57, np.random.default_rng(9))) == 57
+
+
+# --------------------------------------------------------------------------- RBF map
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_rbf_map_equals_the_textbook_kernel(grow: bool) -> None:
+    """Φ of the RBF map (kernel columns written by the GEMM into Φ, the elementwise passes over
+    the whole buffer) against exp(−‖x − a‖²/2σ²) − mean from pairwise differences, bias 1;
+    with growth, the grown columns too (mean 0). A variant that forgets the kernel mean
+    differs."""
+    rng = np.random.default_rng(17)
+    x0 = rng.standard_normal((60, 5))
+    fm = fit_feature_map("rbf", x0, 20, 0, 0.9)
+    x = rng.standard_normal((40, 5)) * (4.0 if grow else 1.0)
+    if grow:
+        fm, phi = map_and_grow(fm, x, NUMPY, 10, 0.9, np.random.default_rng(2))
+        assert fm.anchors.shape[0] > 20
+    else:
+        phi = apply_feature_map(fm, x, NUMPY)
+    sq = ((x[:, None, :] - fm.anchors[None, :, :]) ** 2).sum(axis=2)
+    want = np.exp(-sq / (2 * fm.sigma ** 2)) - fm.mean
+    np.testing.assert_allclose(phi[:, :-1], want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(phi[:, -1], 1.0)
+    assert not np.allclose(phi[:, :-1], want + fm.mean, rtol=0, atol=1e-6)
