@@ -211,4 +211,3 @@ def apply_feature_map(params: FeatureMapParams, x: Any, backend: Backend) -> Any
         phi -= _with_zero(params.mean, xp, backend.dtype)[None, :]
     phi[:, -1] = 1
     return phi
-
