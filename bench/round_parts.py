@@ -4,10 +4,13 @@ whole-round figures of ``round_speed.py`` are not).
 
 Parts: the V-step (``orthogonal_balanced``; 2,000 × 32, full rank and rank 10), the exemplar
 similarity (``_exemplar_similarity`` on a Fashion-MNIST state, single label, d = 784, and a
-MIRFlickr state, 7 tags, d = 100) and the query net's training (``train_query_net``, 30 steps,
-d = 784 and 4,096, 1,024 hidden units) beside its GEMM floor at the float32 rate measured here.
-The reference tree's modules are loaded from its files; their imports resolve to this tree's
-unchanged modules (backend, class lists, feature map).
+MIRFlickr state, 7 tags, d = 100), the RBF feature step under anchor growth (``grow_anchors``
+on the default settings' Fashion-MNIST stream: round 3, which grows anchors and imputes G's
+and F's new rows, and round 5, which does not) and the query net's training
+(``train_query_net``, 30 steps, d = 784 and 4,096, 1,024 hidden units) beside its GEMM floor at
+the float32 rate measured here. The reference tree's modules are loaded from its files; their
+imports resolve to this tree's unchanged modules (backend, class lists), except the feature
+map's functions, which the reference round gets from the reference tree's feature_map.py.
 
     OPENBLAS_NUM_THREADS=1 python bench/round_parts.py --reference /path/to/main/tree
 """
@@ -64,6 +67,9 @@ def main() -> None:
     backend = get_backend("numpy")
     old_round = load(args.reference, "hashstream/solver/sdoh_hc/round.py", "reference_round")
     old_net = load(args.reference, "hashstream/solver/query_net.py", "reference_query_net")
+    old_map = load(args.reference, "hashstream/solver/feature_map.py", "reference_feature_map")
+    for name in ("apply_feature_map", "map_and_grow", "fit_feature_map", "l2_normalize_rows"):
+        setattr(old_round, name, getattr(old_map, name))
     rng = np.random.default_rng(0)
     parts: list[tuple[str, Callable[[ModuleType, ModuleType], Any], float]] = []
     z_full = rng.standard_normal((2000, 32)) * 3 + np.sign(rng.standard_normal((2000, 32)))
@@ -78,6 +84,18 @@ def main() -> None:
     x_new, y_new = fx[6000:8000].astype(np.float64), fy.take(np.arange(6000, 8000))
     parts.append(("exemplar similarity, Fashion-MNIST", lambda r, n: r._exemplar_similarity(
         state, x_new, y_new.widen(state.n_classes), backend, 32), 0.0))
+    rbf = SDOHSettings(bits=32)  # the defaults: RBF, anchor growth
+    rbf_states, rbf_chunks = [None], []
+    for x, y in stream(784, 5, 2000):
+        rbf_chunks.append(x.astype(np.float64))
+        rbf_states.append(sdoh_round.learn_chunk(rbf_states[-1], x, y, rbf, backend).state)
+    for rnd in (3, 5):
+        grows = (rbf_states[rnd].feature_map.anchors.shape[0]
+                 > rbf_states[rnd - 1].feature_map.anchors.shape[0])
+        parts.append((f"features, RBF round {rnd} ({'grows' if grows else 'no growth'})",
+                      lambda r, n, rnd=rnd: r.grow_anchors(rbf_states[rnd - 1],
+                                                           rbf_chunks[rnd - 1], rbf, backend,
+                                                           rnd), 0.0))
     mir = load_dataset(DATA / "mirflickr_pml_7label" / "mirflickr_pml_7label.npz")
     order = np.random.default_rng(0).permutation(mir.features.shape[0])[:3500]
     mx, my = mir.features[order], mir.labels.take(order)

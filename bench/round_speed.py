@@ -1,8 +1,12 @@
 """Seconds per SDOH-HC round beside the FLOP floor of what the round must compute.
 
-The floor is the multiply-adds below (×2 flops) over this machine's GEMM rate, measured in the
+A floor is a count of multiply-adds (×2 flops) over this machine's GEMM rate, measured in the
 same run with one large matrix product: the solver's terms at the backend dtype's rate, the
-query net's at the float32 rate (it trains in float32):
+query net's at the float32 rate (it trains in float32). Each round gets its own floor (its own
+m, nq, shared pairs and anchor growth) and the case's ratio is the median over rounds 3 on of
+round seconds / that round's floor. Three floors are printed:
+
+**issue** — the terms as issue 16 defined them (the session-5 column, kept for continuity):
 
     Φ: n·d·m (rbf) · ΦᵀΦ: n·m² · Sqn: pairs·d · Sqnᵀ B̃q: n·nq·r · V-step: n·r² ·
     DCC: sweeps·n·r² · P: m³/3
@@ -12,15 +16,28 @@ query net's at the float32 rate (it trains in float32):
         + φ of the exemplar rows the round did not map (n1·d·m, rbf) + their and the
         chunk's φP ((n + n1)·m·r) for the residual targets
 
+**strict** — the issue's terms less the work the round need not do: ΦᵀΦ is symmetric, so
+n·m(m+1)/2 (the round forms it with syrk), and E = Sqnᵀ B̃q needs products only at the pairs
+sharing a label, pairs·r (the −1 entries contribute −(ΣB̃q − Σ shared B̃q), O(nq·r) a group),
+not the dense n·nq·r; Φ's bias column needs no product, n·d·(m − 1) for the RBF map.
+
+**required** — strict plus what the round must also compute and the issue's list leaves out:
+F's ΦᵀB (n·m·r), the warm start sgn(ΦP) (n·m·r, rounds after the first), P's two triangular
+solves (2·m²·r), and in a round that grows k anchors (RBF, ``anchor_growth='novelty'``) the
+imputation of G's and F's new rows over the nq exemplars (``sdoh_hc/round.py::
+_impute_new_columns``): their φ under the grown map (nq·d·(m−1)), the Gram of the old
+columns (nq·m₀(m₀+1)/2, m₀ = m − k), its Cholesky factor (m₀³/3) and the k-column products
+(nq·m₀·k twice, m₀²·k twice). The exp of n·m kernel values is not counted (no multiply-add).
+
 ``pairs`` is the number of (exemplar, new item) pairs that share a label, counted from the
 labels of each round: Sqn's inner products are needed there only (the rest of Sqn is −1).
-ΦᵀΦ is symmetric, so n·m²/2 would do; the line keeps n·m² as the issue defined it.
 
 ``--reference DIR`` runs every case also with the solver of another source tree (e.g. an
 export of ``main``), in its own process, alternating with this tree's, so before and after
 are measured in the same run. Each process measures the GEMM rates next to its rounds, so a
 shared machine's load moves the floor with the rounds; ``--repeats K`` alternates K runs per
-case and tree and shows the least disturbed (lowest ratio), with every run's ratio beside it.
+case and tree and shows the least disturbed (lowest issue ratio), with every run's ratio
+beside it.
 
 Run:  OPENBLAS_NUM_THREADS=1 python bench/round_speed.py [--backend numpy|cupy]
       [--dtype float64|float32] [--rounds 8] [--repeats 2] [--reference /path/to/main/tree]
@@ -72,19 +89,34 @@ def gemm_rate(backend: Any, dtype: Any, size: int = 2048, repeats: int = 5) -> f
     return 2 * size**3 / best
 
 
+FLOORS = ("issue", "strict", "required")
+
+
 def floor_seconds(n: int, d: int, m: int, nq: int, pairs: float, s: SDOHSettings,
-                  rate: float, rate32: float) -> dict[str, float]:
-    """The floor's terms in seconds (see the module docstring)."""
+                  rate: float, rate32: float, kind: str = "issue", grown: int = 0,
+                  first: bool = False) -> dict[str, float]:
+    """One round's floor terms in seconds (see the module docstring): ``m`` columns of Φ
+    (bias included) after the round's growth of ``grown`` anchors; ``first``: round 1 (no
+    warm start)."""
     r, rbf = s.bits, s.feature_map == "rbf"
+    strict = kind != "issue"
     solver = {
-        "phi": n * d * m if rbf else 0,
-        "gram": n * m * m,
+        "phi": n * d * (m - 1) if rbf and strict else (n * d * m if rbf else 0),
+        "gram": n * m * (m + 1) / 2 if strict else n * m * m,
         "sqn": pairs * d,
-        "exemplar": n * nq * r,
+        "exemplar": pairs * r if strict else n * nq * r,
         "v": s.iterations * n * r * r,
         "dcc": s.iterations * s.sweeps * n * r * r * 2,
         "p": m**3 / 3,
     }
+    if kind == "required":
+        m0 = m - grown
+        solver["f"] = n * m * r
+        solver["warm_start"] = 0 if first else n * m * r
+        solver["solve"] = 2 * m * m * r
+        solver["impute"] = 0 if not grown else (
+            nq * d * (m - 1) + nq * m0 * (m0 + 1) / 2 + m0**3 / 3 + 2 * nq * m0 * grown
+            + 2 * m0 * m0 * grown)
     out = {k: 2 * v / rate for k, v in solver.items()}
     if s.query_encoder == "residual_net":
         kept = min(s.n1, nq)
@@ -93,6 +125,16 @@ def floor_seconds(n: int, d: int, m: int, nq: int, pairs: float, s: SDOHSettings
         out["query_net"] = 2 * s.query_steps * (2 * b * d * h + 3 * b * h * r) / rate32
         out["query_targets"] = 2 * ((kept * d * m if rbf else 0) + (n + kept) * m * r) / rate
     return out
+
+
+def round_floors(res: dict[str, Any], n: int, s: SDOHSettings, kind: str
+                 ) -> list[dict[str, float]]:
+    """Each round's floor terms from what ``run_case`` recorded."""
+    return [floor_seconds(n, res["d"], m, nq, pairs, s, res["rate"], res["rate32"], kind,
+                          m - m_before if i else 0, i == 0)
+            for i, (m, m_before, nq, pairs) in enumerate(zip(res["m_after"], res["m_before"],
+                                                              res["nq"], res["pairs"],
+                                                              strict=True))]
 
 
 def stream(d: int, rounds: int, n: int, seed: int = 0):
@@ -128,16 +170,18 @@ def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
     rates = [gemm_rate(backend, backend.dtype), gemm_rate(backend, np.float32)]
     d, kwargs = CASES[name]
     s = SDOHSettings(**kwargs)
-    state, times, steps, pairs, nqs = None, [], {}, [], []
+    state, times, steps, pairs, nqs, m_before, m_after = None, [], {}, [], [], [], []
     for x, y in stream(d, rounds, n):
         exemplars = state.exemplar_labels if state is not None else ClassLists.empty(1)
         pairs.append(shared_pairs(y, exemplars))
         nqs.append(exemplars.n)
+        m_before.append(0 if state is None else int(state.projection.shape[0]))
         t = time.perf_counter()
         res = learn_chunk(state, x, y, s, backend)
         backend.synchronize()
         times.append(time.perf_counter() - t)
         state = res.state
+        m_after.append(int(state.projection.shape[0]))
         for k, v in res.seconds.items():
             steps.setdefault(k, []).append(v)
     # the machine's rate next to the rounds (best of before and after: a shared machine's
@@ -145,7 +189,7 @@ def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
     rates = [max(rates[0], gemm_rate(backend, backend.dtype)),
              max(rates[1], gemm_rate(backend, np.float32))]
     return {"times": times, "steps": steps, "pairs": pairs, "nq": nqs, "d": d,
-            "m": int(state.projection.shape[0]), "rate": rates[0], "rate32": rates[1],
+            "m_before": m_before, "m_after": m_after, "rate": rates[0], "rate32": rates[1],
             "load": os.getloadavg()[0]}
 
 
@@ -182,37 +226,46 @@ def main() -> None:
           f"average {os.getloadavg()[0]:.1f} at the start")
     here = str(HERE.parents[1])
     trees = [("before", args.reference), ("after", here)] if args.reference else [("", here)]
-    print("| case | tree | median s/round | floor s | ratio | ratios of all runs | GFLOP/s "
-          "f64 / f32 | slowest step |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | tree | median s/round | issue floor s | ratio | strict floor s | ratio | "
+          "required floor s | ratio | issue ratios of all runs | GFLOP/s f64 / f32 | "
+          "slowest step |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name in args.cases:
-        d, kwargs = CASES[name]
-        s = SDOHSettings(**kwargs)
-        runs: dict[str, list[tuple[float, float, dict[str, Any], dict[str, float]]]] = {}
+        s = SDOHSettings(**CASES[name][1])
+        runs: dict[str, list[dict[str, Any]]] = {}
         for _ in range(args.repeats):
             for label, tree in trees:
                 res = run_in_tree(tree, name, args)
                 times = res["times"][2:]
-                floor_terms = floor_seconds(args.n, d, res["m"],
-                                            int(statistics.median(res["nq"][2:])),
-                                            statistics.mean(res["pairs"][2:]), s, res["rate"],
-                                            res["rate32"])
-                med = statistics.median(times)
-                runs.setdefault(label, []).append(
-                    (med / sum(floor_terms.values()), med, res, floor_terms))
+                run: dict[str, Any] = {"res": res, "median": statistics.median(times)}
+                for kind in FLOORS:
+                    floors = round_floors(res, args.n, s, kind)[2:]
+                    totals = [sum(f.values()) for f in floors]
+                    run[kind] = (statistics.median(t / f for t, f in zip(times, totals,
+                                                                          strict=True)),
+                                 statistics.median(totals), floors)
+                runs.setdefault(label, []).append(run)
         for label, _ in trees:
-            ratio, med, res, floor_terms = min(runs[label], key=lambda t: t[0])
+            run = min(runs[label], key=lambda r: r["issue"][0])
+            res = run["res"]
             steps = {k: v[2:] for k, v in res["steps"].items()}
             slow = max(steps, key=lambda k: statistics.median(steps[k]))
-            every = " ".join(f"{t[0]:.2f}" for t in runs[label])
-            print(f"| {name} | {label} | {med:.4f} | {sum(floor_terms.values()):.4f} | "
-                  f"{ratio:.2f} | {every} | {res['rate'] / 1e9:.0f} / {res['rate32'] / 1e9:.0f} "
+            every = " ".join(f"{r['issue'][0]:.2f}" for r in runs[label])
+            cells = " | ".join(f"{run[k][1]:.4f} | {run[k][0]:.2f}" for k in FLOORS)
+            print(f"| {name} | {label} | {run['median']:.4f} | {cells} | {every} | "
+                  f"{res['rate'] / 1e9:.0f} / {res['rate32'] / 1e9:.0f} "
                   f"| {slow} {statistics.median(steps[slow]):.4f} |", flush=True)
             print("    steps: " + ", ".join(f"{k} {statistics.median(v):.4f}"
                                             for k, v in steps.items()))
-            print("    floor: " + ", ".join(f"{k} {v:.4f}" for k, v in floor_terms.items()
-                                            if v))
-
+            print("    round s: " + " ".join(f"{t:.4f}" for t in res["times"][2:])
+                  + "; anchors grown: " + " ".join(
+                      str(a - b) if b else "-" for a, b in zip(res["m_after"][2:],
+                                                               res["m_before"][2:],
+                                                               strict=True)))
+            required = run["required"][2]
+            print("    required floor (mean over those rounds): " + ", ".join(
+                f"{k} {statistics.mean(f[k] for f in required):.4f}" for k in required[0]
+                if any(f[k] for f in required)))
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,11 @@
 """The round's fast paths against straightforward references on random and degenerate inputs
-(issue 16): the V-step from r × r Grams against the SVD of the centred Z, the grouped exemplar
-similarity against the dense Sqn, the query net's in-place Adam against plain Adam, its
-targets from the round's Φ against φ recomputed, and the P step against a dense solve."""
+(issue 16): the V-step from r × r Grams against the SVD of the centred Z (and its seeded
+completion against a Householder QR), the grouped exemplar similarity (one product per group
+and the padded batches) against the dense Sqn, anchor growth's imputation against the
+column-gather formulation, the query net's in-place Adam against plain Adam, its targets from
+the round's Φ against φ recomputed, and the P step against a dense solve. Where a fast path
+could be wrong in a way the comparison might not see, a deliberately wrong variant is shown
+to fail it."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from support.sdoh_round import CL
 
 from hashstream.solver.backend import get_backend
 from hashstream.solver.class_lists import ClassLists
-from hashstream.solver.feature_map import apply_feature_map, fit_feature_map
+from hashstream.solver.feature_map import apply_feature_map, fit_feature_map, map_and_grow
 from hashstream.solver.query_net import (
     BATCH,
     LEARNING_RATE,
@@ -23,6 +27,7 @@ from hashstream.solver.query_net import (
     init_query_net,
     train_query_net,
 )
+from hashstream.solver.sdoh_hc import exemplars
 from hashstream.solver.sdoh_hc import round as sdoh_round
 from hashstream.solver.sdoh_hc.query_encoder import fit_query_net
 from hashstream.solver.sdoh_hc.round import learn_chunk, orthogonal_balanced
@@ -113,6 +118,40 @@ def test_v_step_float32_backend() -> None:
     np.testing.assert_allclose(v64, ref, atol=1e-3)
 
 
+def _householder_complement(basis: np.ndarray, count: int, rng: np.random.Generator,
+                            centred: bool) -> np.ndarray:
+    """The reference completion: the same seeded vectors projected off [1/√n, basis] twice,
+    then a Householder QR with its diagonal made positive."""
+    n = basis.shape[0]
+    if centred:
+        basis = np.hstack([np.full((n, 1), 1 / np.sqrt(n)), basis])
+    extra = rng.standard_normal((n, count))
+    for _ in range(2):
+        extra -= basis @ (basis.T @ extra)
+    q, r = np.linalg.qr(extra)
+    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+
+
+@pytest.mark.parametrize(("n", "kept", "count"), [(2000, 10, 22), (500, 0, 32), (40, 7, 1)])
+def test_v_step_completion_equals_householder_qr(n: int, kept: int, count: int) -> None:
+    """The rank-deficient V-step's seeded completion (Cholesky QR of the projected vectors)
+    equals the Householder QR with a positive diagonal of the same vectors, to rounding; it
+    is orthonormal and orthogonal to 1 and to the basis. A variant that skips the centring
+    is not orthogonal to 1."""
+    rng = np.random.default_rng(n)
+    raw = rng.standard_normal((n, kept))
+    basis = np.linalg.qr(raw - raw.mean(axis=0))[0] if kept else np.zeros((n, 0))
+    got = sdoh_round._orthonormal_complement(basis, count, np.random.default_rng(3),
+                                             centred=True)
+    want = _householder_complement(basis, count, np.random.default_rng(3), centred=True)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    np.testing.assert_allclose(got.T @ got, np.eye(count), atol=1e-13)
+    assert np.abs(got.sum(axis=0)).max() < 1e-11
+    assert kept == 0 or np.abs(basis.T @ got).max() < 1e-13
+    wrong = sdoh_round._orthonormal_complement(basis, count, np.random.default_rng(3))
+    assert np.abs(wrong.sum(axis=0)).max() > 1e-3
+
+
 # --------------------------------------------------------------------------- exemplar similarity
 
 
@@ -146,9 +185,19 @@ def _state_with_memory(xq: np.ndarray, lq: ClassLists, bq: np.ndarray) -> SDOHSt
     return replace(state, exemplar_features=xq, exemplar_labels=lq, exemplar_codes=bq)
 
 
+@pytest.fixture(params=["looped", "batched"])
+def similarity_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of forming the grouped similarity: one product per group (few groups, the
+    default here) and the padded batches (forced by a group limit of 0)."""
+    if request.param == "batched":
+        monkeypatch.setattr(sdoh_round, "_LOOP_GROUPS", 0)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("kind", ["single", "skewed", "multi"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_exemplar_similarity_equals_dense_sqn(kind: str, seed: int) -> None:
+def test_exemplar_similarity_equals_dense_sqn(kind: str, seed: int, similarity_path: str
+                                              ) -> None:
     rng = np.random.default_rng(seed)
     n, nq, d, r, c = 300, 120, 20, 16, 5
     xn = rng.standard_normal((n, d))
@@ -165,7 +214,8 @@ def test_exemplar_similarity_equals_dense_sqn(kind: str, seed: int) -> None:
     np.testing.assert_array_equal(gram, bq.T.astype(np.float64) @ bq)
 
 
-def test_exemplar_similarity_degenerate_groups(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_exemplar_similarity_degenerate_groups(monkeypatch: pytest.MonkeyPatch,
+                                               similarity_path: str) -> None:
     """Groups with no sharing partner, one label set only, and the padded blocks split over
     several batches by the byte cap."""
     rng = np.random.default_rng(4)
@@ -206,6 +256,24 @@ def test_exemplar_similarity_many_label_sets_fallback() -> None:
     assert const == pytest.approx(const_ref, rel=1e-12)
 
 
+def test_exemplar_similarity_without_cosine_scaling_fails_the_reference(
+        monkeypatch: pytest.MonkeyPatch, similarity_path: str) -> None:
+    """The comparison above sees a wrong fast path: raw inner products instead of cosines
+    (inverse norms of 1) move E and ‖Sqn‖² far from the dense reference."""
+    rng = np.random.default_rng(8)
+    n, nq, d, r, c = 200, 80, 12, 8, 4
+    xn = rng.standard_normal((n, d)) * 3
+    xq = (rng.standard_normal((nq, d)) * 3).astype(np.float32)
+    ln, lq = _labels(rng, n, c, "single"), _labels(rng, nq, c, "single")
+    bq = np.where(rng.random((nq, r)) < 0.5, -1, 1).astype(np.int8)
+    monkeypatch.setattr(sdoh_round, "_inverse_norms", lambda a, xp: xp.ones(a.shape[0]))
+    e, _, const = sdoh_round._exemplar_similarity(_state_with_memory(xq, lq, bq), xn, ln,
+                                                  NUMPY, r)
+    e_ref, const_ref = _reference_similarity(xn, xq, bq.astype(np.float64), ln, lq, r)
+    assert not np.allclose(e, e_ref, rtol=1e-6, atol=1e-6)
+    assert const != pytest.approx(const_ref, rel=1e-6)
+
+
 def test_label_set_groups_match_dense_unique() -> None:
     rng = np.random.default_rng(6)
     for kind in ("single", "skewed", "multi"):
@@ -215,6 +283,63 @@ def test_label_set_groups_match_dense_unique() -> None:
                                           return_inverse=True)
         np.testing.assert_array_equal(inv, ref_inv.ravel())
         np.testing.assert_array_equal(first, ref_first)
+
+
+# --------------------------------------------------------------------------- anchor growth
+
+
+def _reference_grow(state: SDOHState, grown_map: Any, settings: SDOHSettings
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """G, F and P after growth as first written: φ of the exemplars under the grown map,
+    its old columns gathered by index (bias last), G_oo + λI by an identity, and every block
+    placed through index arrays."""
+    m = state.feature_map.anchors.shape[0]
+    k = grown_map.anchors.shape[0] - m
+    old = np.r_[np.arange(m), m + k]
+    phi_ex = apply_feature_map(grown_map, state.exemplar_features, NUMPY)
+    phi_o, phi_n = phi_ex[:, old], phi_ex[:, m:m + k]
+    w = np.linalg.solve(phi_o.T @ phi_o + settings.lam * np.eye(m + 1), phi_o.T @ phi_n)
+    resid = phi_n - phi_o @ w
+    s = state.n_seen / phi_ex.shape[0]
+    g_on = state.g @ w
+    g_nn = w.T @ g_on + s * (resid.T @ resid)
+    codes = state.exemplar_codes.astype(np.float64)
+    g = np.zeros((m + k + 1,) * 2)
+    g[np.ix_(old, old)] = state.g
+    g[np.ix_(old, np.arange(m, m + k))] = g_on
+    g[np.ix_(np.arange(m, m + k), old)] = g_on.T
+    g[m:m + k, m:m + k] = (g_nn + g_nn.T) / 2
+    f = np.zeros((m + k + 1, state.f.shape[1]))
+    f[old] = state.f
+    f[m:m + k] = w.T @ state.f + s * (resid.T @ codes)
+    projection = np.zeros_like(f)
+    projection[old] = state.projection
+    return g, f, projection
+
+
+def test_anchor_growth_imputation_equals_the_gathered_reference() -> None:
+    """Growth's G, F and P (old blocks placed by slices, the imputation from one Gram of the
+    exemplars' Φ, the residual as one product) against the index-gather formulation. A
+    variant that leaves the bias column in place of the first new anchor differs."""
+    rng = np.random.default_rng(21)
+    settings = SDOHSettings(bits=8, n_anchors=60, first_anchor_share=0.5, n1=25, n2=25)
+    d = 6
+    first = rng.standard_normal((90, d))
+    state = learn_chunk(None, first, CL(np.eye(3)[rng.integers(0, 3, 90)]), settings,
+                        NUMPY).state
+    far = rng.standard_normal((90, d)) + 8.0  # beyond the novelty radius: anchors grow
+    grown, _ = sdoh_round.grow_anchors(state, far, settings, NUMPY, 2)
+    m = state.feature_map.anchors.shape[0]
+    k = grown.feature_map.anchors.shape[0] - m
+    assert k > 0
+    g, f, projection = _reference_grow(state, grown.feature_map, settings)
+    scale = np.abs(g).max()
+    np.testing.assert_allclose(grown.g, g, rtol=0, atol=1e-10 * scale)
+    np.testing.assert_allclose(grown.f, f, rtol=0, atol=1e-10 * np.abs(f).max())
+    np.testing.assert_array_equal(grown.projection, projection)
+    bias_unmoved = g.copy()
+    bias_unmoved[[m, m + k]] = bias_unmoved[[m + k, m]]
+    assert not np.allclose(grown.g, bias_unmoved, rtol=0, atol=1e-6 * scale)
 
 
 # --------------------------------------------------------------------------- query net
@@ -307,3 +432,73 @@ def test_p_step_equals_a_dense_solve(make_stream: Any) -> None:
                                    atol=1e-10 * np.abs(want).max())
         if g_before is not None:  # the previous state's sums were not touched
             assert not np.shares_memory(g_before, state.g)
+
+
+# --------------------------------------------------------------------------- exemplar selection
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_round_robin_without_shared_rows_equals_the_loop(seed: int) -> None:
+    """Class-balanced selection on single-label data (no row in two queues): the sorted picks
+    equal the turn-by-turn loop's, for counts below, at and above the labelled rows. A variant
+    that drains each queue before the next (class-major order) differs."""
+    rng = np.random.default_rng(seed)
+    n, c = 300, 7
+    classes = rng.integers(0, c, n)
+    queue_rows = np.concatenate([np.flatnonzero(classes == k)[rng.permutation(
+        int((classes == k).sum()))] for k in range(c)])
+    bounds = np.r_[0, np.cumsum(np.bincount(classes, minlength=c))]
+    for count in (1, 40, 299, 300, 350):
+        want = exemplars.round_robin(queue_rows, bounds, count, n)
+        got = exemplars.round_robin_disjoint(queue_rows, bounds, count)
+        np.testing.assert_array_equal(got, want)
+    class_major = queue_rows[:40]
+    assert set(class_major) != set(exemplars.round_robin(queue_rows, bounds, 40, n))
+
+
+def test_class_balanced_single_label_matches_the_multi_label_path() -> None:
+    """select_class_balanced on single-label rows (the vectorised turns) picks what the same
+    rows give through the general path (one unlabelled row added, so the general path runs
+    for it too)."""
+    rng = np.random.default_rng(5)
+    n, c = 200, 5
+    lists = [[int(k)] for k in rng.integers(0, c, n)]
+    single = ClassLists.from_lists(lists, c)
+    both = ClassLists.from_lists(lists + [[0, 1]], c)  # one row in two queues: the loop
+    for count in (10, 57, 200):
+        got = exemplars.select_class_balanced(single, count, np.random.default_rng(9))
+        order = np.random.default_rng(9).permutation(n)
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
+        rows = single.row_of_entry()
+        by_class = np.lexsort((position[rows], single.classes))
+        bounds = np.r_[np.flatnonzero(np.r_[True, np.diff(single.classes[by_class]) != 0]),
+                       single.nnz]
+        want = np.sort(exemplars.round_robin(rows[by_class], bounds, count, n))
+        np.testing.assert_array_equal(got, want)
+    assert len(exemplars.select_class_balanced(both, 57, np.random.default_rng(9))) == 57
+
+
+# --------------------------------------------------------------------------- RBF map
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_rbf_map_equals_the_textbook_kernel(grow: bool) -> None:
+    """Φ of the RBF map (kernel columns written by the GEMM into Φ, the elementwise passes over
+    the whole buffer) against exp(−‖x − a‖²/2σ²) − mean from pairwise differences, bias 1;
+    with growth, the grown columns too (mean 0). A variant that forgets the kernel mean
+    differs."""
+    rng = np.random.default_rng(17)
+    x0 = rng.standard_normal((60, 5))
+    fm = fit_feature_map("rbf", x0, 20, 0, 0.9)
+    x = rng.standard_normal((40, 5)) * (4.0 if grow else 1.0)
+    if grow:
+        fm, phi = map_and_grow(fm, x, NUMPY, 10, 0.9, np.random.default_rng(2))
+        assert fm.anchors.shape[0] > 20
+    else:
+        phi = apply_feature_map(fm, x, NUMPY)
+    sq = ((x[:, None, :] - fm.anchors[None, :, :]) ** 2).sum(axis=2)
+    want = np.exp(-sq / (2 * fm.sigma ** 2)) - fm.mean
+    np.testing.assert_allclose(phi[:, :-1], want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(phi[:, -1], 1.0)
+    assert not np.allclose(phi[:, :-1], want + fm.mean, rtol=0, atol=1e-6)

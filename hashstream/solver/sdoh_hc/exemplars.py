@@ -44,7 +44,21 @@ def select_class_balanced(labels: ClassLists, count: int,
     starts = np.flatnonzero(np.r_[True, np.diff(labels.classes[by_class]) != 0]) \
         if labels.nnz else np.zeros(0, dtype=np.int64)
     bounds = np.r_[starts, labels.nnz]
-    queues = [queue_rows[bounds[i]:bounds[i + 1]] for i in range(len(starts))]
+    if labels.nnz and int(labels.counts().max()) == 1:  # no row waits in two queues
+        chosen = round_robin_disjoint(queue_rows, bounds, count)
+    else:
+        chosen = round_robin(queue_rows, bounds, count, n)
+    if len(chosen) < count:  # unlabelled rows fill what is left
+        taken = np.zeros(n, dtype=bool)
+        taken[chosen] = True
+        chosen = np.concatenate([chosen, order[~taken[order]][: count - len(chosen)]])
+    return np.sort(chosen.astype(np.int64))
+
+
+def round_robin(queue_rows: IntArray, bounds: IntArray, count: int, n: int) -> IntArray:
+    """Up to ``count`` distinct rows from the queues ``queue_rows[bounds[i]:bounds[i + 1]]``,
+    one from each queue in turn, skipping rows another queue already gave."""
+    queues = [queue_rows[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1)]
     cursors = [0] * len(queues)
     taken = np.zeros(n, dtype=bool)
     chosen: list[int] = []
@@ -60,10 +74,17 @@ def select_class_balanced(labels: ClassLists, count: int,
                 progressed = True
         if not progressed:
             break
-    if len(chosen) < count:  # unlabelled rows fill what is left
-        rest = order[~taken[order]][: count - len(chosen)]
-        chosen.extend(int(i) for i in rest)
-    return np.sort(np.asarray(chosen, dtype=np.int64))
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def round_robin_disjoint(queue_rows: IntArray, bounds: IntArray, count: int) -> IntArray:
+    """:func:`round_robin` where no row is in two queues (single-label data), without the
+    Python loop: turn t takes the t-th row of every queue still that long, in queue order, so
+    the picks are the entries sorted by (place in their queue, queue)."""
+    sizes = np.diff(bounds)
+    place = np.arange(len(queue_rows)) - np.repeat(bounds[:-1], sizes)
+    queue = np.repeat(np.arange(len(sizes)), sizes)
+    return queue_rows[np.lexsort((queue, place))[:count]].astype(np.int64)
 
 
 def select_nearest_center(labels: ClassLists, codes: np.ndarray[Any, Any],

@@ -163,48 +163,81 @@ def grow_anchors(state: SDOHState, features: Any, settings: SDOHSettings, backen
     if k == 0:
         return state, phi
     xp, dt = backend.xp, backend.dtype
-    old = xp.asarray(np.r_[np.arange(m), m + k])  # old columns, bias last, in the grown order
     g_old, f_old = backend.asarray(state.g, dtype=dt), backend.asarray(state.f, dtype=dt)
+    # the old columns keep their places; the bias column moves from m to m + k (slices, no
+    # index arrays)
     g = xp.zeros((m + k + 1, m + k + 1), dtype=dt)
-    g[old[:, None], old[None, :]] = g_old
-    f = xp.zeros((m + k + 1, f_old.shape[1]), dtype=dt)
-    f[old] = f_old
-    projection = xp.zeros_like(f)
-    projection[old] = backend.asarray(state.projection, dtype=dt)
+    g[:m, :m] = g_old[:m, :m]
+    g[:m, -1] = g_old[:m, -1]
+    g[-1, :m] = g_old[-1, :m]
+    g[-1, -1] = g_old[-1, -1]
+    f = _spread_rows(f_old, m, k, xp)
+    projection = _spread_rows(backend.asarray(state.projection, dtype=dt), m, k, xp)
+    projection[m:m + k] = 0
     if int(state.exemplar_codes.shape[0]):
         g_on, g_nn, f_n = _impute_new_columns(
             g_old, f_old, apply_feature_map(grown, state.exemplar_features, backend),
-            backend.asarray(state.exemplar_codes, dtype=dt), old, m, k, state.n_seen,
-            settings.lam, backend)
-        g[old, m:m + k] = g_on
-        g[m:m + k, old] = g_on.T
+            backend.asarray(state.exemplar_codes, dtype=dt), m, k, state.n_seen, settings.lam,
+            backend)
+        g[:m, m:m + k] = g_on[:m]
+        g[-1, m:m + k] = g_on[-1]
+        g[m:m + k, :m] = g_on[:m].T
+        g[m:m + k, -1] = g_on[-1]
         g[m:m + k, m:m + k] = g_nn
         f[m:m + k] = f_n
+    else:
+        f[m:m + k] = 0
     return replace(state, feature_map=grown, g=g, f=f, projection=projection), phi
 
 
-def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, old: Any, m: int,
-                        k: int, n_seen: int, lam: float, backend: Backend
-                        ) -> tuple[Any, Any, Any]:
+def _spread_rows(a: Any, m: int, k: int, xp: Any) -> Any:
+    """(m + 1)-row ``a`` with k rows (left uninitialised) opened before its last row."""
+    out = xp.empty((m + k + 1, a.shape[1]), dtype=a.dtype)
+    out[:m] = a[:m]
+    out[-1] = a[-1]
+    return out
+
+
+def _impute_new_columns(g_old: Any, f_old: Any, phi_ex: Any, codes_ex: Any, m: int, k: int,
+                        n_seen: int, lam: float, backend: Backend) -> tuple[Any, Any, Any]:
     """G's new blocks and F's new rows for the past, from the exemplar memory (past items).
 
-    On the exemplars, the new columns are regressed on the old ones (bias included):
-    φ_new ≈ φ_old W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W + s·ΣeᵀE and
-    F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a linear function
-    of φ_old, the residual's share estimated from the sample. The completed G is
-    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is. ``old``: the
-    old columns (bias last) in the grown order."""
+    On the exemplars (``phi_ex``: their Φ under the grown map, anchors m to m + k new), the
+    new columns φ_n are regressed on the old ones φ_o (bias included, last, as in G_oo):
+    φ_n ≈ φ_o W + e. The past then gets G_on = G_oo W, G_nn = WᵀG_oo W + s·ΣeᵀE and
+    F_n = WᵀF_o + s·ΣeᵀB (s = past items per exemplar): exact where φ_new is a linear
+    function of φ_old, the residual's share estimated from the sample. The completed G is
+    [I W]ᵀG_oo[I W] + diag(0, s·ΣeᵀE), positive semi-definite whatever W is.
+
+    One Gram of all of Φ_ex (syrk) holds φ_oᵀφ_o and φ_oᵀφ_n, and e = Φ_ex Ŵ with Ŵ = −W on
+    the old rows and I on the new ones: no column of Φ_ex is gathered."""
     xp = backend.xp
-    phi_o, phi_n = phi_ex[:, old], phi_ex[:, m:m + k]
-    gram = phi_o.T @ phi_o
-    gram += lam * xp.eye(m + 1, dtype=gram.dtype)
-    w = backend.cho_solve(gram, phi_o.T @ phi_n)  # (m + 1) × k
-    resid = phi_n - phi_o @ w
+    full = phi_ex.T @ phi_ex
+    gram = _old_block(full, m, k, xp)
+    gram.ravel()[::m + 2] += lam  # + λI without an identity
+    cross = xp.concatenate([full[:m, m:m + k], full[-1:, m:m + k]])  # φ_oᵀφ_n
+    w = backend.cho_solve(gram, cross)  # (m + 1) × k
+    w_hat = xp.zeros((m + k + 1, k), dtype=w.dtype)
+    w_hat[:m] = -w[:m]
+    w_hat[-1] = -w[-1]
+    w_hat[m:m + k] = xp.eye(k, dtype=w.dtype)
+    resid = phi_ex @ w_hat  # φ_n − φ_o W
     s = n_seen / phi_ex.shape[0]
     g_on = g_old @ w
     g_nn = w.T @ g_on + s * (resid.T @ resid)
     f_n = w.T @ f_old + s * (resid.T @ codes_ex)
     return g_on, (g_nn + g_nn.T) / 2, f_n
+
+
+def _old_block(a: Any, m: int, k: int, xp: Any) -> Any:
+    """The (m + 1) × (m + 1) block of the old columns (the first m and the last) of a square
+    (m + k + 1) matrix, by slices."""
+    out = xp.empty((m + 1, m + 1), dtype=a.dtype)
+    out[:m, :m] = a[:m, :m]
+    out[:m, m] = a[:m, -1]
+    out[m, :m] = a[-1, :m]
+    out[m, m] = a[-1, -1]
+    return out
 
 
 def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
@@ -307,15 +340,28 @@ class _Terms:
         return dcc(y, q, a, sweeps, self.backend)
 
 
+def _host64(a: Any, backend: Backend) -> np.ndarray[Any, Any]:
+    """``a`` on the host in float64 (no copy when it is one already)."""
+    return np.asarray(backend.to_numpy(a), dtype=np.float64)
+
+
 def _orthonormal_complement(basis: np.ndarray[Any, Any], count: int,
-                            rng: np.random.Generator) -> np.ndarray[Any, Any]:
-    """``count`` orthonormal columns orthogonal to ``basis`` (orthonormal columns), from seeded
-    random vectors projected off it twice; QR signs fixed so the result is reproducible."""
+                            rng: np.random.Generator, *,
+                            centred: bool = False) -> np.ndarray[Any, Any]:
+    """``count`` orthonormal columns orthogonal to ``basis`` (orthonormal columns) and, when
+    ``centred``, to the constant vector too, from seeded random vectors projected off them
+    twice; then orthonormalised as a QR with a positive diagonal would (unique, so
+    reproducible), here by a Cholesky factor of their Gram taken twice: the projected random
+    vectors are well conditioned, and this needs no n × count factorisation."""
     extra = rng.standard_normal((basis.shape[0], count))
     for _ in range(2):
         extra -= basis @ (basis.T @ extra)
-    q, r = np.linalg.qr(extra)
-    return q * np.where(np.diag(r) < 0, -1.0, 1.0)
+        if centred:
+            extra -= extra.mean(axis=0)
+    for _ in range(2):
+        low = np.linalg.cholesky(extra.T @ extra)
+        extra = extra @ np.linalg.inv(low).T
+    return extra
 
 
 def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> Any:
@@ -346,16 +392,17 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     keep1 = lam > max(r * _EPS64 * top, 1e-300)
     m1 = w[:, keep1] / np.sqrt(lam[keep1])
     q1 = zc @ backend.asarray(m1, dtype=dt)
-    grams = backend.to_numpy(q1.T @ xp.concatenate([q1, zc], axis=1)).astype(np.float64)
     k = q1.shape[1]
-    lam2, e = np.linalg.eigh(grams[:, :k])
+    lam2, e = np.linalg.eigh(_host64(q1.T @ q1, backend))
     keep2 = lam2 > 1e-4 * (float(lam2[-1]) if k else 0.0)  # Q₁ ≈ orthonormal: λ₂ ≈ 1
     s2 = e[:, keep2] / np.sqrt(lam2[keep2])  # Q = Q₁ S orthonormal
-    a, sigma, w_t = np.linalg.svd(s2.T @ grams[:, k:], full_matrices=False)  # R = QᵀZ̄
+    # R = QᵀZ̄
+    a, sigma, w_t = np.linalg.svd(s2.T @ _host64(q1.T @ zc, backend), full_matrices=False)
     # Noise is judged against the scale of Z itself: when the centred Z̄ is all rounding noise
     # (every row alike), its own largest σ is noise too.
-    eps = float(np.finfo(np.dtype(str(dt))).eps)
-    z_norm = float(xp.sqrt((z * z).sum()))
+    eps = float(np.finfo(dt).eps)
+    flat = z.ravel()
+    z_norm = math.sqrt(float(xp.vdot(flat, flat)))
     keep = sigma > max(max(n, r) * eps * z_norm, 1e-300)
     to_u = s2 @ a[:, keep]  # U = Q₁ S a over the kept directions
     w_keep = w_t[keep].T
@@ -363,9 +410,7 @@ def orthogonal_balanced(z: Any, rng: np.random.Generator, backend: Backend) -> A
     if kept == r:
         return math.sqrt(n) * (q1 @ backend.asarray(to_u @ w_keep.T, dtype=dt))
     u_keep = q1 @ backend.asarray(to_u, dtype=dt)
-    u_host = backend.to_numpy(u_keep).astype(np.float64)
-    ones = np.full((n, 1), 1 / np.sqrt(n))
-    u_extra = _orthonormal_complement(np.hstack([ones, u_host]), r - kept, rng)
+    u_extra = _orthonormal_complement(_host64(u_keep, backend), r - kept, rng, centred=True)
     w_extra = _orthonormal_complement(w_keep, r - kept, rng)
     u_all = xp.concatenate([u_keep, backend.asarray(u_extra, dtype=dt)], axis=1)
     return math.sqrt(n) * (u_all @ backend.asarray(np.hstack([w_keep, w_extra]).T, dtype=dt))
@@ -454,6 +499,10 @@ def _exemplar_similarity(state: SDOHState, x: Any, labels: ClassLists,
 
 # Most bytes of padded per-group blocks the grouped exemplar similarity forms at once.
 _GROUP_BLOCK_BYTES = 1 << 28
+# Up to this many label-set groups of new rows meeting some exemplar, the grouped similarity
+# takes one product per group on contiguous slices (no padding, no gathered blocks); above it,
+# groups of alike size share padded batched products (fewer calls, some wasted work).
+_LOOP_GROUPS = 64
 
 _Groups = tuple[ClassLists, np.ndarray[Any, Any], np.ndarray[Any, Any]]
 
@@ -480,6 +529,8 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
     shares = labels.take(first_n).shares_any(lq.take(first_q))  # g_n × g_q
     order_n = np.argsort(inv_n, kind="stable")
     count_n = np.bincount(inv_n, minlength=g_n)
+    if int(((count_n > 0) & shares.any(axis=1)).sum()) <= _LOOP_GROUPS:
+        return _looped_similarity(x, xq_raw, bq, (order_n, count_n), inv_q, shares, backend)
     start_n = np.concatenate([[0], np.cumsum(count_n)[:-1]]).astype(np.int64)
     slot_n = np.arange(n, dtype=np.int64) - np.repeat(start_n, count_n)
     order_q = np.argsort(inv_q, kind="stable")
@@ -525,6 +576,61 @@ def _grouped_similarity(x: Any, xq_raw: Any, bq: Any, new: _Groups, old: _Groups
         part += (xp.einsum("gk,gkr->gr", in_q, bq_pad) - bq_total)[:, None, :]
         filled = np.flatnonzero(rows_n.ravel() >= 0)  # integer positions: no device sync
         e[backend.asarray(rows_n.ravel()[filled])] = part.reshape(-1, r)[backend.asarray(filled)]
+    return e, sq_norm + float(sq_dev)
+
+
+def _looped_similarity(x: Any, xq_raw: Any, bq: Any,
+                       new: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]],
+                       group_q: np.ndarray[Any, Any], shares: np.ndarray[Any, Any],
+                       backend: Backend) -> tuple[Any, float]:
+    """E and ‖Sqn‖² with one product per label-set group of new rows (few groups).
+
+    Rows of both sides are sorted by group once, so a group's rows are a contiguous slice and
+    its cosines are one GEMM of exactly its pairs: the slice against the exemplar rows of its
+    sharing groups (a slice too where those groups are consecutive, always so for single-label
+    data; gathered otherwise), scaled by the inverse row norms afterwards (pairs values, fewer
+    than the rows' n·d and nq·d whenever a group meets fewer than d exemplar rows). No padding;
+    ‖Sqn‖² is summed on the device and read once."""
+    xp, dt = backend.xp, backend.dtype
+    order_n, count_n = new
+    n, nq, r = x.shape[0], bq.shape[0], bq.shape[1]
+    g_q = shares.shape[1]
+    order_q = np.argsort(group_q, kind="stable")
+    start_q = np.concatenate([[0], np.cumsum(np.bincount(group_q, minlength=g_q))])
+    start_n = np.concatenate([[0], np.cumsum(count_n)])
+    take_n, take_q = backend.asarray(order_n), backend.asarray(order_q)
+    xn = x[take_n]
+    scale_n = _inverse_norms(xn, xp)[:, None]
+    xq = backend.asarray(xq_raw)[take_q].astype(dt)
+    scale_q = _inverse_norms(xq, xp)
+    bq_sorted = bq[take_q]
+    bq_total = bq_sorted.sum(axis=0)
+    e_sorted = xp.empty((n, r), dtype=dt)
+    sq_dev = xp.zeros((), dtype=dt)
+    shared_rows = np.diff(start_q)
+    sq_norm = 0.0  # the −1 entries
+    for a in np.flatnonzero(count_n):
+        lo, hi = int(start_n[a]), int(start_n[a + 1])
+        sharing = np.flatnonzero(shares[a])
+        sq_norm += float(count_n[a] * (nq - shared_rows[sharing].sum()))
+        if len(sharing) == 0:
+            e_sorted[lo:hi] = -bq_total
+            continue
+        if sharing[-1] - sharing[0] == len(sharing) - 1:  # consecutive groups: one slice
+            rows: Any = slice(int(start_q[sharing[0]]), int(start_q[sharing[-1] + 1]))
+        else:
+            rows = backend.asarray(np.concatenate([np.arange(start_q[b], start_q[b + 1])
+                                                   for b in sharing]))
+        cos = xn[lo:hi] @ xq[rows].T
+        cos *= scale_n[lo:hi]
+        cos *= scale_q[rows]
+        sq_dev += xp.vdot(cos.ravel(), cos.ravel())
+        b_rows = bq_sorted[rows]
+        part = cos @ b_rows
+        part += b_rows.sum(axis=0) - bq_total
+        e_sorted[lo:hi] = part
+    e = xp.empty_like(e_sorted)
+    e[take_n] = e_sorted
     return e, sq_norm + float(sq_dev)
 
 
@@ -656,6 +762,7 @@ def learn_chunk(state: SDOHState | None, features: Any, labels: ClassLists,
     y = terms.teacher.copy()
     steps: list[tuple[str, float]] = []
     v = b
+    lap("warm_start")  # the terms' fixed products and B₀ = sgn(ΦP)
     for _ in range(settings.iterations):
         v = terms.v_step(b, rng)
         lap("v")
