@@ -49,12 +49,9 @@ def center_rows_from_sums(sums: Array, counts: Array) -> Array:
     return rows * (np.asarray(counts) > 0)[:, None].astype(np.float32)
 
 
-def complete_centers(known: Tensor | None, n_classes: int, bits: int) -> Tensor:
-    """c × L ±1 centers for ``n_classes`` label columns: the rows of ``known`` that are not all
-    zero as they are; every other class (ascending) the Hadamard column or negated column
-    (:func:`hadamard_centers` order) with the largest Hamming distance to the nearest center
-    placed so far (ties: the earlier candidate)."""
-    device = known.device if known is not None else torch.device("cpu")
+def _known_rows(known: Tensor | None, n_classes: int, bits: int) -> tuple[Tensor, Tensor]:
+    """(c × L rows on the host, placed): the rows of ``known`` that are not all zero, in
+    place; zeros and False elsewhere."""
     out = torch.zeros(n_classes, bits)
     placed = torch.zeros(n_classes, dtype=torch.bool)
     if known is not None:
@@ -62,6 +59,16 @@ def complete_centers(known: Tensor | None, n_classes: int, bits: int) -> Tensor:
         has = k.abs().sum(dim=1) > 0
         out[:k.shape[0]][has] = k[has]
         placed[:k.shape[0]] = has
+    return out, placed
+
+
+def complete_centers(known: Tensor | None, n_classes: int, bits: int) -> Tensor:
+    """c × L ±1 centers for ``n_classes`` label columns: the rows of ``known`` that are not all
+    zero as they are; every other class (ascending) the Hadamard column or negated column
+    (:func:`hadamard_centers` order) with the largest Hamming distance to the nearest center
+    placed so far (ties: the earlier candidate)."""
+    device = known.device if known is not None else torch.device("cpu")
+    out, placed = _known_rows(known, n_classes, bits)
     order = 1 << max(0, (bits - 1).bit_length())
     candidates = torch.as_tensor(
         hadamard_centers(bits, max(2 * (order - 1), n_classes)).T.astype(np.float32))
@@ -107,13 +114,7 @@ def anchored_centers(known: Tensor | None, labels: Tensor, anchor_codes: Tensor,
     n_classes, bits = int(labels.shape[1]), int(anchor_codes.shape[1])
     cpu_labels, cpu_codes = labels.detach().cpu().float(), anchor_codes.detach().cpu().float()
     cpu_agree = agreement.detach().cpu().float()
-    out = torch.zeros(n_classes, bits)
-    placed = torch.zeros(n_classes, dtype=torch.bool)
-    if known is not None:
-        k = known.detach().cpu().float()[:n_classes]
-        has = k.abs().sum(dim=1) > 0
-        out[:k.shape[0]][has] = k[has]
-        placed[:k.shape[0]] = has
+    out, placed = _known_rows(known, n_classes, bits)
     if int(placed.sum()) < 2:
         return complete_centers(known, n_classes, bits).to(anchor_codes.device)
     margin = margin_of(out[placed])
