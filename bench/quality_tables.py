@@ -29,34 +29,29 @@ from hashstream.eval.online_hashing import EvalConfig, load_dataset, run_eval
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 QUERIES = {"digits": 300, "mirflickr": 1000, "fashion": 1000}
-VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "defaults": ("sdoh-hc", {}),
-    "− exemplar term": ("sdoh-hc", {"use_exemplar_term": False}),
-    "− self-distillation": ("sdoh-hc", {"use_distillation": False}),
-    "− Hadamard term": ("sdoh-hc", {"use_hadamard_term": False}),
-    "− center term": ("sdoh-hc", {"use_center_term": False}),
-    "− old-data term": ("sdoh-hc", {"use_old_term": False}),
+# short name → (row label, method, settings over the defaults)
+VARIANTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "defaults": ("defaults", "sdoh-hc", {}),
+    "exemplar": ("− exemplar term", "sdoh-hc", {"use_exemplar_term": False}),
+    "distillation": ("− self-distillation", "sdoh-hc", {"use_distillation": False}),
+    "hadamard": ("− Hadamard term", "sdoh-hc", {"use_hadamard_term": False}),
+    "center": ("− center term", "sdoh-hc", {"use_center_term": False}),
+    "old": ("− old-data term", "sdoh-hc", {"use_old_term": False}),
     # under term_scaling='normalized' (the default) the old-data term's weight is α alone:
     # old_weight (n/N_old vs 1) only acts under 'paper' scaling
-    "old-data weight α = 0.1 (default 1)": ("sdoh-hc", {"alpha": 0.1}),
-    "old-data weight α = 10": ("sdoh-hc", {"alpha": 10.0}),
-    "old-data weight 1 (paper) instead of n/N_old": ("sdoh-hc", {"old_weight": "paper"}),
-    "residual query net (opt-in encoder)": ("sdoh-hc", {"query_encoder": "residual_net"}),
-    "LSH (random projection)": ("lsh", {}),
+    "alpha-0.1": ("old-data weight α = 0.1 (default 1)", "sdoh-hc", {"alpha": 0.1}),
+    "alpha-10": ("old-data weight α = 10", "sdoh-hc", {"alpha": 10.0}),
+    "old-weight": ("old-data weight 1 (paper) instead of n/N_old", "sdoh-hc",
+                   {"old_weight": "paper"}),
+    "residual": ("residual query net (opt-in encoder)", "sdoh-hc",
+                 {"query_encoder": "residual_net"}),
+    "lsh": ("LSH (random projection)", "lsh", {}),
 }
-SHORT = {"defaults": "defaults", "exemplar": "− exemplar term",
-         "distillation": "− self-distillation", "hadamard": "− Hadamard term",
-         "center": "− center term", "old": "− old-data term",
-         "alpha-0.1": "old-data weight α = 0.1 (default 1)",
-         "alpha-10": "old-data weight α = 10",
-         "old-weight": "old-data weight 1 (paper) instead of n/N_old",
-         "residual": "residual query net (opt-in encoder)",
-         "lsh": "LSH (random projection)"}
 
 
 def one_run(data: Any, name: str, variant: str, bits: int, order: str, seed: int
             ) -> tuple[float, float | None]:
-    method, overrides = VARIANTS[variant]
+    _, method, overrides = VARIANTS[variant]
     config = EvalConfig(settings=SDOHSettings(bits=bits, seed=seed, **overrides),
                         chunk=SUITE[name][1], queries=QUERIES[name], order=order,  # type: ignore[arg-type]
                         split="test", method=method, database="both",  # type: ignore[arg-type]
@@ -79,13 +74,13 @@ def main() -> None:
     p.add_argument("--orders", nargs="+", default=["random", "class-incremental"])
     p.add_argument("--bits", type=int, nargs="+", default=[16, 32, 64])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", nargs="+", default=[v for v in SHORT if v != "residual"],
-                   choices=list(SHORT))
+    p.add_argument("--variants", nargs="+", default=[v for v in VARIANTS if v != "residual"],
+                   choices=list(VARIANTS))
     p.add_argument("--fashion-items", type=int, default=20_000,
                    help="seeded subset of Fashion-MNIST's training items (0: all 60,000)")
     p.add_argument("--out", type=Path, default=None, help="the tables (markdown) and a .json")
     args = p.parse_args()
-    variants = [SHORT[v] for v in args.variants]
+    variants = args.variants
     lines: list[str] = []
     figures: dict[str, Any] = {}
 
@@ -114,13 +109,14 @@ def main() -> None:
                         learned.append(m)
                         if r is not None:
                             again.append(float(r))
-                        print(f"  {name} {order} {variant} {bits} seed {seed}: {m:.4f} "
+                        print(f"  {name} {order} {VARIANTS[variant][0]} {bits} seed {seed}: "
+                              f"{m:.4f} "
                               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr,
                               flush=True)
                     figures[f"{name}/{order}/{variant}/{bits}"] = {"learned": learned,
                                                                   "reencoded": again}
                     row += [cell(learned), cell(again)]
-                emit(f"| {variant} | " + " | ".join(row) + " |")
+                emit(f"| {VARIANTS[variant][0]} | " + " | ".join(row) + " |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
