@@ -34,6 +34,9 @@ class CreateIndex(BaseModel):
     lam: float | None = Field(default=None, gt=0)
     alpha: float | None = Field(default=None, ge=0, description="weight of the old-data term")
     gamma: float | None = Field(default=None, ge=0, description="weight of the exemplar term")
+    delta: float | None = Field(default=None, ge=0, description="weight of the "
+                                "self-distillation term (default 0.3 under normalized term "
+                                "scaling; θ under paper scaling)")
     term_scaling: TermScaling | None = Field(
         default=None, description="normalized (default: each weight pulls alike at any chunk "
         "size, code length and class count) or paper (the raw sums of Eq. 7)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import fields
-from typing import Any, get_args, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from hashstream.eval import ecmh as ecmh_eval
 from hashstream.eval.online_hashing import DatasetError, EvalConfig, load_dataset, run_eval
@@ -22,7 +22,8 @@ _ABLATIONS = {
     "use_center_term": ("--no-center-term", "drop the η code-to-center term"),
 }
 _HELP = {
-    "bits": "code length r", "theta": "θ, weight of the two center terms",
+    "bits": "code length r", "theta": "θ, weight of the Hadamard center term",
+    "delta": "δ, weight of the self-distillation term",
     "eta": "η, weight of the code-to-center term", "beta": "β, B–V coupling",
     "lam": "λ, ridge of P", "n1": "exemplars kept at random each round",
     "n2": "new exemplars per round", "iterations": "outer V/B/Y iterations per round",
@@ -63,10 +64,12 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         kwargs: dict[str, Any] = {"default": default, "help": f"{_HELP.get(f.name, '')} "
                                   f"(default {default})"}
-        if f.name in WEIGHT_DEFAULTS["paper"]:  # a weight's default follows --term-scaling
-            by = ", ".join(f"{k} {v[f.name]:g}" for k, v in WEIGHT_DEFAULTS.items())
+        if f.name in WEIGHT_DEFAULTS["normalized"]:  # a weight's default follows the scaling
+            by = ", ".join(f"{k} {v[f.name]:g}" if f.name in v else f"{k} θ"
+                           for k, v in WEIGHT_DEFAULTS.items())
             kwargs.update(default=BY_SCALING, help=f"{_HELP.get(f.name, '')} (default {by})")
-        choices = get_args(hints[f.name])  # a Literal setting's values, from its type
+        # a Literal setting's values, from its type
+        choices = get_args(hints[f.name]) if get_origin(hints[f.name]) is Literal else ()
         if choices:
             kwargs["choices"] = choices
         else:

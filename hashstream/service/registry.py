@@ -42,7 +42,7 @@ MAX_PARTITIONS = 64
 # Settings a stored config may lack, with the value it was built with: a setting added later
 # gets its new default only in indexes created after it.
 LEGACY_SETTINGS: dict[str, Any] = {"query_encoder": "linear", "term_scaling": "paper",
-                                   "anchor_growth": "off"}
+                                   "anchor_growth": "off", "delta": None}
 
 
 @dataclass(frozen=True)

@@ -169,11 +169,11 @@ def test_loss_terms_equal_eq7_computed_directly(np_backend: Backend, make_stream
         if scaling == "paper":
             w = {"old": cfg.alpha * (n / max(n_old, 1) if old_weight == "balanced" else 1.0),
                  "exemplar": cfg.gamma, "quantization": cfg.beta, "hadamard": cfg.theta,
-                 "distillation": cfg.theta, "center": cfg.eta}
+                 "distillation": cfg.distill_weight, "center": cfg.eta}
         else:
             w = {"old": cfg.alpha * c / max(n_old, 1), "exemplar": cfg.gamma * c / max(nq, 1),
                  "quantization": cfg.beta * r, "hadamard": cfg.theta * r * n / c,
-                 "distillation": cfg.theta * n / (2 * c), "center": cfg.eta}
+                 "distillation": cfg.distill_weight * n / (2 * c), "center": cfg.eta}
         expect: dict[str, float] = {}
         if old_v:
             lo = np.vstack([_l_hat(lb, c) for lb in old_lab])

@@ -43,17 +43,17 @@ def test_normalized_weights_do_not_depend_on_the_chunk_size(np_backend: Backend)
 @pytest.mark.parametrize("n", [150, 2000, 20000])
 def test_pulls_per_entry_equal_the_weights(n: int) -> None:
     """The multipliers give the documented pulls: on B, α r (old: H1's rows sum N_old/c
-    codes), β r and η r; on Y, θ r n/c for the Hadamard and the distillation terms
-    (distillation's Q is r·KỸ, entries 2), η r n/c for the center term."""
+    codes), β r and η r; on Y, θ r n/c for the Hadamard term, δ r n/c for the distillation
+    term (its Q is r·KỸ, entries 2), η r n/c for the center term."""
     r, c, n_old, nq = 32, 10, 7 * n, 1500
-    s = SDOHSettings(bits=r, theta=0.3, eta=1.7, beta=0.05, alpha=40.0, gamma=60.0)
+    s = SDOHSettings(bits=r, theta=0.3, eta=1.7, beta=0.05, alpha=40.0, gamma=60.0, delta=0.2)
     w = term_weights(s, n=n, r=r, c=c, n_old=n_old, n_exemplars=nq)
     assert w.old * r * n_old / c == pytest.approx(s.alpha * r)
     assert w.exemplar * r * nq / c == pytest.approx(s.gamma * r)
     assert w.quantization == pytest.approx(s.beta * r)
     assert w.center * r == pytest.approx(s.eta * r)
     assert w.hadamard == pytest.approx(s.theta * r * n / c)
-    assert w.distillation * r * 2 == pytest.approx(s.theta * r * n / c)
+    assert w.distillation * r * 2 == pytest.approx(s.delta * r * n / c)
     assert w.center * r * n / c == pytest.approx(s.eta * r * n / c)
 
 
@@ -96,3 +96,27 @@ def test_configs_stored_before_term_scaling_keep_the_raw_sums() -> None:
     assert SDOHSettings().term_scaling == "normalized"
     new = IndexConfig.from_json({"name": "b", "dim": 4, "settings": SDOHSettings().as_dict()})
     assert new.settings.term_scaling == "normalized"
+
+
+def test_the_distillation_weight_defaults_by_scaling_and_stored_configs_keep_theta() -> None:
+    """δ was θ until it had its own setting: under paper scaling (Eq. 7) it still follows θ,
+    and an index stored without the setting keeps θ whatever θ it has; new normalized indexes
+    take δ's own default (0.3), whatever θ they set."""
+    from hashstream.service.registry import IndexConfig
+
+    assert SDOHSettings(theta=1.0).distill_weight == 0.3
+    assert SDOHSettings(term_scaling="paper", theta=2.0).distill_weight == 2.0
+    assert SDOHSettings(delta=0.0).distill_weight == 0.0
+    stored = IndexConfig.from_json({"name": "old", "dim": 4, "method": "sdoh-hc",
+                                    "settings": {"bits": 16, "term_scaling": "normalized",
+                                                 "theta": 1.0}})
+    assert stored.settings.delta is None and stored.settings.distill_weight == 1.0
+    again = IndexConfig.from_json({"name": "new", "dim": 4, "method": "sdoh-hc",
+                                   "settings": SDOHSettings(bits=16, theta=1.0).as_dict()})
+    assert again.settings.distill_weight == 0.3
+    with pytest.raises(ValueError, match="delta"):
+        SDOHSettings(delta=-1.0)
+    n, r, c = 2000, 32, 10
+    on = term_weights(SDOHSettings(bits=r, delta=0.5), n=n, r=r, c=c, n_old=0, n_exemplars=0)
+    assert on.distillation == pytest.approx(0.5 * n / c / 2)
+    assert on.hadamard == pytest.approx(0.3 * r * n / c)  # θ untouched

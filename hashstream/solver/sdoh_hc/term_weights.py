@@ -10,8 +10,8 @@ scale, whatever n, r, c, n_old and the exemplar count:
 
 - on B: the center term pulls η·r (its Q is η r L̂Y), the old-data term α·r, quantization β·r;
 - on V: the exemplar term γ·r, quantization β·r;
-- on Y: the center term pulls η·r·n/c (Y's row sums n/c codes), the Hadamard and the
-  distillation terms θ·r·n/c each.
+- on Y: the center term pulls η·r·n/c (Y's row sums n/c codes), the Hadamard term θ·r·n/c and
+  the distillation term δ·r·n/c (δ = ``delta``, θ where it is None).
 
 Every pull then grows with the chunk the same way, so duplicating every item of a chunk leaves
 the codes unchanged (a test checks this). ``'paper'`` keeps the raw sums of Eq. 7 (with the
@@ -51,7 +51,7 @@ def term_weights(settings: SDOHSettings, *, n: int, r: int, c: int, n_old: int,
             exemplar=s.gamma if use_ex else 0.0,
             quantization=s.beta,
             hadamard=s.theta if s.use_hadamard_term else 0.0,
-            distillation=s.theta if s.use_distillation else 0.0,
+            distillation=s.distill_weight if s.use_distillation else 0.0,
             center=s.eta if s.use_center_term else 0.0,
         )
     # H1's rows sum n_old/c codes and E's entries nq/c exemplar codes; Y's rows n/c new codes.
@@ -62,6 +62,6 @@ def term_weights(settings: SDOHSettings, *, n: int, r: int, c: int, n_old: int,
         quantization=s.beta * r,
         hadamard=s.theta * r * per_class_new if s.use_hadamard_term else 0.0,
         # its Q on Y is r·KỸ, whose entries are 2 where Y agrees with the teacher
-        distillation=s.theta * per_class_new / 2 if s.use_distillation else 0.0,
+        distillation=s.distill_weight * per_class_new / 2 if s.use_distillation else 0.0,
         center=s.eta if s.use_center_term else 0.0,
     )
