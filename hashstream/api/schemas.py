@@ -35,7 +35,7 @@ class CreateIndex(BaseModel):
     alpha: float | None = Field(default=None, ge=0, description="weight of the old-data term")
     gamma: float | None = Field(default=None, ge=0, description="weight of the exemplar term")
     delta: float | None = Field(default=None, ge=0, description="weight of the "
-                                "self-distillation term (default 0.3 under normalized term "
+                                "self-distillation term (default 0.1 under normalized term "
                                 "scaling; θ under paper scaling)")
     term_scaling: TermScaling | None = Field(
         default=None, description="normalized (default: each weight pulls alike at any chunk "
