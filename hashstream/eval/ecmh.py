@@ -598,9 +598,9 @@ def add_parser(subparsers: Any) -> None:
                    help="weight of ECMH's L_d (× its entry mean) in the extension (default "
                    + ", ".join(f"{k} {v:g}" for k, v in DISTILL_WEIGHTS.items()) + ")")
     p.add_argument("--center-weight", type=float, default=d.center_weight,
-                   help="weight of stage 3's term against old classes (IDCWH's center "
-                   "likelihood to the old classes' code centers and the new classes' "
-                   f"Hadamard targets; 0: off, as the paper; default {d.center_weight:g})")
+                   help="weight of stage 3's term against old classes (outputs pulled to "
+                   "their classes' centers: old classes' from their codes, new classes' "
+                   f"placed away from them; 0: off, as the paper; default {d.center_weight:g})")
     p.add_argument("--dhd-tau", type=float, default=d.dhd.tau,
                    help=f"DHD proxy temperature τ (default {d.dhd.tau})")
     p.add_argument("--idcwh-centers", choices=("sign", "dcc"), default=d.idcwh.center_update,

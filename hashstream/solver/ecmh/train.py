@@ -209,20 +209,18 @@ def core_algorithm(model: ECMHModel, data: PairedData, settings: TrainSettings, 
                          f"item ({n})")
 
     def log() -> dict[str, float]:
-        out = log_objective()
+        f_now = image_representations(model, data.image)
+        g_now = text_representations(model, data.text)
+        out = log_objective(f_now, g_now)
         if targets is not None and center_weight > 0:
             with torch.no_grad():
-                f_now = image_representations(model, data.image)
-                g_now = text_representations(model, data.text)
                 term = center_weight * float(center_loss(f_now, targets, beta)
                                              + center_loss(g_now, targets, beta))
             out["centers"] = term
             out["total"] += term
         return out
 
-    def log_objective() -> dict[str, float]:
-        f_now = image_representations(model, data.image)
-        g_now = text_representations(model, data.text)
+    def log_objective(f_now: Tensor, g_now: Tensor) -> dict[str, float]:
         if head is None:
             return objective(f_now, g_now, data.labels, codes, a, f_old, g_old, beta,
                              settings.common_loss, distill_scale=distill_scale)
