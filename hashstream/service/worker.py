@@ -486,9 +486,6 @@ class RoundRunner:
                               partition_of(ids[keep], config.partitions),
                               minlength=config.partitions).tolist())
             t = time.perf_counter()
-            # a lease that lapsed while the round ran (the process starved past its TTL) is
-            # taken back here if no other worker took the index meanwhile
-            self.store.renew_lease(lease)
             try:
                 ok = self.store.commit_round(name, version, RoundCommit(
                     ack_ids=chunk_ids + list(query_arrays), query_chunks=query_arrays,
