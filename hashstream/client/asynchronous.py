@@ -14,7 +14,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import Backlogged, Unavailable, raise_for_problem
+from hashstream.client.errors import raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -89,7 +89,7 @@ class AsyncClient:
         while True:
             try:
                 return ChunkId.of(await self._json(call))
-            except (Backlogged, Unavailable, httpx.TransportError) as exc:
+            except calls.RESENDABLE as exc:
                 wait = retry.wait(exc)
                 if wait is None:
                     raise

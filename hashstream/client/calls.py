@@ -174,6 +174,10 @@ def dead_letters(name: str, after: str | None = None) -> Call:
     return Call("GET", index_path(name, "dead-letters"), params=params)
 
 
+# what a resend of an ingest may mend (its Idempotency-Key makes the resend safe)
+RESENDABLE = (Backlogged, Unavailable, httpx.TransportError)
+
+
 class IngestRetry:
     """How long to wait before sending a chunk again, for ``retry_for`` seconds in all (the
     same for both clients): after a 429 or a 503, what its Retry-After says (1 s if nothing);
@@ -189,12 +193,10 @@ class IngestRetry:
         an error a resend cannot mend, or the next try would come after the deadline."""
         if self.deadline is None:
             return None
-        if isinstance(error, Backlogged | Unavailable):
-            wait = error.retry_after if error.retry_after is not None else 1.0
-        elif isinstance(error, httpx.TransportError):
-            wait = 1.0
-        else:
+        if not isinstance(error, RESENDABLE):
             return None
+        retry_after = error.retry_after if isinstance(error, Backlogged | Unavailable) else None
+        wait = retry_after if retry_after is not None else 1.0
         return wait if time.monotonic() + wait <= self.deadline else None
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from hashstream.client import calls
 from hashstream.client.calls import Call, Modality, Target
 from hashstream.client.chunk_body import Encoding
-from hashstream.client.errors import Backlogged, Unavailable, raise_for_problem
+from hashstream.client.errors import raise_for_problem
 from hashstream.client.models import (
     ChunkId,
     DeadLetter,
@@ -117,7 +117,7 @@ class Client:
         while True:
             try:
                 return ChunkId.of(self._json(call))
-            except (Backlogged, Unavailable, httpx.TransportError) as exc:
+            except calls.RESENDABLE as exc:
                 wait = retry.wait(exc)
                 if wait is None:
                     raise

@@ -317,12 +317,15 @@ class IndexService:
         chunk_id = self.store.enqueue(name, chunk.to_fields(config.queue_dtype), chunk.n)
         return {"chunk_id": chunk_id, **out}
 
-    def ingest_once(self, name: str, parsed: ParsedChunk, key: str, lifetime_s: float
-                    ) -> tuple[dict[str, Any], bool]:
+    def ingest_once(self, name: str, parsed: ParsedChunk, key: str, lifetime_s: float,
+                    seen: str | None = None) -> tuple[dict[str, Any], bool]:
         """:meth:`ingest` under an Idempotency-Key: (the answer, whether it is the answer of
-        an earlier request with this key and chunk, nothing queued now). The caller looks the
-        key up first (:meth:`ingest_record`) to spare a retry the label mapping and ids."""
+        an earlier request with this key and chunk, nothing queued now). ``seen``: the key's
+        record as the caller looked it up first (:meth:`ingest_record`, which spares a retry
+        the backlog check, the label mapping and ids)."""
         chunk_print = fingerprint(parsed)
+        if seen is not None:
+            return replayed(seen, chunk_print), True
         config, chunk, out = self._prepared(name, parsed)
         queued, value = self.store.enqueue_once(
             name, chunk.to_fields(config.queue_dtype), chunk.n, key, record(out, chunk_print),

@@ -17,7 +17,7 @@ from hashstream.service.chunks import (
     validate_chunk,
 )
 from hashstream.service.errors import PayloadTooLarge, UnsupportedMediaType
-from hashstream.service.ingest_keys import HEADER, checked_key, fingerprint, replayed
+from hashstream.service.ingest_keys import HEADER, checked_key
 from hashstream.service.registry import IndexService
 from hashstream.service.settings import Settings
 
@@ -96,12 +96,9 @@ class _Ingest:
     async def queue(self, name: str, chunk: ParsedChunk, seen: str | None) -> dict[str, Any]:
         if self.key is None:
             return await run_in_threadpool(self.indexes.ingest, name, chunk)
-        if seen is not None:
-            answer, again = replayed(seen, fingerprint(chunk)), True
-        else:
-            answer, again = await run_in_threadpool(
-                self.indexes.ingest_once, name, chunk, self.key,
-                self.settings.ingest_key_lifetime_s)
+        answer, again = await run_in_threadpool(
+            self.indexes.ingest_once, name, chunk, self.key,
+            self.settings.ingest_key_lifetime_s, seen)
         if again:
             self.response.headers["Idempotent-Replayed"] = "true"
         return answer
