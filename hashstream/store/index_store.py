@@ -41,19 +41,26 @@ from hashstream.store.partitions import join_parts, split_segment
 Arrays = dict[str, np.ndarray[Any, Any]]
 GROUP = "workers"
 
-# Extend a lease (1), or take a lapsed one back (2) when no lease was taken since: the token
-# counter still names it, so nobody else can have claimed, counted or committed; else 0.
-# KEYS: lease, lease_token; ARGV: lease value, ttl ms, token.
-_RENEW = """
-local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+# Whether the lease ``value`` ("<token>:<worker>") is still its holder's: held (1), or lapsed
+# while no lease was taken since (2: the token counter still names it, so nobody else can
+# have claimed, counted or committed); else 0. Shared by _RENEW and _COMMIT.
+_LEASE_STANDING = """
+local function lease_standing(lease_key, token_key, value)
+  local held = redis.call('GET', lease_key)
+  if held == value then return 1 end
+  if not held and redis.call('GET', token_key) == string.match(value, '^(%d+):') then
+    return 2
+  end
+  return 0
 end
-if not held and redis.call('GET', KEYS[2]) == ARGV[3] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 2
-end
-return 0
+"""
+# Extend a lease (1), or take a lapsed one back (2); 0 once another lease was taken.
+# KEYS: lease, lease_token; ARGV: lease value, ttl ms.
+_RENEW = _LEASE_STANDING + """
+local standing = lease_standing(KEYS[1], KEYS[2], ARGV[1])
+if standing == 1 then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if standing == 2 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+return standing
 """
 # KEYS: stream, queued_items, ingest_keys, ingest_key_expiry.
 # ARGV: key, now, expires, items, answer, then the entry's field/value pairs. A key seen and
@@ -89,15 +96,9 @@ return token
 # KEYS: version, lease, delete epoch, lease token counter, the keys the ops write; ARGV:
 # expected version, lease value, expected delete epoch, then ops as (command, key index, n,
 # n arguments). Returns 1, 0 (version moved), -1 (lease lost), -2 (deletes landed).
-_COMMIT = """
+_COMMIT = _LEASE_STANDING + """
 if tonumber(redis.call('GET', KEYS[1]) or '0') ~= tonumber(ARGV[1]) then return 0 end
-if ARGV[2] ~= '' then
-  local held = redis.call('GET', KEYS[2])
-  if held ~= ARGV[2] and (held or
-      redis.call('GET', KEYS[4]) ~= string.match(ARGV[2], '^(%d+):')) then
-    return -1
-  end
-end
+if ARGV[2] ~= '' and lease_standing(KEYS[2], KEYS[4], ARGV[2]) == 0 then return -1 end
 if ARGV[3] ~= '' and tonumber(redis.call('GET', KEYS[3]) or '0') ~= tonumber(ARGV[3]) then
   return -2
 end
@@ -998,8 +999,7 @@ class IndexStore:
         """Extend the lease by its TTL if still held, or take it back if it lapsed (a worker
         starved past its TTL) while no other lease was taken; False once another was."""
         k = self.keys(lease.name)
-        return bool(self._renew(keys=[k.lease, k.lease_token],
-                                args=[lease.value, lease.ttl_ms, lease.token]))
+        return bool(self._renew(keys=[k.lease, k.lease_token], args=[lease.value, lease.ttl_ms]))
 
     def release_lease(self, lease: Lease) -> None:
         """Give the lease back (compare-and-delete: never someone else's); it can no longer
