@@ -197,9 +197,7 @@ class ServeOn:
         self.port = free_port()
         self.api_processes = api_processes
         env = {**os.environ, "REDIS_URL": redis_url, "HASHSTREAM_KEY_PREFIX": prefix,
-               **(extra_env or {})}
-        if code is not None:
-            env["PYTHONPATH"] = str(Path(code).resolve())
+               **(extra_env or {}), **code_env(str(Path(code).resolve()) if code else None)}
         args = [sys.executable, "-m", "hashstream", "serve", "--port", str(self.port),
                 "--workers", str(workers), "--log-level", "warning"]
         if api_processes > 1:
