@@ -157,6 +157,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             response.headers["WWW-Authenticate"] = 'Bearer realm="hashstream"'
         if exc.retry_after is not None:
             response.headers["Retry-After"] = str(exc.retry_after)
+        response.headers.update(exc.headers)
         return response
 
     @app.exception_handler(RequestValidationError)

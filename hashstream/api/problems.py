@@ -46,17 +46,20 @@ AUTHED = (401, 503)  # every route behind the API key reads Redis
 JSON_BODY = (400, 413, 415, 422)  # routes that read a JSON body
 
 
-def responses(*statuses: int, notes: Mapping[int, str] | None = None
+def responses(*statuses: int, notes: Mapping[int, str] | None = None,
+              headers: Mapping[int, Mapping[str, Any]] | None = None
               ) -> dict[int | str, dict[str, Any]]:
     """The ``responses=`` of a route or router: each status as problem+json with the one
-    ``Problem`` schema; ``notes`` replace a status's generic description."""
-    notes = notes or {}
+    ``Problem`` schema; ``notes`` replace a status's generic description, ``headers`` add
+    to its documented headers."""
+    notes, headers = notes or {}, headers or {}
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
         entry: dict[str, Any] = {"description": notes.get(status, _TEXT[status]),
                                  "content": {PROBLEM: {"schema": {"$ref": _REF}}}}
-        if status in _HEADERS:
-            entry["headers"] = _HEADERS[status]
+        documented = {**_HEADERS.get(status, {}), **headers.get(status, {})}
+        if documented:
+            entry["headers"] = documented
         out[status] = entry
     return out
 

@@ -283,3 +283,7 @@ class Problem(BaseModel):
     backlog_items: int | None = Field(None, description="429: items waiting for rounds")
     backlog_seconds: float | None = Field(None, description="429: the estimated seconds of "
                                           "work waiting (null before a round gave a rate)")
+    idempotency_key: str | None = Field(
+        None, description="503 of an ingest whose outcome is not known: the Idempotency-Key "
+        "(the client's, or one the service made) to resend the same request under; it is then "
+        "queued exactly once")

@@ -18,6 +18,7 @@ class ServiceError(Exception):
         self.message = message
         self.field = field
         self.extra: dict[str, object] = {}  # problem+json extension members
+        self.headers: dict[str, str] = {}  # more response headers (Retry-After: retry_after)
 
 
 class InvalidInput(ServiceError):

@@ -1,21 +1,34 @@
 """Idempotent ingest: an ``Idempotency-Key`` sent with a chunk makes a retry of the same request
 (after a lost answer, a timeout, a 503) answer what the first one did instead of queueing the
 chunk again. A key lives ``HASHSTREAM_INGEST_KEY_LIFETIME_S`` (a day by default) and is bound to
-its chunk by a fingerprint: reused for another chunk, it is refused with 422."""
+its chunk by a fingerprint: reused for another chunk, it is refused with 422.
+
+An ingest sent without a key gets one the service makes (:func:`server_key`), remembered
+``HASHSTREAM_SERVER_KEY_LIFETIME_S`` (15 minutes): the store retries a lost reply under it,
+and a 503 whose outcome stays unknown names it (:class:`OutcomeUnknown`) so the client can
+resend under it and have the chunk queued exactly once."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from typing import Any
 
 import numpy as np
 
 from hashstream.service.chunks import ParsedChunk
-from hashstream.service.errors import InvalidInput
+from hashstream.service.errors import InvalidInput, Unavailable
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
+# How long a key the service made is remembered. A retry after a 503 comes within seconds to
+# minutes (Retry-After: 5; the Python client's retry_for), and every keyless ingest leaves a
+# record (~0.45 kB of Redis memory, measured: key, chunk id, answer, expiry) for this long:
+# 15 minutes holds ~100 times less than the day of a client's key would (a 1000-chunk/s
+# keyless stream: ~0.4 GB, not ~39 GB).
+SERVER_KEY_LIFETIME_S = 900.0
+SERVER_KEY_PREFIX = "server-"
 
 
 def checked_key(value: str) -> str:
@@ -25,6 +38,29 @@ def checked_key(value: str) -> str:
         raise InvalidInput(f"{HEADER} must be 1–{MAX_KEY_CHARS} visible ASCII characters "
                            "(no spaces), e.g. a UUID", HEADER)
     return value
+
+
+def server_key() -> str:
+    """A key for an ingest sent without one: ``server-`` and a random UUID's 32 hex digits,
+    a valid client key (the client may resend under it after a 503 that names it) that no
+    other request's key equals unless it was copied from that 503."""
+    return SERVER_KEY_PREFIX + uuid.uuid4().hex
+
+
+class OutcomeUnknown(Unavailable):
+    """503: Redis's reply to queueing the chunk was lost on every try, so whether it is queued
+    is not known; the answer names the key (header and ``idempotency_key``) under which a
+    resend of the same request is queued exactly once or answered the first answer."""
+
+    retry_after = 5
+
+    def __init__(self, key: str, attempts: int) -> None:
+        super().__init__(f"Redis's reply to queueing this chunk was lost ({attempts} tries); "
+                         "whether it is queued is not known: resend the same request with "
+                         f"header {HEADER}: {key} and it is queued exactly once (or answered "
+                         "its first answer)")
+        self.extra["idempotency_key"] = key
+        self.headers[HEADER] = key
 
 
 def fingerprint(chunk: ParsedChunk) -> str:
@@ -46,10 +82,12 @@ def _bytes(array: np.ndarray[Any, Any]) -> bytes:
 
 
 def record(answer: dict[str, Any], chunk_fingerprint: str) -> str:
-    """The answer stored with the key (the chunk id is the script's to add)."""
+    """The answer stored with the key (the chunk id is the script's to add), and a random
+    ``call`` that makes the record this request's own: a retry of a lost reply that finds it
+    knows its own run queued the chunk (not a concurrent request with the same key)."""
     rest = {k: v for k, v in answer.items() if k != "chunk_id"}
-    return json.dumps({"answer": rest, "fingerprint": chunk_fingerprint},
-                      separators=(",", ":"))
+    return json.dumps({"answer": rest, "fingerprint": chunk_fingerprint,
+                       "call": uuid.uuid4().hex[:16]}, separators=(",", ":"))
 
 
 def replayed(stored: str, chunk_fingerprint: str) -> dict[str, Any]:

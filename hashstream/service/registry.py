@@ -12,7 +12,14 @@ from hashstream.service.backlog import BacklogLimits, refusal
 from hashstream.service.chunks import Chunk, ClientLabels, ParsedChunk, validate_chunk
 from hashstream.service.cross_modal import CrossModalSettings, validate_text
 from hashstream.service.errors import Conflict, InvalidInput, NotFound
-from hashstream.service.ingest_keys import fingerprint, record, replayed
+from hashstream.service.ingest_keys import (
+    SERVER_KEY_LIFETIME_S,
+    OutcomeUnknown,
+    fingerprint,
+    record,
+    replayed,
+    server_key,
+)
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapKind
 from hashstream.solver.sdoh_hc.settings import (
@@ -24,7 +31,12 @@ from hashstream.solver.sdoh_hc.settings import (
     SDOHSettings,
     TermScaling,
 )
-from hashstream.store.index_store import ClassMapError, IndexSnapshot, IndexStore
+from hashstream.store.index_store import (
+    ClassMapError,
+    IndexSnapshot,
+    IndexStore,
+    ReplyLost,
+)
 from hashstream.store.keys import INDEX_NAME
 
 # The setting vocabularies the HTTP schemas accept (the solver defines them).
@@ -310,26 +322,32 @@ class IndexService:
         except Conflict:  # created concurrently by another request
             return self.config(name)
 
-    def ingest(self, name: str, parsed: ParsedChunk) -> dict[str, Any]:
+    def ingest(self, name: str, parsed: ParsedChunk,
+               lifetime_s: float = SERVER_KEY_LIFETIME_S) -> dict[str, Any]:
         """Validate against the index, map the labels to class numbers, assign ids to a
-        training chunk that brings none, and queue the chunk (202)."""
-        config, chunk, out = self._prepared(name, parsed)
-        chunk_id = self.store.enqueue(name, chunk.to_fields(config.queue_dtype), chunk.n)
-        return {"chunk_id": chunk_id, **out}
+        training chunk that brings none, and queue the chunk (202): :meth:`ingest_once`
+        under a key made here (:func:`server_key`, remembered ``lifetime_s``), so a lost
+        Redis reply is retried without queueing the chunk twice."""
+        return self.ingest_once(name, parsed, server_key(), lifetime_s)[0]
 
     def ingest_once(self, name: str, parsed: ParsedChunk, key: str, lifetime_s: float,
                     seen: str | None = None) -> tuple[dict[str, Any], bool]:
         """:meth:`ingest` under an Idempotency-Key: (the answer, whether it is the answer of
         an earlier request with this key and chunk, nothing queued now). ``seen``: the key's
         record as the caller looked it up first (:meth:`ingest_record`, which spares a retry
-        the backlog check, the label mapping and ids)."""
+        the backlog check, the label mapping and ids). A lost Redis reply is retried under
+        the key by the store; when every try lost it, :class:`OutcomeUnknown` (503) names the
+        key to resend under."""
         chunk_print = fingerprint(parsed)
         if seen is not None:
             return replayed(seen, chunk_print), True
         config, chunk, out = self._prepared(name, parsed)
-        queued, value = self.store.enqueue_once(
-            name, chunk.to_fields(config.queue_dtype), chunk.n, key, record(out, chunk_print),
-            lifetime_s)
+        try:
+            queued, value = self.store.enqueue_once(
+                name, chunk.to_fields(config.queue_dtype), chunk.n, key,
+                record(out, chunk_print), lifetime_s)
+        except ReplyLost as exc:
+            raise OutcomeUnknown(key, exc.attempts) from exc
         if not queued:  # the same key raced this request and won
             return replayed(value, chunk_print), True
         return {"chunk_id": value, **out}, False

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hashstream.service.backlog import BacklogLimits
 from hashstream.service.chunks import ChunkLimits
+from hashstream.service.ingest_keys import SERVER_KEY_LIFETIME_S
 
 
 class Settings(BaseSettings):
@@ -88,6 +89,12 @@ class Settings(BaseSettings):
         default=86_400.0, gt=0, description="how long an ingest's Idempotency-Key is "
         "remembered: a retry with the key within it answers the first request's answer "
         "instead of queueing the chunk again")
+    server_key_lifetime_s: float = Field(
+        default=SERVER_KEY_LIFETIME_S, gt=0, description="how long the key the service "
+        "makes for an ingest sent without an Idempotency-Key is remembered: its lost Redis "
+        "replies are retried under it, and a 503 that names it can be resent under it "
+        "within this time and queue the chunk once (each keyless ingest's record is held "
+        "this long: short, unlike a client's key)")
 
     def chunk_limits(self) -> ChunkLimits:
         return ChunkLimits(max_items=self.max_chunk_items,

@@ -466,6 +466,23 @@ def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
     return keys, ops
 
 
+class ReplyLost(redis.TimeoutError):
+    """Every attempt of :meth:`IndexStore.enqueue_once` lost Redis's reply (a timeout or a
+    dropped connection): the chunk may or may not be queued under ``key``; the same call with
+    the same key settles it exactly once. A :class:`redis.TimeoutError`, so a caller that
+    does not catch it still answers 503 "not known"."""
+
+    def __init__(self, key: str, attempts: int) -> None:
+        super().__init__(f"Redis's reply was lost {attempts} times in a row")
+        self.key = key
+        self.attempts = attempts
+
+
+# enqueue_once: tries of its script when the reply is lost, and the pauses between them.
+ENQUEUE_ATTEMPTS = 3
+_ENQUEUE_PAUSES_S = (0.05, 0.25)
+
+
 class ClassMapError(ValueError):
     """A chunk's labels do not fit the index's class map (``reason``: kind or capacity)."""
 
@@ -583,18 +600,41 @@ class IndexStore:
         return str(chunk_id.decode())
 
     def enqueue_once(self, name: str, fields: dict[str, Any], items: int, key: str,
-                     answer: str, lifetime_s: float, now: float | None = None
-                     ) -> tuple[bool, str]:
+                     answer: str, lifetime_s: float, now: float | None = None,
+                     attempts: int = ENQUEUE_ATTEMPTS) -> tuple[bool, str]:
         """:meth:`enqueue` under an idempotency key, in one script: (True, chunk id) when
         queued, the key recorded with ``answer`` for ``lifetime_s``; (False, the first
-        request's record "<chunk id> <answer>") when the key was seen and has not expired."""
+        request's record "<chunk id> <answer>") when the key was seen and has not expired.
+
+        A lost reply (:class:`redis.TimeoutError` or :class:`redis.ConnectionError`: the
+        script may or may not have run) is retried with the same key and arguments, up to
+        ``attempts`` runs in all, a short pause between: the script records the key in the
+        same atomic step as the XADD, so a retry either queues the chunk (the lost run never
+        ran) or finds the record (it did), and the chunk is queued exactly once either way.
+        That holds in either order: a run fully sent on the dropped connection can still
+        execute after the retry's, on another connection; whichever runs second finds the
+        key and writes nothing. A retry that finds the record this call wrote (its ``answer``,
+        which callers make unique) answers (True, chunk id) as a first run would. When every
+        run's reply is lost, :class:`ReplyLost` (with the key) is raised."""
         k = self.keys(name)
         at = time.time() if now is None else now
         pairs = [x for field_value in fields.items() for x in field_value]
-        queued, value = self._enqueue_once(
-            keys=[k.stream, k.queued_items, k.ingest_keys, k.ingest_key_expiry],
-            args=[key, f"{at:.3f}", f"{at + lifetime_s:.3f}", items, answer, *pairs])
-        return bool(queued), value.decode()
+        keys = [k.stream, k.queued_items, k.ingest_keys, k.ingest_key_expiry]
+        args = [key, f"{at:.3f}", f"{at + lifetime_s:.3f}", items, answer, *pairs]
+        for attempt in range(attempts):
+            try:
+                queued, value = self._enqueue_once(keys=keys, args=args)
+            except (redis.TimeoutError, redis.ConnectionError) as exc:
+                if attempt + 1 >= attempts:
+                    raise ReplyLost(key, attempts) from exc
+                time.sleep(_ENQUEUE_PAUSES_S[min(attempt, len(_ENQUEUE_PAUSES_S) - 1)])
+                continue
+            found = str(value.decode())
+            chunk_id, _, kept = found.partition(" ")
+            if not queued and attempt and kept == answer:
+                return True, chunk_id  # an earlier run of this call queued it; its reply lost
+            return bool(queued), found
+        raise ValueError("attempts must be at least 1")
 
     def ingest_record(self, name: str, key: str, now: float | None = None) -> str | None:
         """The record "<chunk id> <answer>" of an ingest under ``key`` (None: not seen, or

@@ -17,7 +17,7 @@ from hashstream.service.chunks import (
     validate_chunk,
 )
 from hashstream.service.errors import PayloadTooLarge, UnsupportedMediaType
-from hashstream.service.ingest_keys import HEADER, checked_key
+from hashstream.service.ingest_keys import HEADER, checked_key, server_key
 from hashstream.service.registry import IndexService
 from hashstream.service.settings import Settings
 
@@ -53,20 +53,36 @@ _BODY_DOC: dict[str, Any] = {
 _KEY_DOC = ("any 1–255 visible ASCII characters, new for every chunk (a UUID): a retry of the "
             "same request with the same key (after a lost answer, a timeout, a 503) is "
             "answered what the first one was (header Idempotent-Replayed: true) and queues "
-            "nothing; the key is remembered HASHSTREAM_INGEST_KEY_LIFETIME_S (a day)")
+            "nothing; the key is remembered HASHSTREAM_INGEST_KEY_LIFETIME_S (a day). "
+            "Without one the service makes one (remembered HASHSTREAM_SERVER_KEY_LIFETIME_S, "
+            "15 minutes) and names it in a 503 whose outcome is not known")
+
+# A 503 of an ingest: Redis unreachable before anything was queued, or the queueing's reply
+# lost on every try (then the key to resend under is named).
+_UNKNOWN = {503: "Service unavailable: Redis is unreachable, or its reply to queueing the "
+                 "chunk was lost on every try (retried under the request's Idempotency-Key, "
+                 "or one the service made): then whether the chunk is queued is not known, "
+                 "and the header Idempotency-Key and the member `idempotency_key` name the "
+                 "key; resend the same request under it and it is queued exactly once"}
+_UNKNOWN_HEADERS = {503: {HEADER: {
+    "description": "when the outcome is not known: the key to resend the same request "
+                   "under (the request's own, or one the service made)",
+    "schema": {"type": "string"}}}}
 
 
 class _Ingest:
     """One ingest request: the body read whole (a client still sending it would not see an
     early answer), a retry under a known Idempotency-Key answered from its record, else a 429
-    if the index is backlogged, else the chunk parsed and queued."""
+    if the index is backlogged, else the chunk parsed and queued, always under a key: the
+    client's, or one made here (``made``) and remembered a short time."""
 
     def __init__(self, request: Request, response: Response, settings: Settings,
                  indexes: IndexService, role: Literal["train", "query"] | None,
                  key: str | None) -> None:
         self.request, self.response, self.settings = request, response, settings
         self.indexes, self.role = indexes, role
-        self.key = None if key is None else checked_key(key)
+        self.made = key is None
+        self.key = server_key() if key is None else checked_key(key)
 
     async def parse(self, name: str) -> tuple[ParsedChunk, str | None]:
         """The chunk, and the record of an earlier ingest under the key (None: first)."""
@@ -83,7 +99,7 @@ class _Ingest:
             raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes "
                                   "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
                                   "(application/octet-stream)", "body")
-        seen = (None if self.key is None
+        seen = (None if self.made  # a new key: nothing to look up
                 else await run_in_threadpool(self.indexes.ingest_record, name, self.key))
         if seen is None:
             await run_in_threadpool(self.indexes.check_backlog, name,
@@ -94,11 +110,10 @@ class _Ingest:
         return chunk, seen
 
     async def queue(self, name: str, chunk: ParsedChunk, seen: str | None) -> dict[str, Any]:
-        if self.key is None:
-            return await run_in_threadpool(self.indexes.ingest, name, chunk)
+        lifetime = (self.settings.server_key_lifetime_s if self.made
+                    else self.settings.ingest_key_lifetime_s)
         answer, again = await run_in_threadpool(
-            self.indexes.ingest_once, name, chunk, self.key,
-            self.settings.ingest_key_lifetime_s, seen)
+            self.indexes.ingest_once, name, chunk, self.key, lifetime, seen)
         if again:
             self.response.headers["Idempotent-Replayed"] = "true"
         return answer
@@ -119,7 +134,8 @@ IngestDep = Annotated[_Ingest, Depends(_ingest)]
 @router.post("/indexes/{name}/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
              summary="Queue a chunk for the next round",
-             responses=responses(404, *JSON_BODY, 429))
+             responses=responses(404, *JSON_BODY, 429, 503, notes=_UNKNOWN,
+                                 headers=_UNKNOWN_HEADERS))
 async def ingest(name: str, call: IngestDep) -> dict[str, Any]:
     chunk, seen = await call.parse(name)
     return await call.queue(name, chunk, seen)
@@ -128,7 +144,8 @@ async def ingest(name: str, call: IngestDep) -> dict[str, Any]:
 @router.post("/ingest", status_code=202, response_model=IngestAccepted,
              response_model_exclude_none=True, openapi_extra=_BODY_DOC,
              summary="Queue a chunk for the default index (created on first use)",
-             responses=responses(*JSON_BODY, 429))
+             responses=responses(*JSON_BODY, 429, 503, notes=_UNKNOWN,
+                                 headers=_UNKNOWN_HEADERS))
 async def ingest_default(call: IngestDep) -> dict[str, Any]:
     name = call.settings.default_index
     chunk, seen = await call.parse(name)
