@@ -183,8 +183,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(redis.TimeoutError)
     async def redis_slow(request: Request, exc: redis.TimeoutError) -> JSONResponse:
-        # redis-py's socket timeout (5 s by default) passed: Redis stalled, e.g. in a slow
-        # append-only-file write under load. The request may or may not have taken effect.
+        # the Redis socket timeout (HASHSTREAM_REDIS_TIMEOUT_S) passed: Redis stalled, e.g. in
+        # a slow append-only-file write under load. The request may or may not have taken
+        # effect (an ingest's lost reply is retried under its key first: OutcomeUnknown).
         response = problem(503, "Service unavailable", f"Redis did not answer in time ({exc}); "
                            "whether this request took effect is not known")
         response.headers["Retry-After"] = "5"
