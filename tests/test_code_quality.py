@@ -1,5 +1,5 @@
 """The architecture and style rules are checked, not just described: ruff, mypy (strict, on
-the pure layers solver/, store/ and hamming/, and on client/) and the import-linter contracts:
+the whole package: every layer, the client and the CLI) and the import-linter contracts:
 the layers cli → api → service | eval → solver | store | hamming, api reaching the service layer
 only, solver, store and hamming independent of each other, and the Python client a leaf."""
 
@@ -32,7 +32,7 @@ def test_ruff_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_on_the_pure_layers() -> None:
+def test_mypy_strict() -> None:
     result = _run(sys.executable, "-m", "mypy")
     assert result.returncode == 0, result.stdout + result.stderr
 

@@ -180,10 +180,10 @@ def _class_lists_json(rows: Any) -> ClientLabels:
             elif this != kind:
                 raise InvalidInput(f"labels[{i}] mixes {kind} and {this} class labels; use one "
                                    "type per index", "labels")
-            if this == "int" and not _INT64[0] <= value <= _INT64[1]:
+            if isinstance(value, int) and not _INT64[0] <= value <= _INT64[1]:
                 raise InvalidInput(f"labels[{i}] holds {value}; integer labels must fit in "
                                    "int64", "labels")
-            if this == "str" and not 1 <= len(value) <= MAX_LABEL_CHARS:
+            if isinstance(value, str) and not 1 <= len(value) <= MAX_LABEL_CHARS:
                 raise InvalidInput(f"labels[{i}] holds a label of {len(value)} characters; "
                                    f"string labels have 1–{MAX_LABEL_CHARS}", "labels")
             flat.append(value)

@@ -99,7 +99,8 @@ class ItemLabelsView:
                 matches = np.bincount(np.searchsorted(indptr[1:], at, side="right"),
                                       minlength=n)
             else:  # many: differences of the running count at the row bounds
-                running = np.zeros(nnz + 1, dtype=np.int32 if nnz < 2**31 else np.int64)
+                running: np.ndarray[Any, Any] = np.zeros(
+                    nnz + 1, dtype=np.int32 if nnz < 2**31 else np.int64)
                 np.cumsum(hit, out=running[1:])
                 matches = running[indptr[1:]] - running[indptr[:-1]]
             ok &= matches >= need

@@ -201,7 +201,7 @@ def _read_header(stream: IO[bytes], name: str) -> tuple[tuple[int, ...], bool, n
 
 def _fill(stream: IO[bytes], array: np.ndarray[Any, Any], name: str) -> None:
     """Read exactly ``array.nbytes`` bytes into ``array`` (C-contiguous, just allocated)."""
-    view = memoryview(array.reshape(-1).view(np.uint8))
+    view = memoryview(array.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
     pos, total = 0, len(view)
     while pos < total:
         got = stream.readinto(view[pos:pos + _SLICE])  # type: ignore[attr-defined]

@@ -245,7 +245,7 @@ class IndexService:
         round lease, its method, bits and partitions, the latest
         round record, and when it was last active (epoch s: created, a round committed or a
         chunk queued, the latest), most recently active first."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in self.store.list_indexes():
             snap = self.store.snapshot(name)
             if snap.config is None:

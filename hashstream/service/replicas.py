@@ -349,8 +349,10 @@ class SearchService:
         item). A label filter scans only the items it admits; ``max_distance`` cuts the
         ranked hits at that radius. Each hit names the model version that made its code."""
         extra = 1 if exclude is not None else 0
-        found = []
-        dist = ids = owner = None
+        found: list[tuple[Any, Any]] = []
+        dist: Any = None
+        ids: Any = None
+        owner: Any = None
         flt = (options.class_filter(rep.label_kind, rep.class_numbers)
                if options is not None else None)
         parts = [(part, part.views[target] if flt is None else part.views[target].restricted(

@@ -43,7 +43,7 @@ _NOTES = {404: "No index of this name (field `name`), or no stored item with thi
                "committed round yet",
           503: "Redis is unreachable, or (field `min_version`, with Retry-After) this replica "
                "did not reach min_version within HASHSTREAM_REPLICA_WAIT_MS"}
-_NPZ_ANSWER = {200: {"content": {NPZ: {"schema": {
+_NPZ_ANSWER: dict[int | str, dict[str, Any]] = {200: {"content": {NPZ: {"schema": {
     "type": "string", "format": "binary",
     "description": "with Accept: application/x-npz: ids, distances, model_versions (q × w, "
     "−1 past a query's hits), counts, labels + label_offsets (each hit's labels, "
