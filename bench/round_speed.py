@@ -262,6 +262,17 @@ def main() -> None:
                       str(a - b) if b else "-" for a, b in zip(res["m_after"][2:],
                                                                res["m_before"][2:],
                                                                strict=True)))
+            # rounds that grow φ's anchors pay the imputation (a bounded start-up cost: growth
+            # stops at n_anchors); the others are what a long stream runs
+            grows = [a > b > 0 for a, b in zip(res["m_after"][2:], res["m_before"][2:],
+                                               strict=True)]
+            ratios = [t / sum(f.values()) for t, f in zip(res["times"][2:], run["issue"][2],
+                                                          strict=True)]
+            for kind, pick in (("growing anchors", True), ("growing none", False)):
+                mine = [x for x, g in zip(ratios, grows, strict=True) if g == pick]
+                if mine and any(grows):
+                    print(f"    issue-floor ratio of the rounds {kind}: median "
+                          f"{statistics.median(mine):.2f} over {len(mine)}")
             required = run["required"][2]
             print("    required floor (mean over those rounds): " + ", ".join(
                 f"{k} {statistics.mean(f[k] for f in required):.4f}" for k in required[0]
