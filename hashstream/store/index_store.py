@@ -168,7 +168,10 @@ return 0
 # KEYS: config, version, stream, lease_token; ARGV: config JSON, group, token base.
 # Returns 1, or 0 if it exists.
 _CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], 0)
 redis.call('SET', KEYS[4], ARGV[3])
@@ -522,9 +525,12 @@ class IndexStore:
     # --- registry -------------------------------------------------------------------------
     def create_index(self, name: str, config: dict[str, Any]) -> bool:
         """Create the index (config, version 0, stream and group in one script on its slot),
-        then list it in the registry; False when it exists already. A create that died between
-        the two left an index nobody lists: the next create of the name lists it (and answers
-        False: it exists, with its first config)."""
+        then list it in the registry; False when it exists already with another config. The
+        same config again is this create re-sent (RedisCluster's client re-sends a command
+        whose reply was lost; a config carries its creation stamp) and is answered True, so
+        a create that succeeded is never answered "exists". A create that died between the two
+        left an index nobody lists: the next create of the name lists it (and answers False:
+        it exists, with its first config)."""
         k = self.keys(name)
         # ms since 1970 × 2^10 (~1.8e15): exact in Lua's doubles (< 2^53) for centuries
         token_base = int(time.time() * 1000) << 10

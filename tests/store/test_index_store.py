@@ -84,6 +84,10 @@ def test_create_list_config_delete(store: IndexStore, redis_client: redis.Redis,
     assert store.create_index(b, {"name": b, "dim": 3})
     assert store.create_index(a, {"name": a, "dim": 7, "nested": {"x": [1, 2]}})
     assert not store.create_index(a, {"name": a, "dim": 99})  # exists: refused, unchanged
+    # the same config again is the create re-sent after a lost reply (RedisCluster's client
+    # does that): answered created, nothing written twice
+    assert store.create_index(a, {"name": a, "dim": 7, "nested": {"x": [1, 2]}})
+    assert store.version(a) == 0 and store.queue_depth(a) == 0
     assert store.config(a) == {"name": a, "dim": 7, "nested": {"x": [1, 2]}}
     assert store.config("never-created") is None
     names = store.list_indexes()
