@@ -23,10 +23,23 @@ from hashstream.store.keys import IndexKeys
 # KEYS: version, delete_epoch, delete_log, items, stream, config; ARGV: expected delete epoch,
 # expected version ('' = any), number of ids, encoded int64 ids.
 # Returns {1, new epoch, version}, {0, epoch, version} (moved: decide again) or {-1} (no index).
+# The same delete again right after it was logged (the last entry holds these very ids at the
+# next epoch) is this delete re-sent after a lost reply (RedisCluster's client re-sends on a
+# timeout): answered {1, …} again, nothing logged twice.
 _DELETE = """
 if redis.call('EXISTS', KEYS[6]) == 0 then return {-1, 0, 0} end
 local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
+if epoch == tonumber(ARGV[1]) + 1 then
+  local last = redis.call('LINDEX', KEYS[3], -1)  -- '<version> <stream id> <ids>'
+  if last then
+    local after_version = string.find(last, ' ', 1, true)
+    local after_seq = after_version and string.find(last, ' ', after_version + 1, true)
+    if after_seq and string.sub(last, after_seq + 1) == ARGV[4] then
+      return {1, epoch, version}
+    end
+  end
+end
 if epoch ~= tonumber(ARGV[1]) or (ARGV[2] ~= '' and version ~= tonumber(ARGV[2])) then
   return {0, epoch, version}
 end

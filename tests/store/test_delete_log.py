@@ -39,9 +39,15 @@ def test_a_delete_is_logged_once_at_its_epoch_version_and_stream_place(
     assert entry.epoch == 1 and entry.version == 1 and entry.ids.tolist() == [2, 3]
     assert entry.queued_up_to == stream_position(chunk)  # the stream's last id then
 
+    # the same delete again (re-sent after a lost reply, as RedisCluster's client does) is
+    # answered done and logs nothing twice
+    again = store.deletes.delete(name, np.asarray([2, 3]), epoch=0, version=None)
+    assert (again.status, again.epoch) == (1, 1)
+    assert store.item_count(name) == 1 and len(store.deletes.read(name, 0)) == 1
     # a second delete decided at the old epoch is refused (it must decide again), as is one
     # that expects another version; nothing is logged or counted
     assert store.deletes.delete(name, np.asarray([2]), epoch=0, version=None).status == 0
+    assert store.deletes.delete(name, np.asarray([3, 2]), epoch=0, version=None).status == 0
     moved = store.deletes.delete(name, np.asarray([1]), epoch=1, version=0)
     assert (moved.status, moved.epoch, moved.version) == (0, 1, 1)
     assert store.item_count(name) == 1 and len(store.deletes.read(name, 0)) == 1
