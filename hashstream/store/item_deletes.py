@@ -24,31 +24,34 @@ from hashstream.store.keys import IndexKeys
 # expected version ('' = any), number of ids, encoded int64 ids.
 # Returns {1, new epoch, version}, {0, epoch, version} (moved: decide again) or {-1} (no index).
 # The same delete again right after it was logged (the last entry holds these very ids at the
-# next epoch) is this delete re-sent after a lost reply (RedisCluster's client re-sends on a
-# timeout): answered {1, …} again, nothing logged twice.
+# next epoch, and nothing was queued since) is this delete re-sent after a lost reply
+# (RedisCluster's client re-sends on a timeout): answered {1, …} again, nothing logged twice.
+# Once a chunk was queued after it, a delete of those ids has a later place in the ingest
+# order (it would cancel that chunk's upserts), so it is refused as before: decide again.
 _DELETE = """
 if redis.call('EXISTS', KEYS[6]) == 0 then return {-1, 0, 0} end
 local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-if epoch == tonumber(ARGV[1]) + 1 then
-  local last = redis.call('LINDEX', KEYS[3], -1)  -- '<version> <stream id> <ids>'
-  if last then
-    local after_version = string.find(last, ' ', 1, true)
-    local after_seq = after_version and string.find(last, ' ', after_version + 1, true)
-    if after_seq and string.sub(last, after_seq + 1) == ARGV[4] then
-      return {1, epoch, version}
-    end
-  end
-end
-if epoch ~= tonumber(ARGV[1]) or (ARGV[2] ~= '' and version ~= tonumber(ARGV[2])) then
-  return {0, epoch, version}
-end
 local seq = '0-0'
 if redis.call('EXISTS', KEYS[5]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[5])
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then seq = info[i + 1] end
   end
+end
+if epoch == tonumber(ARGV[1]) + 1 then
+  local last = redis.call('LINDEX', KEYS[3], -1)  -- '<version> <stream id> <ids>'
+  if last then
+    local after_version = string.find(last, ' ', 1, true)
+    local after_seq = after_version and string.find(last, ' ', after_version + 1, true)
+    if after_seq and string.sub(last, after_version + 1, after_seq - 1) == seq
+        and string.sub(last, after_seq + 1) == ARGV[4] then
+      return {1, epoch, version}
+    end
+  end
+end
+if epoch ~= tonumber(ARGV[1]) or (ARGV[2] ~= '' and version ~= tonumber(ARGV[2])) then
+  return {0, epoch, version}
 end
 redis.call('RPUSH', KEYS[3], string.format('%d', version) .. ' ' .. seq .. ' ' .. ARGV[4])
 redis.call('INCR', KEYS[2])

@@ -88,3 +88,17 @@ def test_deleting_the_index_removes_its_delete_log(index_store: IndexStore, name
     assert redis_client.exists(k.delete_log, k.delete_epoch, k.items) == 3
     assert store.delete_index(name)
     assert redis_client.exists(k.delete_log, k.delete_epoch, k.items) == 0
+
+
+def test_a_delete_re_sent_after_a_chunk_was_queued_is_refused_to_decide_again(
+        index_store: IndexStore, name: str) -> None:
+    # re-sent before anything was queued: its own entry, answered done; after a chunk was
+    # queued, the same ids would have a later place in the ingest order (cancelling that
+    # chunk's upserts), so it is not taken for the first one
+    store = index_store
+    assert store.commit_round(name, 0, RoundCommit(segment=_segment([1, 2, 3]), items=3))
+    assert store.deletes.delete(name, np.asarray([1]), epoch=0, version=None).status == 1
+    assert store.deletes.delete(name, np.asarray([1]), epoch=0, version=None).status == 1
+    store.enqueue(name, {"role": b"train", "features": encode_array(np.ones((1, 4)))})
+    assert store.deletes.delete(name, np.asarray([1]), epoch=0, version=None).status == 0
+    assert len(store.deletes.read(name, 0)) == 1 and store.item_count(name) == 2
