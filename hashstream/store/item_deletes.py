@@ -32,20 +32,21 @@ _DELETE = """
 if redis.call('EXISTS', KEYS[6]) == 0 then return {-1, 0, 0} end
 local epoch = tonumber(redis.call('GET', KEYS[2]) or '0')
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-local seq = '0-0'
-if redis.call('EXISTS', KEYS[5]) == 1 then
+local function last_queued()  -- the stream's last id (its place in the ingest order)
+  if redis.call('EXISTS', KEYS[5]) == 0 then return '0-0' end
   local info = redis.call('XINFO', 'STREAM', KEYS[5])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then seq = info[i + 1] end
+    if info[i] == 'last-generated-id' then return info[i + 1] end
   end
+  return '0-0'
 end
 if epoch == tonumber(ARGV[1]) + 1 then
   local last = redis.call('LINDEX', KEYS[3], -1)  -- '<version> <stream id> <ids>'
   if last then
     local after_version = string.find(last, ' ', 1, true)
     local after_seq = after_version and string.find(last, ' ', after_version + 1, true)
-    if after_seq and string.sub(last, after_version + 1, after_seq - 1) == seq
-        and string.sub(last, after_seq + 1) == ARGV[4] then
+    if after_seq and string.sub(last, after_seq + 1) == ARGV[4]
+        and string.sub(last, after_version + 1, after_seq - 1) == last_queued() then
       return {1, epoch, version}
     end
   end
@@ -53,7 +54,8 @@ end
 if epoch ~= tonumber(ARGV[1]) or (ARGV[2] ~= '' and version ~= tonumber(ARGV[2])) then
   return {0, epoch, version}
 end
-redis.call('RPUSH', KEYS[3], string.format('%d', version) .. ' ' .. seq .. ' ' .. ARGV[4])
+redis.call('RPUSH', KEYS[3], string.format('%d', version) .. ' ' .. last_queued() .. ' '
+  .. ARGV[4])
 redis.call('INCR', KEYS[2])
 if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('DECRBY', KEYS[4], ARGV[3]) end
 return {1, epoch + 1, version}

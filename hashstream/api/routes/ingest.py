@@ -17,7 +17,7 @@ from hashstream.service.chunks import (
     validate_chunk,
 )
 from hashstream.service.errors import PayloadTooLarge, UnsupportedMediaType
-from hashstream.service.ingest_keys import HEADER, checked_key, server_key
+from hashstream.service.ingest_keys import HEADER, checked_key
 from hashstream.service.registry import IndexService
 from hashstream.service.settings import Settings
 
@@ -73,16 +73,15 @@ _UNKNOWN_HEADERS = {503: {HEADER: {
 class _Ingest:
     """One ingest request: the body read whole (a client still sending it would not see an
     early answer), a retry under a known Idempotency-Key answered from its record, else a 429
-    if the index is backlogged, else the chunk parsed and queued, always under a key: the
-    client's, or one made here (``made``) and remembered a short time."""
+    if the index is backlogged, else the chunk parsed and queued: under the client's key, or
+    (none sent) under one :meth:`IndexService.ingest` makes and remembers a short time."""
 
     def __init__(self, request: Request, response: Response, settings: Settings,
                  indexes: IndexService, role: Literal["train", "query"] | None,
                  key: str | None) -> None:
         self.request, self.response, self.settings = request, response, settings
         self.indexes, self.role = indexes, role
-        self.made = key is None
-        self.key = server_key() if key is None else checked_key(key)
+        self.key = None if key is None else checked_key(key)
 
     async def parse(self, name: str) -> tuple[ParsedChunk, str | None]:
         """The chunk, and the record of an earlier ingest under the key (None: first)."""
@@ -99,7 +98,7 @@ class _Ingest:
             raise PayloadTooLarge(f"JSON bodies are limited to {limit} bytes "
                                   "(HASHSTREAM_MAX_JSON_BYTES); send bulk chunks as .npz "
                                   "(application/octet-stream)", "body")
-        seen = (None if self.made  # a new key: nothing to look up
+        seen = (None if self.key is None
                 else await run_in_threadpool(self.indexes.ingest_record, name, self.key))
         if seen is None:
             await run_in_threadpool(self.indexes.check_backlog, name,
@@ -110,10 +109,12 @@ class _Ingest:
         return chunk, seen
 
     async def queue(self, name: str, chunk: ParsedChunk, seen: str | None) -> dict[str, Any]:
-        lifetime = (self.settings.server_key_lifetime_s if self.made
-                    else self.settings.ingest_key_lifetime_s)
+        if self.key is None:
+            return await run_in_threadpool(self.indexes.ingest, name, chunk,
+                                           self.settings.server_key_lifetime_s)
         answer, again = await run_in_threadpool(
-            self.indexes.ingest_once, name, chunk, self.key, lifetime, seen)
+            self.indexes.ingest_once, name, chunk, self.key,
+            self.settings.ingest_key_lifetime_s, seen)
         if again:
             self.response.headers["Idempotent-Replayed"] = "true"
         return answer
