@@ -9,9 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
-from fastapi import Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,6 +32,7 @@ from hashstream.api.routes import (
     items,
     search,
 )
+from hashstream.api.search_fast_path import SearchFastPath
 from hashstream.service.errors import PayloadTooLarge, ServiceError
 from hashstream.service.services import Services
 from hashstream.service.settings import Settings, get_settings
@@ -104,6 +106,14 @@ class BodyLimit:
 def _field_of(error: dict[str, Any]) -> str:
     loc = [str(p) for p in error.get("loc", ()) if p not in ("body", "query", "path")]
     return ".".join(loc) or "body"
+
+
+def _get_route(router: APIRouter, path: str) -> APIRoute:
+    """The router's GET route of ``path``."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and route.path == path and "GET" in (route.methods or ()):
+            return route
+    raise LookupError(f"no GET route {path}")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -197,6 +207,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "error": repr(exc)}))
         return problem(500, "Internal error", "unexpected error; see the service log")
 
+    if settings.search_fast_path:
+        app.add_middleware(SearchFastPath,
+                           named_route=_get_route(search.router, "/indexes/{name}/search"),
+                           default_route=_get_route(search.router, "/search"))
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

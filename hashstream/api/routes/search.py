@@ -62,9 +62,11 @@ _BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "ingest takes .npz chunks)"}}}}}
 
 
-def _get(name: str, search: SearchService, vector: str | None, item: int | None, k: int,
-         modality: str, target: str, min_version: int | None, options: SearchOptions,
-         npz: bool) -> tuple[bytes, str]:
+def search_get_answer(name: str, search: SearchService, vector: str | None, item: int | None,
+                      k: int, modality: str, target: str, min_version: int | None,
+                      options: SearchOptions, npz: bool) -> tuple[bytes, str]:
+    """The answer (bytes, media type) of a GET search, run in the thread pool (also by
+    :mod:`hashstream.api.search_fast_path`)."""
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     hits: SearchHits
@@ -142,8 +144,9 @@ async def search_get(name: str, request: Request, search: SearchDep,
                      max_distance: int | None = Query(None, ge=0, description=MAX_DISTANCE),
                      ) -> Response:
     options = SearchOptions.from_query(labels_any, labels_all, max_distance)
-    content, kind = await run_in_threadpool(_get, name, search, vector, item, k, modality,
-                                            target, min_version, options, wants_npz(request))
+    content, kind = await run_in_threadpool(search_get_answer, name, search, vector, item, k,
+                                            modality, target, min_version, options,
+                                            wants_npz(request))
     return Response(content, media_type=kind)
 
 
@@ -167,9 +170,9 @@ async def search_default_get(request: Request, search: SearchDep, settings: Sett
                                                               description=MAX_DISTANCE),
                              ) -> Response:
     options = SearchOptions.from_query(labels_any, labels_all, max_distance)
-    content, kind = await run_in_threadpool(_get, settings.default_index, search, vector,
-                                            item, k, "image", "pairs", min_version, options,
-                                            wants_npz(request))
+    content, kind = await run_in_threadpool(search_get_answer, settings.default_index, search,
+                                            vector, item, k, "image", "pairs", min_version,
+                                            options, wants_npz(request))
     return Response(content, media_type=kind)
 
 
