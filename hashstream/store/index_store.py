@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,12 +138,22 @@ if claimed > 0 then
 end
 return claimed
 """
-# Count a round start for each chunk, if the caller still holds the lease.
-# KEYS: attempts, lease; ARGV: lease value ('' unfenced), chunk ids. Returns the counts.
+# Count a round start for each chunk, if the caller still holds the lease. Each call has its
+# own nonce, noted per chunk (field "<chunk id>:call"): the same call run again (redis-py
+# re-sends a command whose reply was lost to a timeout) finds its nonce and counts nothing.
+# KEYS: attempts, lease; ARGV: lease value ('' unfenced), nonce, chunk ids. Returns the counts.
 _START_ATTEMPT = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
 local out = {}
-for i = 2, #ARGV do out[#out + 1] = redis.call('HINCRBY', KEYS[1], ARGV[i], 1) end
+for i = 3, #ARGV do
+  local call = ARGV[i] .. ':call'
+  if redis.call('HGET', KEYS[1], call) == ARGV[2] then
+    out[#out + 1] = tonumber(redis.call('HGET', KEYS[1], ARGV[i]))
+  else
+    redis.call('HSET', KEYS[1], call, ARGV[2])
+    out[#out + 1] = redis.call('HINCRBY', KEYS[1], ARGV[i], 1)
+  end
+end
 return out
 """
 # Note a partitioned round's parts before writing them, if the caller still holds the lease.
@@ -281,7 +292,7 @@ end
 local dead = redis.call('XADD', KEYS[2], '*', unpack(entry))
 redis.call('XACK', KEYS[1], ARGV[1], id)
 redis.call('XDEL', KEYS[1], id)
-redis.call('HDEL', KEYS[3], id)
+redis.call('HDEL', KEYS[3], id, id .. ':call')
 redis.call('HDEL', KEYS[4], id)
 return dead
 """
@@ -462,7 +473,7 @@ def _commit_ops(k: IndexKeys, expected_version: int, commit: RoundCommit
     if commit.ack_ids:
         op("XACK", k.stream, list(commit.ack_ids), head=[GROUP])
         op("XDEL", k.stream, list(commit.ack_ids))
-        op("HDEL", k.attempts, list(commit.ack_ids))
+        op("HDEL", k.attempts, [f for cid in commit.ack_ids for f in (cid, f"{cid}:call")])
         op("HDEL", k.attempt_errors, list(commit.ack_ids))
     if commit.ack_items:
         op("DECRBY", k.queued_items, [commit.ack_items])
@@ -949,13 +960,13 @@ class IndexStore:
         (nothing counted) when ``lease`` is no longer the caller's: a zombie's round does not
         use up the chunks' attempts.
 
-        Counted before the round runs, so a worker that dies mid-round has used an attempt."""
+        Counted before the round runs, so a worker that dies mid-round has used an attempt;
+        counted once per call, even when redis-py re-sends it after a lost reply."""
         if not chunk_ids:
             return {}
         k = self.keys(name)
         counts = self._start_attempt(keys=[k.attempts, k.lease],
-                                     args=[_fence(lease),
-                                           *chunk_ids])
+                                     args=[_fence(lease), uuid.uuid4().hex, *chunk_ids])
         if counts is None:
             return None
         return dict(zip(chunk_ids, (int(v) for v in counts), strict=True))

@@ -478,6 +478,42 @@ def test_a_zombie_round_start_uses_up_no_attempt(store: IndexStore, name: str) -
     assert store.start_attempt(name, [eid], lease=holder) == {eid: 2}
 
 
+class ResendStartAttempt(redis.Redis):
+    """A real Redis client that runs the round-start script twice and answers the second
+    reply: what redis-py's retry does when the first reply is lost to a timeout after Redis
+    ran the command (the standalone and cluster clients both re-send it)."""
+
+    sha = ""
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        if sha == self.sha:
+            super().evalsha(sha, numkeys, *keys_and_args)  # its reply is "lost"
+        return super().evalsha(sha, numkeys, *keys_and_args)
+
+
+def test_a_round_start_resent_after_a_lost_reply_counts_once(
+        store: IndexStore, name: str, redis_client: redis.Redis) -> None:
+    """Each call counts one attempt per chunk however often Redis runs it; the marker fields
+    of the calls leave with the chunk (commit or dead letter)."""
+    client = ResendStartAttempt(connection_pool=redis_client.connection_pool)
+    resending = IndexStore(client, store.prefix)
+    client.sha = resending._start_attempt.sha
+    resending._start_attempt(keys=["x", "y"], args=["", "n"])  # loads the script: sha set
+    e1, e2 = _enqueue(store, name, 1), _enqueue(store, name, 2)
+    assert resending.start_attempt(name, [e1, e2]) == {e1: 1, e2: 1}
+    assert resending.start_attempt(name, [e1]) == {e1: 2}  # a new call counts
+    assert store.attempts(name, [e1, e2]) == {e1: 2, e2: 1}
+    attempts = store.keys(name).attempts
+    assert set(redis_client.hkeys(attempts)) == {
+        x.encode() for e in (e1, e2) for x in (e, f"{e}:call")}
+    store.read_chunks(name, "w", 10, new=True)
+    assert _commit(store, name, 0, **_round(1), ack_ids=[e1])
+    assert set(redis_client.hkeys(attempts)) == {e2.encode(), f"{e2}:call".encode()}
+    fields = dict(redis_client.xrange(store.keys(name).stream, e2, e2)[0][1])
+    assert store.dead_letter(name, e2, fields, "test") is not None
+    assert redis_client.hkeys(attempts) == []
+
+
 def test_a_lapsed_lease_is_taken_back_only_while_no_other_was_taken(
         store: IndexStore, name: str, redis_client: Any) -> None:
     """A worker starved past its TTL keeps its round when nobody took the index meanwhile
