@@ -1,0 +1,102 @@
+"""Where an npz ingest's CPU goes: one client posting ~40 MB bodies to `hashstream serve
+--workers 0` on an embedded Redis, the CPU seconds of the client, the API process and
+redis-server per request (psutil), with the append-only file's automatic rewrite on (Redis's
+default, as the service runs it) and off, and optionally `perf record` of one of the
+processes (its hottest symbols printed).
+
+Issue 16 asks for ingest at ≥ 0.8 × the disk's sequential write rate; this shows how much CPU
+each byte costs on its way client → API → Redis → append-only file, which on a small machine
+bounds the rate before the disk does.
+
+Run:  OPENBLAS_NUM_THREADS=1 python bench/ingest_cpu.py [--requests 8] [--repeats 2]
+      [--perf api|redis]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import redis
+from http_service import Server, npz_body
+
+from hashstream.client import Client
+
+
+def cpu(p: psutil.Process) -> float:
+    t = p.cpu_times()
+    return float(t.user + t.system)
+
+
+def run(rewrite: bool, requests: int, repeats: int, perf: str | None) -> None:
+    server = Server(workers=0, extra_env={"HASHSTREAM_MAX_QUEUED_ITEMS": "0"})
+    try:
+        dim = 784
+        n = 40_000_000 // (4 * dim)
+        rng = np.random.default_rng(0)
+        body = npz_body(rng.standard_normal((n, dim)).astype(np.float32),
+                        np.eye(10)[rng.integers(0, 10, n)])
+        with Client(server.url) as hs:
+            hs.create_index("b", dim, bits=32)
+        if not rewrite:
+            redis.Redis.from_url(server.redis.url).config_set("auto-aof-rewrite-percentage", 0)
+        assert server.redis.process is not None
+        procs = {"client": psutil.Process(), "api": psutil.Process(server.proc.pid),
+                 "redis": psutil.Process(server.redis.process.pid)}
+        recorder = None
+        if perf:
+            out = Path(server.tmp.name) / "perf.data"
+            recorder = subprocess.Popen(["perf", "record", "-o", str(out), "-p",
+                                         str(procs[perf].pid)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+            time.sleep(1)
+        session = httpx.Client(timeout=300)
+        for _ in range(repeats):
+            before = {k: cpu(p) for k, p in procs.items()}
+            t = time.perf_counter()
+            for _ in range(requests):
+                r = session.post(server.url + "/indexes/b/ingest", content=body, headers={
+                    "content-type": "application/octet-stream",
+                    "Idempotency-Key": uuid.uuid4().hex})
+                assert r.status_code == 202, r.text
+            took = time.perf_counter() - t
+            used = {k: (cpu(p) - before[k]) / requests * 1e3 for k, p in procs.items()}
+            print(f"| {'on' if rewrite else 'off'} | {len(body) / 1e6:.1f} | "
+                  f"{took / requests * 1e3:.0f} | {requests * len(body) / took / 1e6:.0f} | "
+                  + " | ".join(f"{used[k]:.0f}" for k in ("client", "api", "redis")) + " |",
+                  flush=True)
+        rewrites = (server.redis.data_dir / "redis.log").read_text().count("rewriting started")
+        print(f"(AOF rewrites started in this run: {rewrites})")
+        if recorder is not None:
+            recorder.send_signal(2)
+            recorder.wait()
+            report = subprocess.run(["perf", "report", "-i", str(out), "--no-children",
+                                     "--sort", "dso,symbol", "-g", "none", "--stdio"],
+                                    capture_output=True, text=True).stdout
+            lines = [ln for ln in report.splitlines() if ln.strip() and not ln.startswith("#")]
+            print(f"perf, {perf} process, hottest symbols:\n" + "\n".join(lines[:15]))
+    finally:
+        server.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--perf", choices=("api", "redis"), default=None)
+    args = ap.parse_args()
+    print("| AOF auto-rewrite | body MB | ms/request | MB/s | CPU ms/request: client | API | "
+          "redis-server |")
+    print("|---|---|---|---|---|---|---|")
+    for rewrite in (True, False):
+        run(rewrite, args.requests, args.repeats, args.perf if not rewrite else None)
+
+
+if __name__ == "__main__":
+    main()
