@@ -2,7 +2,8 @@
 --workers 0` on an embedded Redis, the CPU seconds of the client, the API process and
 redis-server per request (psutil), with the append-only file's automatic rewrite on (Redis's
 default, as the service runs it) and off, and optionally `perf record` of one of the
-processes (its hottest symbols printed).
+processes (its hottest symbols printed); then redis-server's CPU for a bare 40 MB XADD and
+for the same from a script (what Redis alone costs a byte).
 
 Issue 16 asks for ingest at ≥ 0.8 × the disk's sequential write rate; this shows how much CPU
 each byte costs on its way client → API → Redis → append-only file, which on a small machine
@@ -85,6 +86,38 @@ def run(rewrite: bool, requests: int, repeats: int, perf: str | None) -> None:
         server.close()
 
 
+def bare_xadd(repeats: int, calls: int = 6) -> None:
+    """redis-server's CPU for a bare 40 MB XADD and for the same XADD from a script (as the
+    keyed enqueue runs it), on an embedded Redis with the append-only file, no rewrite: what
+    Redis alone costs a byte, whatever the API does."""
+    from tempfile import TemporaryDirectory
+
+    from hashstream.cli.embedded_redis import EmbeddedRedis
+
+    with TemporaryDirectory() as tmp:
+        server = EmbeddedRedis(Path(tmp) / "redis").start()
+        try:
+            client = redis.Redis.from_url(server.url)
+            client.config_set("auto-aof-rewrite-percentage", 0)
+            assert server.process is not None
+            proc = psutil.Process(server.process.pid)
+            payload = np.random.default_rng(0).bytes(40_000_000)
+            script = client.register_script(
+                "return redis.call('XADD', KEYS[1], '*', 'f', ARGV[1])")
+            ways = {"XADD": lambda: client.xadd("s1", {"f": payload}),
+                    "XADD from a script": lambda: script(keys=["s2"], args=[payload])}
+            for _ in range(repeats):
+                for way, call in ways.items():
+                    before, t = cpu(proc), time.perf_counter()
+                    for _ in range(calls):
+                        call()
+                    print(f"| {way} | 40.0 | {(time.perf_counter() - t) / calls * 1e3:.0f} | "
+                          f"{(cpu(proc) - before) / calls * 1e3:.0f} |", flush=True)
+                client.delete("s1", "s2")
+        finally:
+            server.stop()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=8)
@@ -96,6 +129,9 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for rewrite in (True, False):
         run(rewrite, args.requests, args.repeats, args.perf if not rewrite else None)
+    print("\n| Redis alone | MB | wall ms/call | redis-server CPU ms/call |")
+    print("|---|---|---|---|")
+    bare_xadd(args.repeats)
 
 
 if __name__ == "__main__":
