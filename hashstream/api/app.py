@@ -108,12 +108,13 @@ def _field_of(error: dict[str, Any]) -> str:
     return ".".join(loc) or "body"
 
 
-def _get_route(router: APIRouter, path: str) -> APIRoute:
-    """The router's GET route of ``path``."""
+def _route(router: APIRouter, path: str, method: str) -> APIRoute:
+    """The router's ``method`` route of ``path``."""
     for route in router.routes:
-        if isinstance(route, APIRoute) and route.path == path and "GET" in (route.methods or ()):
+        if isinstance(route, APIRoute) and route.path == path and method in (route.methods
+                                                                               or ()):
             return route
-    raise LookupError(f"no GET route {path}")
+    raise LookupError(f"no {method} route {path}")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -208,9 +209,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return problem(500, "Internal error", "unexpected error; see the service log")
 
     if settings.search_fast_path:
+        named, default = "/indexes/{name}/search", "/search"
         app.add_middleware(SearchFastPath,
-                           named_route=_get_route(search.router, "/indexes/{name}/search"),
-                           default_route=_get_route(search.router, "/search"))
+                           named={m: _route(search.router, named, m) for m in ("GET", "POST")},
+                           default={m: _route(search.router, default, m)
+                                    for m in ("GET", "POST")})
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

@@ -1,16 +1,16 @@
-"""The hot route without FastAPI's per-request machinery.
+"""The hot routes without FastAPI's per-request machinery.
 
-A single-vector search (``GET /indexes/{name}/search`` and ``GET /search``) is the request an
-interactive user makes most, and FastAPI's routing and query-parameter solving cost more than
-the search itself (at 1M items ~0.7 ms against a 0.5 ms service call, measured in
-bench/RESULTS.md). This ASGI layer answers such a request when every query parameter is plain
-— a known name given once, integers as plain digits, ``modality``/``target`` one of their
-values — with exactly what the FastAPI route would answer: the same auth check, the same
-service call in the same thread pool, the app's own exception handlers for errors, and the
-route set on the scope, so metrics label it as before. Anything else (a repeated or unknown
-parameter, ``k=1.0``, a HEAD, a root path) goes to the FastAPI route, which gives the same
-answer for the plain requests too and the canonical 422 for the rest; ``/openapi.json`` still
-documents the route.
+A search (``/indexes/{name}/search`` and ``/search``) is the request users make most, and
+FastAPI's routing and parameter solving cost more than a single-vector search itself (at 1M
+items ~0.7 ms against a 0.5 ms service call, measured in bench/RESULTS.md). This ASGI layer
+answers such a request with exactly what the FastAPI route would answer: the same auth check,
+the same code in the same thread pool, the app's own exception handlers for errors, and the
+route set on the scope, so metrics label it as before. A GET is taken when every query
+parameter is plain — a known name given once, integers as plain digits, ``modality``/
+``target`` one of their values; a POST always (its route reads only the body). Anything else
+(a repeated or unknown parameter, ``k=1.0``, a HEAD, a root path) goes to the FastAPI route,
+which gives the same answer for the plain requests too and the canonical 422 for the rest;
+``/openapi.json`` still documents the routes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hashstream.api.deps import require_api_key
-from hashstream.api.routes.search import search_get_answer
+from hashstream.api.routes.search import search_get_answer, search_post_answer
 from hashstream.api.search_answer import wants_npz
 from hashstream.service.search_options import SearchOptions
 
@@ -58,31 +58,38 @@ def plain_query(query_string: bytes, allowed: frozenset[str]) -> dict[str, str] 
 
 
 class SearchFastPath:
-    """Pure ASGI layer in front of the router that answers plain single-vector searches
-    itself; ``answered`` counts them (the tests check the path is taken)."""
+    """Pure ASGI layer in front of the router that answers the searches it can itself;
+    ``named`` and ``default`` are the GET and POST routes of ``/indexes/{name}/search`` and
+    ``/search`` by method. ``answered`` counts them (the tests check the path is taken)."""
 
-    def __init__(self, app: ASGIApp, named_route: APIRoute, default_route: APIRoute) -> None:
+    def __init__(self, app: ASGIApp, named: dict[str, APIRoute],
+                 default: dict[str, APIRoute]) -> None:
         self.app = app
-        self.named_route = named_route
-        self.default_route = default_route
+        self.named = named
+        self.default = default
         self.answered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope.get("root_path"):
+        method = scope.get("method") if scope["type"] == "http" else None
+        if method not in ("GET", "POST") or scope.get("root_path"):
             await self.app(scope, receive, send)
             return
         path = scope["path"]
         if path == "/search":
-            name, route, allowed = None, self.default_route, _DEFAULT_PARAMS
+            name, routes, allowed = None, self.default, _DEFAULT_PARAMS
         elif (match := _NAMED.fullmatch(path)) is not None:
-            name, route, allowed = match.group(1), self.named_route, _NAMED_PARAMS
+            name, routes, allowed = match.group(1), self.named, _NAMED_PARAMS
         else:
             await self.app(scope, receive, send)
             return
-        args = plain_query(scope.get("query_string", b""), allowed)
-        if args is None:
-            await self.app(scope, receive, send)
-            return
+        args: dict[str, str] = {}
+        if method == "GET":
+            plain = plain_query(scope.get("query_string", b""), allowed)
+            if plain is None:
+                await self.app(scope, receive, send)
+                return
+            args = plain
+        route = routes[method]
         self.answered += 1
         scope["route"] = route
         scope["endpoint"] = route.endpoint
@@ -91,19 +98,26 @@ class SearchFastPath:
         app: Starlette = scope["app"]
         try:
             settings = app.state.settings
+            index = settings.default_index if name is None else name
             await require_api_key(request, settings)
-            options = SearchOptions.from_query(args.get("labels_any"), args.get("labels_all"),
-                                               _int(args.get("max_distance")))
-            content, kind = await run_in_threadpool(
-                search_get_answer, settings.default_index if name is None else name,
-                app.state.search, args.get("vector"), _int(args.get("item")),
-                int(args.get("k", "10")), args.get("modality", "image"),
-                args.get("target", "pairs"), _int(args.get("min_version")), options,
-                wants_npz(request))
-            response = Response(content, media_type=kind)
+            if method == "POST":
+                response = await search_post_answer(index, request, app.state.search, settings)
+            else:
+                response = await self._get(index, args, request, app.state.search)
         except Exception as exc:
             response = await _handled(app, request, exc)
         await response(scope, receive, send)
+
+    async def _get(self, index: str, args: dict[str, str], request: Request,
+                   search: Any) -> Response:
+        options = SearchOptions.from_query(args.get("labels_any"), args.get("labels_all"),
+                                           _int(args.get("max_distance")))
+        content, kind = await run_in_threadpool(
+            search_get_answer, index, search, args.get("vector"), _int(args.get("item")),
+            int(args.get("k", "10")), args.get("modality", "image"),
+            args.get("target", "pairs"), _int(args.get("min_version")), options,
+            wants_npz(request))
+        return Response(content, media_type=kind)
 
 
 def _int(value: str | None) -> int | None:

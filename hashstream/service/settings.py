@@ -55,9 +55,9 @@ class Settings(BaseSettings):
         default=5000, ge=0, description="longest a search with min_version waits for this "
         "process's replica to reach that version (then 503 with Retry-After)")
     search_fast_path: bool = Field(
-        default=True, description="answer plain single-vector GET searches without FastAPI's "
-        "routing and parameter solving (the same answers; off: every search goes through "
-        "FastAPI)")
+        default=True, description="answer searches (POST, and GET with plain query "
+        "parameters) without FastAPI's routing and parameter solving (the same answers; off: "
+        "every search goes through FastAPI)")
     search_tables: Literal["auto", "off"] = Field(
         default="auto", description="multi-index-hashing tables in API replicas: auto (from "
         "2^20 codes of at most 128 bits: faster searches, ~50 more bytes per item) or off "

@@ -1,13 +1,15 @@
-"""The search fast path answers exactly as the FastAPI route: two apps on one Redis index, one
-with ``HASHSTREAM_SEARCH_FAST_PATH`` on and one with it off, get the same requests and must
-give the same status, media type and body; the fast one must have answered the plain ones
-itself and left the rest to FastAPI."""
+"""The search fast path answers exactly as the FastAPI routes: two apps on one Redis index, one
+with ``HASHSTREAM_SEARCH_FAST_PATH`` on and one with it off, get the same requests (GET and
+POST) and must give the same status, media type and body; the fast one must have answered the
+plain ones itself and left the rest to FastAPI."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -52,9 +54,13 @@ def _vector(clusters: Any, c: int) -> str:
 
 
 def _same(fast: TestClient, slow: TestClient, path: str,
-          headers: dict[str, str] | None = None) -> Any:
-    a = fast.get(path, headers=headers, follow_redirects=False)
-    b = slow.get(path, headers=headers, follow_redirects=False)
+          headers: dict[str, str] | None = None, body: bytes | None = None) -> Any:
+    if body is None:
+        a = fast.get(path, headers=headers, follow_redirects=False)
+        b = slow.get(path, headers=headers, follow_redirects=False)
+    else:
+        a = fast.post(path, content=body, headers=headers, follow_redirects=False)
+        b = slow.post(path, content=body, headers=headers, follow_redirects=False)
     assert (a.status_code, a.headers.get("content-type")) == (
         b.status_code, b.headers.get("content-type")), path
     assert a.content == b.content, path
@@ -99,6 +105,44 @@ def test_plain_searches_answered_by_the_fast_path_as_by_fastapi(fast_and_slow: A
     npz = _same(fast, slow, f"/indexes/fp/search?vector={v}&k=5",
                 {"Accept": "application/x-npz"})
     assert npz.headers["content-type"] == "application/x-npz"
+
+
+def test_post_searches_answered_by_the_fast_path_as_by_fastapi(fast_and_slow: Any,
+                                                                hs: Any) -> None:
+    fast, slow, clusters = fast_and_slow
+    row = [round(float(v), 5) for v in clusters.vector(1)]
+    json_type = {"Content-Type": "application/json"}
+
+    def body(**fields: Any) -> bytes:
+        return json.dumps(fields).encode()
+
+    posts = [
+        ("/indexes/fp/search", body(features=[row], k=5), json_type, 200),
+        ("/indexes/fp/search?junk=1", body(features=[row, row]), json_type, 200),
+        ("/search", body(features=[row], k=3), json_type, 200),
+        ("/indexes/fp/search", body(features=[row], k=20, filter={"labels_any": ["c2"]}),
+         json_type, 200),
+        ("/indexes/fp/search", hs.npz_bytes(features=np.asarray([row], np.float32),
+                                            k=np.int64(4)),
+         {"Content-Type": "application/x-npz", "Accept": "application/x-npz"}, 200),
+        ("/indexes/fp/search", b"", json_type, 400),
+        ("/indexes/fp/search", b"{not json", json_type, 400),
+        ("/indexes/fp/search", body(features=[[1.0, 2.0]]), json_type, 422),
+        ("/indexes/fp/search", body(features=[row], k=0), json_type, 422),
+        ("/indexes/fp/search", body(k=5), json_type, 422),
+        ("/indexes/fp/search", body(features=[row], min_version=9), json_type, 409),
+        ("/indexes/fp/search", body(features=[row]), {"Content-Type": "text/plain"}, 415),
+        ("/indexes/nope/search", body(features=[row]), json_type, 404),
+    ]
+    layer = _fast_path(fast)
+    for path, content, headers, status in posts:
+        before = layer.answered
+        r = _same(fast, slow, path, headers, content)
+        assert r.status_code == status, (path, content[:80], r.text)
+        assert layer.answered == before + 1, path
+    hits = _same(fast, slow, "/indexes/fp/search", json_type,
+                 body(features=[row], k=5)).json()["results"][0]
+    assert len(hits) == 5 and sum(h["labels"][0] == "c1" for h in hits) >= 3, hits
 
 
 def test_other_queries_go_to_fastapi_with_the_same_answers(fast_and_slow: Any) -> None:

@@ -114,8 +114,10 @@ def _post(name: str, search: SearchService, body: bytes, npz_body: bool, setting
     return answer(name, hits, npz)
 
 
-async def _post_answer(name: str, request: Request, search: SearchService,
-                       settings: Settings) -> Response:
+async def search_post_answer(name: str, request: Request, search: SearchService,
+                             settings: Settings) -> Response:
+    """The answer of a POST search (JSON or .npz body; also run by
+    :mod:`hashstream.api.search_fast_path`)."""
     kind = media_type(request)
     npz_body = kind in _NPZ_BODIES
     if not npz_body and kind not in ("", JSON) and not kind.endswith("+json"):
@@ -154,7 +156,7 @@ async def search_get(name: str, request: Request, search: SearchDep,
              openapi_extra=_BODY_DOC, summary="k nearest items of each vector of a batch")
 async def search_post(name: str, request: Request, search: SearchDep,
                       settings: SettingsDep) -> Response:
-    return await _post_answer(name, request, search, settings)
+    return await search_post_answer(name, request, search, settings)
 
 
 @router.get("/search", response_model=SearchResponse, summary="Search the default index",
@@ -180,7 +182,7 @@ async def search_default_get(request: Request, search: SearchDep, settings: Sett
              responses=POST_ERRORS, openapi_extra=_BODY_DOC)
 async def search_default_post(request: Request, search: SearchDep,
                               settings: SettingsDep) -> Response:
-    return await _post_answer(settings.default_index, request, search, settings)
+    return await search_post_answer(settings.default_index, request, search, settings)
 
 
 def _body_components() -> dict[str, Any]:
