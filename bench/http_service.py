@@ -427,6 +427,24 @@ def bench_search_floor(args: argparse.Namespace) -> None:
                 n, qps, p50, p99 = percentiles(lat, elapsed)
                 print(f"| {label} | {server.api_processes} | {clients} | {n} | {qps:,.0f} "
                       f"| {p50:.2f} | {p99:.2f} |", flush=True)
+        # one vector as a POST JSON body: what the Python client sends for a vector search
+        bodies = [json_bytes({"features": [[round(float(v), 4) for v in q]], "k": 10})
+                  for q in queries]
+
+        def post(conn: RawClient, i: int) -> None:
+            status, _, body = conn.request("POST", "/indexes/s/search", bodies[i % len(bodies)],
+                                           {"Content-Type": "application/json"})
+            assert status == 200, body[:300]
+
+        print("\none vector as a POST JSON body (the Python client's search):")
+        print("\n| code | API processes | clients | requests | QPS | p50 ms | p99 ms |")
+        print("|---|---|---|---|---|---|---|")
+        singles = [(label, server) for label, server in servers if server.api_processes == 1]
+        got = interleaved([(server, post) for _, server in singles], 1, args.seconds,
+                          args.slice)
+        for (label, _), (lat, elapsed) in zip(singles, got, strict=True):
+            n, qps, p50, p99 = percentiles(lat, elapsed)
+            print(f"| {label} | 1 | 1 | {n} | {qps:,.0f} | {p50:.2f} | {p99:.2f} |", flush=True)
         ref = in_process_reference(redis.url, prefix, vectors, 2000)
         print("\nin-process reference (this process, no HTTP; 2,000 calls): "
               + "; ".join(f"{k} p50 {v[0]:.3f} ms, p99 {v[1]:.3f} ms"
