@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hashstream.service.registry import (
     AnchorGrowth,
+    ExemplarKeep,
     ExemplarPolicy,
     FeatureMapKind,
     OldSimilarity,
@@ -57,6 +58,10 @@ class CreateIndex(BaseModel):
         default=None, gt=0, lt=1, description="anchor growth: a chunk gets anchors until at "
         "most 1 − this share of it lies beyond the novelty radius")
     exemplar_policy: ExemplarPolicy | None = None
+    exemplar_keep: ExemplarKeep | None = Field(
+        default=None, description="which n1 exemplars stay each round: class_balanced "
+        "(default; round-robin over the memory's classes, so old classes keep their share in "
+        "a class-incremental stream) or random (the paper's)")
     condensed_per_class: int | None = Field(default=None, ge=0, le=100_000)
     condensed_steps: int | None = Field(default=None, ge=0, le=10_000)
     old_weight: OldWeight | None = None

@@ -25,7 +25,7 @@ _HELP = {
     "bits": "code length r", "theta": "θ, weight of the Hadamard center term",
     "delta": "δ, weight of the self-distillation term",
     "eta": "η, weight of the code-to-center term", "beta": "β, B–V coupling",
-    "lam": "λ, ridge of P", "n1": "exemplars kept at random each round",
+    "lam": "λ, ridge of P", "n1": "exemplars kept each round",
     "n2": "new exemplars per round", "iterations": "outer V/B/Y iterations per round",
     "sweeps": "DCC sweeps per B and Y step", "feature_map": "φ: identity or rbf",
     "n_anchors": "RBF anchors m (the most, with anchor growth)",
@@ -34,6 +34,8 @@ _HELP = {
     "anchor_coverage": "anchor growth: cover all but 1 − this share of a chunk",
     "exemplar_policy": "how new exemplars are chosen "
     "(condensed: n2 synthetic exemplars by IEM distribution matching)",
+    "exemplar_keep": "which n1 exemplars stay: class_balanced (round-robin over the memory's "
+    "classes) or random (the paper's)",
     "condensed_per_class": "condensed: at most this many synthetic exemplars per class "
     "(0: n2 split over the chunk's classes)",
     "condensed_steps": "condensed: distribution-matching steps per round",

@@ -24,6 +24,7 @@ from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.feature_map import FeatureMapKind
 from hashstream.solver.sdoh_hc.settings import (
     AnchorGrowth,
+    ExemplarKeep,
     ExemplarPolicy,
     OldSimilarity,
     OldWeight,
@@ -40,8 +41,8 @@ from hashstream.store.index_store import (
 from hashstream.store.keys import INDEX_NAME
 
 # The setting vocabularies the HTTP schemas accept (the solver defines them).
-__all__ = ["AnchorGrowth", "ExemplarPolicy", "FeatureMapKind", "IndexConfig", "IndexService",
-           "OldSimilarity", "OldWeight", "QueryEncoder", "TermScaling"]
+__all__ = ["AnchorGrowth", "ExemplarKeep", "ExemplarPolicy", "FeatureMapKind", "IndexConfig",
+           "IndexService", "OldSimilarity", "OldWeight", "QueryEncoder", "TermScaling"]
 
 IndexKind = Literal["sdoh-hc", "cross-modal", "lsh"]
 QueueDtype = Literal["float32", "float16"]
@@ -54,7 +55,8 @@ MAX_PARTITIONS = 64
 # Settings a stored config may lack, with the value it was built with: a setting added later
 # gets its new default only in indexes created after it.
 LEGACY_SETTINGS: dict[str, Any] = {"query_encoder": "linear", "term_scaling": "paper",
-                                   "anchor_growth": "off", "delta": None}
+                                   "anchor_growth": "off", "delta": None,
+                                   "exemplar_keep": "random"}
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,8 @@ def test_a_config_stored_before_growth_keeps_the_first_chunks_anchors() -> None:
     config = IndexConfig.from_json(stored)
     assert config.settings.anchor_growth == "off"
     assert config.settings.first_anchors == config.settings.n_anchors
+    # and keeps its exemplars at random, as it did before exemplar_keep existed
+    assert config.settings.exemplar_keep == "random"
+    fresh = IndexConfig.from_json({**stored, "settings": {"bits": 16,
+                                                          "exemplar_keep": "class_balanced"}})
+    assert fresh.settings.exemplar_keep == "class_balanced"

@@ -191,3 +191,33 @@ def test_nearest_center_uses_learned_codes_and_centers(np_backend: Backend) -> N
         np.testing.assert_array_equal(res.state.exemplar_codes, res.codes[idx])
         np.testing.assert_array_equal(res.state.exemplar_features, x[idx].astype(np.float32))
         state = res.state
+
+
+@pytest.mark.parametrize("keep", ["class_balanced", "random"])
+def test_exemplar_keep_in_a_class_incremental_stream(np_backend: Backend, keep: Any) -> None:
+    """Single-class chunks, one class after another (n1 = n2): under ``class_balanced`` every
+    class seen keeps its share of the memory; under ``random`` (the paper's) the first class's
+    share halves each round after its own, so it is all but gone."""
+    rng = np.random.default_rng(7)
+    cfg = SDOHSettings(bits=8, n1=60, n2=60, feature_map="identity", exemplar_keep=keep,
+                       seed=1)
+    state: SDOHState | None = None
+    centers = rng.standard_normal((6, 5)) * 3
+    for cls in range(6):
+        x = centers[cls] + rng.standard_normal((80, 5))
+        res = learn_chunk(state, x, ClassLists(np.arange(81), np.full(80, cls), 6), cfg,
+                          np_backend)
+        state = res.state
+    assert state is not None
+    counts = np.bincount(state.exemplar_labels.classes, minlength=6)
+    assert counts.sum() == 120
+    if keep == "class_balanced":
+        # the 60 kept split over the 5 old classes, the last class adds its 60
+        np.testing.assert_array_equal(counts, [12, 12, 12, 12, 12, 60])
+    else:
+        assert counts[0] <= 6 and counts[-1] == 60 and counts[-2] >= 20
+
+
+def test_unknown_exemplar_keep_raises() -> None:
+    with pytest.raises(ValueError, match="exemplar_keep"):
+        SDOHSettings(exemplar_keep="oldest")  # type: ignore[arg-type]

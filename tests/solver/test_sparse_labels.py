@@ -78,7 +78,8 @@ def test_state_stored_by_the_dense_code_continues_exactly(np_backend: Backend) -
     assert all(np.array_equal(v, back.to_arrays()[k]) for k, v in again.items())
 
     cfg = SDOHSettings(bits=8, n1=10, n2=10, feature_map="identity", old_similarity="lemon",
-                       exemplar_policy="nearest_center", term_scaling="paper", seed=40)
+                       exemplar_policy="nearest_center", exemplar_keep="random",
+                       term_scaling="paper", seed=40)  # the settings that code had
     res = learn_chunk(state, arrays["chunk/features"],
                       ClassLists.from_dense(arrays["chunk/labels"]), cfg, np_backend)
     np.testing.assert_array_equal(res.codes, arrays["expect/codes"])

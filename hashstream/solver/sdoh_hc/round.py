@@ -30,7 +30,11 @@ from hashstream.solver.feature_map import (
 from hashstream.solver.hadamard import grow_centers, hadamard_centers
 from hashstream.solver.query_net import QueryNet, query_net_output
 from hashstream.solver.sdoh_hc.condensation import CondenseConfig, condense_exemplars
-from hashstream.solver.sdoh_hc.exemplars import select_exemplars, select_random
+from hashstream.solver.sdoh_hc.exemplars import (
+    select_class_balanced,
+    select_exemplars,
+    select_random,
+)
 from hashstream.solver.sdoh_hc.query_encoder import fit_query_net
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.solver.sdoh_hc.state import (
@@ -815,14 +819,16 @@ def _update_exemplars(state: SDOHState, x: np.ndarray[Any, Any], labels: ClassLi
                       codes: np.ndarray[Any, Any], y: np.ndarray[Any, Any],
                       settings: SDOHSettings, rng: np.random.Generator,
                       backend: Backend) -> tuple[dict[str, Any], np.ndarray[Any, Any] | None]:
-    """Keep n1 old exemplars at random, add n2 of this chunk chosen by the policy (or, for
+    """Keep n1 old exemplars (``exemplar_keep``), add n2 of this chunk chosen by the policy (or, for
     ``condensed``, n2 synthetic exemplars with their class's row of Y as code); also the chunk
     rows of the added exemplars (None when they are synthetic), so φ of them is not redone.
 
     The memory is small and its selection is index work, so it stays on the host."""
     old_f = backend.to_numpy(state.exemplar_features)
     old_c = backend.to_numpy(state.exemplar_codes)
-    keep = select_random(old_f.shape[0], settings.n1, rng)
+    keep = (select_class_balanced(state.exemplar_labels, settings.n1, rng)
+            if settings.exemplar_keep == "class_balanced"
+            else select_random(old_f.shape[0], settings.n1, rng))
     new_l: ClassLists
     new: np.ndarray[Any, Any] | None = None
     if settings.exemplar_policy == "condensed":

@@ -9,6 +9,7 @@ from typing import Any, Literal, get_args
 from hashstream.solver.feature_map import FeatureMapKind
 
 ExemplarPolicy = Literal["random", "class_balanced", "nearest_center", "condensed"]
+ExemplarKeep = Literal["class_balanced", "random"]
 OldWeight = Literal["balanced", "paper"]
 OldSimilarity = Literal["normalized", "lemon"]
 TermScaling = Literal["normalized", "paper"]
@@ -33,8 +34,12 @@ class SDOHSettings:
 
     ``theta`` weighs the Hadamard center term and ``delta`` the self-distillation term (θ
     where ``delta`` is None, as Eq. 7 ties them), ``eta`` the code-to-center term, ``beta`` the
-    B–V coupling, ``lam`` the ridge of P. ``n1`` exemplars are kept at random each round and
-    ``n2`` new ones are chosen by ``exemplar_policy``; ``'condensed'`` stores n2 synthetic
+    B–V coupling, ``lam`` the ridge of P. ``n1`` exemplars are kept each round and ``n2`` new
+    ones are chosen by ``exemplar_policy``. ``exemplar_keep='class_balanced'`` keeps the n1
+    round-robin over the memory's classes, so each class seen keeps its share; ``'random'``
+    (the paper's, and what indexes made before the setting keep) halves a class's share with
+    every round that does not bring it (n1 = n2), so in a class-incremental stream the memory
+    soon holds the last few classes only. ``exemplar_policy='condensed'`` stores n2 synthetic
     exemplars instead (IEM distribution matching, ``condensation.py``), at most
     ``condensed_per_class`` per class when that is positive, learned in ``condensed_steps``
     steps. ``old_weight='balanced'`` scales the
@@ -77,6 +82,7 @@ class SDOHSettings:
     first_anchor_share: float = 0.5
     anchor_coverage: float = 0.9
     exemplar_policy: ExemplarPolicy = "class_balanced"
+    exemplar_keep: ExemplarKeep = "class_balanced"
     condensed_per_class: int = 0
     condensed_steps: int = 100
     old_weight: OldWeight = "balanced"
@@ -121,7 +127,8 @@ class SDOHSettings:
             raise ValueError("anchor_coverage must be in (0, 1)")
         if self.query_hidden < 1:
             raise ValueError("query_hidden must be at least 1")
-        for name, kind in (("exemplar_policy", ExemplarPolicy), ("old_weight", OldWeight),
+        for name, kind in (("exemplar_policy", ExemplarPolicy), ("exemplar_keep", ExemplarKeep),
+                           ("old_weight", OldWeight),
                            ("old_similarity", OldSimilarity), ("feature_map", FeatureMapKind),
                            ("term_scaling", TermScaling), ("query_encoder", QueryEncoder),
                            ("anchor_growth", AnchorGrowth)):
