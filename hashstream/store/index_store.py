@@ -139,8 +139,9 @@ end
 return claimed
 """
 # Count a round start for each chunk, if the caller still holds the lease. Each call has its
-# own nonce, noted per chunk (field "<chunk id>:call"): the same call run again (redis-py
-# re-sends a command whose reply was lost to a timeout) finds its nonce and counts nothing.
+# own nonce, noted per chunk (field "<chunk id>:call"): the same call run again (RedisCluster's
+# client re-sends a command whose reply was lost to a timeout) finds its nonce and counts
+# nothing.
 # KEYS: attempts, lease; ARGV: lease value ('' unfenced), nonce, chunk ids. Returns the counts.
 _START_ATTEMPT = """
 if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return false end
@@ -961,7 +962,7 @@ class IndexStore:
         use up the chunks' attempts.
 
         Counted before the round runs, so a worker that dies mid-round has used an attempt;
-        counted once per call, even when redis-py re-sends it after a lost reply."""
+        counted once per call, even when the client re-sends it after a lost reply."""
         if not chunk_ids:
             return {}
         k = self.keys(name)

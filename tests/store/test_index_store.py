@@ -480,8 +480,9 @@ def test_a_zombie_round_start_uses_up_no_attempt(store: IndexStore, name: str) -
 
 class ResendStartAttempt(redis.Redis):
     """A real Redis client that runs the round-start script twice and answers the second
-    reply: what redis-py's retry does when the first reply is lost to a timeout after Redis
-    ran the command (the standalone and cluster clients both re-send it)."""
+    reply: what a client's retry does when the first reply is lost to a timeout after Redis
+    ran the command (RedisCluster's client re-sends it; so would a standalone client given a
+    retry policy)."""
 
     sha = ""
 
