@@ -6,8 +6,9 @@ items ~0.7 ms against a 0.5 ms service call, measured in bench/RESULTS.md). This
 answers such a request with exactly what the FastAPI route would answer: the same auth check,
 the same code in the same thread pool, the app's own exception handlers for errors, and the
 route set on the scope, so metrics label it as before. A GET is taken when every query
-parameter is plain — a known name given once, integers as plain digits, ``modality``/
-``target`` one of their values; a POST always (its route reads only the body). Anything else
+parameter is plain — one of the route's, given once, an integer one as plain digits, a
+``Literal`` one (``modality``, ``target``) one of its values, all read from the route's own
+signature (:class:`PlainQuery`); a POST always (its route reads only the body). Anything else
 (a repeated or unknown parameter, ``k=1.0``, a HEAD, a root path) goes to the FastAPI route,
 which gives the same answer for the plain requests too and the canonical 422 for the rest;
 ``/openapi.json`` still documents the routes.
@@ -16,45 +17,64 @@ which gives the same answer for the plain requests too and the canonical 422 for
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from inspect import isawaitable
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import parse_qsl
 
 from fastapi.routing import APIRoute
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hashstream.api.deps import require_api_key
-from hashstream.api.routes.search import search_get_answer, search_post_answer
-from hashstream.api.search_answer import wants_npz
-from hashstream.service.search_options import SearchOptions
+from hashstream.api.routes.search import search_get_response, search_post_answer
 
 _NAMED = re.compile(r"/indexes/([^/]+)/search")  # as Starlette compiles "{name}"
 _DIGITS = re.compile(r"0|[1-9][0-9]{0,14}")  # a plain non-negative integer, as pydantic reads it
-_INTEGERS = frozenset({"item", "k", "min_version", "max_distance"})
-_CHOICES = {"modality": frozenset({"image", "text"}),
-            "target": frozenset({"pairs", "image", "text"})}
-_NAMED_PARAMS = frozenset({"vector", "item", "k", "modality", "target", "min_version",
-                           "labels_any", "labels_all", "max_distance"})
-_DEFAULT_PARAMS = _NAMED_PARAMS - {"modality", "target"}
 
 
-def plain_query(query_string: bytes, allowed: frozenset[str]) -> dict[str, str] | None:
-    """The query's parameters when every one is plain (see the module docstring); None when
-    the FastAPI route must read them. Decoded as Starlette decodes them."""
-    pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    args = dict(pairs)
-    if len(args) != len(pairs) or not allowed.issuperset(args):
-        return None
-    for key, value in args.items():
-        if key in _INTEGERS and not _DIGITS.fullmatch(value):
+@dataclass(frozen=True)
+class PlainQuery:
+    """The query parameters of a GET route as its signature declares them: each one's
+    default, which are integers, and the values of each ``Literal`` one."""
+
+    defaults: dict[str, Any]
+    integers: frozenset[str]
+    choices: dict[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, route: APIRoute) -> PlainQuery:
+        defaults: dict[str, Any] = {}
+        integers: set[str] = set()
+        choices: dict[str, frozenset[str]] = {}
+        for param in route.dependant.query_params:
+            kind = param.field_info.annotation
+            defaults[param.alias] = param.default
+            if get_origin(kind) is Literal:
+                choices[param.alias] = frozenset(get_args(kind))
+            elif int in (kind, *get_args(kind)):
+                integers.add(param.alias)
+        return cls(defaults, frozenset(integers), choices)
+
+    def read(self, query_string: bytes) -> dict[str, str] | None:
+        """The query's parameters when every one is plain (see the module docstring); None
+        when the FastAPI route must read them. Decoded as Starlette decodes them."""
+        pairs = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
+        args = dict(pairs)
+        if len(args) != len(pairs) or not self.defaults.keys() >= args.keys():
             return None
-        if key in _CHOICES and value not in _CHOICES[key]:
-            return None
-    return args
+        for key, value in args.items():
+            if key in self.integers and not _DIGITS.fullmatch(value):
+                return None
+            if key in self.choices and value not in self.choices[key]:
+                return None
+        return args
+
+    def arguments(self, args: dict[str, str]) -> dict[str, Any]:
+        """Every parameter of the route, as the route would receive it from ``args``."""
+        return {**self.defaults,
+                **{k: int(v) if k in self.integers else v for k, v in args.items()}}
 
 
 class SearchFastPath:
@@ -67,6 +87,8 @@ class SearchFastPath:
         self.app = app
         self.named = named
         self.default = default
+        self.named_query = PlainQuery.of(named["GET"])
+        self.default_query = PlainQuery.of(default["GET"])
         self.answered = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -76,15 +98,15 @@ class SearchFastPath:
             return
         path = scope["path"]
         if path == "/search":
-            name, routes, allowed = None, self.default, _DEFAULT_PARAMS
+            name, routes, query = None, self.default, self.default_query
         elif (match := _NAMED.fullmatch(path)) is not None:
-            name, routes, allowed = match.group(1), self.named, _NAMED_PARAMS
+            name, routes, query = match.group(1), self.named, self.named_query
         else:
             await self.app(scope, receive, send)
             return
         args: dict[str, str] = {}
         if method == "GET":
-            plain = plain_query(scope.get("query_string", b""), allowed)
+            plain = query.read(scope.get("query_string", b""))
             if plain is None:
                 await self.app(scope, receive, send)
                 return
@@ -103,25 +125,11 @@ class SearchFastPath:
             if method == "POST":
                 response = await search_post_answer(index, request, app.state.search, settings)
             else:
-                response = await self._get(index, args, request, app.state.search)
+                response = await search_get_response(index, request, app.state.search,
+                                                     **query.arguments(args))
         except Exception as exc:
             response = await _handled(app, request, exc)
         await response(scope, receive, send)
-
-    async def _get(self, index: str, args: dict[str, str], request: Request,
-                   search: Any) -> Response:
-        options = SearchOptions.from_query(args.get("labels_any"), args.get("labels_all"),
-                                           _int(args.get("max_distance")))
-        content, kind = await run_in_threadpool(
-            search_get_answer, index, search, args.get("vector"), _int(args.get("item")),
-            int(args.get("k", "10")), args.get("modality", "image"),
-            args.get("target", "pairs"), _int(args.get("min_version")), options,
-            wants_npz(request))
-        return Response(content, media_type=kind)
-
-
-def _int(value: str | None) -> int | None:
-    return None if value is None else int(value)
 
 
 async def _handled(app: Starlette, request: Request, exc: Exception) -> Any:

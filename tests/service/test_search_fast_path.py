@@ -14,13 +14,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from hashstream.api.app import create_app
-from hashstream.api.search_fast_path import SearchFastPath, plain_query
+from hashstream.api.routes import search
+from hashstream.api.search_fast_path import PlainQuery, SearchFastPath
 from hashstream.service.settings import Settings
 from hashstream.service.worker import RoundRunner
 from hashstream.store.index_store import IndexStore
 
-NAMED = frozenset({"vector", "item", "k", "modality", "target", "min_version", "labels_any",
-                   "labels_all", "max_distance"})
+NAMED = PlainQuery.of(next(r for r in search.router.routes  # type: ignore[attr-defined]
+                           if r.path == "/indexes/{name}/search" and "GET" in r.methods))
 
 
 def _fast_path(client: TestClient) -> SearchFastPath:
@@ -204,4 +205,4 @@ def test_fast_path_keeps_auth_and_metrics(redis_url: str, session_prefix: str, h
     (b"k=1234567890123456", None),
 ])
 def test_plain_query(query: bytes, expected: dict[str, str] | None) -> None:
-    assert plain_query(query, NAMED) == expected
+    assert NAMED.read(query) == expected

@@ -62,11 +62,9 @@ _BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "ingest takes .npz chunks)"}}}}}
 
 
-def search_get_answer(name: str, search: SearchService, vector: str | None, item: int | None,
-                      k: int, modality: str, target: str, min_version: int | None,
-                      options: SearchOptions, npz: bool) -> tuple[bytes, str]:
-    """The answer (bytes, media type) of a GET search, run in the thread pool (also by
-    :mod:`hashstream.api.search_fast_path`)."""
+def _get(name: str, search: SearchService, vector: str | None, item: int | None, k: int,
+         modality: str, target: str, min_version: int | None, options: SearchOptions,
+         npz: bool) -> tuple[bytes, str]:
     if (vector is None) == (item is None):
         raise InvalidInput("give exactly one of vector=v1,v2,… or item=ID", "vector")
     hits: SearchHits
@@ -114,6 +112,20 @@ def _post(name: str, search: SearchService, body: bytes, npz_body: bool, setting
     return answer(name, hits, npz)
 
 
+async def search_get_response(name: str, request: Request, search: SearchService, *,
+                              vector: str | None, item: int | None, k: int,
+                              min_version: int | None, labels_any: str | None,
+                              labels_all: str | None, max_distance: int | None,
+                              modality: str = "image", target: str = "pairs") -> Response:
+    """The answer of a GET search from its query parameters (also run by
+    :mod:`hashstream.api.search_fast_path`): the label filter read, the search in the thread
+    pool. The default index's route has no ``modality`` or ``target``."""
+    options = SearchOptions.from_query(labels_any, labels_all, max_distance)
+    content, kind = await run_in_threadpool(_get, name, search, vector, item, k, modality,
+                                            target, min_version, options, wants_npz(request))
+    return Response(content, media_type=kind)
+
+
 async def search_post_answer(name: str, request: Request, search: SearchService,
                              settings: Settings) -> Response:
     """The answer of a POST search (JSON or .npz body; also run by
@@ -145,11 +157,10 @@ async def search_get(name: str, request: Request, search: SearchDep,
                      labels_all: str | None = Query(None, description=LABELS_ALL + ", e.g. 3,7"),
                      max_distance: int | None = Query(None, ge=0, description=MAX_DISTANCE),
                      ) -> Response:
-    options = SearchOptions.from_query(labels_any, labels_all, max_distance)
-    content, kind = await run_in_threadpool(search_get_answer, name, search, vector, item, k,
-                                            modality, target, min_version, options,
-                                            wants_npz(request))
-    return Response(content, media_type=kind)
+    return await search_get_response(
+        name, request, search, vector=vector, item=item, k=k, modality=modality,
+        target=target, min_version=min_version, labels_any=labels_any, labels_all=labels_all,
+        max_distance=max_distance)
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse, responses=POST_ERRORS,
@@ -171,11 +182,10 @@ async def search_default_get(request: Request, search: SearchDep, settings: Sett
                              max_distance: int | None = Query(None, ge=0,
                                                               description=MAX_DISTANCE),
                              ) -> Response:
-    options = SearchOptions.from_query(labels_any, labels_all, max_distance)
-    content, kind = await run_in_threadpool(search_get_answer, settings.default_index, search,
-                                            vector, item, k, "image", "pairs", min_version,
-                                            options, wants_npz(request))
-    return Response(content, media_type=kind)
+    return await search_get_response(
+        settings.default_index, request, search, vector=vector, item=item, k=k,
+        min_version=min_version, labels_any=labels_any, labels_all=labels_all,
+        max_distance=max_distance)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",
