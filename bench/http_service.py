@@ -44,12 +44,14 @@ class Server:
     """`hashstream serve` on a free port against an embedded Redis in a temp dir."""
 
     def __init__(self, workers: int, extra_env: dict[str, str] | None = None,
-                 fsync: str = "everysec") -> None:
+                 fsync: str = "everysec", keep_freed_mb: int = 256) -> None:
         self.tmp = tempfile.TemporaryDirectory()
-        self.redis = EmbeddedRedis(Path(self.tmp.name) / "redis", fsync=fsync).start()
+        self.redis = EmbeddedRedis(Path(self.tmp.name) / "redis", fsync=fsync,
+                                   keep_freed_mb=keep_freed_mb).start()
         self.port = free_port()
         env = {**os.environ, "REDIS_URL": self.redis.url, "HASHSTREAM_KEY_PREFIX":
-               f"bench{uuid.uuid4().hex[:6]}", **(extra_env or {})}
+               f"bench{uuid.uuid4().hex[:6]}", "HASHSTREAM_KEEP_FREED_MB": str(keep_freed_mb),
+               **(extra_env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hashstream", "serve", "--port", str(self.port),
              "--workers", str(workers), "--log-level", "warning"], env=env,
@@ -626,21 +628,24 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
     x = rng.standard_normal((n, dim)).astype(np.float32)
     body = npz_body(x, np.eye(10)[rng.integers(0, 10, n)])
     # keyed: every request under its own Idempotency-Key (what the Python client sends);
-    # fsync: the embedded Redis's appendfsync (HASHSTREAM_REDIS_FSYNC)
-    variants = [("after", None, "float32", False, "everysec"),
-                ("after", None, "float32", True, "everysec"),
-                ("after", None, "float32", True, "no"),
-                ("after", None, "float16", False, "everysec")]
+    # fsync: the embedded Redis's appendfsync (HASHSTREAM_REDIS_FSYNC); keep: freed memory
+    # the API and redis-server keep for reuse (HASHSTREAM_KEEP_FREED_MB; 0: glibc's defaults)
+    variants = [("after", None, "float32", False, "everysec", 0),
+                ("after", None, "float32", False, "everysec", 256),
+                ("after", None, "float32", True, "everysec", 0),
+                ("after", None, "float32", True, "everysec", 256),
+                ("after", None, "float32", True, "no", 256),
+                ("after", None, "float16", False, "everysec", 256)]
     if before:
-        variants[:0] = [("before", before, "float32", False, "everysec"),
-                        ("before", before, "float32", True, "everysec")]
-    print("| code | queue_dtype | Idempotency-Key | appendfsync | d | items/request | requests | "
-          "items/s | body MB/s | queued MB/s | AOF MB/s | disk MB/s (dd, fsync) | "
-          "queued / disk |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for code, path, dtype, keyed, fsync in variants:
+        variants[:0] = [("before", before, "float32", False, "everysec", 0),
+                        ("before", before, "float32", True, "everysec", 0)]
+    print("| code | queue_dtype | Idempotency-Key | appendfsync | keep freed MB | d | "
+          "items/request | requests | items/s | body MB/s | queued MB/s | AOF MB/s | "
+          "disk MB/s (dd, fsync) | queued / disk |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for code, path, dtype, keyed, fsync, keep in variants:
         env = {"HASHSTREAM_MAX_QUEUED_ITEMS": "0", **code_env(path)}
-        server = Server(workers=0, extra_env=env, fsync=fsync)
+        server = Server(workers=0, extra_env=env, fsync=fsync, keep_freed_mb=keep)
         try:
             check_code(server, code)
             with Client(server.url) as hs:
@@ -672,7 +677,8 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
         reqs = sum(len(v) for v in lat)
         items = reqs * n / elapsed
         queued = items * dim * np.dtype(dtype).itemsize
-        print(f"| {code} | {dtype} | {'yes' if keyed else 'no'} | {fsync} | {dim} | {n:,} | "
+        print(f"| {code} | {dtype} | {'yes' if keyed else 'no'} | {fsync} | {keep} | {dim} | "
+              f"{n:,} | "
               f"{reqs} | "
               f"{items:,.0f} | "
               f"{reqs * len(body) / elapsed / 1e6:,.0f} | {queued / 1e6:,.0f} | "

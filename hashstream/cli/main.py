@@ -8,6 +8,7 @@ import sys
 from dataclasses import fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
+from hashstream.cli.freed_memory import keep_freed_memory
 from hashstream.eval import ecmh as ecmh_eval
 from hashstream.eval.online_hashing import DatasetError, EvalConfig, load_dataset, run_eval
 from hashstream.eval.online_hashing import write_json as write_eval_json
@@ -238,6 +239,7 @@ def _run_worker(args: argparse.Namespace) -> int:
 
     _configure_logging(args.log_level)
     settings = get_settings()
+    keep_freed_memory(settings.keep_freed_mb)
     if not settings.redis_url:
         print("hashstream worker: REDIS_URL is not set", file=sys.stderr)
         return 2
@@ -282,11 +284,13 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     _configure_logging(args.log_level)
     settings = get_settings()
+    keep_freed_memory(settings.keep_freed_mb)
     embedded = None
     env = dict(os.environ)
     if not settings.redis_url:
         data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
-        embedded = EmbeddedRedis(data_dir, fsync=settings.redis_fsync).start()
+        embedded = EmbeddedRedis(data_dir, fsync=settings.redis_fsync,
+                                 keep_freed_mb=settings.keep_freed_mb).start()
         env["REDIS_URL"] = embedded.url
         os.environ["REDIS_URL"] = embedded.url
         get_settings.cache_clear()
@@ -401,7 +405,10 @@ def _run_api(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from hashstream.service.settings import get_settings
+
     _configure_logging(args.log_level)
+    keep_freed_memory(get_settings().keep_freed_mb)
     sock = socket.socket(fileno=args.fd)  # family and type read from the descriptor
     config = uvicorn.Config(APP, factory=True, log_level=args.log_level, loop=args.loop,
                             http=args.http,

@@ -29,6 +29,12 @@ class Settings(BaseSettings):
         "most the last second to a power cut (none to a crash of any process); no leaves "
         "flushing to the kernel (ingest no longer waits behind each second's fsync; up to "
         "~30 s lost to a power cut); always syncs before every answer (slowest)")
+    keep_freed_mb: int = Field(
+        default=256, ge=0, le=2047, description="freed memory the embedded redis-server, the "
+        "API and the workers keep for reuse (glibc: no mmap for large buffers, the heap trimmed "
+        "only past this many MB free): each ingest body then reuses pages instead of faulting "
+        "in fresh ones, at the price of up to this much resident memory after a burst; 0 "
+        "leaves glibc's defaults")
     key_prefix: str = Field(default="hs", description="prefix of every Redis key")
     redis_timeout_s: float = Field(
         default=60.0, gt=0, description="the API's Redis socket timeout: a bulk XADD can wait "
