@@ -15,7 +15,6 @@ import io
 import math
 import struct
 import zipfile
-import zlib
 from collections.abc import Collection
 from typing import IO, Any
 
@@ -28,6 +27,11 @@ from hashstream.service.errors import (
     PayloadTooLarge,
     ServiceError,
 )
+
+try:  # ISA-L's CRC-32: 1.4 ms for a 40 MB member against zlib's 16 ms (bench/RESULTS.md)
+    from isal.isal_zlib import crc32
+except ImportError:  # a platform without isal's wheels
+    from zlib import crc32
 
 __all__ = ["read_npz"]
 
@@ -152,7 +156,7 @@ def _stored_view(body: memoryview, info: zipfile.ZipInfo, name: str) -> memoryvi
     if data + info.file_size > len(body):
         raise MalformedBody(f"array {name!r} ends after the body", name)
     member = body[data:data + info.file_size]
-    if zlib.crc32(member) != info.CRC:
+    if crc32(member) != info.CRC:
         raise MalformedBody(f"array {name!r} fails its CRC-32 check", name)
     return member
 
