@@ -811,6 +811,15 @@ def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
         print(f"  {code}: mean seconds per round (rounds 2…): " + ", ".join(
             f"{k} {v:.3f}" for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:12]),
             flush=True)
+        # the wall clock beyond the rounds: round 1 (it fits the feature map) and the time
+        # between one round's commit and the next round's start
+        spans = sorted((r["ts"] - r["seconds"]["total"], r["ts"] + r["seconds"].get("commit", 0.0))
+                       for r in records)
+        gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:], strict=False)]
+        print(f"  {code}: wall {last - first:.1f} s = round 1 {spans[0][1] - spans[0][0]:.2f} s + "
+              f"rounds 2… {sum(b - a for a, b in spans[1:]):.1f} s + between rounds "
+              f"{sum(gaps):.2f} s (mean {np.mean(gaps) if gaps else 0:.3f}, max "
+              f"{max(gaps, default=0):.3f})", flush=True)
 
 
 def main() -> None:
