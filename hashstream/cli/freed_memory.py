@@ -3,8 +3,8 @@ that carry ingest bodies (redis-server, the API, the workers).
 
 glibc serves an allocation over its mmap threshold (at most 32 MB) with a fresh ``mmap`` and
 unmaps it on ``free``, so every 40 MB body costs each process on its way ~10,000 page faults
-and the zeroing of every page: a quarter of the API's and redis-server's CPU per byte, and
-twice the CPU of a bare XADD (bench/RESULTS.md, "Ingest: freed memory kept for reuse").
+and the zeroing of every page: a quarter of the API's and redis-server's CPU per byte, and up
+to half the CPU of a bare XADD (bench/RESULTS.md, session 9, "Freed memory kept for reuse").
 Without ``mmap`` for large buffers, and with the heap returning memory to the kernel only once
 more than ``megabytes`` of it lies free at its top, the next body reuses the same pages. The
 cost: a process's resident size stays up to ``megabytes`` above what it uses after a burst.
