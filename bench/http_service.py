@@ -38,13 +38,14 @@ import numpy as np
 from hashstream.cli.embedded_redis import EmbeddedRedis, free_port
 from hashstream.client import Client
 from hashstream.service.round_timing import WORKER_PARTS
+from hashstream.service.settings import KEEP_FREED_MB
 
 
 class Server:
     """`hashstream serve` on a free port against an embedded Redis in a temp dir."""
 
     def __init__(self, workers: int, extra_env: dict[str, str] | None = None,
-                 fsync: str = "everysec", keep_freed_mb: int = 256) -> None:
+                 fsync: str = "everysec", keep_freed_mb: int = KEEP_FREED_MB) -> None:
         self.tmp = tempfile.TemporaryDirectory()
         self.redis = EmbeddedRedis(Path(self.tmp.name) / "redis", fsync=fsync,
                                    keep_freed_mb=keep_freed_mb).start()
@@ -630,12 +631,13 @@ def bench_ingest_disk(dim: int, clients: int, seconds: float, before: str | None
     # keyed: every request under its own Idempotency-Key (what the Python client sends);
     # fsync: the embedded Redis's appendfsync (HASHSTREAM_REDIS_FSYNC); keep: freed memory
     # the API and redis-server keep for reuse (HASHSTREAM_KEEP_FREED_MB; 0: glibc's defaults)
+    keep = KEEP_FREED_MB
     variants = [("after", None, "float32", False, "everysec", 0),
-                ("after", None, "float32", False, "everysec", 256),
+                ("after", None, "float32", False, "everysec", keep),
                 ("after", None, "float32", True, "everysec", 0),
-                ("after", None, "float32", True, "everysec", 256),
-                ("after", None, "float32", True, "no", 256),
-                ("after", None, "float16", False, "everysec", 256)]
+                ("after", None, "float32", True, "everysec", keep),
+                ("after", None, "float32", True, "no", keep),
+                ("after", None, "float16", False, "everysec", keep)]
     if before:
         variants[:0] = [("before", before, "float32", False, "everysec", 0),
                         ("before", before, "float32", True, "everysec", 0)]
@@ -790,15 +792,16 @@ def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
         counts, ingest_s, ingest_end, records = _learn_run(code, dim, bits, chunk, clients,
                                                            seconds, run_env, bodies,
                                                            query_body)
-        first = min(r["ts"] - r["seconds"]["total"] for r in records)
-        last = max(r["ts"] + r["seconds"].get("commit", 0.0) for r in records)
+        # each round's (start, end): its record's time stamp is the end of its learning
+        spans = [(r["ts"] - r["seconds"]["total"], r["ts"] + r["seconds"].get("commit", 0.0))
+                 for r in records]
+        first, last = min(a for a, _ in spans), max(b for _, b in spans)
         learned = sum(r["n_items"] for r in records)
         steps: dict[str, float] = {}
         for r in records[1:]:  # round 1 fits the feature map
             for k, v in r["seconds"].items():
                 steps[k] = steps.get(k, 0.0) + v / (len(records) - 1)
-        service = sum(r["n_items"] for r in records[1:]) / sum(
-            r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in records[1:])
+        service = sum(r["n_items"] for r in records[1:]) / sum(b - a for a, b in spans[1:])
         wall = learned / (last - first)
         scored = sum(1 for r in records if r.get("map") is not None)
         # the method's own steps in the same rounds: the solver's rate under the same load
@@ -814,19 +817,18 @@ def bench_learn(dim: int, bits: int, chunk: int, clients: int, seconds: float,
             flush=True)
         # the wall clock beyond the rounds: round 1 (it fits the feature map) and the time
         # between one round's commit and the next round's start
-        spans = sorted((r["ts"] - r["seconds"]["total"], r["ts"] + r["seconds"].get("commit", 0.0))
-                       for r in records)
-        gaps = [b[0] - a[1] for a, b in zip(spans, spans[1:], strict=False)]
-        print(f"  {code}: wall {last - first:.1f} s = round 1 {spans[0][1] - spans[0][0]:.2f} s + "
-              f"rounds 2… {sum(b - a for a, b in spans[1:]):.1f} s + between rounds "
+        order = sorted(spans)
+        gaps = [b[0] - a[1] for a, b in zip(order, order[1:], strict=False)]
+        print(f"  {code}: wall {last - first:.1f} s = round 1 {order[0][1] - order[0][0]:.2f} s + "
+              f"rounds 2… {sum(b - a for a, b in order[1:]):.1f} s + between rounds "
               f"{sum(gaps):.2f} s (mean {np.mean(gaps) if gaps else 0:.3f}, max "
               f"{max(gaps, default=0):.3f})", flush=True)
         # rounds that ran with the machine to themselves (the posting over): the service's
         # own rate without the ingest's CPU beside it, against the in-process solver
-        alone = [r for r in records[1:] if r["ts"] - r["seconds"]["total"] >= ingest_end]
+        alone = [(r["n_items"], b - a) for r, (a, b) in zip(records[1:], spans[1:], strict=True)
+                 if a >= ingest_end]
         if alone:
-            rate = sum(r["n_items"] for r in alone) / sum(
-                r["seconds"]["total"] + r["seconds"].get("commit", 0.0) for r in alone)
+            rate = sum(n for n, _ in alone) / sum(t for _, t in alone)
             print(f"  {code}: the {len(alone)} rounds after the posting stopped: "
                   f"{rate:,.0f} items/s = {rate / floor:.2f} of the solver in-process",
                   flush=True)

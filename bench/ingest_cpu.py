@@ -31,6 +31,7 @@ import redis
 from http_service import Server, npz_body
 
 from hashstream.client import Client
+from hashstream.service.settings import KEEP_FREED_MB
 
 
 def cpu(p: psutil.Process) -> float:
@@ -90,7 +91,7 @@ def run(rewrite: bool, requests: int, repeats: int, perf: str | None, keep: int)
         server.close()
 
 
-def bare_xadd(repeats: int, keep: int, calls: int = 6) -> None:
+def bare_xadd(keep: int, calls: int = 6) -> None:
     """redis-server's CPU for a bare 40 MB XADD and for the same XADD from a script (as the
     keyed enqueue runs it), on an embedded Redis with the append-only file, no rewrite: what
     Redis alone costs a byte, whatever the API does."""
@@ -110,15 +111,13 @@ def bare_xadd(repeats: int, keep: int, calls: int = 6) -> None:
                 "return redis.call('XADD', KEYS[1], '*', 'f', ARGV[1])")
             ways = {"XADD": lambda: client.xadd("s1", {"f": payload}),
                     "XADD from a script": lambda: script(keys=["s2"], args=[payload])}
-            for _ in range(repeats):
-                for way, call in ways.items():
-                    before, t = cpu(proc), time.perf_counter()
-                    for _ in range(calls):
-                        call()
-                    wall = (time.perf_counter() - t) / calls
-                    print(f"| {keep} | {way} | 40.0 | {wall * 1e3:.0f} | "
-                          f"{(cpu(proc) - before) / calls * 1e3:.0f} |", flush=True)
-                client.delete("s1", "s2")
+            for way, call in ways.items():
+                before, t = cpu(proc), time.perf_counter()
+                for _ in range(calls):
+                    call()
+                wall = (time.perf_counter() - t) / calls
+                print(f"| {keep} | {way} | 40.0 | {wall * 1e3:.0f} | "
+                      f"{(cpu(proc) - before) / calls * 1e3:.0f} |", flush=True)
         finally:
             server.stop()
 
@@ -128,7 +127,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--perf", choices=("api", "redis"), default=None)
-    ap.add_argument("--keep-freed-mb", type=int, nargs="+", default=[0, 256],
+    ap.add_argument("--keep-freed-mb", type=int, nargs="+", default=[0, KEEP_FREED_MB],
                     help="HASHSTREAM_KEEP_FREED_MB of the API and redis-server, each in turn")
     ap.add_argument("--rewrite", choices=("on", "off", "both"), default="both")
     args = ap.parse_args()
@@ -143,7 +142,7 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for _ in range(args.repeats):
         for keep in args.keep_freed_mb:
-            bare_xadd(1, keep)
+            bare_xadd(keep)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 
 from hashstream.cli.freed_memory import child_environment
+from hashstream.service.settings import KEEP_FREED_MB
 
 
 def _redis_server_binary() -> str:
@@ -52,7 +53,7 @@ class EmbeddedRedis:
     """A child redis-server on 127.0.0.1 with AOF in ``data_dir``; ``url`` connects to it."""
 
     def __init__(self, data_dir: Path, port: int | None = None,
-                 fsync: str = "everysec", keep_freed_mb: int = 256) -> None:
+                 fsync: str = "everysec", keep_freed_mb: int = KEEP_FREED_MB) -> None:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.fsync = fsync  # appendfsync: always | everysec | no

@@ -23,14 +23,15 @@ _M_MMAP_MAX = -4
 _MAX_MEGABYTES = 2047  # the trim threshold is a C int of bytes
 
 
-def _is_glibc() -> bool:
+def runs_on_glibc() -> bool:
+    """Whether this process's C library is glibc (the only one these settings are for)."""
     return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 def keep_freed_memory(megabytes: int) -> bool:
     """Apply the settings to this process; False (nothing changed) where the C library is not
     glibc or ``megabytes`` is 0."""
-    if megabytes <= 0 or not _is_glibc():
+    if megabytes <= 0 or not runs_on_glibc():
         return False
     libc = ctypes.CDLL(None)  # the C library this process already runs on
     trim = min(megabytes, _MAX_MEGABYTES) << 20
@@ -43,7 +44,7 @@ def child_environment(megabytes: int,
     child program (redis-server) starts with the same settings; tunables already set there
     are kept, and win."""
     env = dict(os.environ if base is None else base)
-    if megabytes <= 0 or not _is_glibc():
+    if megabytes <= 0 or not runs_on_glibc():
         return env
     ours = {"glibc.malloc.mmap_max": "0",
             "glibc.malloc.trim_threshold": str(min(megabytes, _MAX_MEGABYTES) << 20)}

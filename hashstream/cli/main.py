@@ -8,7 +8,6 @@ import sys
 from dataclasses import fields
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from hashstream.cli.freed_memory import keep_freed_memory
 from hashstream.eval import ecmh as ecmh_eval
 from hashstream.eval.online_hashing import DatasetError, EvalConfig, load_dataset, run_eval
 from hashstream.eval.online_hashing import write_json as write_eval_json
@@ -221,10 +220,16 @@ def _run_worker_health() -> int:
     return 0
 
 
-def _configure_logging(level: str) -> None:
+def _configure_process(level: str) -> None:
+    """Start of every long-running process (serve, each API process, worker): logging, and
+    glibc malloc set to keep freed buffers for the next ingest body (``keep_freed_mb``)."""
     import logging
 
+    from hashstream.cli.freed_memory import keep_freed_memory
+    from hashstream.service.settings import get_settings
+
     logging.basicConfig(level=level.upper(), format="%(message)s", stream=sys.stderr)
+    keep_freed_memory(get_settings().keep_freed_mb)
 
 
 def _run_worker(args: argparse.Namespace) -> int:
@@ -237,9 +242,8 @@ def _run_worker(args: argparse.Namespace) -> int:
     from hashstream.store.connection import RedisURLError, connect
     from hashstream.store.index_store import IndexStore
 
-    _configure_logging(args.log_level)
+    _configure_process(args.log_level)
     settings = get_settings()
-    keep_freed_memory(settings.keep_freed_mb)
     if not settings.redis_url:
         print("hashstream worker: REDIS_URL is not set", file=sys.stderr)
         return 2
@@ -282,9 +286,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     from hashstream.store.connection import RedisURLError, connect
     from hashstream.store.index_store import IndexStore
 
-    _configure_logging(args.log_level)
+    _configure_process(args.log_level)
     settings = get_settings()
-    keep_freed_memory(settings.keep_freed_mb)
     embedded = None
     env = dict(os.environ)
     if not settings.redis_url:
@@ -405,10 +408,7 @@ def _run_api(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from hashstream.service.settings import get_settings
-
-    _configure_logging(args.log_level)
-    keep_freed_memory(get_settings().keep_freed_mb)
+    _configure_process(args.log_level)
     sock = socket.socket(fileno=args.fd)  # family and type read from the descriptor
     config = uvicorn.Config(APP, factory=True, log_level=args.log_level, loop=args.loop,
                             http=args.http,

@@ -13,6 +13,10 @@ from hashstream.service.backlog import BacklogLimits
 from hashstream.service.chunks import ChunkLimits
 from hashstream.service.ingest_keys import SERVER_KEY_LIFETIME_S
 
+# freed memory each process keeps for reuse (hashstream/cli/freed_memory.py); also the
+# embedded Redis's default when started without the settings (tests, benches)
+KEEP_FREED_MB = 256
+
 
 class Settings(BaseSettings):
     """Every knob of the service; each one is an env var ``HASHSTREAM_<NAME>``."""
@@ -30,11 +34,11 @@ class Settings(BaseSettings):
         "flushing to the kernel (ingest no longer waits behind each second's fsync; up to "
         "~30 s lost to a power cut); always syncs before every answer (slowest)")
     keep_freed_mb: int = Field(
-        default=256, ge=0, le=2047, description="freed memory the embedded redis-server, the "
-        "API and the workers keep for reuse (glibc: no mmap for large buffers, the heap trimmed "
-        "only past this many MB free): each ingest body then reuses pages instead of faulting "
-        "in fresh ones, at the price of up to this much resident memory after a burst; 0 "
-        "leaves glibc's defaults")
+        default=KEEP_FREED_MB, ge=0, le=2047, description="freed memory the embedded "
+        "redis-server, the API and the workers keep for reuse (glibc: no mmap for large "
+        "buffers, the heap trimmed only past this many MB free): each ingest body then "
+        "reuses pages instead of faulting in fresh ones, at the price of up to this much "
+        "resident memory after a burst; 0 leaves glibc's defaults")
     key_prefix: str = Field(default="hs", description="prefix of every Redis key")
     redis_timeout_s: float = Field(
         default=60.0, gt=0, description="the API's Redis socket timeout: a bulk XADD can wait "

@@ -3,7 +3,6 @@ process, and the embedded redis-server starts with the same glibc settings."""
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,9 @@ import pytest
 import redis
 
 from hashstream.cli.embedded_redis import EmbeddedRedis
-from hashstream.cli.freed_memory import child_environment
+from hashstream.cli.freed_memory import child_environment, runs_on_glibc
 
-glibc_only = pytest.mark.skipif(
-    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
-    reason="the settings are glibc malloc's")
+glibc_only = pytest.mark.skipif(not runs_on_glibc(), reason="the settings are glibc malloc's")
 
 
 def _huge_pages_always() -> bool:
@@ -66,11 +63,17 @@ def test_child_environment_keeps_what_the_user_set() -> None:
     base = {"PATH": "/bin", "GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1:glibc.x.y=2"}
     env = child_environment(256, base)
     assert env["PATH"] == "/bin"
-    if platform.libc_ver()[0] == "glibc":
+    if runs_on_glibc():
         assert env["GLIBC_TUNABLES"].split(":") == [
             "glibc.malloc.mmap_max=0", "glibc.malloc.trim_threshold=1", "glibc.x.y=2"]
     assert child_environment(0, base) == base
     assert "GLIBC_TUNABLES" not in child_environment(0, {"PATH": "/bin"})
+
+
+def _minor_faults(stat: Path) -> int:
+    """minflt of a process from its /proc/<pid>/stat (the 10th field; the name may hold
+    spaces, so count after its closing parenthesis)."""
+    return int(stat.read_text().rsplit(")", 1)[1].split()[7])
 
 
 def _redis_faults(tmp_path: Path, megabytes: int) -> int:
@@ -85,12 +88,12 @@ def _redis_faults(tmp_path: Path, megabytes: int) -> int:
         payload = b"x" * 40_000_000
         client.xadd("s", {"f": payload})
         client.delete("s")
-        before = int(stat.read_text().rsplit(")", 1)[1].split()[7])  # minflt
+        before = _minor_faults(stat)
         for _ in range(5):
             client.xadd("s", {"f": payload})
             client.delete("s")
         client.close()
-        return int(stat.read_text().rsplit(")", 1)[1].split()[7]) - before
+        return _minor_faults(stat) - before
     finally:
         server.stop()
 
