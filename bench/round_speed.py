@@ -41,6 +41,7 @@ beside it.
 
 Run:  OPENBLAS_NUM_THREADS=1 python bench/round_speed.py [--backend numpy|cupy]
       [--dtype float64|float32] [--rounds 8] [--repeats 2] [--reference /path/to/main/tree]
+      [--fashion PATH]
 """
 
 from __future__ import annotations
@@ -137,12 +138,13 @@ def round_floors(res: dict[str, Any], n: int, s: SDOHSettings, kind: str
                                                               strict=True))]
 
 
-def stream(d: int, rounds: int, n: int, seed: int = 0):
+def stream(d: int, rounds: int, n: int, seed: int = 0, fashion: Path = FASHION):
     """Fashion-MNIST chunks for d = 784 (when the file is there), else Gaussian class clusters;
-    labels as class lists (the file's dense matrix is converted once)."""
-    if d == 784 and FASHION.exists():
-        z = np.load(FASHION)
-        x, y = z["features"], ClassLists.from_dense(z["labels"])
+    labels as class lists (the file's dense matrix is converted once). ``fashion`` may be a
+    subset written with the same keys (e.g. uint8 pixels, for a device machine)."""
+    if d == 784 and fashion.exists():
+        z = np.load(fashion)
+        x, y = z["features"].astype(np.float32), ClassLists.from_dense(z["labels"])
         order = np.random.default_rng(seed).permutation(len(x))[: rounds * n]
         for i in range(rounds):
             idx = order[i * n:(i + 1) * n]
@@ -162,7 +164,7 @@ def shared_pairs(labels: ClassLists, exemplars: ClassLists) -> int:
 
 
 def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
-             n: int) -> dict[str, Any]:
+             n: int, fashion: Path = FASHION) -> dict[str, Any]:
     """Per-round seconds, step seconds and floor inputs of one case (this process's tree)."""
     from hashstream.solver.sdoh_hc.round import learn_chunk
 
@@ -171,7 +173,7 @@ def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
     d, kwargs = CASES[name]
     s = SDOHSettings(**kwargs)
     state, times, steps, pairs, nqs, m_before, m_after = None, [], {}, [], [], [], []
-    for x, y in stream(d, rounds, n):
+    for x, y in stream(d, rounds, n, fashion=fashion):
         exemplars = state.exemplar_labels if state is not None else ClassLists.empty(1)
         pairs.append(shared_pairs(y, exemplars))
         nqs.append(exemplars.n)
@@ -195,9 +197,10 @@ def run_case(name: str, backend_name: str, dtype: str | None, rounds: int,
 
 def run_in_tree(tree: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
     """``run_case`` in a fresh process that imports hashstream from ``tree``."""
-    env = dict(os.environ, PYTHONPATH=str(Path(tree).resolve()))
+    path = [str(Path(tree).resolve()), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in path if p))
     cmd = [sys.executable, str(HERE), "--child", name, "--backend", args.backend,
-           "--rounds", str(args.rounds), "--n", str(args.n)]
+           "--rounds", str(args.rounds), "--n", str(args.n), "--fashion", str(args.fashion)]
     if args.dtype:
         cmd += ["--dtype", args.dtype]
     out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -215,10 +218,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="runs per case and tree, alternating; the least disturbed is shown")
     ap.add_argument("--cases", nargs="*", default=list(CASES))
+    ap.add_argument("--fashion", type=Path, default=FASHION,
+                    help="the Fashion-MNIST .npz for the d = 784 cases (Gaussian when absent)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(run_case(args.child, args.backend, args.dtype, args.rounds, args.n)))
+        print(json.dumps(run_case(args.child, args.backend, args.dtype, args.rounds, args.n,
+                                  args.fashion)))
         return
     backend = get_backend(args.backend, args.dtype)
     print(f"backend {backend.name} {backend.dtype}; rounds 3–{args.rounds} of each run; "

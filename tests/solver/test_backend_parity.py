@@ -37,16 +37,33 @@ def _run(backend: Backend, chunks: list[tuple[Any, Any]], cfg: SDOHSettings,
     return codes, state.to_arrays(backend), encode(state, backend.asarray(queries), backend)
 
 
+# Each round option with a backend-specific code path: the feature maps (RBF with and without
+# anchor growth), the exemplar policies (the condensed one runs its own descent), the old-data
+# weight, multi-label rows and a code length that is not a power of two.
+CONFIGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "defaults": ({}, {}),
+    "identity": ({"feature_map": "identity"}, {}),
+    "rbf without growth": ({"anchor_growth": "off", "n_anchors": 60}, {}),
+    "nearest_center, paper weight": ({"exemplar_policy": "nearest_center",
+                                      "old_weight": "paper", "exemplar_keep": "random"}, {}),
+    "condensed": ({"exemplar_policy": "condensed", "condensed_per_class": 4,
+                   "condensed_steps": 20}, {}),
+    "multi-label, 24 bits": ({"bits": 24}, {"multilabel": True}),
+}
+
+
 @pytest.mark.parametrize("name", BACKENDS)
-def test_backend_parity(name: str, make_stream: Any) -> None:
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_backend_parity(name: str, config: str, make_stream: Any) -> None:
     """The same chunks through learn_chunk on NumPy float64 and on ``name`` in float64.
 
     A sign taken at an exact tie (a DCC column or φP entry that is 0 up to rounding) may flip
     between backends, whose BLAS sums in different orders, so codes must agree on ≥ 99 % of
     bits rather than all of them; P must agree to 1e-6 relative.
     """
-    stream = make_stream(30, n_classes=5, dim=24, n_chunks=3, chunk=150, n_queries=80)
-    cfg = SDOHSettings(bits=32, n1=40, n2=40, seed=30)
+    settings, data = CONFIGS[config]
+    stream = make_stream(30, n_classes=5, dim=24, n_chunks=3, chunk=150, n_queries=80, **data)
+    cfg = SDOHSettings(**{"bits": 32, "n1": 40, "n2": 40, "seed": 30, **settings})
     reference = get_backend("numpy")
     other = get_backend(name, dtype="float64")  # type: ignore[arg-type]
     assert other.name == name
