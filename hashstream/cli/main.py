@@ -141,6 +141,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     last = result["rounds"][-1]
     print(f"rounds {len(result['rounds'])}  final mAP {last.get('map', float('nan')):.4f}  "
           f"tie-aware {last.get('map_tie_aware', float('nan')):.4f}  "
+          f"ties by projection {last.get('map_projection_ties', float('nan')):.4f}  "
           f"precision@r2 {last.get('precision_r2', float('nan')):.4f}  "
           f"mean round {sum(r['seconds'] for r in result['rounds']) / len(result['rounds']):.3f}s")
     if args.json_out:

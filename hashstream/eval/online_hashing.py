@@ -21,7 +21,7 @@ from hashstream.solver.backend import BackendName, get_backend
 from hashstream.solver.class_lists import ClassLists
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
-from hashstream.solver.sdoh_hc.round import encode, learn_chunk
+from hashstream.solver.sdoh_hc.round import encode, learn_chunk, project
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.solver.sdoh_hc.state import SDOHState
 
@@ -192,17 +192,19 @@ def run_eval(data: Dataset, config: EvalConfig,
         if i % config.eval_every == 0 or i == total:
             if config.method == "lsh":
                 assert lsh is not None
-                qc = lsh.encode(q_feat)
+                qz = lsh.project(q_feat)
                 all_codes = np.concatenate(db_codes)
             else:
                 assert state is not None
-                qc = encode(state, q_feat, backend)
+                qz = project(state, q_feat, backend)
                 if config.database == "reencoded":
                     all_codes = encode(state, data.features[np.concatenate(db_idx)], backend)
                 else:
                     all_codes = np.concatenate(db_codes)
+            qc = np.where(qz >= 0, 1, -1).astype(np.int8)  # sgn(0) = +1, as the encoders
             db_lab = data.labels.take(np.concatenate(db_idx))
-            scores = evaluate(qc, q_lab, all_codes, db_lab, ks=config.map_at)
+            scores = evaluate(qc, q_lab, all_codes, db_lab, ks=config.map_at,
+                              query_projection=qz)
             if config.database == "both" and config.method != "lsh":
                 assert state is not None
                 again = evaluate(qc, q_lab, encode(state, data.features[np.concatenate(db_idx)],
@@ -211,6 +213,8 @@ def run_eval(data: Dataset, config: EvalConfig,
                 record["map_reencoded_tie_aware"] = again.map_tie_aware
             record["map"] = scores.map
             record["map_tie_aware"] = scores.map_tie_aware  # expected mAP, random tie order
+            # ties ordered by ⟨φ(q)P, code⟩: what the real-valued query adds within a distance
+            record["map_projection_ties"] = scores.map_projection_ties
             # Class-incremental: queries of classes not yet streamed cannot score; map_seen
             # averages over the others, map_first_classes over round 1's classes (forgetting).
             q_seen = q_lab.has_any(seen)

@@ -26,9 +26,14 @@ class RandomProjection:
         rng = np.random.default_rng([seed, 104729])
         return cls(x.mean(axis=0), rng.standard_normal((x.shape[1], bits)))
 
+    def project(self, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """(x − μ) W: the real-valued projection whose sign is the code."""
+        centred = np.asarray(features, dtype=np.float64) - self.mean
+        z: np.ndarray[Any, Any] = centred @ self.weights
+        return z
+
     def encode(self, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        z = (np.asarray(features, dtype=np.float64) - self.mean) @ self.weights
-        return np.where(z >= 0, 1, -1).astype(np.int8)
+        return np.where(self.project(features) >= 0, 1, -1).astype(np.int8)
 
 
 class LSHEncoder:
@@ -42,9 +47,13 @@ class LSHEncoder:
 
     def encode(self, queries: np.ndarray[Any, Any], modality: str = "image"
                ) -> np.ndarray[Any, Any]:
+        return pack_codes(self.project(queries, modality) >= 0)
+
+    def project(self, queries: np.ndarray[Any, Any], modality: str = "image"
+                ) -> np.ndarray[Any, Any]:
         if modality != "image":
             raise ValueError(f"lsh encodes feature vectors only, not {modality!r}")
-        return pack_codes(self.lsh.encode(queries))
+        return self.lsh.project(queries)
 
 
 class LSHMethod:

@@ -58,6 +58,13 @@ class Encoder(Protocol):
         """Packed codes (uint8, q × ⌈bits/8⌉) of ``queries`` (q × d rows of ``modality``)."""
         ...
 
+    def project(self, queries: np.ndarray[Any, Any], modality: str = "image"
+                ) -> np.ndarray[Any, Any]:
+        """The real-valued projections (float, q × bits) whose signs (sgn(0) = +1) are the
+        codes :meth:`encode` packs: a search orders the items at one Hamming distance by
+        their code's inner product with it."""
+        ...
+
 
 @dataclass
 class LearnResult:

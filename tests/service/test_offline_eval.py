@@ -25,8 +25,8 @@ from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 REPO = Path(__file__).resolve().parents[2]
 N, DIM, CLASSES, N_TEST = 700, 16, 5, 150
-ROUND_KEYS = {"round", "map", "map_tie_aware", "precision_r2", "seconds", "n_database",
-              "n_classes", "loss"}
+ROUND_KEYS = {"round", "map", "map_tie_aware", "map_projection_ties", "precision_r2", "seconds",
+              "n_database", "n_classes", "loss"}
 
 
 def _arrays(seed: int = 0) -> dict[str, np.ndarray]:
@@ -69,6 +69,7 @@ def test_eval_cli_writes_rounds(data_file: Path, tmp_path: Path) -> None:
         assert rec["n_database"] == min(100 * i, n_stream)
         assert 0.0 <= rec["map"] <= 1.0
         assert 0.0 <= rec["map_tie_aware"] <= 1.0
+        assert 0.0 <= rec["map_projection_ties"] <= 1.0
         assert 0.0 <= rec["precision_r2"] <= 1.0
         assert rec["seconds"] >= 0
         assert {"old", "exemplar", "quantization", "distillation", "hadamard", "center",

@@ -236,6 +236,22 @@ def test_encoding_is_row_wise(name: str, settings: dict[str, Any], make_stream: 
         assert np.array_equal(shuffled.codes[PAIRS], straight.codes[PAIRS][perm])
 
 
+@pytest.mark.parametrize(("name", "settings"), CONFIGS)
+def test_projection_signs_are_the_codes(name: str, settings: dict[str, Any],
+                                        make_stream: Any) -> None:
+    """Every encoder's real-valued projection (what orders the items at one distance) has the
+    codes as its signs (sgn(0) = +1), row for row, in every modality it takes."""
+    chunks = _chunks(make_stream)
+    method = _make(name, settings)
+    encoder = _learn(method, None, chunks[0]).encoder
+    for modality in method.modalities:
+        q = _queries(chunks[1], modality)
+        z = encoder.project(q, modality)
+        assert z.shape == (len(q), method.bits) and np.issubdtype(z.dtype, np.floating)
+        assert np.isfinite(z).all() and np.abs(z).max() > 0
+        assert np.array_equal(np.packbits(z >= 0, axis=1), encoder.encode(q, modality))
+
+
 def test_registry() -> None:
     assert {"sdoh-hc", "ecmh", "lsh"} <= set(methods.names())
     with pytest.raises(KeyError, match="unknown method"):

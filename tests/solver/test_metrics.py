@@ -372,3 +372,79 @@ def test_tie_aware_closed_form_matches_rank_by_rank_sum(seed: int, bits: int, n_
     qc, ql, dc, dl = _case(seed, bits, n_db, n_q)
     got = evaluate(qc, ql, dc, dl).average_precision_tie_aware
     np.testing.assert_allclose(got, _tie_rank_sum(qc, ql, dc, dl), rtol=0, atol=1e-12)
+
+
+def _projection_for(codes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A real-valued projection whose signs are ``codes``: multiples of 1/2 (so every inner
+    product is exact in float32 and equal scores stay equal), 0 at some +1 bits (sgn(0) = +1)."""
+    z = codes * rng.integers(1, 7, codes.shape) / 2
+    z[(codes > 0) & (rng.random(codes.shape) < 0.1)] = 0.0
+    return z
+
+
+@pytest.mark.parametrize(("seed", "bits", "n_db", "n_q"), CASES)
+def test_projection_ties_against_brute_force(seed: int, bits: int, n_db: int,
+                                             n_q: int) -> None:
+    """Ranked by (distance, −⟨z, code⟩, insertion) in Python loops: the same AP per query,
+    on codes drawn to tie often; packed codes give the same figure."""
+    qc, ql, dc, dl = _case(seed, bits, n_db, n_q)
+    z = _projection_for(qc, np.random.default_rng(seed + 50))
+    got = evaluate(qc, ql, dc, dl, query_projection=z)
+    want = []
+    for qi in range(n_q):
+        dist = [int(np.sum(qc[qi] != dc[j])) for j in range(n_db)]
+        score = [float(np.dot(z[qi].astype(np.float32), dc[j].astype(np.float32)))
+                 for j in range(n_db)]
+        rel = [bool(np.any((ql[qi] > 0) & (dl[j] > 0))) for j in range(n_db)]
+        ranked = sorted(range(n_db), key=lambda j: (dist[j], -score[j], j))
+        want.append(_ap(ranked, rel, n_db))
+    assert got.average_precision_projection_ties is not None
+    np.testing.assert_allclose(got.average_precision_projection_ties, want, rtol=0, atol=1e-12)
+    assert got.map_projection_ties == pytest.approx(float(np.mean(want)), abs=1e-12)
+    assert got.as_dict()["map_projection_ties"] == got.map_projection_ties
+    packed = evaluate(pack_codes(qc), ql, pack_codes(dc), dl, bits=bits, query_projection=z)
+    assert packed.map_projection_ties == got.map_projection_ties
+
+
+def test_projection_ties_by_hand() -> None:
+    """Two items one bit from the query: the one that differs where the query's projection is
+    weak (bit 1, |z| = 0.5) ranks before the one that differs where it is strong (bit 0,
+    |z| = 3), whatever the insertion order; without projections nothing is reported."""
+    q = np.ones((1, 4), dtype=np.int8)
+    z = np.array([[3.0, 0.5, 1.0, 1.0]])
+    strong, weak = [-1, 1, 1, 1], [1, -1, 1, 1]
+    db = np.array([strong, weak], dtype=np.int8)  # the irrelevant one inserted first
+    labels = np.array([[0, 1], [1, 0]])
+    s = evaluate(q, np.array([[1, 0]]), db, labels, query_projection=z)
+    assert s.map == pytest.approx(0.5)  # insertion order
+    assert s.map_tie_aware == pytest.approx(0.75)
+    assert s.map_projection_ties == pytest.approx(1.0)
+    plain = evaluate(q, np.array([[1, 0]]), db, labels)
+    assert plain.map_projection_ties is None and "map_projection_ties" not in plain.as_dict()
+
+
+def test_projection_ties_one_of_the_tie_orders() -> None:
+    """The projection picks one order within each tie, so each query's AP lies between the
+    worst and the best tie order's, and equals mAP@all where no distance ties."""
+    qc, ql, dc, dl = _case(1, 3, 7, 15, n_classes=3)
+    ref = _tie_reference(qc, ql, dc, dl)
+    z = _projection_for(qc, np.random.default_rng(3))
+    got = evaluate(qc, ql, dc, dl, query_projection=z).average_precision_projection_ties
+    assert got is not None
+    assert np.all(ref["worst"] - 1e-12 <= got) and np.all(got <= ref["best"] + 1e-12)
+    bits = 12
+    db = np.ones((bits + 1, bits), dtype=np.int8)
+    for j in range(bits + 1):
+        db[j, :j] = -1
+    q = np.ones((5, bits), dtype=np.int8)
+    rng = np.random.default_rng(8)
+    ql2 = (rng.random((5, 3)) < 0.5).astype(np.uint8)
+    dl2 = (rng.random((bits + 1, 3)) < 0.5).astype(np.uint8)
+    s = evaluate(q, ql2, db, dl2, query_projection=_projection_for(q, rng))
+    assert s.map_projection_ties == pytest.approx(s.map, abs=1e-12)
+
+
+def test_projection_of_the_wrong_shape_is_refused() -> None:
+    q = np.ones((2, 8), dtype=np.int8)
+    with pytest.raises(ValueError, match="query_projection"):
+        evaluate(q, np.eye(2), q, np.eye(2), query_projection=np.ones((2, 7)))

@@ -11,7 +11,7 @@ from support.sdoh_round import run_stream
 from hashstream.solver.backend import Backend, get_backend
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
-from hashstream.solver.sdoh_hc.round import encode
+from hashstream.solver.sdoh_hc.round import encode, project
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 # --------------------------------------------------------------------------- quality
@@ -63,3 +63,23 @@ def test_more_bits_retrieve_better_with_many_classes(np_backend: Backend) -> Non
         gains.append(maps[1] - maps[0])
     assert all(g > 0 for g in gains), gains
     assert float(np.mean(gains)) > 0.02, gains
+
+
+def test_projection_orders_ties_better_than_chance(np_backend: Backend) -> None:
+    """At 16 bits on a 12-class stream the codes tie in large groups; ordering each group by
+    ⟨φ(q)P, code⟩ beats a random order within it (the tie-aware mAP) on every seed: measured
+    +0.035–0.046 (+0.002–0.004 at 64 bits, where few ties are left)."""
+    for seed in (1, 2, 3):
+        stream = gaussian_stream(seed, n_classes=12, dim=32, n_chunks=4, chunk=300,
+                                 n_queries=200, class_incremental=False, grow_labels=False,
+                                 noise=3.0)
+        results = run_stream(stream.chunks, SDOHSettings(bits=16, n1=100, n2=100, seed=seed),
+                             np_backend, trace=False)
+        z = project(results[-1].state, stream.query_features, np_backend)
+        codes = encode(results[-1].state, stream.query_features, np_backend)
+        np.testing.assert_array_equal(np.where(z >= 0, 1, -1), codes)  # the code is its sign
+        scores = evaluate(codes, stream.query_labels,
+                          np.concatenate([r.codes for r in results]), stream.all_labels,
+                          query_projection=z)
+        assert scores.map_projection_ties is not None
+        assert scores.map_projection_ties > scores.map_tie_aware + 0.02, (seed, scores)

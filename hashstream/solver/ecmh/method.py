@@ -94,9 +94,14 @@ class ECMHEncoder:
 
     def encode(self, queries: np.ndarray[Any, Any], modality: str = "image"
                ) -> np.ndarray[Any, Any]:
-        from hashstream.solver.ecmh.networks import encode_modality
+        return pack_codes(self.project(queries, modality) >= 0)
 
-        return pack_codes(encode_modality(self.model, queries, modality))
+    def project(self, queries: np.ndarray[Any, Any], modality: str = "image"
+                ) -> np.ndarray[Any, Any]:
+        """INet(q) or TNet(q) (float32), the representation whose sign is the code."""
+        from hashstream.solver.ecmh.networks import project_modality
+
+        return project_modality(self.model, queries, modality)
 
 
 class ECMHMethod:

@@ -239,17 +239,17 @@ def sign(x: Tensor) -> Tensor:
     return torch.where(x >= 0, 1, -1).to(torch.int8)
 
 
-def encode_modality(model: ECMHModel, rows: np.ndarray[Any, Any], modality: str
-                    ) -> np.ndarray[Any, Any]:
-    """±1 int8 codes of one modality's rows: sign(INet(x)) for "image", sign(TNet(y)) for
-    "text" (word ids or dense features, as the model's config says)."""
+def project_modality(model: ECMHModel, rows: np.ndarray[Any, Any], modality: str
+                     ) -> np.ndarray[Any, Any]:
+    """INet(x) for "image", TNet(y) for "text" (word ids or dense features, as the model's
+    config says): float32, n × L; their signs (sign(0) = +1) are the query codes."""
     if modality == "image":
         rep = image_representations(model, image_tensor(rows, model.device))
     elif modality == "text":
         rep = text_representations(model, text_tensor(model.config, rows, model.device))
     else:
         raise ValueError(f"modality must be 'image' or 'text', not {modality!r}")
-    return sign(rep).cpu().numpy()
+    return np.asarray(rep.cpu().numpy())
 
 
 def encode_pairs(model: ECMHModel, image: np.ndarray[Any, Any], text: np.ndarray[Any, Any]

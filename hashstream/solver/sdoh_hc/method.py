@@ -2,7 +2,7 @@
 
 A round is :func:`~hashstream.solver.sdoh_hc.round.learn_chunk`; the state is
 :class:`~hashstream.solver.sdoh_hc.state.SDOHState` and its arrays; the encoder is sgn(φ(q)P)
-(:func:`~hashstream.solver.sdoh_hc.round.encode_with`), built from φ's parameters and P, plus
+(:func:`~hashstream.solver.sdoh_hc.round.project_with`), built from φ's parameters and P, plus
 the query network g inside the sign when the state holds one (``query_encoder='residual_net'``).
 With anchor growth φ's anchors and kernel means change from round to round (append-only), so
 only its kind and σ are fixed fields; an encoder takes the first P-rows − 1 anchors of the
@@ -27,7 +27,7 @@ from hashstream.solver.method import PAIRS, Arrays, LearnResult, MethodSpec, reg
 from hashstream.solver.metrics import pack_codes
 from hashstream.solver.query_net import QUERY_NET_FIELDS, QueryNet
 from hashstream.solver.sdoh_hc.budget import estimate_round_bytes
-from hashstream.solver.sdoh_hc.round import encode_with, learn_chunk
+from hashstream.solver.sdoh_hc.round import learn_chunk, project_with
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 from hashstream.solver.sdoh_hc.state import (
     FEATURE_MAP_FIELDS,
@@ -51,10 +51,15 @@ class SDOHEncoder:
 
     def encode(self, queries: np.ndarray[Any, Any], modality: str = "image"
                ) -> np.ndarray[Any, Any]:
+        return pack_codes(self.project(queries, modality) >= 0)
+
+    def project(self, queries: np.ndarray[Any, Any], modality: str = "image"
+                ) -> np.ndarray[Any, Any]:
+        """φ(q)P [+ g(q)] on the host, in the backend's dtype."""
         if modality != "image":
             raise ValueError(f"sdoh-hc encodes feature vectors only, not {modality!r}")
-        return pack_codes(encode_with(self.feature_map, self.projection, queries,
-                                      self.backend, self.query_net))
+        return project_with(self.feature_map, self.projection, queries, self.backend,
+                            self.query_net)
 
 
 def feature_map_for(feature_map: FeatureMapParams, projection: np.ndarray[Any, Any]

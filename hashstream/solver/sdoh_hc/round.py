@@ -250,15 +250,37 @@ def encode(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any,
     return encode_with(state.feature_map, state.projection, features, backend, state.query_net)
 
 
+def project(state: SDOHState, features: Any, backend: Backend) -> np.ndarray[Any, Any]:
+    """φ(X) P [+ g(X)] before the sign (host, n × r, the backend's dtype): the real-valued query
+    whose sign is its code; its inner product with a database code orders the items at one
+    distance."""
+    return project_with(state.feature_map, state.projection, features, backend,
+                        state.query_net)
+
+
+def project_with(feature_map: FeatureMapParams, projection: Any, features: Any,
+                 backend: Backend, query_net: QueryNet | None = None) -> np.ndarray[Any, Any]:
+    """:func:`project` from φ's parameters and P alone (what a search replica holds)."""
+    return np.asarray(backend.to_numpy(_projection_of(feature_map, projection, features,
+                                                      backend, query_net)))
+
+
 def encode_with(feature_map: FeatureMapParams, projection: Any, features: Any,
                 backend: Backend, query_net: QueryNet | None = None) -> np.ndarray[Any, Any]:
     """sgn(φ(X) P) from φ's parameters and P alone (what a search replica holds), plus the
     query network's g(X) inside the sign when there is one."""
+    z = _projection_of(feature_map, projection, features, backend, query_net)
+    return backend.to_numpy(sign(z, backend.xp)).astype(np.int8)
+
+
+def _projection_of(feature_map: FeatureMapParams, projection: Any, features: Any,
+                   backend: Backend, query_net: QueryNet | None) -> Any:
+    """φ(X) P, plus g(X) when there is a query network (on the backend)."""
     phi = apply_feature_map(feature_map, features, backend)
     z = phi @ backend.asarray(projection, dtype=backend.dtype)
     if query_net is not None:
         z += query_net_output(query_net, features, backend)
-    return backend.to_numpy(sign(z, backend.xp)).astype(np.int8)
+    return z
 
 
 @dataclass
