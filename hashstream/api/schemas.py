@@ -213,6 +213,10 @@ MAX_DISTANCE = ("keep only hits within this Hamming distance of the query (still
 LABELS_ANY = ("only items with at least one of these labels (the index's label type: ints or "
               "strings)")
 LABELS_ALL = "only items with all of these labels (the index's label type: ints or strings)"
+TIES = ("the order of the items at one Hamming distance: insertion (the earlier item first) or "
+        "projection (by their code's inner product with the query's real-valued projection, "
+        "whose signs are its code; then insertion). Query vectors only; same distances, "
+        "better order within them, at the cost of scoring every item at the k-th distance")
 
 
 class SearchFilter(BaseModel):
@@ -244,6 +248,7 @@ class SearchRequest(BaseModel):
     min_version: int | None = Field(default=None, ge=0, description=MIN_VERSION)
     filter: SearchFilter | None = Field(default=None, description="label filter")
     max_distance: int | None = Field(default=None, ge=0, description=MAX_DISTANCE)
+    ties: Literal["insertion", "projection"] = Field(default="insertion", description=TIES)
 
 
 class Hit(BaseModel):

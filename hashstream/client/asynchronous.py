@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 
 from hashstream.client import calls
-from hashstream.client.calls import Call, Modality, Target
+from hashstream.client.calls import Call, Modality, Target, Ties
 from hashstream.client.chunk_body import Encoding
 from hashstream.client.errors import raise_for_problem
 from hashstream.client.models import (
@@ -124,18 +124,20 @@ class AsyncClient:
                      k: int = 10, filter: LabelFilter | None = None,
                      max_distance: int | None = None, min_version: int | None = None,
                      modality: Modality = "image", target: Target | None = None,
-                     encoding: Encoding = "auto") -> SearchResult:
+                     encoding: Encoding = "auto", ties: Ties | None = None) -> SearchResult:
         return calls.search_answer(await self._send(calls.search(
             name, vectors, item, k=k, filter=filter, max_distance=max_distance,
-            min_version=min_version, modality=modality, target=target, encoding=encoding)))
+            min_version=min_version, modality=modality, target=target, encoding=encoding,
+            ties=ties)))
 
     async def search_arrays(self, name: str, vectors: Any, *, k: int = 10,
                             filter: LabelFilter | None = None, max_distance: int | None = None,
                             min_version: int | None = None, modality: Modality = "image",
-                            target: Target | None = None) -> SearchArrays:
+                            target: Target | None = None, ties: Ties | None = None) -> SearchArrays:
         return calls.search_arrays(await self._send(calls.search(
             name, vectors, None, k=k, filter=filter, max_distance=max_distance,
-            min_version=min_version, modality=modality, target=target, encoding="npz")))
+            min_version=min_version, modality=modality, target=target, encoding="npz",
+            ties=ties)))
 
     async def item(self, name: str, item_id: int, *, min_version: int | None = None) -> Item:
         found: Item = await self._json(calls.item(name, item_id, min_version))

@@ -26,6 +26,7 @@ from hashstream.client.search_arrays import NPZ_MIN_QUERIES, NPZ_SEARCH, SearchA
 
 Modality = Literal["image", "text", "tokens"]
 Target = Literal["pairs", "image", "text"]
+Ties = Literal["insertion", "projection"]
 IDEMPOTENCY_KEY = "Idempotency-Key"
 _VECTOR_FIELD = {"image": "features", "text": "text", "tokens": "tokens"}
 
@@ -101,14 +102,16 @@ def npz_search(vectors: Any, encoding: Encoding) -> bool:
 
 def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFilter | None,
            max_distance: int | None, min_version: int | None, modality: Modality,
-           target: Target | None, encoding: Encoding = "auto") -> Call:
+           target: Target | None, encoding: Encoding = "auto", ties: Ties | None = None
+           ) -> Call:
     """By vectors (one or a batch): POST with a JSON body, or an .npz body answered with an
     .npz (see :func:`npz_search`). By a stored item: GET ?item=."""
     if (vectors is None) == (item is None):
         raise ValueError("give vectors or item, exactly one")
     path = index_path(name, "search")
     options = {key: value for key, value in (("max_distance", max_distance),
-                                             ("min_version", min_version), ("target", target))
+                                             ("min_version", min_version), ("target", target),
+                                             ("ties", ties))
                if value is not None}
     if item is not None:
         params: dict[str, Any] = {"item": int(item), "k": k}
@@ -119,7 +122,7 @@ def search(name: str, vectors: Any, item: int | None, *, k: int, filter: LabelFi
         rows = np.asarray(vectors)
         arrays: dict[str, Any] = {_VECTOR_FIELD[modality]: rows[None, :] if rows.ndim == 1
                                   else rows, "k": np.int64(k), **_filter_lists(filter)}
-        arrays.update({key: np.str_(value) if key == "target" else np.int64(value)
+        arrays.update({key: np.str_(value) if key in ("target", "ties") else np.int64(value)
                        for key, value in options.items()})
         return Call("POST", path, content=npz_bytes(arrays),
                     headers={"Content-Type": NPZ_SEARCH, "Accept": NPZ_SEARCH})

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 
 from hashstream.client import calls
-from hashstream.client.calls import Call, Modality, Target
+from hashstream.client.calls import Call, Modality, Target, Ties
 from hashstream.client.chunk_body import Encoding
 from hashstream.client.errors import raise_for_problem
 from hashstream.client.models import (
@@ -159,28 +159,33 @@ class Client:
     def search(self, name: str, vectors: Any = None, *, item: int | None = None, k: int = 10,
                filter: LabelFilter | None = None, max_distance: int | None = None,
                min_version: int | None = None, modality: Modality = "image",
-               target: Target | None = None, encoding: Encoding = "auto") -> SearchResult:
+               target: Target | None = None, encoding: Encoding = "auto",
+               ties: Ties | None = None) -> SearchResult:
         """The ``k`` nearest items of each query: ``vectors`` (one, or a batch of rows) or the
         stored ``item``. ``filter`` keeps hits carrying any of ``labels_any`` and all of
         ``labels_all``; ``max_distance`` keeps hits within that Hamming radius (still at most
-        ``k``); ``min_version`` waits for that model version (read-your-writes). Cross-modal:
+        ``k``); ``ties="projection"`` orders the hits at one distance by the query's
+        real-valued projection (vectors only; the default orders them by insertion);
+        ``min_version`` waits for that model version (read-your-writes). Cross-modal:
         ``modality`` of the vectors (image, dense text or tokens), ``target`` the codes to
         rank. ``results[i]`` holds query i's hits, nearest first. ``encoding``: ``auto``
         sends a NumPy batch of 32 rows or more as .npz and reads an .npz answer (the same
         result), ``json`` or ``npz`` force one."""
         return calls.search_answer(self._send(calls.search(
             name, vectors, item, k=k, filter=filter, max_distance=max_distance,
-            min_version=min_version, modality=modality, target=target, encoding=encoding)))
+            min_version=min_version, modality=modality, target=target, encoding=encoding,
+            ties=ties)))
 
     def search_arrays(self, name: str, vectors: Any, *, k: int = 10,
                       filter: LabelFilter | None = None, max_distance: int | None = None,
                       min_version: int | None = None, modality: Modality = "image",
-                      target: Target | None = None) -> SearchArrays:
+                      target: Target | None = None, ties: Ties | None = None) -> SearchArrays:
         """A batch search as arrays (:class:`SearchArrays`), sent and answered as .npz: for
         large batches, with no dict per hit."""
         return calls.search_arrays(self._send(calls.search(
             name, vectors, None, k=k, filter=filter, max_distance=max_distance,
-            min_version=min_version, modality=modality, target=target, encoding="npz")))
+            min_version=min_version, modality=modality, target=target, encoding="npz",
+            ties=ties)))
 
     def item(self, name: str, item_id: int, *, min_version: int | None = None) -> Item:
         """One stored item: labels, code (hex), the model version and round that made it."""

@@ -413,20 +413,24 @@ class HammingIndex:
     def range_search(self, queries: ArrayLike, radius: int
                      ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
         """All items within Hamming distance ``radius``: (lims, distances, ids), see module."""
+        snap = self._snapshot(self.build_tables_on_search)
+        lims, d, pos = self._range_in(snap, queries, radius)
+        return lims, d, snap.ids[pos]
+
+    def _range_in(self, snap: _Snapshot, queries: ArrayLike, radius: int
+                  ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+        """:meth:`range_search` in ``snap``, with positions instead of ids."""
         qw = self._query_words(queries)
         nq = qw.shape[0]
-        snap = self._snapshot(self.build_tables_on_search)
         if radius < 0 or snap.n == 0 or nq == 0:
             return (np.zeros(nq + 1, dtype=np.int64), np.zeros(0, dtype=np.int32),
                     np.zeros(0, dtype=np.int64))
         radius = min(int(radius), self.bits)
         mih = self._usable_tables(snap)
         if self.native:
-            lims, d, pos = self._native_range(qw, radius, snap, mih)
-        else:
-            lims, d, pos = numpy_range(self._layout, snap.store, snap.removed, snap.n,
-                                       snap.n_removed, qw, radius)
-        return lims, d, snap.ids[pos]
+            return self._native_range(qw, radius, snap, mih)
+        return numpy_range(self._layout, snap.store, snap.removed, snap.n, snap.n_removed, qw,
+                           radius)
 
     # ------------------------------------------------------------------ native paths
 
@@ -659,6 +663,12 @@ class HammingView:
     def search(self, queries: ArrayLike, k: int) -> tuple[NDArray[np.int32], NDArray[np.int64]]:
         """Exact k nearest, as :meth:`HammingIndex.search`."""
         return self._index._search_in(self._snap, queries, k)
+
+    def range_positions(self, queries: ArrayLike, radius: int
+                        ) -> tuple[NDArray[np.int64], NDArray[np.int32], NDArray[np.int64]]:
+        """All live entries within Hamming distance ``radius``, as
+        :meth:`HammingIndex.range_search` but with positions (insertion order) for ids."""
+        return self._index._range_in(self._snap, queries, radius)
 
     def positions(self, ids: ArrayLike) -> NDArray[np.int64]:
         """Position of each id's live entry, -1 where it is absent or removed."""

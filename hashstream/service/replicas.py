@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from hashstream.hamming.index import native_isa
+from hashstream.hamming.index import HammingView, native_isa
+from hashstream.hamming.projection_ties import search_projection_ties
 from hashstream.service.cross_modal import pad_tokens
 from hashstream.service.errors import Conflict, InvalidInput, NotFound, ReplicaBehind
 from hashstream.service.index_replica import IndexReplica, Replica
@@ -40,6 +41,7 @@ from hashstream.service.registry import IndexConfig
 from hashstream.service.search_hits import SearchHits, concat_ranges
 from hashstream.service.search_options import SearchOptions
 from hashstream.solver.method import PAIRS
+from hashstream.solver.metrics import pack_codes
 from hashstream.store.index_store import IndexStore
 
 __all__ = ["IndexReplica", "Replica", "SearchHits", "SearchService", "hamming_kernel"]
@@ -320,6 +322,10 @@ class SearchService:
                 raise InvalidInput("text queries and targets are for cross-modal indexes",
                                    "target")
             raise InvalidInput("target must be 'pairs', 'image' or 'text'", "target")
+        if options is not None and options.ties == "projection":
+            projection = rep.encoder.project(features, modality)
+            return self._top_k(rep, pack_codes(projection >= 0), k, exclude=None,
+                               target=target, options=options, projection=projection)
         return self._top_k(rep, self.encode(rep, features, modality), k, exclude=None,
                            target=target, options=options)
 
@@ -327,6 +333,9 @@ class SearchService:
                     options: SearchOptions | None = None) -> SearchHits:
         """The hits of the stored item (one query), itself excluded."""
         self._check_k(k)
+        if options is not None and options.ties == "projection":
+            raise InvalidInput("ties='projection' needs query vectors: a stored item's query "
+                               "is its code, which has no projection", "ties")
         rep = self._ready(name, min_version)
         storable = 0 <= item < 2**63  # ids are int64: any other number is no stored item
         part = rep.part_of(item) if storable else None
@@ -342,12 +351,15 @@ class SearchService:
 
     def _top_k(self, rep: Replica, queries: np.ndarray[Any, Any], k: int,
                exclude: int | None, target: str = "pairs",
-               options: SearchOptions | None = None) -> SearchHits:
+               options: SearchOptions | None = None,
+               projection: np.ndarray[Any, Any] | None = None) -> SearchHits:
         """Exact top-k through the replica's views of the target, over every partition it
         serves (ties by insertion order within one partition; across partitions the scatter's
         lists are merged by (distance, id)); ``exclude`` is an id left out (search by stored
         item). A label filter scans only the items it admits; ``max_distance`` cuts the
-        ranked hits at that radius. Each hit names the model version that made its code."""
+        ranked hits at that radius. Each hit names the model version that made its code.
+        With the queries' ``projection`` the items at one distance are ordered by their
+        code's inner product with it first (:mod:`hashstream.hamming.projection_ties`)."""
         extra = 1 if exclude is not None else 0
         found: list[tuple[Any, Any]] = []
         dist: Any = None
@@ -362,24 +374,33 @@ class SearchService:
         # small answers (a few queries): the partitions are scanned at once (the kernels
         # release the GIL); large batches one after the other, so memory stays q × 2(k+1)
         ready: list[Any] = [None] * len(parts)
+
+        def top(view: HammingView) -> tuple[Any, Any, Any]:
+            kk = min(k + extra, len(view))
+            if projection is None:
+                d, i = view.search(queries, kk)
+                return d, i, np.zeros(i.shape, dtype=np.float32)
+            return search_projection_ties(view, queries, projection, kk)
+
         if len(parts) > 1 and queries.shape[0] * (k + extra) * len(parts) <= _SCATTER_MAX:
-            ready = list(self._scatter.map(
-                lambda pv: pv[1].search(queries, min(k + extra, len(pv[1]))), parts))
+            ready = list(self._scatter.map(lambda pv: top(pv[1]), parts))
+        score: Any = None
         for (part, view), done in zip(parts, ready, strict=True):
-            d, i = done if done is not None else view.search(queries, min(k + extra, len(view)))
+            d, i, s = done if done is not None else top(view)
             o = np.full(i.shape, len(found), dtype=np.int64)
             found.append((part, view))
             if dist is None:
-                dist, ids, owner = d, i, o
+                dist, ids, owner, score = d, i, o, s
                 continue
             # gather partition by partition (memory stays q × 2(k+1)): the exact top-k of
-            # the union is within the partitions' top-ks; ties by id
-            dist, ids, owner = (np.concatenate(pair, axis=1)
-                                for pair in ((dist, d), (ids, i), (owner, o)))
+            # the union is within the partitions' top-ks; ties by score (0 without a
+            # projection), then id
+            dist, ids, owner, score = (np.concatenate(pair, axis=1) for pair in
+                                       ((dist, d), (ids, i), (owner, o), (score, s)))
             key_d = np.where(ids < 0, np.iinfo(np.int32).max, dist)
-            order = np.lexsort((ids, key_d), axis=1)[:, :k + extra]
-            dist, ids, owner = (np.take_along_axis(a, order, axis=1)
-                                for a in (dist, ids, owner))
+            order = np.lexsort((ids, -score, key_d), axis=1)[:, :k + extra]
+            dist, ids, owner, score = (np.take_along_axis(a, order, axis=1)
+                                       for a in (dist, ids, owner, score))
         served = rep.partitions if rep.config.partitions > 1 else None
         if dist is None or ids is None or owner is None:
             return SearchHits.empty(rep.version, queries.shape[0], rep.class_labels, served)

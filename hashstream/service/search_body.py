@@ -3,7 +3,8 @@
 The ``.npz`` form carries the JSON body's fields as arrays: exactly one query array
 (``features`` or ``image``: q × d numbers; cross-modal ``text``: q × d numbers, ``tokens``: q × T
 word ids padded with −1) and, optionally, ``k``, ``min_version``, ``max_distance`` (integers),
-``target`` (text) and ``labels_any`` / ``labels_all`` (1-d arrays of the index's label type).
+``target`` and ``ties`` (text) and ``labels_any`` / ``labels_all`` (1-d arrays of the index's
+label type).
 Each member is read through :func:`~hashstream.service.npz_body.read_npz` (headers checked
 against a byte budget before any data is read); every rejection names the member at fault.
 """
@@ -18,13 +19,13 @@ import numpy as np
 from hashstream.service.cross_modal import MAX_TOKEN_ID
 from hashstream.service.errors import InvalidInput
 from hashstream.service.npz_body import read_npz
-from hashstream.service.search_options import SearchOptions
+from hashstream.service.search_options import TIES, SearchOptions
 
 Array = np.ndarray[Any, Any]
 QUERY_FIELDS = ("features", "image", "text", "tokens")
 TARGETS = ("pairs", "image", "text")
 NPZ_MEMBERS = (*QUERY_FIELDS, "k", "target", "min_version", "max_distance", "labels_any",
-               "labels_all")
+               "labels_all", "ties")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,15 @@ def _labels(arrays: dict[str, Array], name: str) -> tuple[Any, ...] | None:
     return tuple(value.tolist())
 
 
+def _text(arrays: dict[str, Array], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = arrays.get(name)
+    if value is None:
+        return None
+    if value.dtype.kind != "U" or value.size != 1 or str(value.reshape(-1)[0]) not in allowed:
+        raise InvalidInput(f"{name} must be one text value: {', '.join(allowed)}", name)
+    return str(value.reshape(-1)[0])
+
+
 def _queries(name: str, value: Array) -> Array:
     if value.ndim != 2 or value.shape[0] == 0 or value.shape[1] == 0:
         raise InvalidInput(f"{name} must be a non-empty q × d array, not shape {value.shape}",
@@ -91,16 +101,14 @@ def read_npz_search(body: bytes, max_bytes: int) -> BatchSearch:
     no .npz, 413 past ``max_bytes`` of arrays, 422 naming the member otherwise."""
     arrays = read_npz(body, members=NPZ_MEMBERS, max_bytes=max_bytes)
     name, rows = one_query_field({f: arrays[f] for f in QUERY_FIELDS if f in arrays})
-    target = arrays.get("target")
-    if target is not None and (target.dtype.kind != "U" or target.size != 1
-                               or str(target.reshape(-1)[0]) not in TARGETS):
-        raise InvalidInput("target must be one text value: pairs, image or text", "target")
+    target = _text(arrays, "target", TARGETS)
+    ties = _text(arrays, "ties", TIES)
     k = _integer(arrays, "k")
     min_version = _integer(arrays, "min_version")
     if min_version is not None and min_version < 0:
         raise InvalidInput("min_version must be ≥ 0", "min_version")
     options = SearchOptions(_labels(arrays, "labels_any"), _labels(arrays, "labels_all"),
-                            _integer(arrays, "max_distance"))
+                            _integer(arrays, "max_distance"),
+                            ties="insertion" if ties is None else ties)  # type: ignore[arg-type]
     return BatchSearch(name, _queries(name, rows), 10 if k is None else k,
-                       "pairs" if target is None else str(target.reshape(-1)[0]), min_version,
-                       options)
+                       "pairs" if target is None else target, min_version, options)

@@ -1,17 +1,21 @@
-"""What a search may ask for besides its queries: a label filter and a Hamming radius.
+"""What a search may ask for besides its queries: a label filter, a Hamming radius and the
+order within a distance.
 
 Filter values are the client's labels, of the index's label type (ints or strings, fixed by its
 first chunk); a GET sends them as comma-separated text, typed here. ``labels_any`` admits items
 with at least one of the labels, ``labels_all`` items with all of them (both: both hold). A label
 the index never saw admits nothing: ``labels_any`` of only unknown labels and ``labels_all`` with
 one unknown label match no item. ``max_distance`` keeps the hits within that Hamming distance of
-the query (still at most k of them: the top k, cut at the radius).
+the query (still at most k of them: the top k, cut at the radius). ``ties`` orders the items at
+one distance: ``insertion`` (the earlier item first) or ``projection`` (by their code's inner
+product with the query's real-valued projection, the vector whose signs are its code; then
+insertion), for query vectors only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -20,6 +24,8 @@ from hashstream.service.errors import InvalidInput
 Array = np.ndarray[Any, Any]
 FILTER_FIELDS = ("labels_any", "labels_all")
 MAX_FILTER_LABELS = 1000
+Ties = Literal["insertion", "projection"]
+TIES: tuple[str, ...] = get_args(Ties)
 
 
 @dataclass(frozen=True)
@@ -32,15 +38,19 @@ class ClassFilter:
 
 @dataclass(frozen=True)
 class SearchOptions:
-    """A search's filter and radius as the client gave them; ``text``: the labels arrived as
-    text (a GET query) and take the index's label type here."""
+    """A search's filter, radius and tie order as the client gave them; ``text``: the labels
+    arrived as text (a GET query) and take the index's label type here."""
 
     labels_any: tuple[Any, ...] | None = None
     labels_all: tuple[Any, ...] | None = None
     max_distance: int | None = None
     text: bool = False
+    ties: Ties = "insertion"
 
     def __post_init__(self) -> None:
+        if self.ties not in TIES:
+            raise InvalidInput(f"ties must be one of {', '.join(TIES)}, not {self.ties!r}",
+                               "ties")
         if self.max_distance is not None and (isinstance(self.max_distance, bool)
                                               or self.max_distance < 0):
             raise InvalidInput("max_distance must be a non-negative number of bits",
@@ -56,8 +66,10 @@ class SearchOptions:
 
     @classmethod
     def from_query(cls, labels_any: str | None = None, labels_all: str | None = None,
-                   max_distance: int | None = None) -> SearchOptions:
-        """From a GET's ``labels_any=3,5`` / ``labels_all=3,7`` / ``max_distance``."""
+                   max_distance: int | None = None, ties: Ties = "insertion"
+                   ) -> SearchOptions:
+        """From a GET's ``labels_any=3,5`` / ``labels_all=3,7`` / ``max_distance`` /
+        ``ties``."""
         def split(value: str | None, field: str) -> tuple[str, ...] | None:
             if value is None:
                 return None
@@ -67,7 +79,7 @@ class SearchOptions:
             return parts
 
         return cls(split(labels_any, "labels_any"), split(labels_all, "labels_all"),
-                   max_distance, text=True)
+                   max_distance, text=True, ties=ties)
 
     @property
     def filtered(self) -> bool:

@@ -24,6 +24,7 @@ from hashstream.api.schemas import (
     LABELS_ANY,
     MAX_DISTANCE,
     MIN_VERSION,
+    TIES,
     SearchRequest,
     SearchResponse,
 )
@@ -32,7 +33,7 @@ from hashstream.service.errors import InvalidInput, UnsupportedMediaType
 from hashstream.service.replicas import SearchService
 from hashstream.service.search_body import BatchSearch, one_query_field, read_npz_search
 from hashstream.service.search_hits import SearchHits
-from hashstream.service.search_options import SearchOptions
+from hashstream.service.search_options import SearchOptions, Ties
 from hashstream.service.settings import Settings
 
 router = APIRouter(tags=["search"])
@@ -57,7 +58,7 @@ _BODY_DOC: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "type": "string", "format": "binary",
         "description": "large batches: an .npz of the JSON body's fields as arrays — one of "
         "features / image / text (q × d numbers) or tokens (q × T word ids, −1 pads); "
-        "optional k, min_version, max_distance (integers), target (text), labels_any, "
+        "optional k, min_version, max_distance (integers), target, ties (text), labels_any, "
         "labels_all (1-d, the index's label type). Also taken as application/x-npz (as "
         "ingest takes .npz chunks)"}}}}}
 
@@ -95,7 +96,7 @@ def _json_batch(body: bytes) -> BatchSearch:
     options = SearchOptions(
         tuple(flt.labels_any) if flt is not None and flt.labels_any is not None else None,
         tuple(flt.labels_all) if flt is not None and flt.labels_all is not None else None,
-        request.max_distance)
+        request.max_distance, ties=request.ties)
     return BatchSearch(field_name, rows, request.k, request.target, request.min_version,
                        options)
 
@@ -116,11 +117,13 @@ async def search_get_response(name: str, request: Request, search: SearchService
                               vector: str | None, item: int | None, k: int,
                               min_version: int | None, labels_any: str | None,
                               labels_all: str | None, max_distance: int | None,
-                              modality: str = "image", target: str = "pairs") -> Response:
+                              modality: str = "image", target: str = "pairs",
+                              ties: Ties = "insertion") -> Response:
     """The answer of a GET search from its query parameters (also run by
-    :mod:`hashstream.api.search_fast_path`): the label filter read, the search in the thread
-    pool. The default index's route has no ``modality`` or ``target``."""
-    options = SearchOptions.from_query(labels_any, labels_all, max_distance)
+    :mod:`hashstream.api.search_fast_path`, which leaves ``ties`` to the route): the label
+    filter read, the search in the thread pool. The default index's route has no
+    ``modality`` or ``target``."""
+    options = SearchOptions.from_query(labels_any, labels_all, max_distance, ties)
     content, kind = await run_in_threadpool(_get, name, search, vector, item, k, modality,
                                             target, min_version, options, wants_npz(request))
     return Response(content, media_type=kind)
@@ -156,11 +159,13 @@ async def search_get(name: str, request: Request, search: SearchDep,
                      labels_any: str | None = Query(None, description=LABELS_ANY + ", e.g. 3,5"),
                      labels_all: str | None = Query(None, description=LABELS_ALL + ", e.g. 3,7"),
                      max_distance: int | None = Query(None, ge=0, description=MAX_DISTANCE),
+                     ties: Literal["insertion", "projection"] = Query(
+                         "insertion", description=TIES),
                      ) -> Response:
     return await search_get_response(
         name, request, search, vector=vector, item=item, k=k, modality=modality,
         target=target, min_version=min_version, labels_any=labels_any, labels_all=labels_all,
-        max_distance=max_distance)
+        max_distance=max_distance, ties=ties)
 
 
 @router.post("/indexes/{name}/search", response_model=SearchResponse, responses=POST_ERRORS,
@@ -181,11 +186,13 @@ async def search_default_get(request: Request, search: SearchDep, settings: Sett
                              labels_all: str | None = Query(None, description=LABELS_ALL),
                              max_distance: int | None = Query(None, ge=0,
                                                               description=MAX_DISTANCE),
+                             ties: Literal["insertion", "projection"] = Query(
+                         "insertion", description=TIES),
                              ) -> Response:
     return await search_get_response(
         settings.default_index, request, search, vector=vector, item=item, k=k,
         min_version=min_version, labels_any=labels_any, labels_all=labels_all,
-        max_distance=max_distance)
+        max_distance=max_distance, ties=ties)
 
 
 @router.post("/search", response_model=SearchResponse, summary="Batch search the default index",

@@ -1,0 +1,49 @@
+"""Top-k by Hamming distance with the items at one distance ordered by a real-valued query.
+
+A query's code is the sign of a real-valued projection (φ(q)P, a network's output). Learned
+codes collapse onto few values (hash centers), so whole classes sit at one distance from a
+query and insertion order would decide among them. Here the items at one distance are ranked
+by their code's inner product with the query's projection (the asymmetric distance of
+Gordo et al., used only within a tie), then by insertion: the same distances as the plain top-k,
+a better order within them. Exact: every item at the k-th distance is scored (a range search
+at that radius), so the cost grows with the tie at the cut, up to the whole view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from hashstream.hamming.index import HammingView
+
+__all__ = ["search_projection_ties"]
+
+
+def search_projection_ties(view: HammingView, queries: NDArray[np.uint8],
+                           projection: NDArray[Any], k: int
+                           ) -> tuple[NDArray[np.int32], NDArray[np.int64], NDArray[np.float32]]:
+    """Exact top-k of packed ``queries`` (q × bytes) in ``view``, ranked by (distance,
+    −⟨projection, code⟩, insertion); ``projection`` is q × bits (its signs are the queries).
+    Returns (distances, ids, scores), each q × k, padded as :meth:`HammingView.search` (id −1,
+    distance bits + 1, score −inf)."""
+    z = np.asarray(projection, dtype=np.float32)
+    if z.shape != (queries.shape[0], view.bits):
+        raise ValueError(f"projection must be {queries.shape[0]} × {view.bits}, not {z.shape}")
+    distances, ids = view.search(queries, k)
+    scores = np.full(ids.shape, -np.inf, dtype=np.float32)
+    for q in range(queries.shape[0]):
+        found = int(np.count_nonzero(ids[q] >= 0))
+        if found == 0:
+            continue
+        # every live item within the k-th distance: those nearer are all in the top k
+        # already; those at it compete for the places left
+        _, dist, pos = view.range_positions(queries[q:q + 1], int(distances[q, found - 1]))
+        bits = np.unpackbits(view.codes_at(pos), axis=1, count=view.bits)
+        score = 2 * (bits @ z[q]) - z[q].sum()  # ⟨z, code⟩ with the code's bits as ±1
+        order = np.lexsort((pos, -score, dist))[:found]
+        distances[q, :found] = dist[order]
+        ids[q, :found] = view.ids_at(pos[order])
+        scores[q, :found] = score[order]
+    return distances, ids, scores
