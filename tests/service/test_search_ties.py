@@ -60,7 +60,7 @@ class Reference:
         got = [h["id"] for h in hits]
         assert len(set(got)) == len(got) and all(dist[i] == h["distance"]
                                                  for i, h in zip(got, hits, strict=True))
-        for a, b in zip(got, got[1:]):
+        for a, b in zip(got, got[1:], strict=False):
             if dist[a] == dist[b]:
                 assert score[a] >= score[b] - TOL, (a, b)
         if len(got) == k and ranked[k:]:
