@@ -10,7 +10,11 @@ prints, per order and code length (final round, validation split, mean over seed
 - ``rank_bits``: the AP if the database were exactly the centers, ranked by the query code's
   inner product with each center (ties broken at random, class by class);
 - ``rank_real``: the same with the real-valued φ(q)P before the sign: the ceiling a longer
-  code can approach but not pass while the encoder stays as it is.
+  code can approach but not pass while the encoder stays as it is;
+- ``proj_ties``: mAP@all with the items at one distance ordered by ⟨φ(q)P, code⟩ (what a
+  search with ``ties=projection`` returns);
+- ``asym``: mAP@all with the database ranked by ⟨φ(q)P, code⟩ alone (the asymmetric distance;
+  no search option does this yet).
 
 Issue 14 asks mAP to rise with the code length on every single-label table; this shows how
 much room there is above 32 bits (bench/RESULTS.md, session 9).
@@ -32,13 +36,12 @@ from term_scaling import DATA, SUITE, subsample
 
 from hashstream.eval.online_hashing import EvalConfig, chunks, load_dataset, split_stream
 from hashstream.solver.backend import get_backend
-from hashstream.solver.feature_map import apply_feature_map
-from hashstream.solver.metrics import evaluate
-from hashstream.solver.sdoh_hc.round import encode, learn_chunk
+from hashstream.solver.metrics import evaluate, relevance
+from hashstream.solver.sdoh_hc.round import learn_chunk, project
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
 QUERIES = {"digits": 300, "fashion": 1000}
-FIGURES = ("map", "tie", "q_acc", "db_dist", "rank_bits", "rank_real")
+FIGURES = ("map", "tie", "q_acc", "db_dist", "rank_bits", "rank_real", "proj_ties", "asym")
 
 
 def class_rank_ap(scores: np.ndarray, query_class: np.ndarray, sizes: np.ndarray) -> float:
@@ -70,25 +73,40 @@ def one_run(job: tuple[str, int, int, str, dict[str, Any]]) -> dict[str, Any]:
         codes.append(result.codes)
         items.append(idx)
     assert state is not None
-    q_codes = encode(state, data.features[queries], backend)
+    z = project(state, data.features[queries], backend)
+    q_codes = np.where(z >= 0, 1, -1).astype(np.int8)
     db_codes = np.concatenate(codes)
     q_labels, db_labels = data.labels.take(queries), data.labels.take(np.concatenate(items))
-    scores = evaluate(q_codes, q_labels, db_codes, db_labels)
+    scores = evaluate(q_codes, q_labels, db_codes, db_labels, query_projection=z)
     centers = np.asarray(state.centers, dtype=np.int32)  # r × c
     q_class = q_labels.first_class(missing=-1)
     db_class = db_labels.first_class(missing=-1)
     q_scores = q_codes.astype(np.int32) @ centers
     db_scores = db_codes.astype(np.int32) @ centers
     sizes = np.bincount(db_class, minlength=centers.shape[1])
-    phi = apply_feature_map(state.feature_map, data.features[queries], backend)
-    real = np.asarray(phi @ np.asarray(state.projection)) @ centers
+    real = z @ centers
     jitter = np.random.default_rng(seed).random(q_scores.shape) * 1e-3  # random tie order
     return {"order": order, "bits": bits, "map": scores.map, "tie": scores.map_tie_aware,
             "q_acc": float(np.mean(q_scores.argmax(1) == q_class)),
             "db_dist": float(np.mean((bits - db_scores[np.arange(len(db_class)), db_class])
                                      / 2)),
             "rank_bits": class_rank_ap(q_scores + jitter, q_class, sizes),
-            "rank_real": class_rank_ap(real, q_class, sizes)}
+            "rank_real": class_rank_ap(real, q_class, sizes),
+            "proj_ties": scores.map_projection_ties,
+            "asym": asymmetric_map(z, db_codes, relevance(q_labels, db_labels))}
+
+
+def asymmetric_map(z: np.ndarray, db_codes: np.ndarray, rel: np.ndarray) -> float:
+    """mAP@all with every query's database ranked by ⟨z, code⟩ (insertion after it)."""
+    aps = []
+    signs = db_codes.astype(np.float32)
+    for i in range(len(z)):
+        order = np.argsort(-(signs @ z[i].astype(np.float32)), kind="stable")
+        hits = rel[i][order]
+        found = np.cumsum(hits)
+        aps.append(float((found[hits] / (np.flatnonzero(hits) + 1)).mean()) if hits.any()
+                   else 0.0)
+    return float(np.mean(aps))
 
 
 def main() -> None:
