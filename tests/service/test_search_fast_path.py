@@ -80,6 +80,9 @@ def test_plain_searches_answered_by_the_fast_path_as_by_fastapi(fast_and_slow: A
         (f"/indexes/fp/search?vector={v}&labels_all=c0,all&max_distance=40", 200),
         (f"/indexes/fp/search?vector={v}&min_version=1&modality=image&target=pairs", 200),
         (f"/indexes/fp/search?vector={v}&labels_any=nope", 200),
+        (f"/indexes/fp/search?vector={v}&k=20&ties=projection", 200),
+        (f"/search?vector={v}&ties=insertion", 200),
+        ("/indexes/fp/search?item=7&ties=projection", 422),
         (f"/indexes/fp/search?vector={v}&k=0", 422),
         (f"/indexes/fp/search?vector={v}&k=51", 422),
         (f"/indexes/fp/search?vector={v}&modality=text", 422),
@@ -119,6 +122,7 @@ def test_post_searches_answered_by_the_fast_path_as_by_fastapi(fast_and_slow: An
 
     posts = [
         ("/indexes/fp/search", body(features=[row], k=5), json_type, 200),
+        ("/indexes/fp/search", body(features=[row], k=9, ties="projection"), json_type, 200),
         ("/indexes/fp/search?junk=1", body(features=[row, row]), json_type, 200),
         ("/search", body(features=[row], k=3), json_type, 200),
         ("/indexes/fp/search", body(features=[row], k=20, filter={"labels_any": ["c2"]}),
@@ -158,6 +162,7 @@ def test_other_queries_go_to_fastapi_with_the_same_answers(fast_and_slow: Any) -
         f"/indexes/fp/search?vector={v}&min_version=-1",
         f"/indexes/fp/search?vector={v}&max_distance=x",
         f"/indexes/fp/search?vector={v}&modality=audio",
+        f"/indexes/fp/search?vector={v}&ties=best",
         f"/indexes/fp/search?vector={v}&unknown=1",
         f"/search?vector={v}&modality=image",
         "/indexes/fp/search/",

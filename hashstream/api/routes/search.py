@@ -120,9 +120,8 @@ async def search_get_response(name: str, request: Request, search: SearchService
                               modality: str = "image", target: str = "pairs",
                               ties: Ties = "insertion") -> Response:
     """The answer of a GET search from its query parameters (also run by
-    :mod:`hashstream.api.search_fast_path`, which leaves ``ties`` to the route): the label
-    filter read, the search in the thread pool. The default index's route has no
-    ``modality`` or ``target``."""
+    :mod:`hashstream.api.search_fast_path`): the label filter read, the search in the thread
+    pool. The default index's route has no ``modality`` or ``target``."""
     options = SearchOptions.from_query(labels_any, labels_all, max_distance, ties)
     content, kind = await run_in_threadpool(_get, name, search, vector, item, k, modality,
                                             target, min_version, options, wants_npz(request))
