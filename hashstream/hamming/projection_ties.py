@@ -27,10 +27,15 @@ def search_projection_ties(view: HammingView, queries: NDArray[np.uint8],
     """Exact top-k of packed ``queries`` (q × bytes) in ``view``, ranked by (distance,
     −⟨projection, code⟩, insertion); ``projection`` is q × bits (its signs are the queries).
     Returns (distances, ids, scores), each q × k, padded as :meth:`HammingView.search` (id −1,
-    distance bits + 1, score −inf)."""
-    z = np.asarray(projection, dtype=np.float32)
+    distance bits + 1, score −inf); a query's scores are on the scale of its projection row
+    divided by the power of two just above its largest |value|."""
+    z = np.nan_to_num(np.asarray(projection, dtype=np.float64))
     if z.shape != (queries.shape[0], view.bits):
         raise ValueError(f"projection must be {queries.shape[0]} × {view.bits}, not {z.shape}")
+    # each row scaled by a power of two (exact) to a largest |z| in [1/2, 1): the order within
+    # a query is the same, and float32 scores stay finite however large the query's values
+    _, exponent = np.frexp(np.abs(z).max(axis=1, keepdims=True))
+    z = np.ldexp(z, -exponent).astype(np.float32)
     distances, ids = view.search(queries, k)
     scores = np.full(ids.shape, -np.inf, dtype=np.float32)
     for q in range(queries.shape[0]):

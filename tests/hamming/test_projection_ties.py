@@ -96,6 +96,24 @@ def test_restricted_view_upserts_and_padding(backend: str) -> None:
         assert np.isneginf(score[q, 30:]).all()
 
 
+def test_extreme_projections_still_rank() -> None:
+    """Projections of huge (or infinite) values rank as their finite, scaled form does."""
+    rng = np.random.default_rng(9)
+    codes = _clustered(rng, 200, 16)
+    index = HammingIndex(16, backend="numpy")
+    index.add(codes, np.arange(200))
+    q = codes[:1]
+    z = (np.unpackbits(q, axis=1) * 2 - 1) * rng.integers(1, 9, (1, 16)) / 4
+    want = search_projection_ties(index.view(), q, z, 30)
+    huge = search_projection_ties(index.view(), q, z * 2.0**900, 30)  # inf as float32
+    assert want[1].tolist() == huge[1].tolist() and np.isfinite(huge[2]).all()
+    inf = z.copy()
+    inf[0, 0] = np.inf if inf[0, 0] > 0 else -np.inf
+    dist, ids, score = search_projection_ties(index.view(), q, inf, 30)
+    assert (ids >= 0).all() and np.isfinite(score).all()
+    np.testing.assert_array_equal(dist, want[0])
+
+
 def test_projection_of_the_wrong_shape_is_refused() -> None:
     index = HammingIndex(16, backend="numpy")
     index.add(np.zeros((3, 2), dtype=np.uint8), np.arange(3))
