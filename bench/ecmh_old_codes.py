@@ -71,12 +71,6 @@ def outputs(model: ECMHModel, data: CrossModalData, idx: Array) -> tuple[Array, 
     return f.detach().cpu().numpy(), g.detach().cpu().numpy()
 
 
-def codes_of(f: Array, g: Array) -> Codes:
-    def sgn(x: Array) -> Array:
-        return np.where(x >= 0, 1, -1).astype(np.int8)
-    return Codes(sgn(f), sgn(g), sgn(f + g))
-
-
 def settings_for(name: str, seed: int) -> TrainSettings:
     if "@" in name:  # a variant with its extension seeded by seed + K
         name, offset = name.split("@")
@@ -139,8 +133,8 @@ def one_config(data: CrossModalData, bits: int, seed: int, validation: float | N
             fq, gq = outputs(ext.model, data, q)
             fn, gn = outputs(ext.model, data, old.new_train)
         outs[name] = (fq, gq, fn, gn)
-        qc = codes_of(fq, gq)
-        db = Codes.concat([old.old_db, codes_of(fn, gn)])
+        qc = Codes.of(fq, gq)
+        db = Codes.concat([old.old_db, Codes.of(fn, gn)])
         rows = _table_rows(qc, lab[q], q_new, old.old_db, lab[old.old_train], db,
                            lab[old.database], "unified")
         ext_oq = qc.take(~q_new)

@@ -222,27 +222,38 @@ def _network_config(data: CrossModalData, config: ProtocolConfig, train: Array) 
 @dataclass(frozen=True)
 class Codes:
     """±1 int8 codes of some items under one model: image sign(F), text sign(G), unified
-    sign(F + G)."""
+    sign(F + G); and F and G themselves (float32), with which a query's hits at one distance
+    are ordered (``*_projection_ties``)."""
 
     image: Array
     text: Array
     unified: Array
+    image_real: Array
+    text_real: Array
+
+    @classmethod
+    def of(cls, f: Array, g: Array) -> Codes:
+        """The codes of real-valued outputs F and G (the linear baseline's)."""
+        f, g = np.asarray(f, dtype=np.float32), np.asarray(g, dtype=np.float32)
+        return cls(sign_codes(f), sign_codes(g), sign_codes(f + g), f, g)
 
     def take(self, mask: Array) -> Codes:
-        return Codes(self.image[mask], self.text[mask], self.unified[mask])
+        return Codes(*(getattr(self, k)[mask] for k in _CODE_FIELDS))
 
     @staticmethod
     def concat(parts: list[Codes]) -> Codes:
-        return Codes(*(np.concatenate([getattr(p, k) for p in parts])
-                       for k in ("image", "text", "unified")))
+        return Codes(*(np.concatenate([getattr(p, k) for p in parts]) for k in _CODE_FIELDS))
+
+
+_CODE_FIELDS = ("image", "text", "unified", "image_real", "text_real")
 
 
 def encode_items(model: ECMHModel, data: CrossModalData, idx: Array) -> Codes:
-    """Codes of items ``idx`` under ``model`` (sign(0) = +1)."""
-    from hashstream.solver.ecmh.networks import encode_pairs
+    """Codes of items ``idx`` under ``model`` (sign(0) = +1), with F and G."""
+    from hashstream.solver.ecmh.networks import encode_pairs_with
 
-    codes = encode_pairs(model, data.image[idx], data.text[idx])
-    return Codes(codes["image"], codes["text"], codes["pairs"])
+    codes, f, g = encode_pairs_with(model, data.image[idx], data.text[idx])
+    return Codes(codes["image"], codes["text"], codes["pairs"], f, g)
 
 
 @dataclass(frozen=True)
@@ -262,9 +273,8 @@ class LinearBaseline:
     def encode(self, data: CrossModalData, idx: Array) -> Codes:
         """Codes of items ``idx``: image sign(F), text sign(G), unified sign(F + G) with F, G
         the two linear outputs (as ECMH's Eq. 8)."""
-        f = self.image.project(data.image[idx])
-        g = self.text.project(self._text_features(data, idx))
-        return Codes(sign_codes(f), sign_codes(g), sign_codes(f + g))
+        return Codes.of(self.image.project(data.image[idx]),
+                        self.text.project(self._text_features(data, idx)))
 
 
 def fit_linear_baseline(data: CrossModalData, train: Array, bits: int, seed: int = 0,
@@ -286,11 +296,14 @@ def _score(queries: Codes, q_labels: Array, database: Codes, db_labels: Array,
     db_t2i = database.unified if mode == "unified" else database.image
     # ECMH trains on dense label matrices; scoring takes class lists (converted once here).
     q_lists, db_lists = ClassLists.from_dense(q_labels), ClassLists.from_dense(db_labels)
-    i2t = evaluate(queries.image, q_lists, db_i2t, db_lists)
-    t2i = evaluate(queries.text, q_lists, db_t2i, db_lists)
-    # mAP@all (stable tie-break, the paper's) and the tie-aware mAP (random order within ties)
+    i2t = evaluate(queries.image, q_lists, db_i2t, db_lists, query_projection=queries.image_real)
+    t2i = evaluate(queries.text, q_lists, db_t2i, db_lists, query_projection=queries.text_real)
+    # mAP@all (stable tie-break, the paper's), the tie-aware mAP (random order within ties)
+    # and the mAP with ties ordered by the query's F or G (a search with ties=projection)
     return {"i2t": i2t.map, "t2i": t2i.map,
-            "i2t_tie_aware": i2t.map_tie_aware, "t2i_tie_aware": t2i.map_tie_aware}
+            "i2t_tie_aware": i2t.map_tie_aware, "t2i_tie_aware": t2i.map_tie_aware,
+            "i2t_projection_ties": float(i2t.map_projection_ties or 0.0),
+            "t2i_projection_ties": float(t2i.map_projection_ties or 0.0)}
 
 
 def _table_rows(q_codes: Codes, q_labels: Array, q_new: Array, old_db: Codes,
@@ -723,8 +736,8 @@ def run(args: argparse.Namespace) -> int:
 def format_table(result: dict[str, Any]) -> str:
     """The Table 1 analogue of one result as Markdown (mAP, t2i then i2t as the paper; then
     the tie-aware mAP, where the result has it)."""
-    lines = ["| row | method | T→I | I→T | T→I tie-aware | I→T tie-aware |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| row | method | T→I | I→T | T→I tie-aware | I→T tie-aware | T→I ties by "
+             "projection | I→T ties by projection |", "|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         methods = ["old_model", "fine_tuning", "ecmh", "joint"] if row == "old_codes" else [
             "joint", "fine_tuning", "ecmh"]
@@ -732,7 +745,8 @@ def format_table(result: dict[str, Any]) -> str:
             if row in result.get(m, {}):
                 v = result[m][row]
                 tie = " | ".join(f"{v[k]:.4f}" if k in v else "–"
-                                 for k in ("t2i_tie_aware", "i2t_tie_aware"))
+                                 for k in ("t2i_tie_aware", "i2t_tie_aware",
+                                           "t2i_projection_ties", "i2t_projection_ties"))
                 label = METHOD_LABELS.get(m, m)
                 lines.append(f"| {row} | {label} | {v['t2i']:.4f} | {v['i2t']:.4f} | {tie} |")
     s = result["seconds"]

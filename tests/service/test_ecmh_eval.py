@@ -52,19 +52,22 @@ def _run(path: Path, out: Path, *extra: str) -> int:
     return ecmh_eval.run(args)
 
 
+SCORES = {"i2t", "t2i", "i2t_tie_aware", "t2i_tie_aware", "i2t_projection_ties",
+          "t2i_projection_ties"}
+
+
 def _check_result(result: dict[str, Any]) -> None:
     assert set(result["old_model"]) == {"old_codes"}
     for method in ("ecmh", "fine_tuning", "joint"):
         assert set(result[method]) == ROWS
         for row in ROWS:
-            assert set(result[method][row]) == {"i2t", "t2i", "i2t_tie_aware",
-                                                "t2i_tie_aware"}
+            assert set(result[method][row]) == SCORES
             assert all(0.0 <= v <= 1.0 for v in result[method][row].values())
     # the linear → centers baseline: same rows and columns, finite, trained on all items
     assert set(result["linear"]) == ROWS
     for row in ROWS:
         values = result["linear"][row]
-        assert set(values) == {"i2t", "t2i", "i2t_tie_aware", "t2i_tie_aware"}
+        assert set(values) == SCORES
         assert all(np.isfinite(v) and 0.0 <= v <= 1.0 for v in values.values())
     counts = result["counts"]
     assert result["linear_baseline"]["train_items"] == counts["old_train"] + counts["new_train"]

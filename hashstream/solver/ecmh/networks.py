@@ -257,11 +257,20 @@ def encode_pairs(model: ECMHModel, image: np.ndarray[Any, Any], text: np.ndarray
     """The three codes of image–text pairs (±1 int8, n × L; sign(0) = +1): "image" sign(F),
     "text" sign(G) and "pairs" the unified sign(F + G) (Eq. 8), F = INet(image),
     G = TNet(text). The one place pairs are encoded: rounds, the service and the offline
-    protocol all call it."""
+    protocol all call it (the protocol through :func:`encode_pairs_with`)."""
+    return encode_pairs_with(model, image, text)[0]
+
+
+def encode_pairs_with(model: ECMHModel, image: np.ndarray[Any, Any],
+                      text: np.ndarray[Any, Any]
+                      ) -> tuple[dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any],
+                                 np.ndarray[Any, Any]]:
+    """:func:`encode_pairs`'s codes with F and G themselves (float32 host arrays)."""
     if image.shape[0] != text.shape[0]:
         raise ValueError(f"{image.shape[0]} images but {text.shape[0]} texts")
     f = image_representations(model, image_tensor(image, model.device))
     g = text_representations(model, text_tensor(model.config, text, model.device))
-    return {"pairs": sign(f + g).cpu().numpy(), "image": sign(f).cpu().numpy(),
-            "text": sign(g).cpu().numpy()}
+    codes = {"pairs": sign(f + g).cpu().numpy(), "image": sign(f).cpu().numpy(),
+             "text": sign(g).cpu().numpy()}
+    return codes, f.cpu().numpy(), g.cpu().numpy()
 
