@@ -300,10 +300,11 @@ def _score(queries: Codes, q_labels: Array, database: Codes, db_labels: Array,
     t2i = evaluate(queries.text, q_lists, db_t2i, db_lists, query_projection=queries.text_real)
     # mAP@all (stable tie-break, the paper's), the tie-aware mAP (random order within ties)
     # and the mAP with ties ordered by the query's F or G (a search with ties=projection)
+    assert i2t.map_projection_ties is not None and t2i.map_projection_ties is not None
     return {"i2t": i2t.map, "t2i": t2i.map,
             "i2t_tie_aware": i2t.map_tie_aware, "t2i_tie_aware": t2i.map_tie_aware,
-            "i2t_projection_ties": float(i2t.map_projection_ties or 0.0),
-            "t2i_projection_ties": float(t2i.map_projection_ties or 0.0)}
+            "i2t_projection_ties": i2t.map_projection_ties,
+            "t2i_projection_ties": t2i.map_projection_ties}
 
 
 def _table_rows(q_codes: Codes, q_labels: Array, q_new: Array, old_db: Codes,

@@ -186,7 +186,7 @@ async def search_default_get(request: Request, search: SearchDep, settings: Sett
                              max_distance: int | None = Query(None, ge=0,
                                                               description=MAX_DISTANCE),
                              ties: Literal["insertion", "projection"] = Query(
-                         "insertion", description=TIES),
+                                 "insertion", description=TIES),
                              ) -> Response:
     return await search_get_response(
         settings.default_index, request, search, vector=vector, item=item, k=k,
