@@ -134,18 +134,16 @@ def main() -> None:
                                        + " | ".join(projection_row) + " |")
             # mAP@all orders the items at one distance by insertion (in class-incremental
             # order: class by class); the tie-aware figure is the expectation over their orders
-            emit(f"\nTie-aware mAP (expected AP over random order within equal distances), "
-                 f"learned database, {name}{size}, {order} order:\n")
-            emit("| variant | " + " | ".join(f"{b} bits" for b in args.bits) + " |")
-            emit("|---|" + "---|" * len(args.bits))
-            for line in tie_rows:
-                emit(line)
-            emit(f"\nmAP@all with the items at one distance ordered by ⟨φ(q)P, code⟩ "
-                 f"(insertion after it), learned database, {name}{size}, {order} order:\n")
-            emit("| variant | " + " | ".join(f"{b} bits" for b in args.bits) + " |")
-            emit("|---|" + "---|" * len(args.bits))
-            for line in projection_rows:
-                emit(line)
+            for title, rows in (
+                    ("Tie-aware mAP (expected AP over random order within equal distances)",
+                     tie_rows),
+                    ("mAP@all with the items at one distance ordered by ⟨φ(q)P, code⟩ "
+                     "(insertion after it)", projection_rows)):
+                emit(f"\n{title}, learned database, {name}{size}, {order} order:\n")
+                emit("| variant | " + " | ".join(f"{b} bits" for b in args.bits) + " |")
+                emit("|---|" + "---|" * len(args.bits))
+                for line in rows:
+                    emit(line)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")
