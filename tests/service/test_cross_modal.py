@@ -77,6 +77,14 @@ def test_train_encode_extend_keeps_old_codes(api: Any, hs: Any, store_for: Any) 
         assert res.status_code == 200, res.text
         hits = [h["labels"] for q in res.json()["results"] for h in q]
         assert sum(lab == [5] for lab in hits) >= 0.8 * len(hits), (payload.keys(), hits)
+        # ties ordered by the query network's output: the same distances, each modality
+        ordered = api.http.post(f"/indexes/{name}/search", json={
+            **payload, "k": 40, "min_version": 3, "ties": "projection"})
+        plain = api.http.post(f"/indexes/{name}/search", json={**payload, "k": 40,
+                                                                "min_version": 3})
+        assert ordered.status_code == 200, ordered.text
+        assert [[h["distance"] for h in q] for q in ordered.json()["results"]] == [
+            [h["distance"] for h in q] for q in plain.json()["results"]], payload.keys()
 
 
 def test_linear_index_trains_extends_and_stores_its_settings(api: Any, hs: Any,
