@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from hashstream.hamming.byte_tables import byte_table, table_scores
 from hashstream.hamming.index import HammingView
 
 __all__ = ["search_projection_ties"]
@@ -45,7 +46,7 @@ def search_projection_ties(view: HammingView, queries: NDArray[np.uint8],
         # every live item within the k-th distance: those nearer are all in the top k
         # already; those at it compete for the places left
         _, dist, pos = view.range_positions(queries[q:q + 1], int(distances[q, found - 1]))
-        score = _scores(view.codes_at(pos), z[q])
+        score = table_scores(view.codes_at(pos), byte_table(z[q], view.code_bytes))
         order = _ranked(dist, score, pos, found)
         distances[q, :found] = dist[order]
         ids[q, :found] = view.ids_at(pos[order])
@@ -53,24 +54,12 @@ def search_projection_ties(view: HammingView, queries: NDArray[np.uint8],
     return distances, ids, scores
 
 
-def _scores(codes: NDArray[np.uint8], z: NDArray[np.float32]) -> NDArray[np.float32]:
-    """⟨z, code⟩ of packed codes (bit 1 = +1, big-endian in a byte), by one 256-entry table
-    of partial sums per code byte: bytes gathers per code, no unpacked n × bits matrix."""
-    nbytes = codes.shape[1]
-    weights = z.reshape(nbytes, 8)  # byte b holds bits 8b … 8b + 7, the first one highest
-    bits = ((np.arange(256)[:, None] >> np.arange(7, -1, -1)) & 1).astype(np.float32)
-    table = (2 * bits - 1) @ weights.T  # 256 × bytes: a byte value's ±1 bits times z
-    out = np.zeros(codes.shape[0], dtype=np.float32)
-    for b in range(nbytes):
-        out += table[codes[:, b], b]
-    return out
-
-
 def _ranked(dist: NDArray[np.int32], score: NDArray[np.float32], pos: NDArray[np.int64],
             keep: int) -> NDArray[np.int64]:
     """Indices of the first ``keep`` rows by (distance, −score, position), where every row at
     a distance below the largest is kept: those are sorted, and at the largest only the best
-    ``keep`` − (their number) are selected (a partition, not a sort of the whole tie)."""
+    ``keep`` − (their number) are selected (a partition, not a sort of the whole tie; the rows
+    at the largest distance come in position order)."""
     last = dist.max()
     near = np.flatnonzero(dist < last)
     tie = np.flatnonzero(dist == last)
@@ -79,6 +68,6 @@ def _ranked(dist: NDArray[np.int32], score: NDArray[np.float32], pos: NDArray[np
         # the wanted-th best score at the cut; above it all are in, at it the earliest
         cut = -np.partition(-score[tie], wanted - 1)[wanted - 1]
         above, at = tie[score[tie] > cut], tie[score[tie] == cut]
-        tie = np.concatenate([above, at[:wanted - above.size]])  # ``at`` is in position order
+        tie = np.concatenate([above, at[:wanted - above.size]])
     rows = np.concatenate([near, tie])
     return rows[np.lexsort((pos[rows], -score[rows], dist[rows]))]

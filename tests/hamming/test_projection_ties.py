@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from hashstream.hamming.byte_tables import byte_table, table_scores
 from hashstream.hamming.index import HammingIndex, native_available
 from hashstream.hamming.projection_ties import search_projection_ties
 
@@ -22,6 +23,11 @@ def _clustered(rng: np.random.Generator, n: int, bits: int) -> Array:
     codes = centers[rng.integers(0, 4, n)]
     codes[rng.random((n, bits)) < 1.5 / bits] *= -1
     return np.packbits(codes > 0, axis=1)
+
+
+def _signs(packed: Array) -> Array:
+    """The ±1 codes (int64) of packed rows: the signs a projection of them must have."""
+    return np.unpackbits(packed, axis=-1).astype(np.int64) * 2 - 1
 
 
 def _brute(codes: Array, ids: Array, live: Array, query: Array, z: Array, k: int
@@ -54,7 +60,7 @@ def test_against_brute_force(backend: str, bits: int, k: int) -> None:
     live[gone] = False
     queries = _clustered(rng, 12, bits)
     # multiples of 1/4: exact in float32, so equal scores tie in both rankings
-    z = (np.unpackbits(queries, axis=1) * 2 - 1) * rng.integers(0, 9, (12, bits)) / 4
+    z = _signs(queries) * rng.integers(0, 9, (12, bits)) / 4
     dist, got, score = search_projection_ties(index.view(), queries, z, k)
     plain_d, _ = index.search(queries, k)
     for q in range(len(queries)):
@@ -84,7 +90,7 @@ def test_restricted_view_upserts_and_padding(backend: str) -> None:
     keep = np.zeros(view.size, dtype=bool)
     keep[view.positions(ids[ids % 2 == 0])] = True
     queries = codes[10:12]
-    z = (np.unpackbits(queries, axis=1) * 2 - 1) * rng.integers(1, 5, (2, bits)) / 2
+    z = _signs(queries) * rng.integers(1, 5, (2, bits)) / 2
     k = 50
     dist, got, score = search_projection_ties(view.restricted(keep), queries, z, k)
     admitted = live & (all_ids % 2 == 0)
@@ -103,7 +109,7 @@ def test_extreme_projections_still_rank() -> None:
     index = HammingIndex(16, backend="numpy")
     index.add(codes, np.arange(200))
     q = codes[:1]
-    z = (np.unpackbits(q, axis=1) * 2 - 1) * rng.integers(1, 9, (1, 16)) / 4
+    z = _signs(q) * rng.integers(1, 9, (1, 16)) / 4
     want = search_projection_ties(index.view(), q, z, 30)
     huge = search_projection_ties(index.view(), q, z * 2.0**900, 30)  # inf as float32
     assert want[1].tolist() == huge[1].tolist() and np.isfinite(huge[2]).all()
@@ -120,3 +126,15 @@ def test_projection_of_the_wrong_shape_is_refused() -> None:
     with pytest.raises(ValueError, match="projection"):
         search_projection_ties(index.view(), np.zeros((2, 2), dtype=np.uint8),
                                np.zeros((2, 8)), 2)
+
+
+def test_byte_tables_score_as_the_unpacked_codes() -> None:
+    """⟨z, code⟩ by one table per code byte equals the product with the unpacked ±1 code,
+    for code lengths of one to seventeen bytes (exact for a projection of quarter multiples)."""
+    rng = np.random.default_rng(12)
+    for bits in (8, 24, 32, 72, 136):
+        codes = _clustered(rng, 300, bits)
+        z = _signs(codes[5]) * rng.integers(0, 9, bits) / 4
+        got = table_scores(codes, byte_table(z, bits // 8))
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, (_signs(codes) @ z).astype(np.float32))
