@@ -36,7 +36,8 @@ from term_scaling import DATA, SUITE, subsample
 
 from hashstream.eval.online_hashing import EvalConfig, chunks, load_dataset, split_stream
 from hashstream.solver.backend import get_backend
-from hashstream.solver.metrics import evaluate, relevance
+from hashstream.solver.linear_baseline import sign_codes
+from hashstream.solver.metrics import _average_precision, evaluate, relevance
 from hashstream.solver.sdoh_hc.round import learn_chunk, project
 from hashstream.solver.sdoh_hc.settings import SDOHSettings
 
@@ -74,7 +75,7 @@ def one_run(job: tuple[str, int, int, str, dict[str, Any]]) -> dict[str, Any]:
         items.append(idx)
     assert state is not None
     z = project(state, data.features[queries], backend)
-    q_codes = np.where(z >= 0, 1, -1).astype(np.int8)
+    q_codes = sign_codes(z)
     db_codes = np.concatenate(codes)
     q_labels, db_labels = data.labels.take(queries), data.labels.take(np.concatenate(items))
     scores = evaluate(q_codes, q_labels, db_codes, db_labels, query_projection=z)
@@ -98,15 +99,12 @@ def one_run(job: tuple[str, int, int, str, dict[str, Any]]) -> dict[str, Any]:
 
 def asymmetric_map(z: np.ndarray, db_codes: np.ndarray, rel: np.ndarray) -> float:
     """mAP@all with every query's database ranked by ⟨z, code⟩ (insertion after it)."""
-    aps = []
-    signs = db_codes.astype(np.float32)
-    for i in range(len(z)):
-        order = np.argsort(-(signs @ z[i].astype(np.float32)), kind="stable")
-        hits = rel[i][order]
-        found = np.cumsum(hits)
-        aps.append(float((found[hits] / (np.flatnonzero(hits) + 1)).mean()) if hits.any()
-                   else 0.0)
-    return float(np.mean(aps))
+    signs, aps = db_codes.astype(np.float32).T, []
+    for lo in range(0, len(z), 100):  # blocks of queries: memory stays 100 × n
+        order = np.argsort(-(z[lo:lo + 100].astype(np.float32) @ signs), axis=1, kind="stable")
+        aps.append(_average_precision(np.take_along_axis(rel[lo:lo + 100], order, axis=1),
+                                      None))
+    return float(np.concatenate(aps).mean())
 
 
 def main() -> None:

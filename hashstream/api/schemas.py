@@ -16,6 +16,7 @@ from hashstream.service.registry import (
     QueryEncoder,
     TermScaling,
 )
+from hashstream.service.search_options import Ties
 
 Width = Annotated[int, Field(ge=1, le=16_384)]
 """A hidden-layer width of a cross-modal network."""
@@ -248,7 +249,7 @@ class SearchRequest(BaseModel):
     min_version: int | None = Field(default=None, ge=0, description=MIN_VERSION)
     filter: SearchFilter | None = Field(default=None, description="label filter")
     max_distance: int | None = Field(default=None, ge=0, description=MAX_DISTANCE)
-    ties: Literal["insertion", "projection"] = Field(default="insertion", description=TIES)
+    ties: Ties = Field(default="insertion", description=TIES)
 
 
 class Hit(BaseModel):

@@ -19,6 +19,7 @@ import numpy as np
 
 from hashstream.solver.backend import BackendName, get_backend
 from hashstream.solver.class_lists import ClassLists
+from hashstream.solver.linear_baseline import sign_codes
 from hashstream.solver.lsh import RandomProjection
 from hashstream.solver.metrics import evaluate
 from hashstream.solver.sdoh_hc.round import encode, learn_chunk, project
@@ -201,7 +202,7 @@ def run_eval(data: Dataset, config: EvalConfig,
                     all_codes = encode(state, data.features[np.concatenate(db_idx)], backend)
                 else:
                     all_codes = np.concatenate(db_codes)
-            qc = np.where(qz >= 0, 1, -1).astype(np.int8)  # sgn(0) = +1, as the encoders
+            qc = sign_codes(qz)  # the codes the encoders pack: sgn(0) = +1
             db_lab = data.labels.take(np.concatenate(db_idx))
             scores = evaluate(qc, q_lab, all_codes, db_lab, ks=config.map_at,
                               query_projection=qz)

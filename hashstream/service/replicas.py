@@ -242,13 +242,6 @@ class SearchService:
                            "and wait for the first round", "name")
         return rep
 
-    def encode(self, rep: Replica, features: np.ndarray[Any, Any],
-               modality: str = "image") -> np.ndarray[Any, Any]:
-        """Packed codes of query vectors under the replica's version (its method's encoder:
-        sgn(φ(q)P) for SDOH-HC, sgn(INet(q)) or sgn(TNet(q)) for ECMH, …)."""
-        assert rep.encoder is not None
-        return rep.encoder.encode(features, modality)
-
     def _check_k(self, k: int) -> None:
         if k < 1 or k > self.max_k:
             raise InvalidInput(f"k must be between 1 and {self.max_k}", "k")
@@ -322,12 +315,12 @@ class SearchService:
                 raise InvalidInput("text queries and targets are for cross-modal indexes",
                                    "target")
             raise InvalidInput("target must be 'pairs', 'image' or 'text'", "target")
-        if options is not None and options.ties == "projection":
-            projection = rep.encoder.project(features, modality)
-            return self._top_k(rep, pack_codes(projection >= 0), k, exclude=None,
-                               target=target, options=options, projection=projection)
-        return self._top_k(rep, self.encode(rep, features, modality), k, exclude=None,
-                           target=target, options=options)
+        # the query codes are the signs of the encoder's projection (sgn(φ(q)P) for SDOH-HC,
+        # sgn(INet(q)) or sgn(TNet(q)) for ECMH, …), which also orders ties when asked
+        projection = rep.encoder.project(features, modality)
+        by_projection = options is not None and options.ties == "projection"
+        return self._top_k(rep, pack_codes(projection >= 0), k, exclude=None, target=target,
+                           options=options, projection=projection if by_projection else None)
 
     def search_item(self, name: str, item: int, k: int, min_version: int | None = None,
                     options: SearchOptions | None = None) -> SearchHits:

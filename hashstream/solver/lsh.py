@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hashstream.solver.class_lists import ClassLists
+from hashstream.solver.linear_baseline import sign_codes
 from hashstream.solver.method import PAIRS, Arrays, LearnResult, register
 from hashstream.solver.metrics import pack_codes
 
@@ -33,7 +34,7 @@ class RandomProjection:
         return z
 
     def encode(self, features: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        return np.where(self.project(features) >= 0, 1, -1).astype(np.int8)
+        return sign_codes(self.project(features))
 
 
 class LSHEncoder:
